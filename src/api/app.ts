@@ -1,0 +1,58 @@
+import cors from 'cors';
+import express, { type Express } from 'express';
+import type { Accounts } from '../commands/accounts.js';
+import type { Devices } from '../commands/devices.js';
+import type { Groups } from '../commands/groups.js';
+import type { Services } from '../commands/services.js';
+import { authenticate } from './auth.js';
+import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
+import { rateLimit } from './rate-limit.js';
+import { requestContext } from './request-context.js';
+import { mount, type RouteDefinition } from './route.js';
+import { accountRoutes } from './routes/accounts.js';
+import { deviceRoutes } from './routes/devices.js';
+import { groupRoutes } from './routes/groups.js';
+import { systemRoutes } from './routes/system.js';
+
+export interface AppHandlers {
+  accounts: Accounts;
+  devices: Devices;
+  groups: Groups;
+}
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export function createApp(services: Services, handlers: AppHandlers): Express {
+  const { config, logger, clock } = services;
+  const app = express();
+  app.disable('x-powered-by');
+  // ETags here are stream versions, set by the routes; Express's body hashes would shadow them.
+  app.set('etag', false);
+
+  app.use(requestContext(logger, clock));
+  app.use(
+    cors({
+      origin: config.corsOrigins ?? true,
+      credentials: true,
+      exposedHeaders: ['ETag', 'X-Request-Id', 'Retry-After'],
+    }),
+  );
+  app.use(requireJsonBody);
+  app.use(express.json({ limit: MAX_BODY_BYTES }));
+  app.use(authenticate(handlers.accounts));
+  if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));
+
+  const routes: RouteDefinition[] = [];
+  routes.push(
+    ...systemRoutes(services, () => routes),
+    ...accountRoutes(services, handlers.accounts),
+    ...deviceRoutes(services, handlers.devices),
+    ...groupRoutes(services, handlers.groups),
+  );
+  const router = express.Router();
+  mount(router, routes);
+  app.use(router);
+  app.use(notFoundRoute);
+  app.use(errorHandler);
+  return app;
+}

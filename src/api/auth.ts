@@ -1,0 +1,43 @@
+import type { Request, RequestHandler } from 'express';
+import type { Accounts } from '../commands/accounts.js';
+import { hashSecret } from '../commands/credentials.js';
+
+export const SESSION_COOKIE = 'session';
+
+/** The credential a request carries, wherever the contract allows it. */
+export function credentialOf(req: Pick<Request, 'header'>, queryToken?: unknown): string | undefined {
+  const authorization = req.header('authorization');
+  const bearer = authorization?.match(/^Bearer\s+(\S+)$/i)?.[1];
+  const candidates = [bearer, req.header('x-api-key'), req.header('x-device-token'), typeof queryToken === 'string' ? queryToken : undefined, cookieValue(req.header('cookie'), SESSION_COOKIE)];
+  return candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= 4096);
+}
+
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const [key, ...rest] = part.trim().split('=');
+    if (key === name) {
+      try {
+        return decodeURIComponent(rest.join('='));
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves. */
+export function authenticate(accounts: Accounts): RequestHandler {
+  return async (req, _res, next) => {
+    const credential = credentialOf(req);
+    if (credential) {
+      const principal = await accounts.authenticate(credential);
+      if (principal) {
+        req.principal = principal;
+        req.credentialKey = hashSecret(credential);
+      }
+    }
+    next();
+  };
+}

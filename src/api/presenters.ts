@@ -1,0 +1,61 @@
+import type { DeviceRow } from '../projections/devices.js';
+import type { GroupSummary } from '../projections/group-summaries.js';
+import type { UserRow } from '../projections/users.js';
+
+/** What clients see of a user: never a hash or a key. */
+export const presentUser = (user: UserRow) => ({
+  id: user.id,
+  username: user.username,
+  email: user.email,
+  role: user.role,
+  device_quota: user.device_quota,
+  created_at: user.created_at,
+});
+
+export const presentDevice = (device: DeviceRow) => ({
+  id: device.id,
+  user_id: device.user_id,
+  name: device.name,
+  device_type: device.device_type,
+  description: device.description,
+  ip_address: device.ip_address,
+  mac_address: device.mac_address,
+  status: device.status,
+  last_seen: device.last_seen,
+  firmware_version: device.firmware_version,
+  group_id: device.group_id,
+  configuration: JSON.parse(device.configuration) as Record<string, unknown>,
+  created_at: device.created_at,
+  updated_at: device.updated_at,
+  version: device.version,
+});
+
+export interface PresentedGroup {
+  id: string;
+  user_id: string;
+  name: string;
+  description: string | null;
+  parent_id: string | null;
+  device_count: number;
+  total_device_count: number;
+  statistics: { online: number; offline: number };
+  created_at: string;
+  updated_at: string;
+  version: number;
+  children?: PresentedGroup[];
+}
+
+export const presentGroup = (group: GroupSummary, nested = false): PresentedGroup => ({
+  id: group.id,
+  user_id: group.user_id,
+  name: group.name,
+  description: group.description,
+  parent_id: group.parent_id,
+  device_count: group.device_count,
+  total_device_count: group.total_device_count,
+  statistics: group.statistics,
+  created_at: group.created_at,
+  updated_at: group.updated_at,
+  version: group.version,
+  ...(nested ? { children: group.children.map((child) => presentGroup(child, true)) } : {}),
+});

@@ -1,0 +1,95 @@
+import type { Request, RequestHandler, Response, Router } from 'express';
+import { z } from 'zod';
+import type { Principal, RequestContext } from '../commands/services.js';
+import { DomainError } from '../domain/errors.js';
+
+export type Method = 'get' | 'post' | 'put' | 'delete';
+export type Access = 'public' | 'user' | 'device' | 'any';
+
+/** One route's contract: validation and the OpenAPI document are both generated from it. */
+export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
+  method: Method;
+  path: string;
+  summary: string;
+  tag: string;
+  access: Access;
+  body?: B;
+  query?: Q;
+  /** The schema of `data` in a success answer. */
+  response?: z.ZodType;
+  status?: number;
+  list?: boolean;
+}
+
+export interface Reply {
+  status?: number;
+  data: unknown;
+  meta?: Record<string, unknown>;
+  etag?: number;
+}
+
+export interface RouteInput<B, Q> {
+  body: B;
+  query: Q;
+  params: Record<string, string>;
+  context: RequestContext;
+  req: Request;
+  res: Response;
+}
+
+export interface RouteDefinition {
+  spec: RouteSpec<z.ZodType, z.ZodType>;
+  handler: RequestHandler;
+}
+
+const anonymous: Principal = { kind: 'user', userId: '', role: 'user', sessionId: null };
+
+/** Declares a route: parses body and query with its schemas, checks access, wraps the answer. */
+export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.ZodType = z.ZodObject>(
+  spec: RouteSpec<B, Q>,
+  run: (input: RouteInput<z.infer<B>, z.infer<Q>>) => Promise<Reply | void> | Reply | void,
+): RouteDefinition {
+  const handler: RequestHandler = async (req, res) => {
+    const principal = req.principal;
+    checkAccess(spec.access, principal);
+    const body = spec.body ? parse(spec.body, req.body ?? {}, '') : undefined;
+    const query = spec.query ? parse(spec.query, req.query, '') : {};
+    const context: RequestContext = { principal: principal ?? anonymous, requestId: req.requestId };
+    const reply = await run({ body: body as z.infer<B>, query: query as z.infer<Q>, params: req.params as Record<string, string>, context, req, res });
+    if (!reply || res.headersSent) return;
+    if (reply.etag !== undefined) res.setHeader('ETag', `"${reply.etag}"`);
+    res.status(reply.status ?? spec.status ?? 200).json(reply.meta ? { data: reply.data, meta: reply.meta } : { data: reply.data });
+  };
+  return { spec: spec as unknown as RouteSpec<z.ZodType, z.ZodType>, handler };
+}
+
+export function mount(router: Router, routes: readonly RouteDefinition[]): void {
+  for (const { spec, handler } of routes) router[spec.method](spec.path, handler);
+}
+
+function checkAccess(access: Access, principal: Principal | undefined): void {
+  if (access === 'public') return;
+  if (!principal) throw new DomainError('unauthenticated', 'authentication required');
+  if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
+  if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
+}
+
+/** Validates with zod; every problem becomes a detail naming its path. */
+export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const details = result.error.issues.map((issue) => ({
+    path: [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || '(root)',
+    message: issue.message,
+  }));
+  throw new DomainError('validation_failed', `invalid request: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details);
+}
+
+/** Parses an If-Match header holding an ETag ("3" or 3); absent means no precondition. */
+export function ifMatchVersion(req: Request): number | undefined {
+  const header = req.header('if-match');
+  if (header === undefined || header.trim() === '*') return undefined;
+  const version = Number(header.trim().replace(/^W\//, '').replace(/^"|"$/g, ''));
+  if (!Number.isInteger(version)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
+  return version;
+}

@@ -1,0 +1,62 @@
+import type { Groups } from '../../commands/groups.js';
+import { visibleGroup } from '../../commands/groups.js';
+import { ownerScope, type Principal, type Services } from '../../commands/services.js';
+import { groupSummaries } from '../../projections/group-summaries.js';
+import { presentGroup } from '../presenters.js';
+import { defineRoute, ifMatchVersion } from '../route.js';
+import { deleted, listMeta } from '../schemas/common.js';
+import { createGroupBody, group, listGroupsQuery, updateGroupBody } from '../schemas/groups.js';
+
+export function groupRoutes(services: Services, groups: Groups) {
+  const summaryOf = (principal: Principal, groupId: string) => {
+    const row = visibleGroup(services, principal, groupId);
+    const summary = groupSummaries(services.sql, row.user_id).find((s) => s.id === groupId)!;
+    return { data: presentGroup(summary), etag: summary.version };
+  };
+  const parentOf = (body: { parent_id?: string | null | undefined; parent_group?: string | null | undefined }) =>
+    body.parent_id !== undefined ? body.parent_id : body.parent_group;
+
+  return [
+    defineRoute(
+      { method: 'get', path: '/api/groups', summary: 'Groups, flat with parent_id, or nested with ?tree=true', tag: 'groups', access: 'user', query: listGroupsQuery, response: group.array(), list: true },
+      ({ query, context }) => {
+        const all = groupSummaries(services.sql, ownerScope(context.principal));
+        const visibleIds = new Set(all.map((g) => g.id));
+        const chosen = query.tree ? all.filter((g) => g.parent_id === null || !visibleIds.has(g.parent_id)) : all;
+        const page = chosen.slice(query.offset, query.offset + query.limit);
+        return { data: page.map((g) => presentGroup(g, query.tree === true)), meta: listMeta(chosen.length, query) };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/groups', summary: 'Create a group (optionally under a parent)', tag: 'groups', access: 'user', body: createGroupBody, response: group, status: 201 },
+      async ({ body, context }) => {
+        const created = await groups.create({ name: body.name, description: body.description ?? null, parent_id: parentOf(body) ?? null }, context);
+        return { ...summaryOf(context.principal, created.id), status: 201 };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/groups/:id', summary: 'A group with its device counts', tag: 'groups', access: 'user', response: group },
+      ({ params, context }) => summaryOf(context.principal, params.id!),
+    ),
+    defineRoute(
+      { method: 'put', path: '/api/groups/:id', summary: 'Rename, describe or move a group (no cycles)', tag: 'groups', access: 'user', body: updateGroupBody, response: group },
+      async ({ params, body, context, req }) => {
+        const parent = parentOf(body);
+        const changes = {
+          ...(body.name !== undefined ? { name: body.name } : {}),
+          ...(body.description !== undefined ? { description: body.description } : {}),
+          ...(parent !== undefined ? { parent_id: parent } : {}),
+        };
+        await groups.update(params.id!, changes, context, ifMatchVersion(req));
+        return summaryOf(context.principal, params.id!);
+      },
+    ),
+    defineRoute(
+      { method: 'delete', path: '/api/groups/:id', summary: 'Delete a group without subgroups; its devices become ungrouped', tag: 'groups', access: 'user', response: deleted },
+      async ({ params, context }) => {
+        await groups.delete(params.id!, context);
+        return { data: { id: params.id!, deleted: true } };
+      },
+    ),
+  ];
+}

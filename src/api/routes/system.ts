@@ -1,0 +1,19 @@
+import { z } from 'zod';
+import type { Services } from '../../commands/services.js';
+import { openApiDocument } from '../openapi.js';
+import { defineRoute, type RouteDefinition } from '../route.js';
+
+export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[]) {
+  return [
+    defineRoute(
+      { method: 'get', path: '/api/health', summary: 'Liveness and the last event position', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
+      () => ({ data: { status: 'ok', position: services.log.headPosition() } }),
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/openapi.json', summary: 'This document', tag: 'system', access: 'public' },
+      ({ res }) => {
+        res.json(openApiDocument(allRoutes()));
+      },
+    ),
+  ];
+}

@@ -1,0 +1,35 @@
+import { z } from 'zod';
+import { timestamp } from './common.js';
+
+export const registerBody = z.object({
+  username: z.string().regex(/^[A-Za-z0-9_.-]{3,32}$/, '3 to 32 of letters, digits, _ . -'),
+  email: z.email().max(254),
+  password: z.string().min(8, 'at least 8 characters').max(128),
+});
+
+export const loginBody = z
+  .object({
+    username: z.string().min(1).max(254).optional(),
+    email: z.string().min(1).max(254).optional(),
+    password: z.string().min(1).max(128),
+  })
+  .refine((body) => body.username !== undefined || body.email !== undefined, { message: 'username or email is required', path: ['username'] });
+
+export const user = z.object({
+  id: z.string(),
+  username: z.string(),
+  email: z.string(),
+  role: z.enum(['admin', 'user']),
+  device_quota: z.number().int(),
+  created_at: timestamp,
+});
+
+export const sessionAnswer = z.object({
+  user,
+  token: z.string(),
+  expires_at: timestamp,
+  permissions: z.array(z.string()).optional(),
+  api_key: z.string().optional(),
+});
+
+export const currentUser = user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) });

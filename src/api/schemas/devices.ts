@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { deviceStatusSchema } from '../../domain/events.js';
+import { nonBlank, paging, timestamp } from './common.js';
+
+const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
+const deviceType = z.string().trim().min(1).max(64);
+const configuration = z.record(z.string(), z.unknown());
+
+const editable = {
+  name: nonBlank(100),
+  description: z.string().max(2000).nullable(),
+  ip_address: z.union([z.ipv4(), z.ipv6()], { error: 'not a valid IPv4 or IPv6 address' }).nullable(),
+  group_id: z.uuid().nullable(),
+  configuration,
+  firmware_version: z.string().trim().min(1).max(64).nullable(),
+};
+
+export const registerDeviceBody = z
+  .object({
+    ...editable,
+    type: deviceType.optional(),
+    device_type: deviceType.optional(),
+    description: editable.description.optional(),
+    ip_address: editable.ip_address.optional(),
+    mac_address: z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)').nullable().optional(),
+    auth_token: z.string().min(16, 'at least 16 characters').max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    group_id: editable.group_id.optional(),
+    configuration: configuration.optional(),
+    firmware_version: editable.firmware_version.optional(),
+  })
+  .refine((body) => body.type !== undefined || body.device_type !== undefined, { message: 'type or device_type is required', path: ['device_type'] });
+
+export const updateDeviceBody = z.object({
+  name: editable.name.optional(),
+  description: editable.description.optional(),
+  settings: configuration.optional(),
+  configuration: configuration.optional(),
+  group_id: editable.group_id.optional(),
+  device_type: deviceType.optional(),
+  type: deviceType.optional(),
+  ip_address: editable.ip_address.optional(),
+  firmware_version: editable.firmware_version.optional(),
+});
+
+export const listDevicesQuery = paging.extend({
+  status: deviceStatusSchema.optional(),
+  type: z.string().max(64).optional(),
+  device_type: z.string().max(64).optional(),
+  group_id: z.string().max(64).optional(),
+  q: z.string().max(100).optional(),
+});
+
+export const deviceDetailQuery = z.object({ as_of: z.iso.datetime({ offset: true }).optional() });
+
+export const device = z.object({
+  id: z.string(),
+  user_id: z.string(),
+  name: z.string(),
+  device_type: z.string(),
+  description: z.string().nullable(),
+  ip_address: z.string().nullable(),
+  mac_address: z.string().nullable(),
+  status: deviceStatusSchema,
+  last_seen: timestamp.nullable(),
+  firmware_version: z.string().nullable(),
+  group_id: z.string().nullable(),
+  configuration,
+  created_at: timestamp,
+  updated_at: timestamp,
+  version: z.number().int(),
+});
+
+export const registeredDevice = device.extend({ credentials: z.object({ device_id: z.string(), auth_token: z.string() }) });
+
+export const deviceDetail = device.extend({
+  recent_data: z.array(z.record(z.string(), z.unknown())),
+  recent_commands: z.array(z.record(z.string(), z.unknown())),
+  metrics: z.record(z.string(), z.unknown()),
+});
+
+export const storedEvent = z.object({
+  position: z.number().int(),
+  stream_id: z.string(),
+  version: z.number().int(),
+  type: z.string(),
+  data: z.record(z.string(), z.unknown()),
+  metadata: z.record(z.string(), z.unknown()),
+  recorded_at: timestamp,
+  hash: z.string(),
+});

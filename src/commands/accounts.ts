@@ -1,0 +1,140 @@
+import bcrypt from 'bcryptjs';
+import { DomainError, notFound } from '../domain/errors.js';
+import { streams } from '../domain/events.js';
+import { userDecider, type UserCommand } from '../domain/user.js';
+import { findDeviceByTokenHash } from '../projections/devices.js';
+import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
+import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
+import { handle } from './handle.js';
+import { KeyedLock } from './keyed-lock.js';
+import { LoginThrottle } from './login-throttle.js';
+import type { Principal, RequestContext, Services } from './services.js';
+
+export interface Session {
+  user: UserRow;
+  token: string;
+  expires_at: string;
+}
+
+/** Registration, login, logout and resolving a credential to who is calling. */
+export class Accounts {
+  private readonly lock = new KeyedLock();
+  private readonly throttle: LoginThrottle;
+  readonly tokens: SessionTokens;
+  /** Compared against when the user is unknown, so both failures take the same time. */
+  private readonly decoyHash: Promise<string>;
+
+  constructor(private readonly services: Services) {
+    this.throttle = new LoginThrottle(services.clock);
+    this.tokens = new SessionTokens(services.config.jwtSecret);
+    this.decoyHash = bcrypt.hash('decoy-password', services.config.bcryptRounds);
+  }
+
+  async register(input: { username: string; email: string; password: string }, requestId: string): Promise<Session & { api_key: string }> {
+    const passwordHash = await bcrypt.hash(input.password, this.services.config.bcryptRounds);
+    return this.lock.run('registry', async () => {
+      const { sql, runner, log, newId, config } = this.services;
+      await runner.waitFor(log.headPosition());
+      const taken = isUsernameOrEmailTaken(sql, input.username, input.email);
+      if (taken) {
+        const field = taken.username.toLowerCase() === input.username.toLowerCase() ? 'username' : 'email';
+        throw new DomainError('already_exists', `${field} is already taken`, [{ path: field, message: 'already taken' }]);
+      }
+      const userId = newId();
+      const apiKey = generateApiKey();
+      const register: UserCommand = {
+        type: 'register_user',
+        data: {
+          user_id: userId,
+          username: input.username,
+          email: input.email,
+          role: countUsers(sql) === 0 ? 'admin' : 'user',
+          password_hash: passwordHash,
+          api_key_hash: hashSecret(apiKey),
+          device_quota: config.defaultDeviceQuota,
+        },
+      };
+      const session = this.newSession(userId);
+      const context: RequestContext = { principal: { kind: 'user', userId, role: register.data.role, sessionId: session.command.data.session_id }, requestId };
+      await handle(this.services, userDecider, streams.user(userId), [register, session.command], context);
+      return { ...(await this.sessionAnswer(userId, session.command.data.session_id, session.expiresAt)), api_key: apiKey };
+    });
+  }
+
+  async login(input: { login: string; password: string; clientAddress: string }, requestId: string): Promise<Session> {
+    const throttleKeys = [`account:${input.login.toLowerCase()}`, `address:${input.clientAddress}`];
+    this.throttle.check(throttleKeys);
+    const user = findUserByLogin(this.services.sql, input.login);
+    const matches = await bcrypt.compare(input.password, user?.password_hash ?? (await this.decoyHash));
+    if (!user || !matches) {
+      this.throttle.fail(throttleKeys);
+      throw new DomainError('invalid_credentials', 'invalid username or password');
+    }
+    this.throttle.succeed(throttleKeys[0]!);
+    const session = this.newSession(user.id);
+    const context: RequestContext = { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: session.command.data.session_id }, requestId };
+    await handle(this.services, userDecider, streams.user(user.id), session.command, context);
+    return this.sessionAnswer(user.id, session.command.data.session_id, session.expiresAt);
+  }
+
+  async logout(context: RequestContext): Promise<void> {
+    const principal = context.principal;
+    if (principal.kind !== 'user' || principal.sessionId === null) {
+      throw new DomainError('validation_failed', 'only a session can log out; API keys stay valid', [{ path: 'authorization', message: 'not a session token' }]);
+    }
+    await handle(this.services, userDecider, streams.user(principal.userId), { type: 'end_session', data: { session_id: principal.sessionId } }, context);
+  }
+
+  /** Resolves any credential to its principal, or null when it is unknown, expired or revoked. */
+  async authenticate(token: string): Promise<Principal | null> {
+    const { sql, clock } = this.services;
+    switch (credentialKind(token)) {
+      case 'session': {
+        const claims = await this.tokens.verify(token, clock.now());
+        const session = claims && findSession(sql, claims.sessionId);
+        const user = session && !session.ended_at && session.user_id === claims.userId ? findUserById(sql, claims.userId) : undefined;
+        return user ? { kind: 'user', userId: user.id, role: user.role, sessionId: claims!.sessionId } : null;
+      }
+      case 'api_key': {
+        const user = findUserByApiKeyHash(sql, hashSecret(token));
+        if (user) return { kind: 'user', userId: user.id, role: user.role, sessionId: null };
+        return this.deviceFor(token);
+      }
+      case 'device_token':
+        return this.deviceFor(token);
+    }
+  }
+
+  me(principal: Principal): UserRow {
+    const user = findUserById(this.services.sql, principal.userId);
+    if (!user) throw notFound('user');
+    return user;
+  }
+
+  private deviceFor(token: string): Principal | null {
+    const device = findDeviceByTokenHash(this.services.sql, hashSecret(token));
+    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id } : null;
+  }
+
+  private newSession(userId: string) {
+    const now = this.services.clock.now();
+    const expiresAt = new Date(now.getTime() + this.services.config.sessionTtlSeconds * 1000);
+    const command = {
+      type: 'start_session',
+      data: { session_id: this.services.newId(), user_id: userId, expires_at: expiresAt.toISOString() },
+    } as const satisfies UserCommand;
+    return { command, expiresAt };
+  }
+
+  private async sessionAnswer(userId: string, sessionId: string, expiresAt: Date): Promise<Session> {
+    const user = findUserById(this.services.sql, userId);
+    if (!user) throw notFound('user');
+    const token = await this.tokens.sign({ sessionId, userId }, this.services.clock.now(), expiresAt);
+    return { user, token, expires_at: expiresAt.toISOString() };
+  }
+}
+
+export const permissionsFor = (role: 'admin' | 'user'): string[] => {
+  const base = ['devices:read', 'devices:write', 'telemetry:read', 'telemetry:write', 'commands:write', 'groups:write', 'rules:write', 'events:read'];
+  return role === 'admin' ? [...base, 'admin', 'users:read', 'events:verify', 'devices:read:all'] : base;
+};

@@ -1,0 +1,55 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
+
+/** Prefixes tell the kinds of credential apart before any lookup. */
+export const API_KEY_PREFIX = 'iotk_';
+export const DEVICE_TOKEN_PREFIX = 'iotd_';
+const SESSION_PREFIX = 'eyJ';
+
+export type CredentialKind = 'session' | 'api_key' | 'device_token';
+
+export function credentialKind(token: string): CredentialKind {
+  if (token.startsWith(SESSION_PREFIX)) return 'session';
+  if (token.startsWith(API_KEY_PREFIX)) return 'api_key';
+  return 'device_token';
+}
+
+export const generateApiKey = (): string => API_KEY_PREFIX + randomBytes(32).toString('base64url');
+export const generateDeviceToken = (): string => DEVICE_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+
+/** High-entropy secrets need no slow hash; a digest is enough and lets us look them up. */
+export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+
+export interface SessionClaims {
+  sessionId: string;
+  userId: string;
+}
+
+export class SessionTokens {
+  private readonly key: Uint8Array;
+  constructor(secret: string) {
+    this.key = new TextEncoder().encode(secret);
+  }
+
+  sign(claims: SessionClaims, issuedAt: Date, expiresAt: Date): Promise<string> {
+    return new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(claims.userId)
+      .setJti(claims.sessionId)
+      .setIssuedAt(Math.floor(issuedAt.getTime() / 1000))
+      .setExpirationTime(Math.floor(expiresAt.getTime() / 1000))
+      .sign(this.key);
+  }
+
+  /** Returns the claims of a valid, unexpired token, or null for anything else. */
+  async verify(token: string, now: Date): Promise<SessionClaims | null> {
+    try {
+      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], currentDate: now });
+      if (typeof payload.sub !== 'string' || typeof payload.jti !== 'string') return null;
+      return { userId: payload.sub, sessionId: payload.jti };
+    } catch (error) {
+      if (error instanceof joseErrors.JOSEError || error instanceof TypeError) return null;
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,115 @@
+import { fold } from '../domain/decider.js';
+import { deviceDecider, type DeviceChanges } from '../domain/device.js';
+import { DomainError, invalid, notFound } from '../domain/errors.js';
+import { streams, type DeviceAttributes } from '../domain/events.js';
+import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
+import { findGroup } from '../projections/groups.js';
+import { findUserById } from '../projections/users.js';
+import { generateDeviceToken, hashSecret } from './credentials.js';
+import { handle } from './handle.js';
+import { KeyedLock } from './keyed-lock.js';
+import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+
+export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
+  group_id: string | null;
+  auth_token: string | null;
+}
+
+/** A device as its owner, an admin, or the device itself may see it; anyone else gets 404. */
+export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+  const device = findDevice(services.sql, deviceId);
+  const allowed =
+    device &&
+    (principal.kind === 'device' ? principal.deviceId === device.id : isAdmin(principal) || device.user_id === principal.userId);
+  if (!allowed) throw notFound('device');
+  return device;
+}
+
+export class Devices {
+  private readonly lock = new KeyedLock();
+
+  constructor(private readonly services: Services) {}
+
+  async register(input: RegisterDeviceInput, context: RequestContext): Promise<{ device: DeviceRow; token: string }> {
+    const ownerId = requireUser(context.principal);
+    const token = input.auth_token ?? generateDeviceToken();
+    // One key for the whole registry: MACs and tokens are unique across users, quotas per user.
+    return this.lock.run('registry', async () => {
+      const { sql, runner, log, newId } = this.services;
+      await runner.waitFor(log.headPosition());
+      this.checkQuota(ownerId);
+      if (input.mac_address && findDeviceByMac(sql, input.mac_address)) {
+        throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
+      }
+      if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
+      this.checkGroup(input.group_id, ownerId);
+      const deviceId = newId();
+      const { auth_token: _token, ...attributes } = input;
+      await handle(
+        this.services,
+        deviceDecider,
+        streams.device(deviceId),
+        { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) } },
+        context,
+      );
+      return { device: findDevice(sql, deviceId)!, token };
+    });
+  }
+
+  async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: number): Promise<DeviceRow> {
+    const device = visibleDevice(this.services, context.principal, deviceId);
+    if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
+    await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'update_device', data: { changes } }, context, {
+      ...(ifMatch !== undefined ? { ifMatch } : {}),
+    });
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  async decommission(deviceId: string, context: RequestContext): Promise<void> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context);
+  }
+
+  private checkQuota(userId: string): void {
+    const user = findUserById(this.services.sql, userId);
+    if (!user) throw notFound('user');
+    const owned = countUserDevices(this.services.sql, userId);
+    if (owned >= user.device_quota) {
+      throw new DomainError('quota_exceeded', `device quota of ${user.device_quota} reached`);
+    }
+  }
+
+  private checkGroup(groupId: string | null | undefined, ownerId: string): void {
+    if (!groupId) return;
+    const group = findGroup(this.services.sql, groupId);
+    if (!group || group.user_id !== ownerId) throw invalid('group_id', 'no such group');
+  }
+}
+
+export function requireUser(principal: Principal): string {
+  if (principal.kind !== 'user') throw new DomainError('forbidden', 'a device token cannot do this');
+  return principal.userId;
+}
+
+/**
+ * The device as it was at `asOf`, folded from its own events; also for a device deleted
+ * since, to its owner and admins.
+ */
+export async function deviceAsOf(services: Services, principal: Principal, deviceId: string, asOf: Date) {
+  const events = await services.log.readStream(streams.device(deviceId), { until: asOf.toISOString() });
+  const state = fold(deviceDecider, events);
+  const visible = state.status !== 'none' && principal.kind === 'user' && (isAdmin(principal) || state.user_id === principal.userId);
+  if (!visible || state.status === 'decommissioned') throw notFound('device');
+  const first = events[0]!;
+  const last = events[events.length - 1]!;
+  return {
+    id: state.device_id,
+    user_id: state.user_id,
+    ...state.attributes,
+    status: 'offline',
+    last_seen: null,
+    created_at: first.recorded_at,
+    updated_at: last.recorded_at,
+    version: last.version,
+  };
+}

@@ -1,0 +1,72 @@
+import { DomainError, invalid, notFound } from '../domain/errors.js';
+import { streams } from '../domain/events.js';
+import { groupDecider, type GroupChanges } from '../domain/group.js';
+import { ancestorsOf, countChildren, findGroup, findGroupByName, type GroupRow } from '../projections/groups.js';
+import { requireUser } from './devices.js';
+import { handle } from './handle.js';
+import { KeyedLock } from './keyed-lock.js';
+import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+
+export function visibleGroup(services: Services, principal: Principal, groupId: string): GroupRow {
+  const group = findGroup(services.sql, groupId);
+  const allowed = group && principal.kind === 'user' && (isAdmin(principal) || group.user_id === principal.userId);
+  if (!allowed) throw notFound('group');
+  return group;
+}
+
+export class Groups {
+  private readonly lock = new KeyedLock();
+
+  constructor(private readonly services: Services) {}
+
+  async create(input: { name: string; description: string | null; parent_id: string | null }, context: RequestContext): Promise<GroupRow> {
+    const userId = requireUser(context.principal);
+    return this.lock.run(`groups:${userId}`, async () => {
+      await this.services.runner.waitFor(this.services.log.headPosition());
+      this.checkName(userId, input.name, null);
+      this.checkParent(input.parent_id, userId);
+      const groupId = this.services.newId();
+      await handle(this.services, groupDecider, streams.group(groupId), { type: 'create_group', data: { group_id: groupId, user_id: userId, ...input } }, context);
+      return findGroup(this.services.sql, groupId)!;
+    });
+  }
+
+  async update(groupId: string, changes: GroupChanges, context: RequestContext, ifMatch?: number): Promise<GroupRow> {
+    const group = visibleGroup(this.services, context.principal, groupId);
+    return this.lock.run(`groups:${group.user_id}`, async () => {
+      if (changes.name !== undefined) this.checkName(group.user_id, changes.name, groupId);
+      if (changes.parent_id) this.checkParent(changes.parent_id, group.user_id);
+      const ancestors = changes.parent_id ? ancestorsOf(this.services.sql, changes.parent_id) : [];
+      await handle(
+        this.services,
+        groupDecider,
+        streams.group(groupId),
+        { type: 'update_group', data: { changes, ancestors_of_new_parent: ancestors } },
+        context,
+        ifMatch !== undefined ? { ifMatch } : {},
+      );
+      return findGroup(this.services.sql, groupId)!;
+    });
+  }
+
+  async delete(groupId: string, context: RequestContext): Promise<void> {
+    const group = visibleGroup(this.services, context.principal, groupId);
+    await this.lock.run(`groups:${group.user_id}`, () =>
+      handle(this.services, groupDecider, streams.group(groupId), { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } }, context),
+    );
+  }
+
+  private checkName(userId: string, name: string, self: string | null): void {
+    const existing = findGroupByName(this.services.sql, userId, name);
+    if (existing && existing.id !== self) {
+      throw new DomainError('already_exists', 'a group with this name exists', [{ path: 'name', message: 'already taken' }]);
+    }
+  }
+
+  private checkParent(parentId: string | null, userId: string): void {
+    if (!parentId) return;
+    const parent = findGroup(this.services.sql, parentId);
+    if (!parent || parent.user_id !== userId) throw invalid('parent_id', 'no such parent group');
+  }
+}
+

@@ -1,0 +1,41 @@
+import type { Clock } from '../domain/clock.js';
+import { rateLimited } from '../domain/errors.js';
+
+const MAX_FAILURES = 5;
+const WINDOW_MS = 15 * 60 * 1000;
+
+/**
+ * Counts failed logins per account and per client address within a window; past the limit,
+ * further attempts answer 429 until the window ends, whether or not the password is right.
+ */
+export class LoginThrottle {
+  private readonly failures = new Map<string, number[]>();
+
+  constructor(private readonly clock: Clock) {}
+
+  check(keys: readonly string[]): void {
+    const now = this.clock.now().getTime();
+    for (const key of keys) {
+      const recent = this.recent(key, now);
+      if (recent.length >= MAX_FAILURES) {
+        const retryAfter = Math.ceil((recent[0]! + WINDOW_MS - now) / 1000);
+        throw rateLimited('too many failed login attempts; try again later', retryAfter);
+      }
+    }
+  }
+
+  fail(keys: readonly string[]): void {
+    const now = this.clock.now().getTime();
+    for (const key of keys) this.failures.set(key, [...this.recent(key, now), now]);
+  }
+
+  succeed(key: string): void {
+    this.failures.delete(key);
+  }
+
+  private recent(key: string, now: number): number[] {
+    const kept = (this.failures.get(key) ?? []).filter((at) => at > now - WINDOW_MS);
+    if (kept.length === 0) this.failures.delete(key);
+    return kept;
+  }
+}

@@ -1,0 +1,31 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Clock } from '../domain/clock.js';
+import type { EventLog } from '../eventlog/index.js';
+import type { ProjectionRunner } from '../projections/runner.js';
+import type { Sql } from '../projections/sql.js';
+
+/** What every command handler and query works with, wired once in main.ts. */
+export interface Services {
+  config: Config;
+  clock: Clock;
+  log: EventLog;
+  runner: ProjectionRunner;
+  sql: Sql;
+  logger: Logger;
+  newId: () => string;
+}
+
+export type Principal =
+  | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null }
+  | { kind: 'device'; deviceId: string; userId: string };
+
+export interface RequestContext {
+  principal: Principal;
+  requestId: string;
+}
+
+export const isAdmin = (principal: Principal): boolean => principal.kind === 'user' && principal.role === 'admin';
+
+/** The user whose resources a request may touch; null means every user's (an admin). */
+export const ownerScope = (principal: Principal): string | null => (isAdmin(principal) ? null : principal.userId);

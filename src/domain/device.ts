@@ -1,0 +1,62 @@
+import type { Decider } from './decider.js';
+import { DomainError, notFound } from './errors.js';
+import type { DeviceAttributes, EventOfType } from './events.js';
+
+export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned'>;
+export type DeviceChanges = EventOfType<'device.updated'>['data']['changes'];
+
+export type DeviceCommand =
+  | { type: 'register_device'; data: EventOfType<'device.registered'>['data'] }
+  | { type: 'update_device'; data: { changes: DeviceChanges } }
+  | { type: 'decommission_device' };
+
+export type DeviceState =
+  | { status: 'none' }
+  | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes };
+
+export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
+  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned']),
+  initialState: () => ({ status: 'none' }),
+
+  evolve(state, event) {
+    switch (event.type) {
+      case 'device.registered': {
+        const { device_id, user_id, token_hash: _secret, ...attributes } = event.data;
+        return { status: 'active', device_id, user_id, attributes };
+      }
+      case 'device.updated':
+        if (state.status === 'none') return state;
+        return { ...state, attributes: { ...state.attributes, ...event.data.changes } };
+      case 'device.decommissioned':
+        if (state.status === 'none') return state;
+        return { ...state, status: 'decommissioned' };
+    }
+  },
+
+  decide(command, state) {
+    if (command.type === 'register_device') {
+      if (state.status !== 'none') throw new DomainError('already_exists', 'device already exists');
+      return [{ type: 'device.registered', data: command.data }];
+    }
+    if (state.status !== 'active') throw notFound('device');
+    switch (command.type) {
+      case 'update_device': {
+        const changes = changedOnly(state.attributes, command.data.changes);
+        if (Object.keys(changes).length === 0) return [];
+        return [{ type: 'device.updated', data: { device_id: state.device_id, changes } }];
+      }
+      case 'decommission_device':
+        return [{ type: 'device.decommissioned', data: { device_id: state.device_id, user_id: state.user_id } }];
+    }
+  },
+};
+
+/** Keeps only the fields whose value differs, so an update that changes nothing records nothing. */
+function changedOnly(current: DeviceAttributes, changes: DeviceChanges): DeviceChanges {
+  const result: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === undefined) continue;
+    if (JSON.stringify(current[key as keyof DeviceAttributes]) !== JSON.stringify(value)) result[key] = value;
+  }
+  return result as DeviceChanges;
+}

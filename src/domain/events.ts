@@ -1,0 +1,127 @@
+import { z } from 'zod';
+
+/**
+ * The event catalogue: every fact the system records, validated at append.
+ * Names are past tense and never change; shapes only grow (optional fields) or get an upcaster.
+ */
+const id = z.string().min(1);
+const isoTime = z.string().datetime({ offset: false, precision: 3 });
+const jsonObject = z.record(z.string(), z.unknown());
+
+export const roleSchema = z.enum(['admin', 'user']);
+export type Role = z.infer<typeof roleSchema>;
+export const deviceStatusSchema = z.enum(['online', 'offline', 'error', 'maintenance']);
+
+const userRegistered = z.object({
+  user_id: id,
+  username: z.string(),
+  email: z.string(),
+  role: roleSchema,
+  password_hash: z.string(),
+  api_key_hash: z.string(),
+  device_quota: z.number().int().nonnegative(),
+});
+
+const sessionStarted = z.object({ session_id: id, user_id: id, expires_at: isoTime });
+const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout']) });
+
+export const deviceAttributesSchema = z.object({
+  name: z.string(),
+  device_type: z.string(),
+  description: z.string().nullable(),
+  ip_address: z.string().nullable(),
+  mac_address: z.string().nullable(),
+  group_id: z.string().nullable(),
+  configuration: jsonObject,
+  firmware_version: z.string().nullable(),
+});
+export type DeviceAttributes = z.infer<typeof deviceAttributesSchema>;
+
+const deviceRegistered = deviceAttributesSchema.extend({
+  device_id: id,
+  user_id: id,
+  token_hash: z.string(),
+});
+
+const deviceUpdated = z.object({
+  device_id: id,
+  changes: deviceAttributesSchema.omit({ mac_address: true }).partial(),
+});
+
+const deviceDecommissioned = z.object({ device_id: id, user_id: id });
+
+const groupCreated = z.object({
+  group_id: id,
+  user_id: id,
+  name: z.string(),
+  description: z.string().nullable(),
+  parent_id: z.string().nullable(),
+});
+
+const groupUpdated = z.object({
+  group_id: id,
+  changes: groupCreated.pick({ name: true, description: true, parent_id: true }).partial(),
+});
+
+const groupDeleted = z.object({ group_id: id, user_id: id });
+
+export const eventSchemas = {
+  'user.registered': userRegistered,
+  'session.started': sessionStarted,
+  'session.ended': sessionEnded,
+  'device.registered': deviceRegistered,
+  'device.updated': deviceUpdated,
+  'device.decommissioned': deviceDecommissioned,
+  'group.created': groupCreated,
+  'group.updated': groupUpdated,
+  'group.deleted': groupDeleted,
+} as const;
+
+type Schemas = typeof eventSchemas;
+export type EventType = keyof Schemas;
+export const eventTypes = Object.keys(eventSchemas) as EventType[];
+
+/** An event as a decider emits it: a type and its payload. */
+export type DomainEvent = {
+  [K in EventType]: { type: K; data: z.infer<Schemas[K]> };
+}[EventType];
+
+export type EventOfType<K extends EventType> = Extract<DomainEvent, { type: K }>;
+
+export const metadataSchema = z.object({
+  actor_type: z.enum(['user', 'device', 'system']).optional(),
+  actor_id: z.string().optional(),
+  request_id: z.string().optional(),
+  correlation_id: z.string().optional(),
+  causation_id: z.string().optional(),
+  idempotency_key: z.string().optional(),
+});
+export type EventMetadata = z.infer<typeof metadataSchema>;
+
+/** An event as the log stores it. */
+export type RecordedEvent = DomainEvent & {
+  position: number;
+  stream_id: string;
+  version: number;
+  metadata: EventMetadata;
+  recorded_at: string;
+  hash: string;
+};
+
+export const isEventType = (type: string): type is EventType => type in eventSchemas;
+
+/** Validates a payload against the catalogue; throws a ZodError naming the bad field. */
+export function parseEvent(type: string, data: unknown): DomainEvent {
+  if (!isEventType(type)) throw new Error(`unknown event type ${type}`);
+  return { type, data: eventSchemas[type].parse(data) } as DomainEvent;
+}
+
+export const streams = {
+  user: (userId: string) => `user-${userId}`,
+  device: (deviceId: string) => `device-${deviceId}`,
+  group: (groupId: string) => `group-${groupId}`,
+};
+
+export function assertNever(value: never): never {
+  throw new Error(`unexpected value ${JSON.stringify(value)}`);
+}

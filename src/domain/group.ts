@@ -1,0 +1,62 @@
+import type { Decider } from './decider.js';
+import { DomainError, conflict, invalid, notFound } from './errors.js';
+import type { EventOfType } from './events.js';
+
+export type GroupEvent = EventOfType<'group.created' | 'group.updated' | 'group.deleted'>;
+export type GroupChanges = EventOfType<'group.updated'>['data']['changes'];
+
+/**
+ * Facts about other groups (ancestors, children) come in with the command:
+ * the handler reads them, the decider stays pure.
+ */
+export type GroupCommand =
+  | { type: 'create_group'; data: EventOfType<'group.created'>['data'] }
+  | { type: 'update_group'; data: { changes: GroupChanges; ancestors_of_new_parent: readonly string[] } }
+  | { type: 'delete_group'; data: { child_count: number } };
+
+export type GroupState =
+  | { status: 'none' }
+  | { status: 'active' | 'deleted'; group_id: string; user_id: string; name: string; description: string | null; parent_id: string | null };
+
+export const groupDecider: Decider<GroupCommand, GroupState, GroupEvent> = {
+  eventTypes: new Set(['group.created', 'group.updated', 'group.deleted']),
+  initialState: () => ({ status: 'none' }),
+
+  evolve(state, event) {
+    switch (event.type) {
+      case 'group.created':
+        return { status: 'active', ...event.data };
+      case 'group.updated':
+        if (state.status === 'none') return state;
+        return { ...state, ...event.data.changes };
+      case 'group.deleted':
+        if (state.status === 'none') return state;
+        return { ...state, status: 'deleted' };
+    }
+  },
+
+  decide(command, state) {
+    if (command.type === 'create_group') {
+      if (state.status !== 'none') throw new DomainError('already_exists', 'group already exists');
+      if (command.data.parent_id === command.data.group_id) throw invalid('parent_id', 'a group cannot be its own parent');
+      return [{ type: 'group.created', data: command.data }];
+    }
+    if (state.status !== 'active') throw notFound('group');
+    switch (command.type) {
+      case 'update_group': {
+        const { changes, ancestors_of_new_parent } = command.data;
+        if (changes.parent_id && (changes.parent_id === state.group_id || ancestors_of_new_parent.includes(state.group_id))) {
+          throw invalid('parent_id', 'moving the group there would create a cycle');
+        }
+        const changed = Object.fromEntries(
+          Object.entries(changes).filter(([key, value]) => value !== undefined && state[key as keyof typeof state] !== value),
+        ) as GroupChanges;
+        if (Object.keys(changed).length === 0) return [];
+        return [{ type: 'group.updated', data: { group_id: state.group_id, changes: changed } }];
+      }
+      case 'delete_group':
+        if (command.data.child_count > 0) throw conflict('the group has subgroups; move or delete them first');
+        return [{ type: 'group.deleted', data: { group_id: state.group_id, user_id: state.user_id } }];
+    }
+  },
+};

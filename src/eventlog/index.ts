@@ -1,0 +1,5 @@
+export { openDatabase, type SqliteDatabase } from './database.js';
+export { ConcurrencyError } from './errors.js';
+export { chainHash, GENESIS_HASH } from './hash.js';
+export { SqliteEventLog } from './sqlite-event-log.js';
+export type * from './types.js';

@@ -1,0 +1,59 @@
+import type { Observable } from 'rxjs';
+import type { DomainEvent, EventMetadata, RecordedEvent } from '../domain/events.js';
+
+/**
+ * How a writer states what it believes about a stream: enforced atomically by the store,
+ * never silently downgraded to "no check".
+ */
+export type ExpectedVersion = 'any' | 'no_stream' | 'stream_exists' | number;
+
+export interface AppendRequest {
+  streamId: string;
+  events: readonly DomainEvent[];
+  expectedVersion: ExpectedVersion;
+  metadata?: EventMetadata;
+}
+
+export interface AppendOptions {
+  /** Appends at most once per key; a repeat answers the first append's result. */
+  idempotencyKey?: string;
+}
+
+export interface AppendResult {
+  /** Positions of the events appended (or, for a repeat, appended the first time). */
+  firstPosition: number;
+  lastPosition: number;
+  /** The stream version after the append, per stream in request order. */
+  versions: number[];
+  duplicate: boolean;
+}
+
+export interface ReadAllFilter {
+  afterPosition: number;
+  limit: number;
+  streamIds?: readonly string[];
+  types?: readonly string[];
+  /** Only events recorded at or before this instant (ISO). */
+  until?: string;
+}
+
+export type VerifyResult =
+  | { ok: true; checked: number; head_hash: string }
+  | { ok: false; checked: number; first_bad_position: number; reason: string };
+
+/**
+ * The append-only log. Backends (SQLite now, PostgreSQL later) implement this contract;
+ * the contract test suite in tests/unit/eventlog runs against each.
+ */
+export interface EventLog {
+  append(requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult>;
+  readStream(streamId: string, options?: { until?: string }): Promise<RecordedEvent[]>;
+  readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
+  countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number>;
+  streamVersion(streamId: string): Promise<number>;
+  headPosition(): number;
+  verify(): Promise<VerifyResult>;
+  /** Committed events in position order, emitted only after their transaction committed. */
+  readonly committed$: Observable<readonly RecordedEvent[]>;
+  close(): void;
+}

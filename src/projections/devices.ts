@@ -1,0 +1,112 @@
+import { sql as raw } from 'kysely';
+import type { Projection } from './projection.js';
+import { queryBuilder as q, type Sql } from './sql.js';
+
+export const devicesProjection: Projection = {
+  name: 'devices',
+  version: 1,
+  tables: ['devices'],
+  ddl: `
+    CREATE TABLE IF NOT EXISTS devices (
+      id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, device_type TEXT NOT NULL,
+      description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
+      firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
+    CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
+    CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
+    CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
+    CREATE UNIQUE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
+
+  apply(sql, event) {
+    switch (event.type) {
+      case 'device.registered': {
+        const { device_id, configuration, ...rest } = event.data;
+        sql.run(
+          q.insertInto('devices').values({
+            id: device_id,
+            ...rest,
+            configuration: JSON.stringify(configuration),
+            status: 'offline',
+            last_seen: null,
+            created_at: event.recorded_at,
+            updated_at: event.recorded_at,
+            version: event.version,
+          }),
+        );
+        return;
+      }
+      case 'device.updated': {
+        const { configuration, ...changes } = event.data.changes;
+        sql.run(
+          q
+            .updateTable('devices')
+            .set({
+              ...changes,
+              ...(configuration ? { configuration: JSON.stringify(configuration) } : {}),
+              updated_at: event.recorded_at,
+              version: event.version,
+            })
+            .where('id', '=', event.data.device_id),
+        );
+        return;
+      }
+      case 'device.decommissioned':
+        sql.run(q.deleteFrom('devices').where('id', '=', event.data.device_id));
+        return;
+      case 'group.deleted':
+        sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
+        return;
+      default:
+        return;
+    }
+  },
+};
+
+export type DeviceRow = NonNullable<ReturnType<typeof findDevice>>;
+
+export const findDevice = (sql: Sql, id: string) => sql.first(q.selectFrom('devices').selectAll().where('id', '=', id));
+
+export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) =>
+  sql.first(q.selectFrom('devices').selectAll().where('token_hash', '=', tokenHash));
+
+export const findDeviceByMac = (sql: Sql, mac: string) =>
+  sql.first(q.selectFrom('devices').select(['id', 'user_id']).where(raw<string>`lower(replace(mac_address, '-', ':'))`, '=', mac.toLowerCase().replaceAll('-', ':')));
+
+export interface DeviceFilter {
+  /** null: every user's devices (admins). */
+  userId: string | null;
+  status?: string;
+  deviceType?: string;
+  groupId?: string;
+  nameContains?: string;
+  limit: number;
+  offset: number;
+}
+
+export function listDevices(sql: Sql, filter: DeviceFilter): { rows: DeviceRow[]; total: number } {
+  let query = q.selectFrom('devices');
+  if (filter.userId !== null) query = query.where('user_id', '=', filter.userId);
+  if (filter.status) query = query.where('status', '=', filter.status);
+  if (filter.deviceType) query = query.where('device_type', '=', filter.deviceType);
+  if (filter.groupId) query = query.where('group_id', '=', filter.groupId);
+  if (filter.nameContains) {
+    const pattern = `%${filter.nameContains.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    query = query.where(raw<boolean>`name LIKE ${pattern} ESCAPE '\\'`);
+  }
+  const total = sql.first(query.select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
+  const rows = sql.all(query.selectAll().orderBy('created_at').orderBy('id').limit(filter.limit).offset(filter.offset));
+  return { rows, total };
+}
+
+export const countUserDevices = (sql: Sql, userId: string): number =>
+  sql.first(q.selectFrom('devices').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId))?.n ?? 0;
+
+export const deviceStatusCountsByGroup = (sql: Sql, userId: string | null) => {
+  let query = q
+    .selectFrom('devices')
+    .select(['group_id', 'status', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('group_id', 'is not', null)
+    .groupBy(['group_id', 'status']);
+  if (userId !== null) query = query.where('user_id', '=', userId);
+  return sql.all(query);
+};

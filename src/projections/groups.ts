@@ -1,0 +1,73 @@
+import type { Projection } from './projection.js';
+import { queryBuilder as q, type Sql } from './sql.js';
+
+export const groupsProjection: Projection = {
+  name: 'groups',
+  version: 1,
+  tables: ['groups'],
+  ddl: `
+    CREATE TABLE IF NOT EXISTS groups (
+      id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT, parent_id TEXT,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS groups_user_name ON groups (user_id, lower(name));
+    CREATE INDEX IF NOT EXISTS groups_parent ON groups (parent_id);`,
+
+  apply(sql, event) {
+    switch (event.type) {
+      case 'group.created': {
+        const { group_id, ...group } = event.data;
+        sql.run(
+          q.insertInto('groups').values({ id: group_id, ...group, created_at: event.recorded_at, updated_at: event.recorded_at, version: event.version }),
+        );
+        return;
+      }
+      case 'group.updated':
+        sql.run(
+          q
+            .updateTable('groups')
+            .set({ ...event.data.changes, updated_at: event.recorded_at, version: event.version })
+            .where('id', '=', event.data.group_id),
+        );
+        return;
+      case 'group.deleted':
+        sql.run(q.deleteFrom('groups').where('id', '=', event.data.group_id));
+        return;
+      default:
+        return;
+    }
+  },
+};
+
+export type GroupRow = NonNullable<ReturnType<typeof findGroup>>;
+
+export const findGroup = (sql: Sql, id: string) => sql.first(q.selectFrom('groups').selectAll().where('id', '=', id));
+
+export const findGroupByName = (sql: Sql, userId: string, name: string) =>
+  sql.first(
+    q
+      .selectFrom('groups')
+      .select('id')
+      .where('user_id', '=', userId)
+      .where((eb) => eb(eb.fn('lower', ['name']), '=', name.toLowerCase())),
+  );
+
+/** Every group of a user (or of everyone, for admins); the hierarchy is small enough to walk in memory. */
+export const listGroups = (sql: Sql, userId: string | null): GroupRow[] => {
+  let query = q.selectFrom('groups').selectAll().orderBy('created_at').orderBy('id');
+  if (userId !== null) query = query.where('user_id', '=', userId);
+  return sql.all(query);
+};
+
+export const countChildren = (sql: Sql, groupId: string): number =>
+  sql.first(q.selectFrom('groups').select((eb) => eb.fn.countAll<number>().as('n')).where('parent_id', '=', groupId))?.n ?? 0;
+
+/** The chain of parents above a group, nearest first. */
+export function ancestorsOf(sql: Sql, groupId: string): string[] {
+  const chain: string[] = [];
+  let current = findGroup(sql, groupId)?.parent_id ?? null;
+  while (current !== null && !chain.includes(current)) {
+    chain.push(current);
+    current = findGroup(sql, current)?.parent_id ?? null;
+  }
+  return chain;
+}

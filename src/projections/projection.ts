@@ -1,0 +1,17 @@
+import type { RecordedEvent } from '../domain/events.js';
+import type { Sql } from './sql.js';
+
+/**
+ * A read model: disposable, rebuilt from position 0 whenever its version changes.
+ * apply() runs inside the runner's transaction together with the checkpoint, and never
+ * performs side effects.
+ */
+export interface Projection {
+  readonly name: string;
+  readonly version: number;
+  /** Tables it owns, in the order a digest reads them. */
+  readonly tables: readonly string[];
+  /** DDL creating its tables and indexes (idempotent). */
+  readonly ddl: string;
+  apply(sql: Sql, event: RecordedEvent): void;
+}

@@ -1,0 +1,150 @@
+import type { Subscription } from 'rxjs';
+import type { Logger } from 'pino';
+import type { RecordedEvent } from '../domain/events.js';
+import type { EventLog, SqliteDatabase } from '../eventlog/index.js';
+import type { Projection } from './projection.js';
+import { Sql } from './sql.js';
+
+const BATCH_SIZE = 500;
+
+interface Waiter {
+  position: number;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Keeps every read model up to the log: catch-up from each checkpoint at start, then live
+ * from committed$. A batch and every checkpoint it moves commit in one transaction, so a
+ * crash neither skips nor applies twice. Between batches it yields, so a rebuild never
+ * stops the server from answering.
+ */
+export class ProjectionRunner {
+  private readonly sql: Sql;
+  private checkpoints = new Map<string, number>();
+  private live: RecordedEvent[] = [];
+  private draining = false;
+  private waiters: Waiter[] = [];
+  private subscription: Subscription | undefined;
+  private failure: unknown;
+
+  constructor(
+    db: SqliteDatabase,
+    private readonly log: EventLog,
+    readonly projections: readonly Projection[],
+    private readonly logger: Logger,
+  ) {
+    this.sql = new Sql(db);
+    db.exec(`CREATE TABLE IF NOT EXISTS projection_checkpoints (name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)`);
+  }
+
+  /** Prepares the tables (rebuilding changed versions) and starts following the log. */
+  start(): void {
+    for (const projection of this.projections) this.prepare(projection);
+    this.subscription = this.log.committed$.subscribe((events) => {
+      this.live.push(...events);
+      this.schedule();
+    });
+    this.schedule();
+  }
+
+  /** The position every read model has reached. */
+  position(): number {
+    return Math.min(...this.projections.map((p) => this.checkpoints.get(p.name) ?? 0));
+  }
+
+  /** Resolves once every read model has applied the log up to `position` (read-your-writes). */
+  waitFor(position: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.position() >= position) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.push({ position, resolve, reject }));
+  }
+
+  /** How far the read models trail the log, for back-pressure at ingestion. */
+  lag(): number {
+    return this.log.headPosition() - this.position();
+  }
+
+  async stop(): Promise<void> {
+    await this.waitFor(this.log.headPosition());
+    this.subscription?.unsubscribe();
+  }
+
+  private prepare(projection: Projection): void {
+    const stored = this.sql.db
+      .prepare<[string], { version: number; position: number }>(`SELECT version, position FROM projection_checkpoints WHERE name = ?`)
+      .get(projection.name);
+    if (stored && stored.version === projection.version) {
+      this.sql.db.exec(projection.ddl);
+      this.checkpoints.set(projection.name, stored.position);
+      return;
+    }
+    if (stored) this.logger.info({ projection: projection.name, from: stored.version, to: projection.version }, 'rebuilding projection');
+    this.sql.transaction(() => {
+      for (const table of projection.tables) this.sql.db.exec(`DROP TABLE IF EXISTS "${table}"`);
+      this.sql.db.exec(projection.ddl);
+      this.sql.db
+        .prepare(`INSERT OR REPLACE INTO projection_checkpoints (name, version, position) VALUES (?, ?, 0)`)
+        .run(projection.name, projection.version);
+    });
+    this.checkpoints.set(projection.name, 0);
+  }
+
+  private schedule(): void {
+    if (this.draining || this.failure) return;
+    this.draining = true;
+    setImmediate(() => void this.drain());
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.position() < this.log.headPosition()) {
+        const batch = await this.nextBatch();
+        if (batch.length === 0) break;
+        this.applyBatch(batch);
+        this.releaseWaiters();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } catch (error) {
+      // A projection that cannot apply an event must not silently skip it: stop and say so.
+      this.failure = error;
+      this.logger.error({ err: error }, 'projection failed; read models stopped at their checkpoint');
+      this.waiters.forEach((w) => w.reject(error));
+      this.waiters = [];
+    } finally {
+      this.draining = false;
+    }
+    if (!this.failure && this.position() < this.log.headPosition()) this.schedule();
+  }
+
+  /** Takes live events when they continue the checkpoint, otherwise reads the gap from the log. */
+  private async nextBatch(): Promise<RecordedEvent[]> {
+    const from = this.position();
+    this.live = this.live.filter((event) => event.position > from);
+    if (this.live[0]?.position === from + 1) return this.live.splice(0, BATCH_SIZE);
+    return this.log.readAll({ afterPosition: from, limit: BATCH_SIZE });
+  }
+
+  private applyBatch(batch: readonly RecordedEvent[]): void {
+    const last = batch[batch.length - 1]!.position;
+    const save = this.sql.db.prepare(`UPDATE projection_checkpoints SET position = ? WHERE name = ?`);
+    this.sql.transaction(() => {
+      for (const projection of this.projections) {
+        const checkpoint = this.checkpoints.get(projection.name) ?? 0;
+        if (checkpoint >= last) continue;
+        for (const event of batch) if (event.position > checkpoint) projection.apply(this.sql, event);
+        save.run(last, projection.name);
+      }
+    });
+    for (const projection of this.projections) {
+      this.checkpoints.set(projection.name, Math.max(last, this.checkpoints.get(projection.name) ?? 0));
+    }
+  }
+
+  private releaseWaiters(): void {
+    const reached = this.position();
+    const ready = this.waiters.filter((w) => w.position <= reached);
+    this.waiters = this.waiters.filter((w) => w.position > reached);
+    ready.forEach((w) => w.resolve());
+  }
+}

@@ -1,0 +1,77 @@
+import { sql as raw } from 'kysely';
+import type { Projection } from './projection.js';
+import { queryBuilder as q, type Sql } from './sql.js';
+
+export const usersProjection: Projection = {
+  name: 'users',
+  version: 1,
+  tables: ['users', 'sessions'],
+  ddl: `
+    CREATE TABLE IF NOT EXISTS users (
+      id TEXT PRIMARY KEY, username TEXT NOT NULL, email TEXT NOT NULL, role TEXT NOT NULL,
+      device_quota INTEGER NOT NULL, password_hash TEXT NOT NULL, api_key_hash TEXT NOT NULL, created_at TEXT NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (lower(username));
+    CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users (lower(email));
+    CREATE UNIQUE INDEX IF NOT EXISTS users_api_key ON users (api_key_hash);
+    CREATE TABLE IF NOT EXISTS sessions (
+      id TEXT PRIMARY KEY, user_id TEXT NOT NULL, started_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT);
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);`,
+
+  apply(sql, event) {
+    switch (event.type) {
+      case 'user.registered': {
+        const { user_id, ...user } = event.data;
+        sql.run(q.insertInto('users').values({ id: user_id, ...user, created_at: event.recorded_at }));
+        return;
+      }
+      case 'session.started':
+        sql.run(
+          q.insertInto('sessions').values({
+            id: event.data.session_id,
+            user_id: event.data.user_id,
+            started_at: event.recorded_at,
+            expires_at: event.data.expires_at,
+            ended_at: null,
+          }),
+        );
+        return;
+      case 'session.ended':
+        sql.run(q.updateTable('sessions').set({ ended_at: event.recorded_at }).where('id', '=', event.data.session_id));
+        return;
+      default:
+        return;
+    }
+  },
+};
+
+export type UserRow = NonNullable<ReturnType<typeof findUserById>>;
+
+const userColumns = ['id', 'username', 'email', 'role', 'device_quota', 'password_hash', 'api_key_hash', 'created_at'] as const;
+
+export const findUserById = (sql: Sql, id: string) => sql.first(q.selectFrom('users').select(userColumns).where('id', '=', id));
+
+/** Login accepts a username or an email in either field, case-insensitively. */
+export const findUserByLogin = (sql: Sql, login: string) =>
+  sql.first(
+    q
+      .selectFrom('users')
+      .select(userColumns)
+      .where((eb) => eb.or([eb(raw`lower(username)`, '=', login.toLowerCase()), eb(raw`lower(email)`, '=', login.toLowerCase())])),
+  );
+
+export const findUserByApiKeyHash = (sql: Sql, hash: string) =>
+  sql.first(q.selectFrom('users').select(userColumns).where('api_key_hash', '=', hash));
+
+export const isUsernameOrEmailTaken = (sql: Sql, username: string, email: string) =>
+  sql.first(
+    q
+      .selectFrom('users')
+      .select(['username', 'email'])
+      .where((eb) => eb.or([eb(raw`lower(username)`, '=', username.toLowerCase()), eb(raw`lower(email)`, '=', email.toLowerCase())])),
+  );
+
+export const countUsers = (sql: Sql): number =>
+  sql.first(q.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
+
+export const findSession = (sql: Sql, id: string) =>
+  sql.first(q.selectFrom('sessions').selectAll().where('id', '=', id));

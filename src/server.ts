@@ -1,0 +1,77 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { createApp } from './api/app.js';
+import { Accounts } from './commands/accounts.js';
+import { Devices } from './commands/devices.js';
+import { Groups } from './commands/groups.js';
+import type { Services } from './commands/services.js';
+import type { Config } from './config.js';
+import { systemClock, type Clock } from './domain/clock.js';
+import { SqliteEventLog, openDatabase } from './eventlog/index.js';
+import { ProjectionRunner, Sql, allProjections } from './projections/index.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  services: Services;
+  http: Server;
+  /** Stops accepting, lets in-flight requests finish, flushes projections, closes the database. */
+  close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  clock?: Clock;
+  logger?: Logger;
+}
+
+export const DATABASE_FILE = 'iot.db';
+
+export function createLogger(level: Config['logLevel']): Logger {
+  return pino({
+    level,
+    redact: {
+      paths: ['password', '*.password', 'token', '*.token', 'api_key', '*.api_key', 'auth_token', '*.auth_token', 'req.headers.authorization', 'req.headers.cookie'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = openDatabase(join(config.dataDir, DATABASE_FILE));
+  const log = new SqliteEventLog(db, clock);
+  const runner = new ProjectionRunner(db, log, allProjections, logger);
+  runner.start();
+  // Serve only once the read models have caught up: a stale session table would refuse valid tokens.
+  await runner.waitFor(log.headPosition());
+
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID };
+  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services), groups: new Groups(services) });
+  const http = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.port, config.host, () => resolve());
+  });
+  const port = (http.address() as AddressInfo).port;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  logger.info({ port, position: log.headPosition() }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeIdleConnections();
+      });
+      await runner.stop();
+      log.close();
+      db.close();
+      logger.info('stopped');
+    })());
+
+  return { url: `http://${host}:${port}`, port, services, http, close };
+}
