@@ -10,13 +10,14 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, openDatabase } from './eventlog/index.js';
+import { SqliteEventLog, openDatabase, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, allProjections } from './projections/index.js';
 
 export interface RunningServer {
   url: string;
   port: number;
   services: Services;
+  db: SqliteDatabase;
   http: Server;
   /** Stops accepting, lets in-flight requests finish, flushes projections, closes the database. */
   close(): Promise<void>;
@@ -73,5 +74,5 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       logger.info('stopped');
     })());
 
-  return { url: `http://${host}:${port}`, port, services, http, close };
+  return { url: `http://${host}:${port}`, port, services, db, http, close };
 }

@@ -1,0 +1,22 @@
+import { createHash } from 'node:crypto';
+import type { SqliteDatabase } from '../eventlog/index.js';
+import type { Projection } from './projection.js';
+
+/**
+ * A digest per read model: every row of its tables in a stable order. Two databases
+ * with equal digests hold the same read models.
+ */
+export function digestReadModels(db: SqliteDatabase, projections: readonly Projection[]): Record<string, string> {
+  const digests: Record<string, string> = {};
+  for (const projection of projections) {
+    const hash = createHash('sha256');
+    for (const table of projection.tables) {
+      const columns = db.prepare<[], { name: string }>(`SELECT name FROM pragma_table_info('${table}') ORDER BY name`).all().map((c) => `"${c.name}"`);
+      hash.update(`${table}\n`);
+      const rows = db.prepare(`SELECT ${columns.join(', ')} FROM "${table}" ORDER BY ${columns.join(', ')}`).raw().iterate();
+      for (const row of rows) hash.update(JSON.stringify(row)).update('\n');
+    }
+    digests[projection.name] = hash.digest('hex');
+  }
+  return digests;
+}

@@ -1,0 +1,45 @@
+import type { Logger } from 'pino';
+import { ManualClock } from '../domain/clock.js';
+import { SqliteEventLog, openDatabase, type EventLog, type SqliteDatabase } from '../eventlog/index.js';
+import { digestReadModels } from './digest.js';
+import type { Projection } from './projection.js';
+import { ProjectionRunner } from './runner.js';
+
+const PAGE = 5_000;
+
+/**
+ * Copies the log into a fresh database, lets a new runner build every read model from
+ * position 0 there, and compares digests with the live read models.
+ */
+export async function rebuildAndCompare(
+  live: { db: SqliteDatabase; log: EventLog },
+  freshFile: string,
+  projections: readonly Projection[],
+  logger: Logger,
+): Promise<{ differing: string[]; live: Record<string, string>; rebuilt: Record<string, string> }> {
+  const fresh = openDatabase(freshFile);
+  try {
+    const copyLog = new SqliteEventLog(fresh, new ManualClock());
+    const insert = fresh.prepare(
+      `INSERT INTO events (position, stream_id, version, type, data, metadata, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const source = live.db.prepare<[number, number], unknown[]>(`SELECT position, stream_id, version, type, data, metadata, recorded_at, hash FROM events WHERE position > ? ORDER BY position LIMIT ?`).raw();
+    for (let after = 0; ; ) {
+      const rows = source.all(after, PAGE) as unknown[][];
+      if (rows.length === 0) break;
+      fresh.transaction(() => rows.forEach((row) => insert.run(...row)))();
+      after = rows[rows.length - 1]![0] as number;
+    }
+    const reopened = new SqliteEventLog(fresh, new ManualClock());
+    const runner = new ProjectionRunner(fresh, reopened, projections, logger);
+    runner.start();
+    await runner.waitFor(reopened.headPosition());
+    await runner.stop();
+    copyLog.close();
+    const rebuilt = digestReadModels(fresh, projections);
+    const current = digestReadModels(live.db, projections);
+    return { differing: projections.map((p) => p.name).filter((name) => rebuilt[name] !== current[name]), live: current, rebuilt };
+  } finally {
+    fresh.close();
+  }
+}
