@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config.js';
 import { systemClock } from './domain/clock.js';
 import { SqliteEventLog, openDatabase } from './eventlog/index.js';
-import { ProjectionRunner, allProjections } from './projections/index.js';
+import { ProjectionRunner, createProjections } from './projections/index.js';
 import { rebuildAndCompare } from './projections/rebuild.js';
 import { DATABASE_FILE, createLogger } from './server.js';
 
@@ -13,13 +13,13 @@ async function replay(): Promise<number> {
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
   const log = new SqliteEventLog(db, systemClock);
-  const runner = new ProjectionRunner(db, log, allProjections, logger);
+  const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
   await runner.waitFor(log.headPosition());
   await runner.stop();
   const freshFile = join(config.dataDir, `replay-${Date.now()}.db`);
   try {
-    const result = await rebuildAndCompare({ db, log }, freshFile, allProjections, logger);
+    const result = await rebuildAndCompare({ db, log }, freshFile, createProjections(config), logger);
     for (const name of Object.keys(result.live)) {
       const same = result.live[name] === result.rebuilt[name];
       console.log(`${same ? 'same     ' : 'DIFFERENT'} ${name} ${result.rebuilt[name]}`);

@@ -4,14 +4,18 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createApp } from './api/app.js';
+import { OfflineDetector } from './automation/offline-detector.js';
+import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
+import { DeviceLocks } from './commands/device-locks.js';
+import { Telemetry } from './commands/telemetry.js';
 import { Devices } from './commands/devices.js';
 import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from './eventlog/index.js';
-import { ProjectionRunner, Sql, allProjections } from './projections/index.js';
+import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 
 export interface RunningServer {
   url: string;
@@ -19,6 +23,8 @@ export interface RunningServer {
   services: Services;
   db: SqliteDatabase;
   http: Server;
+  /** Timer-driven work (offline sweep, ...); tests run it by hand after moving the clock. */
+  timers: Timers;
   /** Stops accepting, lets in-flight requests finish, flushes projections, closes the database. */
   close(): Promise<void>;
 }
@@ -45,13 +51,17 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
   const log = new SqliteEventLog(db, clock);
-  const runner = new ProjectionRunner(db, log, allProjections, logger);
+  const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
   // Serve only once the read models have caught up: a stale session table would refuse valid tokens.
   await runner.waitFor(log.headPosition());
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID };
-  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services), groups: new Groups(services) });
+  const locks = new DeviceLocks();
+  const offline = new OfflineDetector(services, locks);
+  const telemetry = new Telemetry(services, locks);
+  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services), groups: new Groups(services), telemetry, offline });
+  const timers = new Timers(logger, [{ name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() }]);
   const http = createServer(app);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -60,19 +70,22 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info({ port, position: log.headPosition() }, 'listening');
+  timers.start();
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      timers.stop();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();
       });
+      await timers.idle();
       await runner.stop();
       log.close();
       db.close();
       logger.info('stopped');
     })());
 
-  return { url: `http://${host}:${port}`, port, services, db, http, close };
+  return { url: `http://${host}:${port}`, port, services, db, http, timers, close };
 }

@@ -4,20 +4,26 @@ import type { Accounts } from '../commands/accounts.js';
 import type { Devices } from '../commands/devices.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
+import type { Telemetry } from '../commands/telemetry.js';
+import type { OfflineDetector } from '../automation/offline-detector.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { rateLimit } from './rate-limit.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
 import { accountRoutes } from './routes/accounts.js';
+import { alertRoutes } from './routes/alerts.js';
 import { deviceRoutes } from './routes/devices.js';
 import { groupRoutes } from './routes/groups.js';
 import { systemRoutes } from './routes/system.js';
+import { telemetryRoutes } from './routes/telemetry.js';
 
 export interface AppHandlers {
   accounts: Accounts;
   devices: Devices;
   groups: Groups;
+  telemetry: Telemetry;
+  offline: OfflineDetector;
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -48,6 +54,8 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...accountRoutes(services, handlers.accounts),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
+    ...telemetryRoutes(services, handlers.telemetry, handlers.offline),
+    ...alertRoutes(services),
   );
   const router = express.Router();
   mount(router, routes);

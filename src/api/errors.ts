@@ -17,6 +17,7 @@ const statusOf: Record<DomainErrorCode | 'invalid_json' | 'unsupported_media_typ
   unsupported_media_type: 415,
   rate_limited: 429,
   internal: 500,
+  service_unavailable: 503,
 };
 
 export type ErrorCode = keyof typeof statusOf;

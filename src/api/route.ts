@@ -78,10 +78,7 @@ function checkAccess(access: Access, principal: Principal | undefined): void {
 export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const details = result.error.issues.map((issue) => ({
-    path: [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || '(root)',
-    message: issue.message,
-  }));
+  const details = flattenIssues(result.error.issues, prefix ? [prefix] : []);
   throw new DomainError('validation_failed', `invalid request: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details);
 }
 
@@ -92,4 +89,22 @@ export function ifMatchVersion(req: Request): number | undefined {
   const version = Number(header.trim().replace(/^W\//, '').replace(/^"|"$/g, ''));
   if (!Number.isInteger(version)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
   return version;
+}
+
+type Issue = z.core.$ZodIssue;
+
+/**
+ * Zod reports a failed union as one issue holding every branch's issues; keep the branch
+ * that matched the input's shape (not a bare type mismatch), so paths point at the bad field.
+ */
+function flattenIssues(issues: readonly Issue[], base: readonly PropertyKey[]): Array<{ path: string; message: string }> {
+  return issues.flatMap((issue) => {
+    const path = [...base, ...issue.path];
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const shapeMismatch = (branch: readonly Issue[]) => branch.every((i) => i.code === 'invalid_type' && i.path.length === 0);
+      const branch = issue.errors.find((b) => !shapeMismatch(b));
+      if (branch) return flattenIssues(branch, path);
+    }
+    return [{ path: path.map(String).join('.') || '(root)', message: issue.message }];
+  });
 }

@@ -10,7 +10,8 @@ export type DomainErrorCode =
   | 'unauthenticated'
   | 'invalid_credentials'
   | 'rate_limited'
-  | 'payload_too_large';
+  | 'payload_too_large'
+  | 'service_unavailable';
 
 export interface ErrorDetail {
   path: string;

@@ -65,6 +65,50 @@ const groupUpdated = z.object({
 
 const groupDeleted = z.object({ group_id: id, user_id: id });
 
+export const readingSchema = z.object({
+  sensor_type: z.string(),
+  value: z.number(),
+  unit: z.string().nullable(),
+  timestamp: isoTime,
+  quality_score: z.number().int().min(0).max(100),
+  quality_reasons: z.array(z.string()),
+});
+export type StoredReading = z.infer<typeof readingSchema>;
+
+const readingsRecorded = z.object({
+  device_id: id,
+  readings: z.array(readingSchema).min(1),
+  device_status: jsonObject.nullable(),
+});
+
+const deviceHeartbeat = z.object({
+  device_id: id,
+  device_status: jsonObject.nullable(),
+  firmware_version: z.string().nullable(),
+  metrics: jsonObject.nullable(),
+});
+
+const deviceCameOnline = z.object({ device_id: id });
+const deviceWentOffline = z.object({ device_id: id, last_seen: isoTime.nullable() });
+
+export const alertKindSchema = z.enum(['threshold', 'anomaly', 'rule']);
+export const alertSeveritySchema = z.enum(['info', 'warning', 'critical']);
+
+/** Raised anew, or again while still active (the read model then counts the repeat). */
+const alertRaised = z.object({
+  alert_id: id,
+  device_id: id.nullable(),
+  user_id: id,
+  rule_id: id.nullable(),
+  kind: alertKindSchema,
+  sensor_type: z.string().nullable(),
+  severity: alertSeveritySchema,
+  message: z.string(),
+  value: z.number().nullable(),
+});
+const alertAcknowledged = z.object({ alert_id: id });
+const alertCleared = z.object({ alert_id: id, reason: z.enum(['manual', 'back_in_range']) });
+
 export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
@@ -75,6 +119,13 @@ export const eventSchemas = {
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,
+  'readings.recorded': readingsRecorded,
+  'device.heartbeat': deviceHeartbeat,
+  'device.came_online': deviceCameOnline,
+  'device.went_offline': deviceWentOffline,
+  'alert.raised': alertRaised,
+  'alert.acknowledged': alertAcknowledged,
+  'alert.cleared': alertCleared,
 } as const;
 
 type Schemas = typeof eventSchemas;
@@ -120,6 +171,9 @@ export const streams = {
   user: (userId: string) => `user-${userId}`,
   device: (deviceId: string) => `device-${deviceId}`,
   group: (groupId: string) => `group-${groupId}`,
+  /** Readings and heartbeats: the volume, kept apart so the device stream stays short. */
+  telemetry: (deviceId: string) => `telemetry-${deviceId}`,
+  alert: (alertId: string) => `alert-${alertId}`,
 };
 
 export function assertNever(value: never): never {

@@ -56,6 +56,26 @@ export const devicesProjection: Projection = {
       case 'group.deleted':
         sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
         return;
+      case 'readings.recorded':
+        sql.run(q.updateTable('devices').set({ last_seen: event.recorded_at }).where('id', '=', event.data.device_id));
+        return;
+      case 'device.heartbeat':
+        sql.run(
+          q
+            .updateTable('devices')
+            .set({ last_seen: event.recorded_at, ...(event.data.firmware_version ? { firmware_version: event.data.firmware_version } : {}) })
+            .where('id', '=', event.data.device_id),
+        );
+        return;
+      case 'device.came_online':
+      case 'device.went_offline':
+        sql.run(
+          q
+            .updateTable('devices')
+            .set({ status: event.type === 'device.came_online' ? 'online' : 'offline', version: event.version, updated_at: event.recorded_at })
+            .where('id', '=', event.data.device_id),
+        );
+        return;
       default:
         return;
     }
@@ -98,6 +118,10 @@ export function listDevices(sql: Sql, filter: DeviceFilter): { rows: DeviceRow[]
   return { rows, total };
 }
 
+/** Online devices with when they were last heard from, for the offline sweep. */
+export const onlineDevices = (sql: Sql) =>
+  sql.all(q.selectFrom('devices').select(['id', 'last_seen', 'configuration']).where('status', '=', 'online'));
+
 export const countUserDevices = (sql: Sql, userId: string): number =>
   sql.first(q.selectFrom('devices').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId))?.n ?? 0;
 
@@ -110,3 +134,11 @@ export const deviceStatusCountsByGroup = (sql: Sql, userId: string | null) => {
   if (userId !== null) query = query.where('user_id', '=', userId);
   return sql.all(query);
 };
+
+/** Ids of the devices of a user (null: everyone's), optionally only those in some groups. */
+export function deviceIds(sql: Sql, userId: string | null, groupIds?: readonly string[]): string[] {
+  let query = q.selectFrom('devices').select('id');
+  if (userId !== null) query = query.where('user_id', '=', userId);
+  if (groupIds) query = query.where('group_id', 'in', groupIds.length ? groupIds : ['']);
+  return sql.all(query).map((row) => row.id);
+}

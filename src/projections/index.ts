@@ -1,10 +1,29 @@
+import { alertsProjection } from './alerts.js';
+import { deviceHealthProjection } from './device-health.js';
+import { deviceLogsProjection } from './device-logs.js';
 import { devicesProjection } from './devices.js';
 import { groupsProjection } from './groups.js';
 import type { Projection } from './projection.js';
+import { telemetryProjection } from './telemetry.js';
 import { usersProjection } from './users.js';
 
-/** Every read model the runner keeps, in the order a digest reads them. */
-export const allProjections: readonly Projection[] = [usersProjection, devicesProjection, groupsProjection];
+export interface ProjectionSettings {
+  retentionDays: number;
+}
+
+/**
+ * Every read model the runner keeps, in the order a digest reads them. A factory, not a
+ * constant: some projections hold per-batch state, and a rebuild needs its own instances.
+ */
+export const createProjections = (settings: ProjectionSettings): Projection[] => [
+  usersProjection,
+  devicesProjection,
+  groupsProjection,
+  telemetryProjection(settings.retentionDays),
+  deviceHealthProjection,
+  deviceLogsProjection,
+  alertsProjection,
+];
 
 export { ProjectionRunner } from './runner.js';
 export { Sql } from './sql.js';

@@ -14,4 +14,6 @@ export interface Projection {
   /** DDL creating its tables and indexes (idempotent). */
   readonly ddl: string;
   apply(sql: Sql, event: RecordedEvent): void;
+  /** Writes what apply() gathered in memory (e.g. rollup deltas), still inside the batch's transaction. */
+  afterBatch?(sql: Sql): void;
 }

@@ -14,6 +14,7 @@ const PAGE = 5_000;
 export async function rebuildAndCompare(
   live: { db: SqliteDatabase; log: EventLog },
   freshFile: string,
+  /** Fresh instances for the rebuild; the same kinds as the live runner's. */
   projections: readonly Projection[],
   logger: Logger,
 ): Promise<{ differing: string[]; live: Record<string, string>; rebuilt: Record<string, string> }> {

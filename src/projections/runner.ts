@@ -133,6 +133,7 @@ export class ProjectionRunner {
         const checkpoint = this.checkpoints.get(projection.name) ?? 0;
         if (checkpoint >= last) continue;
         for (const event of batch) if (event.position > checkpoint) projection.apply(this.sql, event);
+        projection.afterBatch?.(this.sql);
         save.run(last, projection.name);
       }
     });

@@ -50,7 +50,85 @@ export interface GroupsTable {
   version: number;
 }
 
+export interface AlertsTable {
+  id: string;
+  device_id: string | null;
+  user_id: string;
+  rule_id: string | null;
+  kind: 'threshold' | 'anomaly' | 'rule';
+  sensor_type: string | null;
+  severity: 'info' | 'warning' | 'critical';
+  status: 'active' | 'acknowledged' | 'cleared';
+  message: string;
+  count: number;
+  last_value: number | null;
+  raised_at: string;
+  updated_at: string;
+  acknowledged_at: string | null;
+  cleared_at: string | null;
+  version: number;
+}
+
+export interface ReadingsTable {
+  device_id: string;
+  sensor_type: string;
+  ts: string;
+  seq: number;
+  value: number;
+  unit: string | null;
+  quality_score: number;
+  quality_reasons: string;
+}
+
+export interface RollupsTable {
+  device_id: string;
+  sensor_type: string;
+  bucket: 'minute' | 'hour' | 'day';
+  bucket_start: string;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  sum_sq: number;
+}
+
+export interface SensorStatsTable {
+  device_id: string;
+  sensor_type: string;
+  count: number;
+  mean: number;
+  variance: number;
+  last_timestamp: string | null;
+}
+
+export interface DeviceHealthTable {
+  device_id: string;
+  last_status: string | null;
+  error_count: number;
+  quality_sum: number;
+  quality_count: number;
+  last_heartbeat_at: string | null;
+  metrics: string | null;
+}
+
+export interface DeviceLogsTable {
+  device_id: string;
+  position: number;
+  seq: number;
+  severity: 'debug' | 'info' | 'warning' | 'error' | 'critical';
+  category: string;
+  message: string;
+  details: string;
+  timestamp: string;
+}
+
 export interface ReadModels {
+  alerts: AlertsTable;
+  readings: ReadingsTable;
+  rollups: RollupsTable;
+  sensor_stats: SensorStatsTable;
+  device_health: DeviceHealthTable;
+  device_logs: DeviceLogsTable;
   users: UsersTable;
   sessions: SessionsTable;
   devices: DevicesTable;

@@ -2,6 +2,7 @@ import { deviceAsOf, visibleDevice, type Devices } from '../../commands/devices.
 import { ownerScope, type Services } from '../../commands/services.js';
 import { streams } from '../../domain/events.js';
 import { listDevices } from '../../projections/devices.js';
+import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
 import { presentDevice } from '../presenters.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
@@ -50,8 +51,14 @@ export function deviceRoutes(services: Services, devices: Devices) {
       async ({ params, query, context }) => {
         if (query.as_of) return { data: await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of)) };
         const row = visibleDevice(services, context.principal, params.id!);
+        const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();
         return {
-          data: { ...presentDevice(row), recent_data: [], recent_commands: [], metrics: emptyMetrics },
+          data: {
+            ...presentDevice(row),
+            recent_data: latestReadings(services.sql, row.id),
+            recent_commands: [],
+            metrics: { ...commandMetricsPlaceholder, readings_24h: countReadingsSince(services.sql, row.id, dayAgo) },
+          },
           etag: row.version,
         };
       },
@@ -88,9 +95,8 @@ export function deviceRoutes(services: Services, devices: Devices) {
   ];
 }
 
-/** Filled by the telemetry and commands read models; zero until a device has any. */
-const emptyMetrics = {
-  readings_24h: 0,
+/** Filled by the commands read model once commands exist (see the commands issue). */
+const commandMetricsPlaceholder = {
   commands_by_status: {},
   command_success_rate: null,
   mean_command_latency_ms: null,

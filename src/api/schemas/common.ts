@@ -15,3 +15,25 @@ export const uuid = z.uuid();
 export const nonBlank = (max: number) => z.string().trim().min(1).max(max);
 
 export const deleted = z.object({ id: z.string(), deleted: z.literal(true) });
+
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/** An ISO 8601 date or date-time (UTC when it names no zone), normalised to UTC milliseconds. */
+export const isoDate = z
+  .string()
+  .regex(ISO_8601, 'an ISO 8601 date or date-time')
+  .transform((value, ctx) => {
+    const zoned = /T/i.test(value) && !/(Z|[+-]\d{2}:?\d{2})$/i.test(value) ? `${value}Z` : value;
+    const time = Date.parse(zoned);
+    if (Number.isNaN(time)) {
+      ctx.addIssue({ code: 'custom', message: 'not a real date' });
+      return z.NEVER;
+    }
+    return new Date(time).toISOString();
+  });
+
+export const dateRange = z.object({ start_date: isoDate.optional(), end_date: isoDate.optional() });
+
+/** Refuses a range whose start is after its end. */
+export const orderedRange = <T extends { start_date?: string | undefined; end_date?: string | undefined }>(range: T) =>
+  !range.start_date || !range.end_date || range.start_date <= range.end_date;

@@ -1,0 +1,65 @@
+import { changeAlert } from '../../commands/alerts.js';
+import { visibleDevice } from '../../commands/devices.js';
+import { visibleGroup } from '../../commands/groups.js';
+import { ownerScope, type Services } from '../../commands/services.js';
+import type { AlertRow } from '../../projections/alerts.js';
+import { listAlerts } from '../../projections/alerts.js';
+import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
+import { deviceIds } from '../../projections/devices.js';
+import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
+import { defineRoute } from '../route.js';
+import { listMeta } from '../schemas/common.js';
+import { alert, alertsQuery, analytics, analyticsQuery } from '../schemas/telemetry.js';
+
+const presentAlert = ({ user_id: _user, updated_at: _updated, version: _version, ...row }: AlertRow) => row;
+
+const DAY_MS = 24 * 3_600_000;
+
+export function alertRoutes(services: Services) {
+  return [
+    defineRoute(
+      { method: 'get', path: '/api/alerts', summary: 'Alerts (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
+      ({ query, context }) => {
+        const { rows, total } = listAlerts(services.sql, {
+          userId: ownerScope(context.principal),
+          ...(query.status ? { status: query.status } : {}),
+          ...(query.severity ? { severity: query.severity } : {}),
+          ...(query.device_id ? { deviceId: query.device_id } : {}),
+          limit: query.limit,
+          offset: query.offset,
+        });
+        return { data: rows.map(presentAlert), meta: listMeta(total, query) };
+      },
+    ),
+    ...(['acknowledge', 'clear'] as const).map((action) =>
+      defineRoute(
+        { method: 'post', path: `/api/alerts/:id/${action}`, summary: `${action === 'clear' ? 'Clear' : 'Acknowledge'} an alert`, tag: 'alerts', access: 'user', response: alert },
+        async ({ params, context }) => ({ data: presentAlert(await changeAlert(services, params.id!, action === 'clear' ? 'clear_alert' : 'acknowledge_alert', context)) }),
+      ),
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/analytics', summary: 'Device, reading, command, rule and alert analytics over a range (default: the last 24 h)', tag: 'analytics', access: 'user', query: analyticsQuery, response: analytics },
+      ({ query, context }) => {
+        const scopeUser = ownerScope(context.principal);
+        let ids: string[];
+        if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id).id];
+        else if (query.group_id) {
+          const group = visibleGroup(services, context.principal, query.group_id);
+          ids = deviceIds(services.sql, group.user_id, subtreeIds(groupSummaries(services.sql, group.user_id), group.id));
+        } else ids = deviceIds(services.sql, scopeUser);
+        const end = query.end_date ?? services.clock.now().toISOString();
+        const start = query.start_date ?? new Date(Date.parse(end) - DAY_MS).toISOString();
+        const scope = { deviceIds: ids, userId: scopeUser, start, end };
+        return {
+          data: {
+            devices: deviceCounts(services.sql, ids),
+            readings: readingAnalytics(services.sql, scope),
+            commands: { total: 0, by_status: {}, success_rate: null, avg_latency_ms: null },
+            rules: { total: 0, enabled: 0, triggered: 0 },
+            alerts: alertAnalytics(services.sql, scope),
+          },
+        };
+      },
+    ),
+  ];
+}

@@ -1,0 +1,141 @@
+import type { Response } from 'express';
+import { visibleDevice } from '../../commands/devices.js';
+import type { Services } from '../../commands/services.js';
+import { writableDevice, type ReadingInput, type Telemetry } from '../../commands/telemetry.js';
+import type { OfflineDetector } from '../../automation/offline-detector.js';
+import { findDeviceHealth } from '../../projections/device-health.js';
+import { listDeviceLogs } from '../../projections/device-logs.js';
+import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
+import { defineRoute } from '../route.js';
+import { listMeta } from '../schemas/common.js';
+import { bucketReading, dataQuery, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
+
+export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
+  return [
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
+      async ({ params, body, context, req }) => {
+        const readings: ReadingInput[] = Array.isArray(body.sensor_readings)
+          ? body.sensor_readings.map((r) => ({ sensor_type: r.sensor_type, value: r.value, unit: r.unit ?? null, timestamp: r.timestamp ?? null }))
+          : Object.entries(body.sensor_readings).map(([sensor_type, value]) => ({ sensor_type, value, unit: null, timestamp: null }));
+        const key = req.header('idempotency-key');
+        const idempotencyKey = key !== undefined && IDEMPOTENCY_KEY.test(key) ? key : undefined;
+        const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);
+        return { data: result };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive', tag: 'telemetry', access: 'any', body: heartbeatBody, response: heartbeatAnswer },
+      async ({ params, body, context }) => {
+        const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null }, context);
+        return { data: { device_id: params.id!, status: 'online', position, server_time: services.clock.now().toISOString() } };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state', tag: 'telemetry', access: 'any', response: deviceStatus },
+      ({ params, context }) => {
+        const device = writableDevice(services, context.principal, params.id!);
+        const now = services.clock.now().getTime();
+        const health = findDeviceHealth(services.sql, device.id);
+        const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : {};
+        const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
+        return {
+          data: {
+            device_id: device.id,
+            status: device.status,
+            connectivity: {
+              online: device.status === 'online',
+              last_seen: device.last_seen,
+              seconds_since_last_seen: device.last_seen ? Math.max(0, Math.round((now - Date.parse(device.last_seen)) / 1000)) : null,
+              offline_after_seconds: offline.deadlineMs(device.configuration) / 1000,
+            },
+            health: {
+              ...pick(lastStatus, ['battery', 'battery_level', 'signal', 'signal_strength', 'rssi', 'temperature', 'uptime', 'memory', 'cpu']),
+              last_reported: health?.last_status ? lastStatus : null,
+              error_count: health?.error_count ?? 0,
+              mean_quality_score: health && health.quality_count > 0 ? health.quality_sum / health.quality_count : null,
+              last_heartbeat_at: health?.last_heartbeat_at ?? null,
+              metrics: health?.metrics ? (JSON.parse(health.metrics) as Record<string, unknown>) : null,
+            },
+            operational_state: {
+              firmware_version: device.firmware_version,
+              configuration_keys: Object.keys(configuration),
+              maintenance: device.status === 'maintenance',
+              connected: offline.connected.has(device.id),
+            },
+          },
+        };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
+      ({ params, query, context }) => {
+        const device = writableDevice(services, context.principal, params.id!);
+        const filter = { deviceIds: [device.id], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
+        const { rows, total } = query.interval === 'raw' ? rawReadings(services.sql, filter, query.limit, query.offset) : aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
+        return { data: rows, meta: listMeta(total, query) };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/devices/:id/data/export', summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
+      async ({ params, query, context, res }) => {
+        const device = visibleDevice(services, context.principal, params.id!);
+        const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
+        res.status(200).setHeader('Content-Type', query.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson');
+        res.setHeader('Content-Disposition', `attachment; filename="${device.id}.${query.format}"`);
+        if (query.format === 'csv') await write(res, 'timestamp,sensor_type,value,unit,quality_score\n');
+        for (const page of iterateReadings(services.sql, filter)) {
+          const lines = page.map((r) =>
+            query.format === 'csv'
+              ? `${r.ts},${csvField(r.sensor_type)},${r.value},${csvField(r.unit ?? '')},${r.quality_score}\n`
+              : `${JSON.stringify({ timestamp: r.ts, sensor_type: r.sensor_type, value: r.value, unit: r.unit, quality_score: r.quality_score })}\n`,
+          );
+          if (lines.length > 0) await write(res, lines.join(''));
+          if (res.destroyed) return;
+        }
+        res.end();
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/devices/:id/logs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
+      ({ params, query, context }) => {
+        const device = visibleDevice(services, context.principal, params.id!);
+        const { rows, total } = listDeviceLogs(services.sql, {
+          deviceId: device.id,
+          ...(query.severity ? { severity: query.severity } : {}),
+          ...(query.start_date ? { start: query.start_date } : {}),
+          ...(query.end_date ? { end: query.end_date } : {}),
+          limit: query.limit,
+          offset: query.offset,
+        });
+        return { data: rows.map(({ device_id: _d, seq: _s, details, ...row }) => ({ ...row, details: JSON.parse(details) as Record<string, unknown> })), meta: listMeta(total, query) };
+      },
+    ),
+  ];
+}
+
+function pick(source: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((key) => key in source).map((key) => [key, source[key]]));
+}
+
+/** Quotes a CSV field when it holds a separator, quote or line break; neutralises formula prefixes. */
+function csvField(value: string): string {
+  const safe = /^[=+\-@]/.test(value) ? `'${value}` : value;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}
+
+/** Writes and waits for the socket to drain, so an export never buffers more than a page. */
+function write(res: Response, chunk: string): Promise<void> {
+  if (res.write(chunk)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
+import { logSeverities } from '../../projections/device-logs.js';
+import { dateRange, isoDate, orderedRange, paging, timestamp } from './common.js';
+
+const sensorType = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_.:/-]+$/, 'letters, digits and _ . : / -');
+const finite = z.number({ error: 'must be a finite number' });
+const statusObject = z.record(z.string(), z.unknown());
+
+const readingObject = z.object({
+  sensor_type: sensorType,
+  value: finite,
+  unit: z.string().max(32).nullable().optional(),
+  timestamp: isoDate.optional(),
+});
+
+export const submitReadingsBody = z.object({
+  sensor_readings: z.union([
+    z.array(readingObject).min(1, 'at least one reading'),
+    z.record(sensorType, finite).refine((readings) => Object.keys(readings).length > 0, 'at least one reading'),
+  ]),
+  timestamp: isoDate.optional(),
+  device_status: statusObject.nullable().optional(),
+});
+
+export const submitAnswer = z.object({ accepted: z.number().int(), position: z.number().int() });
+
+export const heartbeatBody = z.object({
+  device_status: statusObject.nullable().optional(),
+  firmware_version: z.string().trim().min(1).max(64).nullable().optional(),
+  metrics: statusObject.nullable().optional(),
+});
+
+export const heartbeatAnswer = z.object({ device_id: z.string(), status: z.string(), position: z.number().int(), server_time: timestamp });
+
+export const dataQuery = dateRange
+  .extend({
+    sensor_type: sensorType.optional(),
+    interval: z.enum(['raw', 'minute', 'hour', 'day']).default('raw'),
+    limit: paging.shape.limit,
+    offset: paging.shape.offset,
+  })
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+
+export const rawReading = z.object({ sensor_type: z.string(), value: z.number(), unit: z.string().nullable(), timestamp, quality_score: z.number().int(), quality_reasons: z.array(z.string()) });
+export const bucketReading = z.object({ sensor_type: z.string(), bucket_start: timestamp, count: z.number().int(), avg: z.number(), min: z.number(), max: z.number(), sum: z.number() });
+
+export const exportQuery = dateRange
+  .extend({ format: z.enum(['csv', 'ndjson']).default('csv'), sensor_type: sensorType.optional() })
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+
+export const logsQuery = paging
+  .extend({ severity: z.enum(logSeverities).optional(), start_date: isoDate.optional(), end_date: isoDate.optional() })
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+
+export const deviceLog = z.object({ severity: z.enum(logSeverities), category: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()), timestamp, position: z.number().int() });
+
+export const deviceStatus = z.object({
+  device_id: z.string(),
+  status: z.string(),
+  connectivity: z.object({ online: z.boolean(), last_seen: timestamp.nullable(), seconds_since_last_seen: z.number().nullable(), offline_after_seconds: z.number() }),
+  health: z.record(z.string(), z.unknown()),
+  operational_state: z.record(z.string(), z.unknown()),
+});
+
+export const alertsQuery = paging.extend({
+  status: z.enum(['active', 'acknowledged', 'cleared']).optional(),
+  severity: alertSeveritySchema.optional(),
+  device_id: z.string().max(64).optional(),
+});
+
+export const alert = z.object({
+  id: z.string(),
+  device_id: z.string().nullable(),
+  rule_id: z.string().nullable(),
+  kind: alertKindSchema,
+  sensor_type: z.string().nullable(),
+  severity: alertSeveritySchema,
+  status: z.enum(['active', 'acknowledged', 'cleared']),
+  message: z.string(),
+  count: z.number().int(),
+  last_value: z.number().nullable(),
+  raised_at: timestamp,
+  acknowledged_at: timestamp.nullable(),
+  cleared_at: timestamp.nullable(),
+});
+
+export const analyticsQuery = dateRange
+  .extend({ device_id: z.string().max(64).optional(), group_id: z.string().max(64).optional() })
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+
+const counts = z.record(z.string(), z.number().int());
+export const analytics = z.object({
+  devices: z.object({ total: z.number().int(), by_status: counts, by_type: counts }),
+  readings: z.object({
+    total: z.number().int(),
+    per_hour: z.array(z.object({ hour: timestamp, count: z.number().int() })),
+    by_sensor: z.array(z.object({ sensor_type: z.string(), count: z.number().int(), avg: z.number(), min: z.number(), max: z.number(), stddev: z.number(), trend_per_hour: z.number().nullable() })),
+  }),
+  commands: z.object({ total: z.number().int(), by_status: counts, success_rate: z.number().nullable(), avg_latency_ms: z.number().nullable() }),
+  rules: z.object({ total: z.number().int(), enabled: z.number().int(), triggered: z.number().int() }),
+  alerts: z.object({ active: z.number().int(), by_severity: counts }),
+});

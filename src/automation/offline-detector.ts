@@ -1,0 +1,54 @@
+import type { DeviceLocks } from '../commands/device-locks.js';
+import type { Services } from '../commands/services.js';
+import { streams } from '../domain/events.js';
+import { findDevice, onlineDevices } from '../projections/devices.js';
+
+/** Missed heartbeats tolerated when a device states its heartbeat_interval. */
+const MISSED_HEARTBEATS = 3;
+
+/**
+ * Marks devices offline once they have not been heard from for OFFLINE_AFTER_SECONDS
+ * (shorter when their configuration states a heartbeat_interval). Works from the read
+ * model's last_seen, so the deadline survives a restart; records one event per change.
+ */
+export class OfflineDetector {
+  /** Devices holding an open socket count as heard from until they disconnect. */
+  readonly connected = new Set<string>();
+
+  constructor(
+    private readonly services: Services,
+    private readonly locks: DeviceLocks,
+  ) {}
+
+  deadlineMs(configuration: string): number {
+    const interval = (JSON.parse(configuration) as { heartbeat_interval?: unknown }).heartbeat_interval;
+    const fromInterval = typeof interval === 'number' && interval > 0 ? interval * MISSED_HEARTBEATS : Infinity;
+    return Math.min(this.services.config.offlineAfterSeconds, fromInterval) * 1000;
+  }
+
+  /** Checks every online device once; returns how many went offline. */
+  async sweep(): Promise<number> {
+    const now = this.services.clock.now().getTime();
+    const overdue = onlineDevices(this.services.sql).filter(
+      (d) => !this.connected.has(d.id) && now - Date.parse(d.last_seen ?? '1970-01-01T00:00:00.000Z') >= this.deadlineMs(d.configuration),
+    );
+    let changed = 0;
+    for (const candidate of overdue) {
+      await this.locks.run(candidate.id, async () => {
+        const device = findDevice(this.services.sql, candidate.id);
+        if (!device || device.status !== 'online' || device.last_seen !== candidate.last_seen || this.connected.has(device.id)) return;
+        const result = await this.services.log.append([
+          {
+            streamId: streams.device(device.id),
+            expectedVersion: 'stream_exists',
+            events: [{ type: 'device.went_offline', data: { device_id: device.id, last_seen: device.last_seen } }],
+            metadata: { actor_type: 'system' },
+          },
+        ]);
+        await this.services.runner.waitFor(result.lastPosition);
+        changed += 1;
+      });
+    }
+    return changed;
+  }
+}

@@ -1,0 +1,146 @@
+import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
+import { streams, type DomainEvent, type StoredReading } from '../domain/events.js';
+import { assessQuality, emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
+import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
+import type { AppendRequest } from '../eventlog/index.js';
+import { openDeviceAlerts } from '../projections/alerts.js';
+import { findDevice, type DeviceRow } from '../projections/devices.js';
+import { sensorStatsOf } from '../projections/telemetry-queries.js';
+import type { DeviceLocks } from './device-locks.js';
+import { metadataFor } from './handle.js';
+import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+
+export interface ReadingInput {
+  sensor_type: string;
+  value: number;
+  unit: string | null;
+  timestamp: string | null;
+}
+
+export interface Submission {
+  readings: ReadingInput[];
+  timestamp: string | null;
+  device_status: Record<string, unknown> | null;
+}
+
+export interface HeartbeatInput {
+  device_status: Record<string, unknown> | null;
+  firmware_version: string | null;
+  metrics: Record<string, unknown> | null;
+}
+
+export const MAX_READINGS_PER_SUBMISSION = 1_000;
+const MAX_FUTURE_MS = 5 * 60 * 1000;
+/** Past this many events between the log and the read models, ingestion sheds load. */
+export const MAX_PROJECTION_LAG = 20_000;
+
+/** A device speaks only for itself (403 elsewhere); a user for their own devices (404 elsewhere). */
+export function writableDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+  if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
+  const device = findDevice(services.sql, deviceId);
+  if (!device || (principal.kind === 'user' && !isAdmin(principal) && device.user_id !== principal.userId)) throw notFound('device');
+  return device;
+}
+
+export class Telemetry {
+  constructor(
+    private readonly services: Services,
+    private readonly locks: DeviceLocks,
+  ) {}
+
+  async submit(deviceId: string, submission: Submission, context: RequestContext, idempotencyKey?: string): Promise<{ accepted: number; position: number }> {
+    const { services } = this;
+    writableDevice(services, context.principal, deviceId);
+    if (submission.readings.length > MAX_READINGS_PER_SUBMISSION) {
+      throw new DomainError('payload_too_large', `at most ${MAX_READINGS_PER_SUBMISSION} readings per submission`);
+    }
+    this.shedLoad();
+    const now = services.clock.now();
+    const readings = normaliseTimes(submission, now);
+    return this.locks.run(deviceId, async () => {
+      const device = writableDevice(services, context.principal, deviceId);
+      const { stored, alertEvents } = this.assess(device, readings, now);
+      const recorded: AppendRequest = {
+        streamId: streams.telemetry(deviceId),
+        expectedVersion: 'any',
+        events: [{ type: 'readings.recorded', data: { device_id: deviceId, readings: stored, device_status: submission.device_status } }],
+      };
+      const alerts = alertEvents.map((event): AppendRequest => ({ streamId: streams.alert(alertIdOf(event)), expectedVersion: 'any', events: [event] }));
+      const requests = withMetadata([recorded, ...this.cameOnline(device), ...alerts], context);
+      const result = await services.log.append(requests, idempotencyKey ? { idempotencyKey: `readings:${deviceId}:${idempotencyKey}` } : {});
+      await services.runner.waitFor(result.lastPosition);
+      if (!result.duplicate) return { accepted: stored.length, position: result.firstPosition };
+      const [first] = await services.log.readAll({ afterPosition: result.firstPosition - 1, limit: 1 });
+      return { accepted: first?.type === 'readings.recorded' ? first.data.readings.length : stored.length, position: result.firstPosition };
+    });
+  }
+
+  async heartbeat(deviceId: string, input: HeartbeatInput, context: RequestContext): Promise<{ position: number }> {
+    const { services } = this;
+    this.shedLoad();
+    return this.locks.run(deviceId, async () => {
+      const device = writableDevice(services, context.principal, deviceId);
+      const beat: AppendRequest = { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events: [{ type: 'device.heartbeat', data: { device_id: deviceId, ...input } }] };
+      const requests = withMetadata([beat, ...this.cameOnline(device)], context);
+      const result = await services.log.append(requests);
+      await services.runner.waitFor(result.lastPosition);
+      return { position: result.firstPosition };
+    });
+  }
+
+  /** Marks the device online when it was not; callers hold the device's lock. */
+  cameOnline(device: DeviceRow): AppendRequest[] {
+    if (device.status === 'online') return [];
+    return [{ streamId: streams.device(device.id), expectedVersion: 'stream_exists', events: [{ type: 'device.came_online', data: { device_id: device.id } }] }];
+  }
+
+  private shedLoad(): void {
+    if (this.services.runner.lag() > MAX_PROJECTION_LAG) {
+      throw new DomainError('service_unavailable', 'ingestion is saturated; retry shortly', [], 1);
+    }
+  }
+
+  /** Quality per reading and the alerts they cause, folding the sensor statistics as the projection will. */
+  private assess(device: DeviceRow, readings: Array<Omit<StoredReading, 'quality_score' | 'quality_reasons'>>, now: Date) {
+    const { sql, newId } = this.services;
+    const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
+    const thresholds = thresholdsSchema.safeParse(configuration.thresholds ?? {});
+    const anomalyZ = typeof configuration.anomaly_z === 'number' && configuration.anomaly_z > 0 ? configuration.anomaly_z : DEFAULT_ANOMALY_Z;
+    const stats = sensorStatsOf(sql, device.id);
+    const open = new Map<string, OpenAlert>(openDeviceAlerts(sql, device.id).map((a) => [`${a.kind}:${a.sensor_type}`, { alert_id: a.id }]));
+    const alertEvents: DomainEvent[] = [];
+    const stored = readings.map((reading): StoredReading => {
+      const before: SensorStats = stats.get(reading.sensor_type) ?? emptyStats;
+      const quality = assessQuality(reading, before, now);
+      const storedReading = { ...reading, quality_score: quality.score, quality_reasons: quality.reasons };
+      const threshold = thresholds.success ? thresholds.data[reading.sensor_type] : undefined;
+      alertEvents.push(...alertsForReading({ device_id: device.id, user_id: device.user_id, reading: storedReading, threshold, statsBefore: before, anomalyZ, open, newId }));
+      stats.set(reading.sensor_type, updateStats(before, reading.value, reading.timestamp));
+      return storedReading;
+    });
+    return { stored, alertEvents };
+  }
+}
+
+const withMetadata = (requests: AppendRequest[], context: RequestContext): AppendRequest[] =>
+  requests.map((request) => ({ ...request, metadata: metadataFor(context) }));
+
+function alertIdOf(event: DomainEvent): string {
+  if (event.type === 'alert.raised' || event.type === 'alert.cleared' || event.type === 'alert.acknowledged') return event.data.alert_id;
+  throw new Error(`not an alert event: ${event.type}`);
+}
+
+/** Every reading gets a UTC millisecond timestamp; one more than 5 minutes ahead refuses the whole submission. */
+function normaliseTimes(submission: Submission, now: Date): Array<Omit<StoredReading, 'quality_score' | 'quality_reasons'>> {
+  const problems: ErrorDetail[] = [];
+  const fallback = submission.timestamp ?? now.toISOString();
+  const readings = submission.readings.map((reading, index) => {
+    const timestamp = new Date(reading.timestamp ?? fallback);
+    if (timestamp.getTime() - now.getTime() > MAX_FUTURE_MS) {
+      problems.push({ path: reading.timestamp ? `sensor_readings.${index}.timestamp` : 'timestamp', message: 'more than 5 minutes in the future' });
+    }
+    return { sensor_type: reading.sensor_type, value: reading.value, unit: reading.unit, timestamp: timestamp.toISOString() };
+  });
+  if (problems.length > 0) throw new DomainError('validation_failed', `invalid readings: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);
+  return readings;
+}

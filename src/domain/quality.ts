@@ -1,0 +1,62 @@
+/**
+ * Reading quality: a score from 100 down, with the reasons kept. Pure: the recent
+ * statistics and the time of receipt come in as arguments.
+ */
+export interface SensorStats {
+  count: number;
+  mean: number;
+  variance: number;
+  last_timestamp: string | null;
+}
+
+export const emptyStats: SensorStats = { count: 0, mean: 0, variance: 0, last_timestamp: null };
+
+/** Plausible physical ranges; a reading outside is very likely a fault, not a fact. */
+const plausibleRanges: Record<string, readonly [number, number]> = {
+  temperature: [-90, 150],
+  humidity: [0, 100],
+  pressure: [300, 1100],
+  battery: [0, 100],
+  co2: [0, 10_000],
+  light: [0, 200_000],
+  voltage: [-1_000, 1_000],
+  soil_moisture: [0, 100],
+};
+
+const STALE_AFTER_MS = 60 * 60 * 1000;
+const JUMP_SIGMAS = 6;
+const MIN_SAMPLES_FOR_JUMP = 5;
+const MIN_ALPHA = 0.05;
+
+export interface Quality {
+  score: number;
+  reasons: string[];
+}
+
+export function assessQuality(reading: { sensor_type: string; value: number; timestamp: string }, stats: SensorStats, receivedAt: Date): Quality {
+  const reasons: Array<[string, number]> = [];
+  const range = plausibleRanges[reading.sensor_type.toLowerCase()];
+  if (range && (reading.value < range[0] || reading.value > range[1])) reasons.push(['out_of_range', 50]);
+  if (stats.count >= MIN_SAMPLES_FOR_JUMP) {
+    const spread = Math.max(Math.sqrt(stats.variance), Math.abs(stats.mean) * 0.01, 1e-6);
+    if (Math.abs(reading.value - stats.mean) > JUMP_SIGMAS * spread) reasons.push(['jump', 30]);
+  }
+  if (receivedAt.getTime() - Date.parse(reading.timestamp) > STALE_AFTER_MS) reasons.push(['stale', 10]);
+  if (stats.last_timestamp !== null && reading.timestamp < stats.last_timestamp) reasons.push(['out_of_order', 10]);
+  const score = Math.max(0, 100 - reasons.reduce((sum, [, penalty]) => sum + penalty, 0));
+  return { score, reasons: reasons.map(([reason]) => reason) };
+}
+
+/**
+ * An exponentially weighted mean and variance: the plain mean while there are few samples,
+ * then weighted toward recent values so the baseline follows slow drift.
+ */
+export function updateStats(stats: SensorStats, value: number, timestamp: string): SensorStats {
+  const count = stats.count + 1;
+  const alpha = Math.max(1 / count, MIN_ALPHA);
+  const delta = value - stats.mean;
+  const mean = stats.mean + alpha * delta;
+  const variance = count === 1 ? 0 : (1 - alpha) * (stats.variance + alpha * delta * delta);
+  const last_timestamp = stats.last_timestamp === null || timestamp > stats.last_timestamp ? timestamp : stats.last_timestamp;
+  return { count, mean, variance, last_timestamp };
+}

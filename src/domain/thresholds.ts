@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import type { DomainEvent, StoredReading } from './events.js';
+import type { SensorStats } from './quality.js';
+
+/** `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
+export const thresholdSchema = z.object({
+  min: z.number().optional(),
+  max: z.number().optional(),
+  hysteresis: z.number().nonnegative().optional(),
+  severity: z.enum(['info', 'warning', 'critical']).optional(),
+});
+export type Threshold = z.infer<typeof thresholdSchema>;
+export const thresholdsSchema = z.record(z.string(), thresholdSchema);
+
+export const DEFAULT_ANOMALY_Z = 4;
+const MIN_SAMPLES_FOR_ANOMALY = 10;
+
+/** An open (active or acknowledged) alert, keyed by `${kind}:${sensor_type}`. */
+export interface OpenAlert {
+  alert_id: string;
+}
+
+export interface AlertInput {
+  device_id: string;
+  user_id: string;
+  reading: StoredReading;
+  threshold: Threshold | undefined;
+  statsBefore: SensorStats;
+  anomalyZ: number;
+  open: Map<string, OpenAlert>;
+  newId: () => string;
+}
+
+/**
+ * The alert events one reading causes: raise (or repeat) when a threshold is crossed or the
+ * value is anomalous, clear once it is back inside the band narrowed by the hysteresis.
+ * Mutates `open` so the next reading of the same submission sees the outcome.
+ */
+export function alertsForReading(input: AlertInput): DomainEvent[] {
+  return [...thresholdAlerts(input), ...anomalyAlerts(input)];
+}
+
+function thresholdAlerts({ device_id, user_id, reading, threshold, open, newId }: AlertInput): DomainEvent[] {
+  if (!threshold || (threshold.min === undefined && threshold.max === undefined)) return [];
+  const key = `threshold:${reading.sensor_type}`;
+  const { min, max } = threshold;
+  const value = reading.value;
+  const breach = max !== undefined && value > max ? `above max ${max}` : min !== undefined && value < min ? `below min ${min}` : null;
+  if (breach) {
+    const message = `${reading.sensor_type} ${value} ${breach}`;
+    return [raise(open, key, { device_id, user_id, kind: 'threshold', sensor_type: reading.sensor_type, severity: threshold.severity ?? 'warning', message, value }, newId)];
+  }
+  const alert = open.get(key);
+  if (!alert) return [];
+  const band = threshold.hysteresis ?? defaultHysteresis(threshold);
+  const inside = (max === undefined || value <= max - band) && (min === undefined || value >= min + band);
+  if (!inside) return [];
+  open.delete(key);
+  return [{ type: 'alert.cleared', data: { alert_id: alert.alert_id, reason: 'back_in_range' } }];
+}
+
+function anomalyAlerts({ device_id, user_id, reading, statsBefore, anomalyZ, open, newId }: AlertInput): DomainEvent[] {
+  if (statsBefore.count < MIN_SAMPLES_FOR_ANOMALY || statsBefore.variance <= 0) return [];
+  const z = Math.abs(reading.value - statsBefore.mean) / Math.sqrt(statsBefore.variance);
+  const key = `anomaly:${reading.sensor_type}`;
+  if (z > anomalyZ) {
+    const message = `${reading.sensor_type} ${reading.value} is ${z.toFixed(1)} deviations from its recent mean ${statsBefore.mean.toFixed(2)}`;
+    return [raise(open, key, { device_id, user_id, kind: 'anomaly', sensor_type: reading.sensor_type, severity: 'warning', message, value: reading.value }, newId)];
+  }
+  const alert = open.get(key);
+  if (!alert || z > anomalyZ / 2) return [];
+  open.delete(key);
+  return [{ type: 'alert.cleared', data: { alert_id: alert.alert_id, reason: 'back_in_range' } }];
+}
+
+/** 5% of the band when both bounds are set, else 1% of the bound, so a hovering value does not flap. */
+function defaultHysteresis({ min, max }: Threshold): number {
+  if (min !== undefined && max !== undefined) return Math.abs(max - min) * 0.05;
+  return Math.abs(max ?? min ?? 0) * 0.01;
+}
+
+function raise(
+  open: Map<string, OpenAlert>,
+  key: string,
+  alert: { device_id: string; user_id: string; kind: 'threshold' | 'anomaly'; sensor_type: string; severity: 'info' | 'warning' | 'critical'; message: string; value: number },
+  newId: () => string,
+): DomainEvent {
+  const existing = open.get(key);
+  const alert_id = existing?.alert_id ?? newId();
+  if (!existing) open.set(key, { alert_id });
+  return { type: 'alert.raised', data: { alert_id, rule_id: null, ...alert } };
+}

@@ -1,0 +1,121 @@
+import { sql as raw } from 'kysely';
+import type { SensorStats } from '../domain/quality.js';
+import type { BucketSize } from './telemetry.js';
+import { queryBuilder as q, type Sql } from './sql.js';
+
+export interface RangeFilter {
+  deviceIds: readonly string[];
+  sensorType?: string;
+  start?: string;
+  end?: string;
+}
+
+const readingsIn = (filter: RangeFilter) => {
+  let query = q.selectFrom('readings').where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
+  if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
+  if (filter.start) query = query.where('ts', '>=', filter.start);
+  if (filter.end) query = query.where('ts', '<=', filter.end);
+  return query;
+};
+
+const rollupsIn = (filter: RangeFilter, bucket: BucketSize) => {
+  let query = q.selectFrom('rollups').where('bucket', '=', bucket).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
+  if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
+  if (filter.start) query = query.where('bucket_start', '>=', filter.start);
+  if (filter.end) query = query.where('bucket_start', '<=', filter.end);
+  return query;
+};
+
+/** The newest `limit` raw readings of the range (after `offset`), answered oldest first. */
+export function rawReadings(sql: Sql, filter: RangeFilter, limit: number, offset: number) {
+  const total = sql.first(readingsIn(filter).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
+  const rows = sql.all(
+    readingsIn(filter)
+      .select(['sensor_type', 'value', 'unit', 'ts as timestamp', 'quality_score', 'quality_reasons'])
+      .orderBy('ts', 'desc')
+      .orderBy('seq', 'desc')
+      .limit(limit)
+      .offset(offset),
+  );
+  return { total, rows: rows.reverse().map(({ quality_reasons, ...row }) => ({ ...row, quality_reasons: JSON.parse(quality_reasons) as string[] })) };
+}
+
+/** Aggregates per sensor and bucket, read from the rollups (never from raw rows), oldest first. */
+export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: BucketSize, limit: number, offset: number) {
+  const grouped = rollupsIn(filter, bucket).groupBy(['sensor_type', 'bucket_start']);
+  const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
+  const rows = sql.all(
+    grouped
+      .select([
+        'sensor_type',
+        'bucket_start',
+        (eb) => eb.fn.sum<number>('count').as('count'),
+        (eb) => eb.fn.sum<number>('sum').as('sum'),
+        (eb) => eb.fn.min<number>('min').as('min'),
+        (eb) => eb.fn.max<number>('max').as('max'),
+        (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
+      ])
+      .orderBy('bucket_start')
+      .orderBy('sensor_type')
+      .limit(limit)
+      .offset(offset),
+  );
+  return { total, rows: rows.map((r) => ({ sensor_type: r.sensor_type, bucket_start: r.bucket_start, count: r.count, avg: r.sum / r.count, min: r.min, max: r.max, sum: r.sum })) };
+}
+
+/** Hourly rollups summed over devices, per sensor and hour, for analytics. */
+export const hourlyBySensor = (sql: Sql, filter: RangeFilter) =>
+  sql.all(
+    rollupsIn(filter, 'hour')
+      .groupBy(['sensor_type', 'bucket_start'])
+      .select([
+        'sensor_type',
+        'bucket_start',
+        (eb) => eb.fn.sum<number>('count').as('count'),
+        (eb) => eb.fn.sum<number>('sum').as('sum'),
+        (eb) => eb.fn.min<number>('min').as('min'),
+        (eb) => eb.fn.max<number>('max').as('max'),
+        (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
+      ])
+      .orderBy('bucket_start'),
+  );
+
+/** The latest reading of each sensor of a device. */
+export const latestReadings = (sql: Sql, deviceId: string) =>
+  sql.all(
+    q
+      .selectFrom('readings as r')
+      .select(['r.sensor_type', 'r.value', 'r.unit', 'r.ts as timestamp', 'r.quality_score'])
+      .where('r.device_id', '=', deviceId)
+      .where('r.ts', '=', (eb) => eb.selectFrom('readings as l').select((e) => e.fn.max('l.ts').as('m')).whereRef('l.device_id', '=', 'r.device_id').whereRef('l.sensor_type', '=', 'r.sensor_type'))
+      .orderBy('r.sensor_type'),
+  );
+
+export const countReadingsSince = (sql: Sql, deviceId: string, since: string): number =>
+  sql.first(
+    q.selectFrom('rollups').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('count'), raw<number>`0`).as('n')).where('device_id', '=', deviceId).where('bucket', '=', 'minute').where('bucket_start', '>=', since),
+  )?.n ?? 0;
+
+export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorStats> {
+  const rows = sql.all(q.selectFrom('sensor_stats').selectAll().where('device_id', '=', deviceId));
+  return new Map(rows.map(({ sensor_type, count, mean, variance, last_timestamp }) => [sensor_type, { count, mean, variance, last_timestamp }]));
+}
+
+/** Every reading of a range in time order, one page at a time (keyset), for streaming exports. */
+export function* iterateReadings(sql: Sql, filter: RangeFilter & { deviceIds: [string] }, pageSize = 5_000) {
+  let after: { ts: string; sensor_type: string; seq: number } | null = null;
+  for (;;) {
+    let query = readingsIn(filter).select(['sensor_type', 'value', 'unit', 'ts', 'seq', 'quality_score']);
+    if (after) {
+      const { ts, sensor_type, seq } = after;
+      query = query.where((eb) =>
+        eb.or([eb('ts', '>', ts), eb.and([eb('ts', '=', ts), eb('sensor_type', '>', sensor_type)]), eb.and([eb('ts', '=', ts), eb('sensor_type', '=', sensor_type), eb('seq', '>', seq)])]),
+      );
+    }
+    const page = sql.all(query.orderBy('ts').orderBy('sensor_type').orderBy('seq').limit(pageSize));
+    yield page;
+    if (page.length < pageSize) return;
+    const last = page[page.length - 1]!;
+    after = { ts: last.ts, sensor_type: last.sensor_type, seq: last.seq };
+  }
+}

@@ -1,0 +1,147 @@
+import type { Statement } from 'better-sqlite3';
+import type { StoredReading } from '../domain/events.js';
+import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
+import type { Projection } from './projection.js';
+import type { Sql } from './sql.js';
+
+export const bucketSizes = ['minute', 'hour', 'day'] as const;
+export type BucketSize = (typeof bucketSizes)[number];
+
+/** Bucket starts by slicing the normalised ISO time: cheap, and exact in UTC. */
+export const bucketStart: Record<BucketSize, (ts: string) => string> = {
+  minute: (ts) => `${ts.slice(0, 16)}:00.000Z`,
+  hour: (ts) => `${ts.slice(0, 13)}:00:00.000Z`,
+  day: (ts) => `${ts.slice(0, 10)}T00:00:00.000Z`,
+};
+
+interface Rollup {
+  device_id: string;
+  sensor_type: string;
+  bucket: BucketSize;
+  bucket_start: string;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  sum_sq: number;
+}
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups. Rollup deltas and
+ * sensor statistics gather in memory during a batch and are written once at its end, so a
+ * batch of 100-reading submissions costs one upsert per bucket, not per reading.
+ * Pruning depends only on the events (each event's hour), so replay prunes identically.
+ */
+export function telemetryProjection(retentionDays: number): Projection {
+  const retentionMs = retentionDays * 24 * HOUR_MS;
+  const rollups = new Map<string, Rollup>();
+  const stats = new Map<string, SensorStats & { device_id: string; sensor_type: string }>();
+  let prunedHour = '';
+  let statements: ReturnType<typeof prepare> | undefined;
+  // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
+  const statementsFor = (sql: Sql) => (statements?.db === sql.db ? statements : (statements = prepare(sql)));
+
+  const prepare = (sql: Sql) => ({
+    db: sql.db,
+    insertReading: sql.db.prepare(
+      `INSERT OR IGNORE INTO readings (device_id, sensor_type, ts, seq, value, unit, quality_score, quality_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ) as Statement<[string, string, string, number, number, string | null, number, string]>,
+    upsertRollup: sql.db.prepare(
+      `INSERT INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (device_id, sensor_type, bucket, bucket_start) DO UPDATE SET
+         count = count + excluded.count, sum = sum + excluded.sum, min = min(min, excluded.min),
+         max = max(max, excluded.max), sum_sq = sum_sq + excluded.sum_sq`,
+    ) as Statement<[string, string, string, string, number, number, number, number, number]>,
+    readStats: sql.db.prepare(`SELECT count, mean, variance, last_timestamp FROM sensor_stats WHERE device_id = ? AND sensor_type = ?`) as Statement<
+      [string, string],
+      SensorStats
+    >,
+    writeStats: sql.db.prepare(
+      `INSERT OR REPLACE INTO sensor_stats (device_id, sensor_type, count, mean, variance, last_timestamp) VALUES (?, ?, ?, ?, ?, ?)`,
+    ) as Statement<[string, string, number, number, number, string | null]>,
+    prune: sql.db.prepare(`DELETE FROM readings WHERE ts < ?`) as Statement<[string]>,
+  });
+
+  const addToRollups = (deviceId: string, reading: StoredReading) => {
+    for (const bucket of bucketSizes) {
+      const start = bucketStart[bucket](reading.timestamp);
+      const key = `${deviceId}\u0000${reading.sensor_type}\u0000${bucket}\u0000${start}`;
+      const v = reading.value;
+      const rollup = rollups.get(key);
+      if (rollup) {
+        rollup.count += 1;
+        rollup.sum += v;
+        rollup.min = Math.min(rollup.min, v);
+        rollup.max = Math.max(rollup.max, v);
+        rollup.sum_sq += v * v;
+      } else {
+        rollups.set(key, { device_id: deviceId, sensor_type: reading.sensor_type, bucket, bucket_start: start, count: 1, sum: v, min: v, max: v, sum_sq: v * v });
+      }
+    }
+  };
+
+  const addToStats = (s: ReturnType<typeof prepare>, deviceId: string, reading: StoredReading) => {
+    const key = `${deviceId}\u0000${reading.sensor_type}`;
+    const current = stats.get(key) ?? { device_id: deviceId, sensor_type: reading.sensor_type, ...(s.readStats.get(deviceId, reading.sensor_type) ?? emptyStats) };
+    stats.set(key, { ...current, ...updateStats(current, reading.value, reading.timestamp) });
+  };
+
+  /** A deleted device leaves every count: its rows go, and so do its pending deltas. */
+  const forgetDevice = (sql: Sql, deviceId: string) => {
+    for (const table of ['readings', 'rollups', 'sensor_stats']) sql.db.prepare(`DELETE FROM ${table} WHERE device_id = ?`).run(deviceId);
+    for (const [key, value] of rollups) if (value.device_id === deviceId) rollups.delete(key);
+    for (const [key, value] of stats) if (value.device_id === deviceId) stats.delete(key);
+  };
+
+  return {
+    name: 'telemetry',
+    version: 1,
+    tables: ['readings', 'rollups', 'sensor_stats'],
+    ddl: `
+      CREATE TABLE IF NOT EXISTS readings (
+        device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
+        unit TEXT, quality_score INTEGER NOT NULL, quality_reasons TEXT NOT NULL,
+        PRIMARY KEY (device_id, sensor_type, ts, seq)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device_id, ts);
+      CREATE TABLE IF NOT EXISTS rollups (
+        device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
+        count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
+        PRIMARY KEY (device_id, sensor_type, bucket, bucket_start)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (bucket, bucket_start);
+      CREATE TABLE IF NOT EXISTS sensor_stats (
+        device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, count INTEGER NOT NULL, mean REAL NOT NULL, variance REAL NOT NULL,
+        last_timestamp TEXT, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;`,
+
+    apply(sql, event) {
+      if (event.type === 'device.decommissioned') {
+        forgetDevice(sql, event.data.device_id);
+        return;
+      }
+      if (event.type !== 'readings.recorded') return;
+      const s = statementsFor(sql);
+      const eventHour = event.recorded_at.slice(0, 13);
+      const cutoff = new Date(Date.parse(`${eventHour}:00:00.000Z`) - retentionMs).toISOString();
+      if (eventHour > prunedHour) {
+        s.prune.run(cutoff);
+        prunedHour = eventHour;
+      }
+      event.data.readings.forEach((reading, index) => {
+        if (reading.timestamp >= cutoff) {
+          s.insertReading.run(event.data.device_id, reading.sensor_type, reading.timestamp, event.position * 1000 + index, reading.value, reading.unit, reading.quality_score, JSON.stringify(reading.quality_reasons));
+        }
+        addToRollups(event.data.device_id, reading);
+        addToStats(s, event.data.device_id, reading);
+      });
+    },
+
+    afterBatch(sql) {
+      const s = statementsFor(sql);
+      for (const r of rollups.values()) s.upsertRollup.run(r.device_id, r.sensor_type, r.bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
+      for (const st of stats.values()) s.writeStats.run(st.device_id, st.sensor_type, st.count, st.mean, st.variance, st.last_timestamp);
+      rollups.clear();
+      stats.clear();
+    },
+  };
+}
