@@ -14,6 +14,7 @@ import { mount, type RouteDefinition } from './route.js';
 import { accountRoutes } from './routes/accounts.js';
 import { alertRoutes } from './routes/alerts.js';
 import { deviceRoutes } from './routes/devices.js';
+import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
 import { systemRoutes } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
@@ -56,6 +57,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...groupRoutes(services, handlers.groups),
     ...telemetryRoutes(services, handlers.telemetry, handlers.offline),
     ...alertRoutes(services),
+    ...eventRoutes(services),
   );
   const router = express.Router();
   mount(router, routes);

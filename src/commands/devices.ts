@@ -102,11 +102,12 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
   if (!visible || state.status === 'decommissioned') throw notFound('device');
   const first = events[0]!;
   const last = events[events.length - 1]!;
+  const connectivity = events.filter((e) => e.type === 'device.came_online' || e.type === 'device.went_offline').pop();
   return {
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
-    status: 'offline',
+    status: connectivity?.type === 'device.came_online' ? 'online' : 'offline',
     last_seen: null,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,

@@ -159,6 +159,28 @@ export type RecordedEvent = DomainEvent & {
   hash: string;
 };
 
+type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
+
+/**
+ * Old shapes read as the current one. readings.recorded first carried bare readings
+ * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came later.
+ */
+const upcasters: { [K in EventType]?: Upcaster } = {
+  'readings.recorded': (data) => ({
+    device_status: null,
+    ...data,
+    readings: Array.isArray(data.readings)
+      ? data.readings.map((reading: Record<string, unknown>) => ({ unit: null, quality_score: 100, quality_reasons: [], ...reading }))
+      : data.readings,
+  }),
+};
+
+/** Reads stored data through its upcaster, if its type has one. */
+export function upcast(type: string, data: unknown): unknown {
+  const upcaster = isEventType(type) ? upcasters[type] : undefined;
+  return upcaster && data !== null && typeof data === 'object' ? upcaster(data as Record<string, unknown>) : data;
+}
+
 export const isEventType = (type: string): type is EventType => type in eventSchemas;
 
 /** Validates a payload against the catalogue; throws a ZodError naming the bad field. */

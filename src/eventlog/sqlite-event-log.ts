@@ -1,7 +1,7 @@
 import { Subject } from 'rxjs';
 import type { Statement } from 'better-sqlite3';
 import type { Clock } from '../domain/clock.js';
-import { parseEvent, type RecordedEvent } from '../domain/events.js';
+import { parseEvent, upcast, type RecordedEvent } from '../domain/events.js';
 import type { SqliteDatabase } from './database.js';
 import { ConcurrencyError } from './errors.js';
 import { GENESIS_HASH, chainHash, type HashedFields } from './hash.js';
@@ -152,13 +152,14 @@ export class SqliteEventLog implements EventLog {
   }
 
   async readStream(streamId: string, options: { until?: string } = {}): Promise<RecordedEvent[]> {
-    return this.statements.readStream.all(streamId, options.until ?? '9999').map(toRecorded);
+    return this.statements.readStream.all(streamId, options.until ?? '9999').map((row) => toRecorded(row));
   }
 
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {
     const { where, params } = whereClause(filter);
     const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ?`;
-    return this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit).map(toRecorded);
+    const rows = this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit);
+    return rows.map((row) => toRecorded(row, filter.asStored === true));
   }
 
   async countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number> {
@@ -168,6 +169,11 @@ export class SqliteEventLog implements EventLog {
 
   async streamVersion(streamId: string): Promise<number> {
     return this.statements.streamVersion.get(streamId)?.version ?? 0;
+  }
+
+  async hashAt(position: number): Promise<string> {
+    if (position <= 0) return GENESIS_HASH;
+    return this.db.prepare<[number], { hash: string }>(`SELECT hash FROM events WHERE position = ?`).get(position)?.hash ?? GENESIS_HASH;
   }
 
   headPosition(): number {
@@ -227,13 +233,13 @@ function checkExpected(streamId: string, expected: ExpectedVersion, actual: numb
   if (!ok) throw new ConcurrencyError(streamId, expected, actual);
 }
 
-function toRecorded(row: StoredRow): RecordedEvent {
+function toRecorded(row: StoredRow, asStored = false): RecordedEvent {
   return {
     position: row.position,
     stream_id: row.stream_id,
     version: row.version,
     type: row.type,
-    data: JSON.parse(row.data),
+    data: asStored ? JSON.parse(row.data) : upcast(row.type, JSON.parse(row.data)),
     metadata: JSON.parse(row.metadata),
     recorded_at: row.recorded_at,
     hash: row.hash,

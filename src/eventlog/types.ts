@@ -35,6 +35,8 @@ export interface ReadAllFilter {
   types?: readonly string[];
   /** Only events recorded at or before this instant (ISO). */
   until?: string;
+  /** Data exactly as stored, not upcast to the current shape (for exports that get verified). */
+  asStored?: boolean;
 }
 
 export type VerifyResult =
@@ -51,6 +53,8 @@ export interface EventLog {
   readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
   countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number>;
   streamVersion(streamId: string): Promise<number>;
+  /** The chain hash stored at a position (the genesis hash for 0). */
+  hashAt(position: number): Promise<string>;
   headPosition(): number;
   verify(): Promise<VerifyResult>;
   /** Committed events in position order, emitted only after their transaction committed. */

@@ -3,6 +3,7 @@ import { deviceHealthProjection } from './device-health.js';
 import { deviceLogsProjection } from './device-logs.js';
 import { devicesProjection } from './devices.js';
 import { groupsProjection } from './groups.js';
+import { streamOwnersProjection } from './stream-owners.js';
 import type { Projection } from './projection.js';
 import { telemetryProjection } from './telemetry.js';
 import { usersProjection } from './users.js';
@@ -23,6 +24,7 @@ export const createProjections = (settings: ProjectionSettings): Projection[] =>
   deviceHealthProjection,
   deviceLogsProjection,
   alertsProjection,
+  streamOwnersProjection,
 ];
 
 export { ProjectionRunner } from './runner.js';

@@ -122,7 +122,14 @@ export interface DeviceLogsTable {
   timestamp: string;
 }
 
+export interface StreamOwnersTable {
+  stream_id: string;
+  user_id: string;
+  device_id: string | null;
+}
+
 export interface ReadModels {
+  stream_owners: StreamOwnersTable;
   alerts: AlertsTable;
   readings: ReadingsTable;
   rollups: RollupsTable;

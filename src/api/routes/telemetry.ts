@@ -1,4 +1,3 @@
-import type { Response } from 'express';
 import { visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
 import { writableDevice, type ReadingInput, type Telemetry } from '../../commands/telemetry.js';
@@ -7,6 +6,7 @@ import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
 import { defineRoute } from '../route.js';
+import { writeChunk } from '../streaming.js';
 import { listMeta } from '../schemas/common.js';
 import { bucketReading, dataQuery, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
@@ -85,15 +85,14 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         res.status(200).setHeader('Content-Type', query.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson');
         res.setHeader('Content-Disposition', `attachment; filename="${device.id}.${query.format}"`);
-        if (query.format === 'csv') await write(res, 'timestamp,sensor_type,value,unit,quality_score\n');
+        if (query.format === 'csv') await writeChunk(res, 'timestamp,sensor_type,value,unit,quality_score\n');
         for (const page of iterateReadings(services.sql, filter)) {
           const lines = page.map((r) =>
             query.format === 'csv'
               ? `${r.ts},${csvField(r.sensor_type)},${r.value},${csvField(r.unit ?? '')},${r.quality_score}\n`
               : `${JSON.stringify({ timestamp: r.ts, sensor_type: r.sensor_type, value: r.value, unit: r.unit, quality_score: r.quality_score })}\n`,
           );
-          if (lines.length > 0) await write(res, lines.join(''));
-          if (res.destroyed) return;
+          if (lines.length > 0 && !(await writeChunk(res, lines.join('')))) return;
         }
         res.end();
       },
@@ -124,18 +123,4 @@ function pick(source: Record<string, unknown>, keys: readonly string[]): Record<
 function csvField(value: string): string {
   const safe = /^[=+\-@]/.test(value) ? `'${value}` : value;
   return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
-}
-
-/** Writes and waits for the socket to drain, so an export never buffers more than a page. */
-function write(res: Response, chunk: string): Promise<void> {
-  if (res.write(chunk)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
 }

@@ -1,0 +1,26 @@
+import { z } from 'zod';
+import { eventTypes } from '../../domain/events.js';
+
+const typeList = z
+  .string()
+  .max(2000)
+  .transform((value) => value.split(',').map((t) => t.trim()).filter(Boolean))
+  .pipe(z.array(z.enum(eventTypes as [string, ...string[]], { error: 'unknown event type' })).min(1));
+
+export const eventsQuery = z.object({
+  after_position: z.coerce.number().int().min(0).default(0),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  stream_id: z.string().max(200).optional(),
+  type: typeList.optional(),
+  device_id: z.string().max(64).optional(),
+});
+
+export const exportEventsQuery = eventsQuery.omit({ limit: true }).extend({
+  format: z.enum(['ndjson']).default('ndjson'),
+  before_position: z.coerce.number().int().min(1).optional(),
+});
+
+export const verifyAnswer = z.union([
+  z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
+  z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
+]);

@@ -1,0 +1,47 @@
+import type { RecordedEvent } from '../domain/events.js';
+import { streams } from '../domain/events.js';
+import type { Projection } from './projection.js';
+import { queryBuilder as q, type Sql } from './sql.js';
+
+/** Which user (and device) each stream belongs to, kept after deletion so history stays readable by its owner. */
+function ownedStreams(event: RecordedEvent): Array<{ stream_id: string; user_id: string; device_id: string | null }> {
+  switch (event.type) {
+    case 'user.registered':
+      return [{ stream_id: streams.user(event.data.user_id), user_id: event.data.user_id, device_id: null }];
+    case 'device.registered':
+      return [
+        { stream_id: streams.device(event.data.device_id), user_id: event.data.user_id, device_id: event.data.device_id },
+        { stream_id: streams.telemetry(event.data.device_id), user_id: event.data.user_id, device_id: event.data.device_id },
+      ];
+    case 'group.created':
+      return [{ stream_id: streams.group(event.data.group_id), user_id: event.data.user_id, device_id: null }];
+    case 'alert.raised':
+      return [{ stream_id: streams.alert(event.data.alert_id), user_id: event.data.user_id, device_id: event.data.device_id }];
+    default:
+      return [];
+  }
+}
+
+export const streamOwnersProjection: Projection = {
+  name: 'stream_owners',
+  version: 1,
+  tables: ['stream_owners'],
+  ddl: `
+    CREATE TABLE IF NOT EXISTS stream_owners (stream_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS stream_owners_user ON stream_owners (user_id);
+    CREATE INDEX IF NOT EXISTS stream_owners_device ON stream_owners (device_id);`,
+
+  apply(sql, event) {
+    for (const owned of ownedStreams(event)) sql.run(q.insertInto('stream_owners').values(owned).onConflict((oc) => oc.column('stream_id').doNothing()));
+  },
+};
+
+export const streamOwner = (sql: Sql, streamId: string) => sql.first(q.selectFrom('stream_owners').selectAll().where('stream_id', '=', streamId));
+
+/** The streams of a user (null: any user), optionally only a device's. */
+export function ownedStreamIds(sql: Sql, userId: string | null, deviceId?: string): string[] {
+  let query = q.selectFrom('stream_owners').select('stream_id');
+  if (userId !== null) query = query.where('user_id', '=', userId);
+  if (deviceId !== undefined) query = query.where('device_id', '=', deviceId);
+  return sql.all(query).map((row) => row.stream_id);
+}
