@@ -40,7 +40,11 @@ export class ConfigError extends Error {}
 
 /** Parses the environment; throws ConfigError naming every bad setting. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const blankAsUnset = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const blankAsUnset = Object.fromEntries(
+    Object.entries(env)
+      .map(([key, value]) => [key, value?.trim()] as const)
+      .filter(([, value]) => value !== undefined && value !== ''),
+  );
   const parsed = envSchema.safeParse(blankAsUnset);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
@@ -67,7 +71,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 /** A generated secret kept beside the data, so sessions survive a restart. */
 function persistentSecret(dataDir: string): string {
   const file = join(dataDir, 'jwt-secret');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  if (existsSync(file)) {
+    const kept = readFileSync(file, 'utf8').trim();
+    if (kept.length < 16) throw new ConfigError(`${file} holds no usable secret (under 16 characters); remove it or set JWT_SECRET`);
+    return kept;
+  }
   mkdirSync(dataDir, { recursive: true });
   const secret = randomBytes(48).toString('base64url');
   writeFileSync(file, secret, { mode: 0o600 });

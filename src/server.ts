@@ -8,6 +8,7 @@ import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
 import { DeviceLocks } from './commands/device-locks.js';
+import { KeyedLock } from './commands/keyed-lock.js';
 import { Telemetry } from './commands/telemetry.js';
 import { Devices } from './commands/devices.js';
 import { Groups } from './commands/groups.js';
@@ -56,10 +57,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   // Serve only once the read models have caught up: a stale session table would refuse valid tokens.
   await runner.waitFor(log.headPosition());
 
-  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID };
-  const locks = new DeviceLocks();
-  const offline = new OfflineDetector(services, locks);
-  const telemetry = new Telemetry(services, locks);
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
+  const offline = new OfflineDetector(services, services.locks.devices);
+  const telemetry = new Telemetry(services, services.locks.devices);
   const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services), groups: new Groups(services), telemetry, offline });
   const timers = new Timers(logger, [{ name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() }]);
   const http = createServer(app);

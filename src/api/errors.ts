@@ -65,6 +65,9 @@ function describe(error: unknown): { code: ErrorCode; message: string; details: 
     }
     if ((error.status ?? 500) < 500) return { code: 'validation_failed', message: 'the body could not be read', details: [] };
   }
+  if (error instanceof URIError || (error instanceof Error && (error as BodyParserError).status === 400)) {
+    return { code: 'validation_failed', message: 'the URL is malformed', details: [] };
+  }
   return { code: 'internal', message: 'internal error', details: [] };
 }
 

@@ -3,6 +3,7 @@ import { DomainError, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
 import { findDeviceByTokenHash } from '../projections/devices.js';
+import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
 import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
 import { handle } from './handle.js';
@@ -37,7 +38,7 @@ export class Accounts {
       await runner.waitFor(log.headPosition());
       const taken = isUsernameOrEmailTaken(sql, input.username, input.email);
       if (taken) {
-        const field = taken.username.toLowerCase() === input.username.toLowerCase() ? 'username' : 'email';
+        const field = nameKey(taken.username) === nameKey(input.username) ? 'username' : 'email';
         throw new DomainError('already_exists', `${field} is already taken`, [{ path: field, message: 'already taken' }]);
       }
       const userId = newId();

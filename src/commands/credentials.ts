@@ -4,7 +4,7 @@ import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 /** Prefixes tell the kinds of credential apart before any lookup. */
 export const API_KEY_PREFIX = 'iotk_';
 export const DEVICE_TOKEN_PREFIX = 'iotd_';
-const SESSION_PREFIX = 'eyJ';
+export const SESSION_PREFIX = 'eyJ';
 
 export type CredentialKind = 'session' | 'api_key' | 'device_token';
 

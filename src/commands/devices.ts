@@ -15,13 +15,14 @@ export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> 
   auth_token: string | null;
 }
 
-/** A device as its owner, an admin, or the device itself may see it; anyone else gets 404. */
+/**
+ * A device as its owner, an admin, or the device itself may see it. Another user gets 404
+ * (no existence leak); a device token on another device gets 403, as API.md lists.
+ */
 export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+  if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const device = findDevice(services.sql, deviceId);
-  const allowed =
-    device &&
-    (principal.kind === 'device' ? principal.deviceId === device.id : isAdmin(principal) || device.user_id === principal.userId);
-  if (!allowed) throw notFound('device');
+  if (!device || (principal.kind === 'user' && !isAdmin(principal) && device.user_id !== principal.userId)) throw notFound('device');
   return device;
 }
 
@@ -58,10 +59,15 @@ export class Devices {
 
   async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: number): Promise<DeviceRow> {
     const device = visibleDevice(this.services, context.principal, deviceId);
-    if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
-    await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'update_device', data: { changes } }, context, {
-      ...(ifMatch !== undefined ? { ifMatch } : {}),
-    });
+    const apply = () =>
+      this.services.locks.devices.run(deviceId, async () => {
+        if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
+        await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'update_device', data: { changes } }, context, {
+          ...(ifMatch !== undefined ? { ifMatch } : {}),
+        });
+      });
+    // Joining a group holds the owner's group lock, so the group cannot be deleted in between.
+    await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
     return visibleDevice(this.services, context.principal, deviceId);
   }
 
@@ -86,6 +92,8 @@ export class Devices {
   }
 }
 
+export const groupLockKey = (userId: string): string => `groups:${userId}`;
+
 export function requireUser(principal: Principal): string {
   if (principal.kind !== 'user') throw new DomainError('forbidden', 'a device token cannot do this');
   return principal.userId;
@@ -98,7 +106,8 @@ export function requireUser(principal: Principal): string {
 export async function deviceAsOf(services: Services, principal: Principal, deviceId: string, asOf: Date) {
   const events = await services.log.readStream(streams.device(deviceId), { until: asOf.toISOString() });
   const state = fold(deviceDecider, events);
-  const visible = state.status !== 'none' && principal.kind === 'user' && (isAdmin(principal) || state.user_id === principal.userId);
+  if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
+  const visible = state.status !== 'none' && (principal.kind === 'device' || isAdmin(principal) || state.user_id === principal.userId);
   if (!visible || state.status === 'decommissioned') throw notFound('device');
   const first = events[0]!;
   const last = events[events.length - 1]!;

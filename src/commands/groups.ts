@@ -2,9 +2,8 @@ import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { groupDecider, type GroupChanges } from '../domain/group.js';
 import { ancestorsOf, countChildren, findGroup, findGroupByName, type GroupRow } from '../projections/groups.js';
-import { requireUser } from './devices.js';
+import { groupLockKey, requireUser } from './devices.js';
 import { handle } from './handle.js';
-import { KeyedLock } from './keyed-lock.js';
 import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleGroup(services: Services, principal: Principal, groupId: string): GroupRow {
@@ -15,13 +14,11 @@ export function visibleGroup(services: Services, principal: Principal, groupId: 
 }
 
 export class Groups {
-  private readonly lock = new KeyedLock();
-
   constructor(private readonly services: Services) {}
 
   async create(input: { name: string; description: string | null; parent_id: string | null }, context: RequestContext): Promise<GroupRow> {
     const userId = requireUser(context.principal);
-    return this.lock.run(`groups:${userId}`, async () => {
+    return this.services.locks.owners.run(groupLockKey(userId), async () => {
       await this.services.runner.waitFor(this.services.log.headPosition());
       this.checkName(userId, input.name, null);
       this.checkParent(input.parent_id, userId);
@@ -33,7 +30,7 @@ export class Groups {
 
   async update(groupId: string, changes: GroupChanges, context: RequestContext, ifMatch?: number): Promise<GroupRow> {
     const group = visibleGroup(this.services, context.principal, groupId);
-    return this.lock.run(`groups:${group.user_id}`, async () => {
+    return this.services.locks.owners.run(groupLockKey(group.user_id), async () => {
       if (changes.name !== undefined) this.checkName(group.user_id, changes.name, groupId);
       if (changes.parent_id) this.checkParent(changes.parent_id, group.user_id);
       const ancestors = changes.parent_id ? ancestorsOf(this.services.sql, changes.parent_id) : [];
@@ -51,7 +48,7 @@ export class Groups {
 
   async delete(groupId: string, context: RequestContext): Promise<void> {
     const group = visibleGroup(this.services, context.principal, groupId);
-    await this.lock.run(`groups:${group.user_id}`, () =>
+    await this.services.locks.owners.run(groupLockKey(group.user_id), () =>
       handle(this.services, groupDecider, streams.group(groupId), { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } }, context),
     );
   }

@@ -65,7 +65,10 @@ export async function handle<Command, State, Event extends DomainEvent>(
         options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {},
       );
     } catch (error) {
-      if (error instanceof ConcurrencyError && attempt < MAX_ATTEMPTS && options.ifMatch === undefined) continue;
+      if (error instanceof ConcurrencyError && options.ifMatch !== undefined) {
+        throw new DomainError('precondition_failed', 'the resource changed since the version in If-Match');
+      }
+      if (error instanceof ConcurrencyError && attempt < MAX_ATTEMPTS) continue;
       if (error instanceof ConcurrencyError) throw new DomainError('conflict', 'the resource was changed concurrently; try again');
       throw error;
     }

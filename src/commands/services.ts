@@ -4,6 +4,8 @@ import type { Clock } from '../domain/clock.js';
 import type { EventLog } from '../eventlog/index.js';
 import type { ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
+import type { DeviceLocks } from './device-locks.js';
+import type { KeyedLock } from './keyed-lock.js';
 
 /** What every command handler and query works with, wired once in main.ts. */
 export interface Services {
@@ -14,6 +16,11 @@ export interface Services {
   sql: Sql;
   logger: Logger;
   newId: () => string;
+  /**
+   * devices: everything deciding from one device's read models (ingestion, updates, the
+   * offline sweep); owners: a user's group hierarchy.
+   */
+  locks: { devices: DeviceLocks; owners: KeyedLock };
 }
 
 export type Principal =

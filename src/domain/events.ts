@@ -109,6 +109,28 @@ const alertRaised = z.object({
 const alertAcknowledged = z.object({ alert_id: id });
 const alertCleared = z.object({ alert_id: id, reason: z.enum(['manual', 'back_in_range']) });
 
+export const commandPrioritySchema = z.enum(['low', 'normal', 'high', 'critical']);
+export type CommandPriority = z.infer<typeof commandPrioritySchema>;
+
+const commandQueued = z.object({
+  command_id: id,
+  device_id: id,
+  user_id: id,
+  command_type: z.string(),
+  parameters: jsonObject,
+  priority: commandPrioritySchema,
+  expires_at: isoTime.nullable(),
+  timeout_seconds: z.number().int().positive(),
+  retries: z.number().int().nonnegative(),
+  batch_id: id.nullable(),
+});
+const commandSent = z.object({ command_id: id, device_id: id, attempt: z.number().int().positive(), sent_at: isoTime });
+const commandExecuted = z.object({ command_id: id, device_id: id, response: jsonObject.nullable() });
+const commandFailed = z.object({ command_id: id, device_id: id, response: jsonObject.nullable(), reason: z.enum(['device', 'timeout']) });
+const commandRetried = z.object({ command_id: id, device_id: id, attempt: z.number().int().positive() });
+const commandExpired = z.object({ command_id: id, device_id: id });
+const commandCancelled = z.object({ command_id: id, device_id: id, reason: z.enum(['user', 'device_deleted', 'batch_aborted']) });
+
 export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
@@ -126,6 +148,13 @@ export const eventSchemas = {
   'alert.raised': alertRaised,
   'alert.acknowledged': alertAcknowledged,
   'alert.cleared': alertCleared,
+  'command.queued': commandQueued,
+  'command.sent': commandSent,
+  'command.executed': commandExecuted,
+  'command.failed': commandFailed,
+  'command.retried': commandRetried,
+  'command.expired': commandExpired,
+  'command.cancelled': commandCancelled,
 } as const;
 
 type Schemas = typeof eventSchemas;
@@ -196,6 +225,7 @@ export const streams = {
   /** Readings and heartbeats: the volume, kept apart so the device stream stays short. */
   telemetry: (deviceId: string) => `telemetry-${deviceId}`,
   alert: (alertId: string) => `alert-${alertId}`,
+  command: (commandId: string) => `command-${commandId}`,
 };
 
 export function assertNever(value: never): never {

@@ -200,6 +200,10 @@ export class SqliteEventLog implements EventLog {
       // Let requests through between pages: a long log must not stall the server.
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // Rows cut from the end chain fine; the head this process appended up to says they existed.
+    if (checked < this.head.position) {
+      return { ok: false, checked, first_bad_position: checked + 1, reason: 'the log ends before its last appended event' };
+    }
     return { ok: true, checked, head_hash: previous };
   }
 

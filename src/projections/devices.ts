@@ -4,7 +4,7 @@ import { queryBuilder as q, type Sql } from './sql.js';
 
 export const devicesProjection: Projection = {
   name: 'devices',
-  version: 1,
+  version: 2,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
@@ -14,8 +14,8 @@ export const devicesProjection: Projection = {
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
-    CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
-    CREATE UNIQUE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
+    CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
+    CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
 
   apply(sql, event) {
     switch (event.type) {

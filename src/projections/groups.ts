@@ -1,15 +1,25 @@
 import type { Projection } from './projection.js';
 import { queryBuilder as q, type Sql } from './sql.js';
 
+/**
+ * Names compare case-insensitively in JavaScript, for every script: SQLite's lower() folds
+ * only ASCII, and the check and the index must agree.
+ */
+export const nameKey = (name: string): string => name.normalize('NFC').toLowerCase();
+
+/**
+ * Uniqueness is the command side's job; read-model indexes are never UNIQUE, so a
+ * committed event can always be applied.
+ */
 export const groupsProjection: Projection = {
   name: 'groups',
-  version: 1,
+  version: 2,
   tables: ['groups'],
   ddl: `
     CREATE TABLE IF NOT EXISTS groups (
-      id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT, parent_id TEXT,
+      id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, name_key TEXT NOT NULL, description TEXT, parent_id TEXT,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
-    CREATE UNIQUE INDEX IF NOT EXISTS groups_user_name ON groups (user_id, lower(name));
+    CREATE INDEX IF NOT EXISTS groups_user_name ON groups (user_id, name_key);
     CREATE INDEX IF NOT EXISTS groups_parent ON groups (parent_id);`,
 
   apply(sql, event) {
@@ -17,7 +27,7 @@ export const groupsProjection: Projection = {
       case 'group.created': {
         const { group_id, ...group } = event.data;
         sql.run(
-          q.insertInto('groups').values({ id: group_id, ...group, created_at: event.recorded_at, updated_at: event.recorded_at, version: event.version }),
+          q.insertInto('groups').values({ id: group_id, ...group, name_key: nameKey(group.name), created_at: event.recorded_at, updated_at: event.recorded_at, version: event.version }),
         );
         return;
       }
@@ -25,7 +35,7 @@ export const groupsProjection: Projection = {
         sql.run(
           q
             .updateTable('groups')
-            .set({ ...event.data.changes, updated_at: event.recorded_at, version: event.version })
+            .set({ ...event.data.changes, ...(event.data.changes.name !== undefined ? { name_key: nameKey(event.data.changes.name) } : {}), updated_at: event.recorded_at, version: event.version })
             .where('id', '=', event.data.group_id),
         );
         return;
@@ -48,7 +58,7 @@ export const findGroupByName = (sql: Sql, userId: string, name: string) =>
       .selectFrom('groups')
       .select('id')
       .where('user_id', '=', userId)
-      .where((eb) => eb(eb.fn('lower', ['name']), '=', name.toLowerCase())),
+      .where('name_key', '=', nameKey(name)),
   );
 
 /** Every group of a user (or of everyone, for admins); the hierarchy is small enough to walk in memory. */

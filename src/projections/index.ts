@@ -1,4 +1,5 @@
 import { alertsProjection } from './alerts.js';
+import { commandsProjection } from './commands.js';
 import { deviceHealthProjection } from './device-health.js';
 import { deviceLogsProjection } from './device-logs.js';
 import { devicesProjection } from './devices.js';
@@ -25,6 +26,7 @@ export const createProjections = (settings: ProjectionSettings): Projection[] =>
   deviceLogsProjection,
   alertsProjection,
   streamOwnersProjection,
+  commandsProjection,
 ];
 
 export { ProjectionRunner } from './runner.js';

@@ -10,6 +10,8 @@ export interface UsersTable {
   password_hash: string;
   api_key_hash: string;
   created_at: string;
+  username_key: string;
+  email_key: string;
 }
 
 export interface SessionsTable {
@@ -43,6 +45,7 @@ export interface GroupsTable {
   id: string;
   user_id: string;
   name: string;
+  name_key: string;
   description: string | null;
   parent_id: string | null;
   created_at: string;
@@ -128,7 +131,31 @@ export interface StreamOwnersTable {
   device_id: string | null;
 }
 
+export interface CommandsTable {
+  id: string;
+  device_id: string;
+  user_id: string;
+  command_type: string;
+  parameters: string;
+  priority: 'low' | 'normal' | 'high' | 'critical';
+  priority_rank: number;
+  status: 'pending' | 'sent' | 'executed' | 'failed' | 'expired' | 'cancelled';
+  created_at: string;
+  queued_position: number;
+  sent_at: string | null;
+  executed_at: string | null;
+  expires_at: string | null;
+  response: string | null;
+  failure_reason: string | null;
+  timeout_seconds: number;
+  retries: number;
+  attempt: number;
+  batch_id: string | null;
+  version: number;
+}
+
 export interface ReadModels {
+  commands: CommandsTable;
   stream_owners: StreamOwnersTable;
   alerts: AlertsTable;
   readings: ReadingsTable;

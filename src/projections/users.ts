@@ -1,18 +1,19 @@
-import { sql as raw } from 'kysely';
+import { nameKey } from './groups.js';
 import type { Projection } from './projection.js';
 import { queryBuilder as q, type Sql } from './sql.js';
 
 export const usersProjection: Projection = {
   name: 'users',
-  version: 1,
+  version: 2,
   tables: ['users', 'sessions'],
   ddl: `
     CREATE TABLE IF NOT EXISTS users (
       id TEXT PRIMARY KEY, username TEXT NOT NULL, email TEXT NOT NULL, role TEXT NOT NULL,
-      device_quota INTEGER NOT NULL, password_hash TEXT NOT NULL, api_key_hash TEXT NOT NULL, created_at TEXT NOT NULL);
-    CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (lower(username));
-    CREATE UNIQUE INDEX IF NOT EXISTS users_email ON users (lower(email));
-    CREATE UNIQUE INDEX IF NOT EXISTS users_api_key ON users (api_key_hash);
+      device_quota INTEGER NOT NULL, password_hash TEXT NOT NULL, api_key_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+      username_key TEXT NOT NULL, email_key TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS users_username ON users (username_key);
+    CREATE INDEX IF NOT EXISTS users_email ON users (email_key);
+    CREATE INDEX IF NOT EXISTS users_api_key ON users (api_key_hash);
     CREATE TABLE IF NOT EXISTS sessions (
       id TEXT PRIMARY KEY, user_id TEXT NOT NULL, started_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT);
     CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);`,
@@ -21,7 +22,7 @@ export const usersProjection: Projection = {
     switch (event.type) {
       case 'user.registered': {
         const { user_id, ...user } = event.data;
-        sql.run(q.insertInto('users').values({ id: user_id, ...user, created_at: event.recorded_at }));
+        sql.run(q.insertInto('users').values({ id: user_id, ...user, username_key: nameKey(user.username), email_key: nameKey(user.email), created_at: event.recorded_at }));
         return;
       }
       case 'session.started':
@@ -56,7 +57,7 @@ export const findUserByLogin = (sql: Sql, login: string) =>
     q
       .selectFrom('users')
       .select(userColumns)
-      .where((eb) => eb.or([eb(raw`lower(username)`, '=', login.toLowerCase()), eb(raw`lower(email)`, '=', login.toLowerCase())])),
+      .where((eb) => eb.or([eb('username_key', '=', nameKey(login)), eb('email_key', '=', nameKey(login))])),
   );
 
 export const findUserByApiKeyHash = (sql: Sql, hash: string) =>
@@ -67,7 +68,7 @@ export const isUsernameOrEmailTaken = (sql: Sql, username: string, email: string
     q
       .selectFrom('users')
       .select(['username', 'email'])
-      .where((eb) => eb.or([eb(raw`lower(username)`, '=', username.toLowerCase()), eb(raw`lower(email)`, '=', email.toLowerCase())])),
+      .where((eb) => eb.or([eb('username_key', '=', nameKey(username)), eb('email_key', '=', nameKey(email))])),
   );
 
 export const countUsers = (sql: Sql): number =>

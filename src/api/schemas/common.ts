@@ -37,3 +37,18 @@ export const dateRange = z.object({ start_date: isoDate.optional(), end_date: is
 /** Refuses a range whose start is after its end. */
 export const orderedRange = <T extends { start_date?: string | undefined; end_date?: string | undefined }>(range: T) =>
   !range.start_date || !range.end_date || range.start_date <= range.end_date;
+
+const MAX_JSON_DEPTH = 128;
+
+function depthOf(value: unknown, limit: number): number {
+  if (value === null || typeof value !== 'object') return 0;
+  if (limit <= 0) return 1;
+  let deepest = 0;
+  for (const child of Object.values(value)) deepest = Math.max(deepest, depthOf(child, limit - 1));
+  return deepest + 1;
+}
+
+/** A free-form JSON object (configuration, parameters, statuses), nested at most 128 levels deep. */
+export const jsonObject = z
+  .record(z.string(), z.unknown())
+  .refine((value) => depthOf(value, MAX_JSON_DEPTH + 1) <= MAX_JSON_DEPTH, `nested more than ${MAX_JSON_DEPTH} levels deep`);

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { deviceStatusSchema } from '../../domain/events.js';
-import { nonBlank, paging, timestamp } from './common.js';
+import { jsonObject, nonBlank, paging, timestamp } from './common.js';
+import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
 
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
 const deviceType = z.string().trim().min(1).max(64);
-const configuration = z.record(z.string(), z.unknown());
+const configuration = jsonObject;
 
 const editable = {
   name: nonBlank(100),
@@ -23,7 +24,13 @@ export const registerDeviceBody = z
     description: editable.description.optional(),
     ip_address: editable.ip_address.optional(),
     mac_address: z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)').nullable().optional(),
-    auth_token: z.string().min(16, 'at least 16 characters').max(256).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces').optional(),
+    auth_token: z
+      .string()
+      .min(16, 'at least 16 characters')
+      .max(256)
+      .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+      .refine((token) => !token.startsWith(SESSION_PREFIX) && !token.startsWith(API_KEY_PREFIX), 'must not start with eyJ or iotk_ (reserved for sessions and API keys)')
+      .optional(),
     group_id: editable.group_id.optional(),
     configuration: configuration.optional(),
     firmware_version: editable.firmware_version.optional(),

@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
-import { dateRange, isoDate, orderedRange, paging, timestamp } from './common.js';
+import { dateRange, isoDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
 
 const sensorType = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_.:/-]+$/, 'letters, digits and _ . : / -');
 const finite = z.number({ error: 'must be a finite number' });
-const statusObject = z.record(z.string(), z.unknown());
+const statusObject = jsonObject;
 
 const readingObject = z.object({
   sensor_type: sensorType,

@@ -1,0 +1,443 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { client, registerUser } from '../helpers/client.js';
+import { createGroup, expectError, expectValidation, uniqueName, type Data, type List } from '../helpers/fixtures.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { HOUR, deviceOf, iso, meanAndStddev, submitOk, type Alert, type Analytics, type Owner } from '../helpers/telemetry-fixtures.js';
+
+const ALERT_KEYS = ['id', 'device_id', 'rule_id', 'kind', 'sensor_type', 'severity', 'status', 'message', 'count', 'last_value', 'raised_at', 'acknowledged_at', 'cleared_at'];
+
+/** Least-squares slope of (hour, mean) points, x in hours. */
+function slope(points: ReadonlyArray<[number, number]>): number {
+  const mx = points.reduce((a, [x]) => a + x, 0) / points.length;
+  const my = points.reduce((a, [, y]) => a + y, 0) / points.length;
+  const num = points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
+  const den = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return num / den;
+}
+
+describe('alerts and analytics', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let alice: Owner;
+  let bob: Owner;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    await registerUser(api, uniqueName('aadmin'));
+    alice = await registerUser(api, uniqueName('alice'));
+    bob = await registerUser(api, uniqueName('bob'));
+  });
+  afterAll(() => server.close());
+
+  const alertsOf = async (token: string, query = ''): Promise<List<Alert>> => {
+    const answer = await api.get<List<Alert>>(`/api/alerts${query ? `?${query}` : ''}`, { token });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    return answer.body;
+  };
+  const deviceAlerts = async (deviceId: string, token = alice.token): Promise<Alert[]> => (await alertsOf(token, `device_id=${deviceId}&limit=500`)).data;
+  const alertEvents = (type: string, alertId: string): number =>
+    server.server.db.prepare<[string, string], { n: number }>(`SELECT count(*) AS n FROM events WHERE type = ? AND json_extract(data, '$.alert_id') = ?`).get(type, alertId)!.n;
+  const send = (device: { id: string; token: string }, value: number, sensor = 'temperature') => submitOk(api, device.id, device.token, { sensor_readings: { [sensor]: value } });
+
+  describe('thresholds in the configuration', () => {
+    let device: Awaited<ReturnType<typeof deviceOf>>;
+    let firstId: string;
+
+    beforeAll(async () => {
+      device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { min: 0, max: 30 } } } });
+    });
+
+    it('raises nothing while readings stay in range', async () => {
+      await send(device, 20);
+      await send(device, 30);
+      expect(await deviceAlerts(device.id)).toEqual([]);
+    });
+
+    it('raises one active alert when a reading crosses the max', async () => {
+      await send(device, 35);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      const [alert] = alerts as [Alert];
+      expect(Object.keys(alert)).toEqual(expect.arrayContaining(ALERT_KEYS));
+      expect(alert).toMatchObject({
+        device_id: device.id,
+        rule_id: null,
+        kind: 'threshold',
+        sensor_type: 'temperature',
+        severity: 'warning',
+        status: 'active',
+        count: 1,
+        last_value: 35,
+        raised_at: server.clock.now().toISOString(),
+        acknowledged_at: null,
+        cleared_at: null,
+      });
+      expect(alert.message.length).toBeGreaterThan(0);
+      firstId = alert.id;
+      expect(alertEvents('alert.raised', firstId)).toBe(1);
+    });
+
+    it('counts a repeat on the same alert instead of raising a new one', async () => {
+      await send(device, 36);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ id: firstId, status: 'active', count: 2, last_value: 36 });
+    });
+
+    it('does not clear inside the hysteresis band (29.9 with max 30 and a 1.5 band)', async () => {
+      await send(device, 29.9);
+      await send(device, 28.6);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ id: firstId, status: 'active', count: 2, cleared_at: null });
+    });
+
+    it('clears once the value is back past the band (28)', async () => {
+      await send(device, 28);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ id: firstId, status: 'cleared', cleared_at: server.clock.now().toISOString() });
+      expect(alertEvents('alert.cleared', firstId)).toBe(1);
+    });
+
+    it('raises a new alert after a cleared one, and one for a breach of the min', async () => {
+      await send(device, 40);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(2);
+      const fresh = alerts.find((a) => a.id !== firstId)!;
+      expect(fresh).toMatchObject({ status: 'active', count: 1, last_value: 40 });
+      await send(device, -5); // still the same open threshold alert for this sensor
+      const after = await deviceAlerts(device.id);
+      expect(after).toHaveLength(2);
+      expect(after.find((a) => a.id === fresh.id)).toMatchObject({ status: 'active', count: 2, last_value: -5 });
+      await send(device, 15); // back in range: clears
+      expect((await deviceAlerts(device.id)).every((a) => a.status === 'cleared')).toBe(true);
+    });
+
+    it('keeps one alert per sensor: a breach of another sensor is its own alert', async () => {
+      const multi = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 }, humidity: { max: 80, severity: 'critical' } } } });
+      await submitOk(api, multi.id, multi.token, { sensor_readings: { temperature: 31, humidity: 90 } });
+      await submitOk(api, multi.id, multi.token, { sensor_readings: { temperature: 32, humidity: 91 } });
+      const alerts = await deviceAlerts(multi.id);
+      expect(alerts.map((a) => `${a.sensor_type}:${a.severity}:${a.count}:${a.last_value}`).sort()).toEqual(['humidity:critical:2:91', 'temperature:warning:2:32']);
+    });
+
+    it('raises for several breaches in one submission as one alert', async () => {
+      const batch = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      await submitOk(api, batch.id, batch.token, { sensor_readings: [31, 32, 33].map((value) => ({ sensor_type: 'temperature', value })) });
+      const alerts = await deviceAlerts(batch.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ count: 3, last_value: 33 });
+    });
+  });
+
+  describe('acknowledge and clear', () => {
+    let device: Awaited<ReturnType<typeof deviceOf>>;
+    let alert: Alert;
+
+    beforeAll(async () => {
+      device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      await send(device, 50);
+      alert = (await deviceAlerts(device.id))[0]!;
+    });
+
+    it('hides the alert from other users: 404 on acknowledge and clear, absent from their list', async () => {
+      expectError(await api.post(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: bob.token }), 404, 'not_found');
+      expectError(await api.post(`/api/alerts/${alert.id}/clear`, undefined, { token: bob.token }), 404, 'not_found');
+      expect((await alertsOf(bob.token, 'limit=500')).data.map((a) => a.id)).not.toContain(alert.id);
+      expectError(await api.post(`/api/alerts/00000000-0000-4000-8000-000000000000/acknowledge`, undefined, { token: alice.token }), 404, 'not_found');
+      // The device's own token is not a user credential.
+      expect([401, 403, 404]).toContain((await api.post(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: device.token })).status);
+      expect((await deviceAlerts(device.id))[0]!.status).toBe('active');
+    });
+
+    it('acknowledges once (200, then 409), as an event', async () => {
+      const answer = await api.post<Data<Alert>>(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: alice.token });
+      expect(answer.status).toBe(200);
+      expect(answer.body.data).toMatchObject({ id: alert.id, status: 'acknowledged', acknowledged_at: server.clock.now().toISOString() });
+      expectError(await api.post(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: alice.token }), 409, 'conflict');
+      expect(alertEvents('alert.acknowledged', alert.id)).toBe(1);
+    });
+
+    it('counts a repeat breach on the acknowledged alert without a new alert', async () => {
+      await send(device, 51);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ id: alert.id, count: 2, last_value: 51 });
+      expect(alerts[0]!.status).not.toBe('cleared');
+    });
+
+    it('clears once (200, then 409), as an event', async () => {
+      const answer = await api.post<Data<Alert>>(`/api/alerts/${alert.id}/clear`, undefined, { token: alice.token });
+      expect(answer.status).toBe(200);
+      expect(answer.body.data).toMatchObject({ id: alert.id, status: 'cleared' });
+      expect(answer.body.data.cleared_at).not.toBeNull();
+      expectError(await api.post(`/api/alerts/${alert.id}/clear`, undefined, { token: alice.token }), 409, 'conflict');
+      expectError(await api.post(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: alice.token }), 409, 'conflict');
+      expect(alertEvents('alert.cleared', alert.id)).toBe(1);
+    });
+
+    it('clears an active alert directly', async () => {
+      const other = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      await send(other, 45);
+      const [active] = await deviceAlerts(other.id);
+      const answer = await api.post<Data<Alert>>(`/api/alerts/${active!.id}/clear`, undefined, { token: alice.token });
+      expect(answer.status).toBe(200);
+      expect(answer.body.data.status).toBe('cleared');
+      // Still over the line: the next breach is a new alert.
+      await send(other, 46);
+      expect((await deviceAlerts(other.id)).map((a) => a.status).sort()).toEqual(['active', 'cleared']);
+    });
+  });
+
+  describe('anomalies', () => {
+    const steady = Array.from({ length: 30 }, (_, i) => ({ sensor_type: 'temperature', value: 20 + ((i % 3) - 1) * 0.1 }));
+
+    it('raises an anomaly alert for a value far from a steady history', async () => {
+      const device = await deviceOf(api, alice);
+      await submitOk(api, device.id, device.token, { sensor_readings: steady });
+      expect(await deviceAlerts(device.id)).toEqual([]);
+      await send(device, 100);
+      const alerts = await deviceAlerts(device.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]).toMatchObject({ kind: 'anomaly', sensor_type: 'temperature', status: 'active', last_value: 100, device_id: device.id });
+    });
+
+    it('raises the anomaly also when the steady history arrived one reading at a time', async () => {
+      const device = await deviceOf(api, alice);
+      for (const reading of steady) await submitOk(api, device.id, device.token, { sensor_readings: [reading] });
+      await send(device, 100);
+      expect((await deviceAlerts(device.id)).map((a) => a.kind)).toEqual(['anomaly']);
+    });
+
+    it('raises nothing for an ordinary value, or with a configured limit above the deviation', async () => {
+      const calm = await deviceOf(api, alice);
+      await submitOk(api, calm.id, calm.token, { sensor_readings: steady });
+      await send(calm, 20.05);
+      expect(await deviceAlerts(calm.id)).toEqual([]);
+
+      const tolerant = await deviceOf(api, alice, { configuration: { anomaly_z: 100_000 } });
+      await submitOk(api, tolerant.id, tolerant.token, { sensor_readings: steady });
+      await send(tolerant, 100);
+      expect(await deviceAlerts(tolerant.id)).toEqual([]);
+    });
+  });
+
+  describe('GET /api/alerts filters', () => {
+    let carolToken: string;
+    let warm: Awaited<ReturnType<typeof deviceOf>>;
+    let wet: Awaited<ReturnType<typeof deviceOf>>;
+
+    beforeAll(async () => {
+      const carol = await registerUser(api, uniqueName('carol'));
+      carolToken = carol.token;
+      warm = await deviceOf(api, carol, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      wet = await deviceOf(api, carol, { configuration: { thresholds: { humidity: { max: 80, severity: 'critical' } } } });
+      await send(warm, 40); // warning, then cleared below
+      await send(warm, 10);
+      await send(warm, 41); // a second warning, active
+      await send(wet, 95, 'humidity'); // critical, active
+    });
+
+    it('lists every alert of the user, with list meta', async () => {
+      const all = await alertsOf(carolToken);
+      expect(all.meta).toEqual({ total: 3, limit: 50, offset: 0 });
+      expect(all.data).toHaveLength(3);
+    });
+
+    it('filters by status, severity and device_id, alone and together', async () => {
+      const pick = async (query: string) => (await alertsOf(carolToken, query)).data.map((a) => `${a.device_id === warm.id ? 'warm' : 'wet'}:${a.severity}:${a.status}`).sort();
+      expect(await pick('status=active')).toEqual(['warm:warning:active', 'wet:critical:active']);
+      expect(await pick('status=cleared')).toEqual(['warm:warning:cleared']);
+      expect(await pick('status=acknowledged')).toEqual([]);
+      expect(await pick('severity=critical')).toEqual(['wet:critical:active']);
+      expect(await pick('severity=warning')).toEqual(['warm:warning:active', 'warm:warning:cleared']);
+      expect(await pick(`device_id=${warm.id}`)).toEqual(['warm:warning:active', 'warm:warning:cleared']);
+      expect(await pick(`device_id=${warm.id}&status=active`)).toEqual(['warm:warning:active']);
+      expect(await pick(`device_id=${wet.id}&severity=warning`)).toEqual([]);
+    });
+
+    it('pages', async () => {
+      const first = await alertsOf(carolToken, 'limit=2');
+      const second = await alertsOf(carolToken, 'limit=2&offset=2');
+      expect(first.data).toHaveLength(2);
+      expect(second.data).toHaveLength(1);
+      expect(new Set([...first.data, ...second.data].map((a) => a.id)).size).toBe(3);
+    });
+
+    it('refuses unknown filter values with 400', async () => {
+      expectValidation(await api.get('/api/alerts?status=open', { token: carolToken }), 'status');
+      expectValidation(await api.get('/api/alerts?severity=loud', { token: carolToken }), 'severity');
+    });
+
+    it('shows nothing of carol to bob, even when he names her device', async () => {
+      expect((await alertsOf(bob.token, `device_id=${warm.id}`)).data).toEqual([]);
+    });
+  });
+
+  describe('GET /api/analytics', () => {
+    let dana: Owner;
+    let d1: Awaited<ReturnType<typeof deviceOf>>;
+    let d2: Awaited<ReturnType<typeof deviceOf>>;
+    let d3: Awaited<ReturnType<typeof deviceOf>>;
+    let groupId: string;
+    let childId: string;
+    /** The hour `n` hours before the current one. */
+    let hour: (n: number) => number;
+
+    beforeAll(async () => {
+      dana = await registerUser(api, uniqueName('dana'));
+      const group = await createGroup(api, dana.token);
+      const child = await createGroup(api, dana.token, { parent_id: group.id });
+      groupId = group.id;
+      childId = child.id;
+      d1 = await deviceOf(api, dana, { device_type: 'sensor', group_id: group.id });
+      d2 = await deviceOf(api, dana, { device_type: 'actuator', group_id: child.id });
+      d3 = await deviceOf(api, dana, { device_type: 'sensor', configuration: { thresholds: { temperature: { max: 30, severity: 'critical' } } } });
+      await deviceOf(api, dana, { device_type: 'sensor' }); // never heard from: offline
+      const current = Math.floor(server.clock.now().getTime() / HOUR) * HOUR;
+      hour = (n) => current - n * HOUR;
+      const at = (n: number, minutes: number) => iso(hour(n) + minutes * 60_000);
+      // d1: hourly temperature means 10, 12, 14 — rising by 2 per hour.
+      await submitOk(api, d1.id, d1.token, {
+        sensor_readings: [
+          { sensor_type: 'temperature', value: 9, timestamp: at(5, 10) },
+          { sensor_type: 'temperature', value: 11, timestamp: at(5, 40) },
+          { sensor_type: 'temperature', value: 11, timestamp: at(4, 10) },
+          { sensor_type: 'temperature', value: 13, timestamp: at(4, 40) },
+          { sensor_type: 'temperature', value: 13, timestamp: at(3, 10) },
+          { sensor_type: 'temperature', value: 15, timestamp: at(3, 40) },
+        ],
+      });
+      // d2: humidity 40, 50 in hour -4 and 60 in hour -2.
+      await submitOk(api, d2.id, d2.token, {
+        sensor_readings: [
+          { sensor_type: 'humidity', value: 40, timestamp: at(4, 5) },
+          { sensor_type: 'humidity', value: 50, timestamp: at(4, 55) },
+          { sensor_type: 'humidity', value: 60, timestamp: at(2, 30) },
+        ],
+      });
+      // d3: one temperature over its critical threshold.
+      await submitOk(api, d3.id, d3.token, { sensor_readings: [{ sensor_type: 'temperature', value: 35, timestamp: at(2, 0) }] });
+    });
+
+    const analytics = async (token: string, query = ''): Promise<Analytics> => {
+      const answer = await api.get<Data<Analytics>>(`/api/analytics${query ? `?${query}` : ''}`, { token });
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+      return answer.body.data;
+    };
+
+    it('answers devices, readings, commands, rules and alerts for all the user’s devices', async () => {
+      const data = await analytics(dana.token);
+      expect(Object.keys(data).sort()).toEqual(['alerts', 'commands', 'devices', 'readings', 'rules']);
+      expect(data.devices).toEqual({ total: 4, by_status: { online: 3, offline: 1 }, by_type: { sensor: 3, actuator: 1 } });
+      expect(data.readings.total).toBe(10);
+      expect(data.readings.per_hour).toEqual([
+        { hour: iso(hour(5)), count: 2 },
+        { hour: iso(hour(4)), count: 4 },
+        { hour: iso(hour(3)), count: 2 },
+        { hour: iso(hour(2)), count: 2 },
+      ]);
+      const bySensor = Object.fromEntries(data.readings.by_sensor.map((s) => [s.sensor_type, s]));
+      expect(Object.keys(bySensor).sort()).toEqual(['humidity', 'temperature']);
+
+      const temps = [9, 11, 11, 13, 13, 15, 35];
+      const t = meanAndStddev(temps);
+      expect(bySensor.temperature).toMatchObject({ count: 7, min: 9, max: 35 });
+      expect(bySensor.temperature!.avg).toBeCloseTo(t.mean, 9);
+      expect(bySensor.temperature!.stddev).toBeCloseTo(t.stddev, 6);
+      expect(bySensor.temperature!.trend_per_hour).toBeCloseTo(slope([[-5, 10], [-4, 12], [-3, 14], [-2, 35]]), 6);
+
+      const h = meanAndStddev([40, 50, 60]);
+      expect(bySensor.humidity).toMatchObject({ count: 3, min: 40, max: 60 });
+      expect(bySensor.humidity!.avg).toBeCloseTo(h.mean, 9);
+      expect(bySensor.humidity!.stddev).toBeCloseTo(h.stddev, 6);
+      expect(bySensor.humidity!.trend_per_hour).toBeCloseTo(slope([[-4, 45], [-2, 60]]), 6);
+
+      expect(data.alerts).toEqual({ active: 1, by_severity: { critical: 1 } });
+      expect(data.commands).toMatchObject({ total: expect.any(Number) as number });
+      expect(data.rules).toMatchObject({ total: expect.any(Number) as number, enabled: expect.any(Number) as number });
+    });
+
+    it('scopes to one device: a positive trend for rising hourly means', async () => {
+      const data = await analytics(dana.token, `device_id=${d1.id}`);
+      expect(data.devices).toEqual({ total: 1, by_status: { online: 1 }, by_type: { sensor: 1 } });
+      expect(data.readings.total).toBe(6);
+      expect(data.readings.by_sensor).toHaveLength(1);
+      const [temperature] = data.readings.by_sensor;
+      const stats = meanAndStddev([9, 11, 11, 13, 13, 15]);
+      expect(temperature).toMatchObject({ sensor_type: 'temperature', count: 6, min: 9, max: 15 });
+      expect(temperature!.avg).toBeCloseTo(stats.mean, 9);
+      expect(temperature!.stddev).toBeCloseTo(stats.stddev, 6);
+      expect(temperature!.trend_per_hour).toBeGreaterThan(0);
+      expect(temperature!.trend_per_hour).toBeCloseTo(2, 6);
+      expect(data.alerts).toEqual({ active: 0, by_severity: {} });
+    });
+
+    it('scopes to a group with its subgroups, and to the subgroup alone', async () => {
+      const group = await analytics(dana.token, `group_id=${groupId}`);
+      expect(group.devices).toEqual({ total: 2, by_status: { online: 2 }, by_type: { sensor: 1, actuator: 1 } });
+      expect(group.readings.total).toBe(9);
+      expect(group.readings.by_sensor.map((s) => `${s.sensor_type}:${s.count}`).sort()).toEqual(['humidity:3', 'temperature:6']);
+      expect(group.alerts.active).toBe(0);
+
+      const child = await analytics(dana.token, `group_id=${childId}`);
+      expect(child.devices.total).toBe(1);
+      expect(child.readings.total).toBe(3);
+      expect(child.readings.by_sensor.map((s) => s.sensor_type)).toEqual(['humidity']);
+    });
+
+    it('scopes to a date range', async () => {
+      const data = await analytics(dana.token, `start_date=${iso(hour(4))}&end_date=${iso(hour(4) + HOUR - 1)}`);
+      expect(data.readings.per_hour).toEqual([{ hour: iso(hour(4)), count: 4 }]);
+      expect(data.readings.total).toBe(4);
+      expect(data.readings.by_sensor.map((s) => `${s.sensor_type}:${s.count}:${s.avg}`).sort()).toEqual(['humidity:2:45', 'temperature:2:12']);
+      const single = data.readings.by_sensor.find((s) => s.sensor_type === 'temperature')!;
+      expect(single.trend_per_hour).toBeNull(); // one hour: no trend
+      const empty = await analytics(dana.token, `start_date=${iso(hour(30))}&end_date=${iso(hour(20))}`);
+      expect(empty.readings).toEqual({ total: 0, per_hour: [], by_sensor: [] });
+    });
+
+    it('covers only the user’s own devices: 404 for another user’s device or group', async () => {
+      const bobsOwn = await analytics(bob.token);
+      expect(bobsOwn.devices.total).toBe(0);
+      expect(bobsOwn.readings.total).toBe(0);
+      expect(bobsOwn.alerts.active).toBe(0);
+      expectError(await api.get(`/api/analytics?device_id=${d1.id}`, { token: bob.token }), 404, 'not_found');
+      expectError(await api.get(`/api/analytics?group_id=${groupId}`, { token: bob.token }), 404, 'not_found');
+    });
+
+    it('refuses a start after the end and bad dates with 400', async () => {
+      expectValidation(await api.get(`/api/analytics?start_date=${iso(hour(1))}&end_date=${iso(hour(3))}`, { token: dana.token }), 'start_date');
+      expectValidation(await api.get('/api/analytics?end_date=tomorrow', { token: dana.token }), 'end_date');
+    });
+
+    it('forgets a deleted device: its counts, readings and alerts leave analytics and alert lists', async () => {
+      const [alert] = await deviceAlerts(d3.id, dana.token);
+      expect(alert).toMatchObject({ severity: 'critical', status: 'active' });
+      expect((await api.del(`/api/devices/${d3.id}`, { token: dana.token })).status).toBe(200);
+
+      const data = await analytics(dana.token);
+      expect(data.devices).toEqual({ total: 3, by_status: { online: 2, offline: 1 }, by_type: { sensor: 2, actuator: 1 } });
+      expect(data.readings.total).toBe(9);
+      expect(data.readings.by_sensor.find((s) => s.sensor_type === 'temperature')).toMatchObject({ count: 6, max: 15 });
+      expect(data.alerts).toEqual({ active: 0, by_severity: {} });
+      expect((await alertsOf(dana.token, 'limit=500')).data.map((a) => a.id)).not.toContain(alert!.id);
+      expectError(await api.get(`/api/analytics?device_id=${d3.id}`, { token: dana.token }), 404, 'not_found');
+    });
+  });
+
+  describe('deleting a device', () => {
+    it('removes its alerts from every list', async () => {
+      const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      await send(device, 50);
+      const [alert] = await deviceAlerts(device.id);
+      expect(alert).toBeDefined();
+      const before = (await alertsOf(alice.token, 'status=active&limit=500')).meta.total;
+      expect((await api.del(`/api/devices/${device.id}`, { token: alice.token })).status).toBe(200);
+      expect((await alertsOf(alice.token, 'status=active&limit=500')).meta.total).toBe(before - 1);
+      expect((await alertsOf(alice.token, 'limit=500')).data.map((a) => a.id)).not.toContain(alert!.id);
+      expectError(await api.post(`/api/alerts/${alert!.id}/acknowledge`, undefined, { token: alice.token }), 404, 'not_found');
+    });
+  });
+});

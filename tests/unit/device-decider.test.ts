@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import { fold } from '../../src/domain/decider.js';
+import { deviceDecider } from '../../src/domain/device.js';
+import type { DomainEvent, EventOfType } from '../../src/domain/events.js';
+import { spec } from '../helpers/decider-spec.js';
+
+const device = spec(deviceDecider);
+
+const registration: EventOfType<'device.registered'>['data'] = {
+  device_id: 'd1',
+  user_id: 'u1',
+  token_hash: 'token-hash',
+  name: 'Thermostat',
+  device_type: 'sensor',
+  description: null,
+  ip_address: '10.0.0.5',
+  mac_address: 'AA:BB:CC:DD:EE:FF',
+  group_id: null,
+  configuration: { interval: 60, unit: 'C' },
+  firmware_version: '1.0.0',
+};
+const registered: EventOfType<'device.registered'> = { type: 'device.registered', data: registration };
+const decommissioned: EventOfType<'device.decommissioned'> = { type: 'device.decommissioned', data: { device_id: 'd1', user_id: 'u1' } };
+const updated = (changes: EventOfType<'device.updated'>['data']['changes']): EventOfType<'device.updated'> => ({
+  type: 'device.updated',
+  data: { device_id: 'd1', changes },
+});
+const foreign: DomainEvent[] = [
+  { type: 'session.started', data: { session_id: 's1', user_id: 'u1', expires_at: '2026-03-08T12:00:00.000Z' } },
+  { type: 'group.deleted', data: { group_id: 'g1', user_id: 'u1' } },
+];
+
+describe('device decider: register_device', () => {
+  it('registers a new device', () => {
+    device.given([]).when({ type: 'register_device', data: registration }).then([registered]);
+  });
+
+  it('refuses to register over an active device', () => {
+    device.given([registered]).when({ type: 'register_device', data: registration }).thenThrows('already_exists');
+  });
+
+  it('refuses to register over a decommissioned device (ids are never reused)', () => {
+    device.given([registered, decommissioned]).when({ type: 'register_device', data: registration }).thenThrows('already_exists');
+  });
+});
+
+describe('device decider: update_device', () => {
+  it('records only the fields that change', () => {
+    device
+      .given([registered])
+      .when({ type: 'update_device', data: { changes: { name: 'Kitchen', device_type: 'sensor', firmware_version: '1.0.1' } } })
+      .then([updated({ name: 'Kitchen', firmware_version: '1.0.1' })]);
+  });
+
+  it('records a change from null to a value and from a value to null', () => {
+    device
+      .given([registered])
+      .when({ type: 'update_device', data: { changes: { description: 'on the wall', ip_address: null } } })
+      .then([updated({ description: 'on the wall', ip_address: null })]);
+  });
+
+  it('compares configuration by value, not by reference', () => {
+    device.given([registered]).when({ type: 'update_device', data: { changes: { configuration: { interval: 60, unit: 'C' } } } }).thenNothing();
+    device
+      .given([registered])
+      .when({ type: 'update_device', data: { changes: { configuration: { interval: 30, unit: 'C' } } } })
+      .then([updated({ configuration: { interval: 30, unit: 'C' } })]);
+  });
+
+  it('decides nothing when every field already has that value', () => {
+    device.given([registered]).when({ type: 'update_device', data: { changes: { name: 'Thermostat', group_id: null, ip_address: '10.0.0.5' } } }).thenNothing();
+  });
+
+  it('decides nothing for an empty change set or undefined values', () => {
+    device.given([registered]).when({ type: 'update_device', data: { changes: {} } }).thenNothing();
+    device.given([registered]).when({ type: 'update_device', data: { changes: { name: undefined } } }).thenNothing();
+  });
+
+  it('compares against the state after earlier updates', () => {
+    device.given([registered, updated({ name: 'Kitchen' })]).when({ type: 'update_device', data: { changes: { name: 'Kitchen' } } }).thenNothing();
+    device
+      .given([registered, updated({ name: 'Kitchen' })])
+      .when({ type: 'update_device', data: { changes: { name: 'Thermostat' } } })
+      .then([updated({ name: 'Thermostat' })]);
+  });
+
+  it('refuses to update an unknown device', () => {
+    device.given([]).when({ type: 'update_device', data: { changes: { name: 'x' } } }).thenThrows('not_found');
+  });
+
+  it('refuses to update a decommissioned device', () => {
+    device.given([registered, decommissioned]).when({ type: 'update_device', data: { changes: { name: 'x' } } }).thenThrows('not_found');
+  });
+
+  it('skips events of other types in the stream', () => {
+    device.given([foreign[0]!, registered, foreign[1]!]).when({ type: 'update_device', data: { changes: { name: 'Hall' } } }).then([updated({ name: 'Hall' })]);
+  });
+});
+
+describe('device decider: decommission_device', () => {
+  it('decommissions an active device, naming its owner', () => {
+    device.given([registered]).when({ type: 'decommission_device' }).then([decommissioned]);
+  });
+
+  it('refuses an unknown device', () => {
+    device.given([]).when({ type: 'decommission_device' }).thenThrows('not_found');
+  });
+
+  it('refuses a device decommissioned already', () => {
+    device.given([registered, decommissioned]).when({ type: 'decommission_device' }).thenThrows('not_found');
+  });
+
+  it('refuses when the stream holds only events of other types', () => {
+    device.given(foreign).when({ type: 'decommission_device' }).thenThrows('not_found');
+  });
+});
+
+describe('device decider: fold', () => {
+  it('keeps the attributes without the token hash and applies updates in order', () => {
+    const state = fold(deviceDecider, [...foreign, registered, updated({ name: 'A' }), updated({ name: 'B', group_id: 'g2' })]);
+    expect(state).toEqual({
+      status: 'active',
+      device_id: 'd1',
+      user_id: 'u1',
+      attributes: {
+        name: 'B',
+        device_type: 'sensor',
+        description: null,
+        ip_address: '10.0.0.5',
+        mac_address: 'AA:BB:CC:DD:EE:FF',
+        group_id: 'g2',
+        configuration: { interval: 60, unit: 'C' },
+        firmware_version: '1.0.0',
+      },
+    });
+  });
+
+  it('ignores updates and decommissions before registration', () => {
+    expect(fold(deviceDecider, [updated({ name: 'A' }), decommissioned])).toEqual({ status: 'none' });
+  });
+
+  it('marks the device decommissioned', () => {
+    expect(fold(deviceDecider, [registered, decommissioned]).status).toBe('decommissioned');
+  });
+});

@@ -1,0 +1,211 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/domain/clock.js';
+import type { DomainEvent } from '../../src/domain/events.js';
+import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
+import { ProjectionRunner, type Projection } from '../../src/projections/index.js';
+
+const silent = pino({ level: 'silent' });
+
+interface Recorder extends Projection {
+  /** Every position apply() was called with, in call order. */
+  calls: number[];
+}
+
+/** A tiny read model: one row per event it saw, keyed by position, so applying twice fails loudly. */
+function recorder(name: string, version: number, failOn?: DomainEvent['type']): Recorder {
+  const calls: number[] = [];
+  return {
+    name,
+    version,
+    tables: [`${name}_seen`],
+    ddl: `CREATE TABLE IF NOT EXISTS "${name}_seen" (position INTEGER PRIMARY KEY, type TEXT NOT NULL, projection_version INTEGER NOT NULL)`,
+    calls,
+    apply(sql, event) {
+      calls.push(event.position);
+      if (event.type === failOn) throw new Error(`cannot apply ${event.type}`);
+      sql.db.prepare(`INSERT INTO "${name}_seen" (position, type, projection_version) VALUES (?, ?, ?)`).run(event.position, event.type, version);
+    },
+  };
+}
+
+const group = (n: number): DomainEvent => ({ type: 'group.created', data: { group_id: `g${n}`, user_id: 'u1', name: `G${n}`, description: null, parent_id: null } });
+const groupDeleted = (n: number): DomainEvent => ({ type: 'group.deleted', data: { group_id: `g${n}`, user_id: 'u1' } });
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe('projection runner', () => {
+  let dir: string;
+  let file: string;
+  let db: SqliteDatabase;
+  let log: SqliteEventLog;
+  let counter = 0;
+  const clock = new ManualClock();
+
+  const open = (): void => {
+    db = openDatabase(file);
+    log = new SqliteEventLog(db, clock);
+  };
+  const reopen = (): void => {
+    log.close();
+    db.close();
+    open();
+  };
+  const append = async (count: number): Promise<number> => {
+    let last = 0;
+    for (let i = 0; i < count; i++) last = (await log.append([{ streamId: `group-${++counter}`, events: [group(counter)], expectedVersion: 'no_stream' }])).lastPosition;
+    return last;
+  };
+  const seen = (name: string): Array<{ position: number; projection_version: number }> =>
+    db.prepare<[], { position: number; projection_version: number }>(`SELECT position, projection_version FROM "${name}_seen" ORDER BY position`).all();
+  const checkpoint = (name: string) =>
+    db.prepare<[string], { name: string; version: number; position: number }>('SELECT name, version, position FROM projection_checkpoints WHERE name = ?').get(name);
+  const run = (projections: Projection[]): ProjectionRunner => {
+    const runner = new ProjectionRunner(db, log, projections, silent);
+    runner.start();
+    return runner;
+  };
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'runner-'));
+    file = join(dir, 'iot.db');
+    counter = 0;
+    open();
+  });
+  afterEach(() => {
+    log.close();
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('applies every event once and keeps its checkpoint in projection_checkpoints', async () => {
+    const projection = recorder('alpha', 1);
+    const runner = run([projection]);
+    await append(3);
+    await runner.waitFor(3);
+    expect(projection.calls).toEqual([1, 2, 3]);
+    expect(seen('alpha').map((r) => r.position)).toEqual([1, 2, 3]);
+    expect(checkpoint('alpha')).toEqual({ name: 'alpha', version: 1, position: 3 });
+    expect(runner.position()).toBe(3);
+    expect(runner.lag()).toBe(0);
+    await runner.stop();
+  });
+
+  it('resolves waitFor only once the position is applied and checkpointed', async () => {
+    const projection = recorder('alpha', 1);
+    const runner = run([projection]);
+    let resolved = false;
+    const observed = runner.waitFor(2).then(() => {
+      resolved = true;
+      return { rows: seen('alpha').map((r) => r.position), checkpoint: checkpoint('alpha')?.position };
+    });
+    await append(1);
+    await runner.waitFor(1);
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(resolved).toBe(false);
+    await append(1);
+    expect(await observed).toEqual({ rows: [1, 2], checkpoint: 2 });
+    // A position already reached resolves at once.
+    await expect(runner.waitFor(0)).resolves.toBeUndefined();
+    await runner.stop();
+  });
+
+  it('rebuilds a projection from position 0 when its version changes', async () => {
+    const v1 = recorder('alpha', 1);
+    let runner = run([v1]);
+    await append(3);
+    await runner.waitFor(3);
+    await runner.stop();
+    db.prepare(`INSERT INTO alpha_seen (position, type, projection_version) VALUES (99, 'stale', 1)`).run();
+    reopen();
+
+    const v2 = recorder('alpha', 2);
+    runner = run([v2]);
+    await runner.waitFor(3);
+    expect(v2.calls).toEqual([1, 2, 3]);
+    expect(seen('alpha')).toEqual([
+      { position: 1, projection_version: 2 },
+      { position: 2, projection_version: 2 },
+      { position: 3, projection_version: 2 },
+    ]);
+    expect(checkpoint('alpha')).toEqual({ name: 'alpha', version: 2, position: 3 });
+    await runner.stop();
+  });
+
+  it('after reopening the database, catches up only on events past the checkpoint, then follows live', async () => {
+    const first = recorder('alpha', 1);
+    let runner = run([first]);
+    await append(3);
+    await runner.waitFor(3);
+    await runner.stop();
+    reopen();
+    await append(2); // committed while no runner is listening
+
+    const second = recorder('alpha', 1);
+    runner = run([second]);
+    await runner.waitFor(5);
+    expect(second.calls).toEqual([4, 5]);
+    const head = await append(1);
+    await runner.waitFor(head);
+    expect(second.calls).toEqual([4, 5, 6]);
+    expect(seen('alpha').map((r) => r.position)).toEqual(range(1, 6));
+    expect(checkpoint('alpha')).toEqual({ name: 'alpha', version: 1, position: 6 });
+    await runner.stop();
+  });
+
+  it('builds a new projection from 0 without re-applying to one that is up to date', async () => {
+    const alpha = recorder('alpha', 1);
+    let runner = run([alpha]);
+    await append(3);
+    await runner.waitFor(3);
+    await runner.stop();
+    reopen();
+
+    const alphaAgain = recorder('alpha', 1);
+    const beta = recorder('beta', 1);
+    runner = run([alphaAgain, beta]);
+    await runner.waitFor(3);
+    expect(alphaAgain.calls).toEqual([]);
+    expect(beta.calls).toEqual([1, 2, 3]);
+    await append(1);
+    await runner.waitFor(4);
+    expect(alphaAgain.calls).toEqual([4]);
+    expect(beta.calls).toEqual([1, 2, 3, 4]);
+    expect(checkpoint('beta')).toEqual({ name: 'beta', version: 1, position: 4 });
+    await runner.stop();
+  });
+
+  it('has no gap and no duplicate when appends race a catch-up longer than one batch', async () => {
+    await append(1_200);
+    const projection = recorder('alpha', 1);
+    const runner = run([projection]);
+    const racing: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 40; i++) {
+      racing.push(log.append([{ streamId: `group-live-${i}`, events: [group(10_000 + i)], expectedVersion: 'no_stream' }]));
+      if (i % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(racing);
+    await runner.waitFor(log.headPosition());
+    expect(log.headPosition()).toBe(1_240);
+    expect(projection.calls).toEqual(range(1, 1_240));
+    expect(checkpoint('alpha')?.position).toBe(1_240);
+    await runner.stop();
+  });
+
+  it('stops at the last good checkpoint when a projection cannot apply an event, and rejects waiters', async () => {
+    const projection = recorder('alpha', 1, 'group.deleted');
+    const runner = run([projection]);
+    await append(2);
+    await runner.waitFor(2);
+    const bad = await log.append([{ streamId: 'group-1', events: [groupDeleted(1)], expectedVersion: 1 }]);
+    await expect(runner.waitFor(bad.lastPosition)).rejects.toThrow(/cannot apply group.deleted/);
+    expect(checkpoint('alpha')?.position).toBe(2);
+    expect(seen('alpha').map((r) => r.position)).toEqual([1, 2]);
+    await append(1);
+    await expect(runner.waitFor(4)).rejects.toThrow(/cannot apply/);
+    expect(runner.position()).toBe(2);
+  });
+});
