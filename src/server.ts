@@ -7,6 +7,7 @@ import { createApp } from './api/app.js';
 import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
+import { DeviceCommands } from './commands/device-commands.js';
 import { DeviceLocks } from './commands/device-locks.js';
 import { KeyedLock } from './commands/keyed-lock.js';
 import { Telemetry } from './commands/telemetry.js';
@@ -60,8 +61,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services, services.locks.devices);
   const telemetry = new Telemetry(services, services.locks.devices);
-  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services), groups: new Groups(services), telemetry, offline });
-  const timers = new Timers(logger, [{ name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() }]);
+  const commands = new DeviceCommands(services);
+  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands });
+  const timers = new Timers(logger, [
+    { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
+    { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
+  ]);
   const http = createServer(app);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);

@@ -1,6 +1,7 @@
 import cors from 'cors';
 import express, { type Express } from 'express';
 import type { Accounts } from '../commands/accounts.js';
+import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Devices } from '../commands/devices.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
@@ -13,6 +14,7 @@ import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
 import { accountRoutes } from './routes/accounts.js';
 import { alertRoutes } from './routes/alerts.js';
+import { commandRoutes } from './routes/commands.js';
 import { deviceRoutes } from './routes/devices.js';
 import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
@@ -25,6 +27,7 @@ export interface AppHandlers {
   groups: Groups;
   telemetry: Telemetry;
   offline: OfflineDetector;
+  commands: DeviceCommands;
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -58,6 +61,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...telemetryRoutes(services, handlers.telemetry, handlers.offline),
     ...alertRoutes(services),
     ...eventRoutes(services),
+    ...commandRoutes(services, handlers.commands),
   );
   const router = express.Router();
   mount(router, routes);

@@ -6,6 +6,7 @@ import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, t
 import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
 import { generateDeviceToken, hashSecret } from './credentials.js';
+import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
@@ -29,7 +30,10 @@ export function visibleDevice(services: Services, principal: Principal, deviceId
 export class Devices {
   private readonly lock = new KeyedLock();
 
-  constructor(private readonly services: Services) {}
+  constructor(
+    private readonly services: Services,
+    private readonly commands: DeviceCommands,
+  ) {}
 
   async register(input: RegisterDeviceInput, context: RequestContext): Promise<{ device: DeviceRow; token: string }> {
     const ownerId = requireUser(context.principal);
@@ -62,18 +66,27 @@ export class Devices {
     const apply = () =>
       this.services.locks.devices.run(deviceId, async () => {
         if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
-        await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'update_device', data: { changes } }, context, {
+        const handled = await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'update_device', data: { changes } }, context, {
           ...(ifMatch !== undefined ? { ifMatch } : {}),
         });
+        return handled.events;
       });
     // Joining a group holds the owner's group lock, so the group cannot be deleted in between.
-    await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
+    const events = await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
+    const pushed = events.find((e) => e.type === 'device.updated' && e.data.changes.configuration !== undefined);
+    if (pushed?.type === 'device.updated') await this.pushConfiguration(device, pushed.data.changes.configuration!, context);
     return visibleDevice(this.services, context.principal, deviceId);
   }
 
   async decommission(deviceId: string, context: RequestContext): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
-    await handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context);
+    await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context));
+    await this.commands.cancelAllOf(deviceId, context);
+  }
+
+  /** A changed configuration goes to the device as a queued update_configuration command. */
+  private async pushConfiguration(device: DeviceRow, configuration: Record<string, unknown>, context: RequestContext): Promise<void> {
+    await this.commands.queueFor(device.id, device.user_id, { command_type: 'update_configuration', parameters: { configuration }, priority: 'high', expires_in: null, timeout_seconds: DEFAULT_TIMEOUT_SECONDS, retries: 0, batch_id: null }, context);
   }
 
   private checkQuota(userId: string): void {

@@ -26,7 +26,7 @@ export const alertDecider: Decider<AlertCommand, AlertState, AlertEvent> = {
     if (state.status === 'none') throw notFound('alert');
     switch (command.type) {
       case 'acknowledge_alert':
-        if (state.status !== 'active') throw conflict(`an ${state.status} alert cannot be acknowledged`);
+        if (state.status !== 'active') throw conflict(`the alert is already ${state.status}; only active alerts can be acknowledged`);
         return [{ type: 'alert.acknowledged', data: { alert_id: state.alert_id } }];
       case 'clear_alert':
         if (state.status === 'cleared') throw conflict('the alert is already cleared');

@@ -68,7 +68,7 @@ export const commandDecider: Decider<CommandCommand, CommandState, CommandEvent>
     const { command_id, device_id } = state;
     switch (command.type) {
       case 'mark_sent':
-        if (state.status !== 'pending') throw conflict(`a ${state.status} command cannot be sent`);
+        if (state.status !== 'pending') throw conflict(`the command is already ${state.status}; only pending commands can be sent`);
         return [{ type: 'command.sent', data: { command_id, device_id, attempt: state.attempt + 1, sent_at: command.data.now } }];
       case 'record_result':
         if (command.data.device_id !== device_id) throw notFound('command');
@@ -77,7 +77,7 @@ export const commandDecider: Decider<CommandCommand, CommandState, CommandEvent>
           ? [{ type: 'command.executed', data: { command_id, device_id, response: command.data.response } }]
           : [{ type: 'command.failed', data: { command_id, device_id, response: command.data.response, reason: 'device' } }];
       case 'cancel_command':
-        if (state.status !== 'pending' && state.status !== 'sent') throw conflict(`a ${state.status} command cannot be cancelled`);
+        if (state.status !== 'pending' && state.status !== 'sent') throw conflict(`the command is already ${state.status}; only pending or sent commands can be cancelled`);
         return [{ type: 'command.cancelled', data: { command_id, device_id, reason: command.data.reason } }];
       case 'check_deadlines':
         return deadlineEvents(state, command.data.now);

@@ -113,6 +113,13 @@ export function listCommands(sql: Sql, filter: CommandFilter): { rows: CommandRo
   return { rows, total };
 }
 
+/** How a batch (a group command) is doing: its commands counted by status. */
+export function batchStatusCounts(sql: Sql, batchId: string, userId: string | null): Record<string, number> {
+  let query = q.selectFrom('commands').select(['status', (eb) => eb.fn.countAll<number>().as('n')]).where('batch_id', '=', batchId).groupBy('status');
+  if (userId !== null) query = query.where('user_id', '=', userId);
+  return Object.fromEntries(sql.all(query).map((r) => [r.status, r.n]));
+}
+
 /** Counts by status, success rate (executed of finished by the device) and mean queued→executed latency. */
 export function commandStats(sql: Sql, deviceIds: readonly string[], since?: string) {
   let query = q.selectFrom('commands').where('device_id', 'in', deviceIds.length ? deviceIds : ['']);

@@ -4,6 +4,7 @@ import { visibleGroup } from '../../commands/groups.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import type { AlertRow } from '../../projections/alerts.js';
 import { listAlerts } from '../../projections/alerts.js';
+import { commandStats } from '../../projections/commands.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
 import { deviceIds } from '../../projections/devices.js';
 import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
@@ -54,7 +55,7 @@ export function alertRoutes(services: Services) {
           data: {
             devices: deviceCounts(services.sql, ids),
             readings: readingAnalytics(services.sql, scope),
-            commands: { total: 0, by_status: {}, success_rate: null, avg_latency_ms: null },
+            commands: commandStats(services.sql, ids, start),
             rules: { total: 0, enabled: 0, triggered: 0 },
             alerts: alertAnalytics(services.sql, scope),
           },

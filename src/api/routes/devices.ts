@@ -1,9 +1,11 @@
 import { deviceAsOf, visibleDevice, type Devices } from '../../commands/devices.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { streams } from '../../domain/events.js';
+import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices } from '../../projections/devices.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
 import { presentDevice } from '../presenters.js';
+import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
 import { device, deviceDetail, deviceDetailQuery, listDevicesQuery, registerDeviceBody, registeredDevice, storedEvent, updateDeviceBody } from '../schemas/devices.js';
@@ -56,8 +58,8 @@ export function deviceRoutes(services: Services, devices: Devices) {
           data: {
             ...presentDevice(row),
             recent_data: latestReadings(services.sql, row.id),
-            recent_commands: [],
-            metrics: { ...commandMetricsPlaceholder, readings_24h: countReadingsSince(services.sql, row.id, dayAgo) },
+            recent_commands: listCommands(services.sql, { userId: null, deviceId: row.id, limit: 10, offset: 0 }).rows.map(presentCommand),
+            metrics: deviceMetrics(services, row.id, dayAgo),
           },
           etag: row.version,
         };
@@ -95,9 +97,13 @@ export function deviceRoutes(services: Services, devices: Devices) {
   ];
 }
 
-/** Filled by the commands read model once commands exist (see the commands issue). */
-const commandMetricsPlaceholder = {
-  commands_by_status: {},
-  command_success_rate: null,
-  mean_command_latency_ms: null,
-};
+function deviceMetrics(services: Services, deviceId: string, dayAgo: string) {
+  const commands = commandStats(services.sql, [deviceId]);
+  return {
+    readings_24h: countReadingsSince(services.sql, deviceId, dayAgo),
+    commands_total: commands.total,
+    commands_by_status: commands.by_status,
+    command_success_rate: commands.success_rate,
+    mean_command_latency_ms: commands.avg_latency_ms,
+  };
+}

@@ -1,0 +1,56 @@
+import { z } from 'zod';
+import { commandPrioritySchema } from '../../domain/events.js';
+import { isoDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
+
+const MAX_PARAMETERS_BYTES = 16 * 1024;
+
+export const commandType = z.string().regex(/^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/, 'a name of letters, digits and _ . : - (at most 64), starting with a letter');
+
+export const queueCommandBody = z.object({
+  command_type: commandType,
+  parameters: jsonObject.refine((p) => JSON.stringify(p).length <= MAX_PARAMETERS_BYTES, `at most ${MAX_PARAMETERS_BYTES} bytes as JSON`).optional(),
+  priority: commandPrioritySchema.default('normal'),
+  expires_in: z.number().int().min(1).max(30 * 24 * 3600).optional(),
+  timeout_seconds: z.number().int().min(1).max(24 * 3600).optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+});
+
+export const commandResultBody = z.object({
+  status: z.enum(['executed', 'failed']),
+  response: jsonObject.nullable().optional(),
+});
+
+export const commandStatusSchema = z.enum(['pending', 'sent', 'executed', 'failed', 'expired', 'cancelled']);
+
+export const listCommandsQuery = paging
+  .extend({
+    device_id: z.string().max(64).optional(),
+    status: commandStatusSchema.optional(),
+    command_type: commandType.optional(),
+    batch_id: z.string().max(64).optional(),
+    start_date: isoDate.optional(),
+    end_date: isoDate.optional(),
+  })
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+
+export const command = z.object({
+  id: z.string(),
+  device_id: z.string(),
+  user_id: z.string(),
+  command_type: z.string(),
+  parameters: z.record(z.string(), z.unknown()),
+  priority: commandPrioritySchema,
+  status: commandStatusSchema,
+  created_at: timestamp,
+  sent_at: timestamp.nullable(),
+  executed_at: timestamp.nullable(),
+  expires_at: timestamp.nullable(),
+  response: z.record(z.string(), z.unknown()).nullable(),
+  timeout_seconds: z.number().int(),
+  retries: z.number().int(),
+  attempt: z.number().int(),
+  failure_reason: z.string().nullable(),
+  batch_id: z.string().nullable(),
+});
+
+export const groupCommandAnswer = z.object({ batch_id: z.string(), count: z.number().int(), commands: z.array(command) });

@@ -1,0 +1,112 @@
+import { commandDecider, type CommandCommand } from '../domain/command.js';
+import { DomainError, notFound } from '../domain/errors.js';
+import { streams, type CommandPriority } from '../domain/events.js';
+import { ConcurrencyError } from '../eventlog/index.js';
+import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type CommandRow } from '../projections/commands.js';
+import { visibleDevice } from './devices.js';
+import { handle } from './handle.js';
+import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+
+export interface QueueInput {
+  command_type: string;
+  parameters: Record<string, unknown>;
+  priority: CommandPriority;
+  expires_in: number | null;
+  timeout_seconds: number;
+  retries: number;
+  batch_id: string | null;
+}
+
+export const DEFAULT_TIMEOUT_SECONDS = 60;
+
+export function visibleCommand(services: Services, principal: Principal, commandId: string): CommandRow {
+  const command = findCommand(services.sql, commandId);
+  const allowed =
+    command && (principal.kind === 'device' ? command.device_id === principal.deviceId : isAdmin(principal) || command.user_id === principal.userId);
+  if (!allowed) throw notFound('command');
+  return command;
+}
+
+/** The command queue: users and rules queue, devices fetch and report, timers expire. */
+export class DeviceCommands {
+  constructor(private readonly services: Services) {}
+
+  async queue(deviceId: string, input: QueueInput, context: RequestContext): Promise<CommandRow> {
+    const device = visibleDevice(this.services, context.principal, deviceId);
+    if (context.principal.kind !== 'user') throw new DomainError('forbidden', 'a device cannot queue commands');
+    return this.queueFor(device.id, device.user_id, input, context);
+  }
+
+  /** Queues without an access check: for callers that already checked (configuration pushes, groups, rules). */
+  async queueFor(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null): Promise<CommandRow> {
+    const { services } = this;
+    const commandId = services.newId();
+    const now = services.clock.now();
+    const { expires_in, ...rest } = input;
+    await handle(
+      services,
+      commandDecider,
+      streams.command(commandId),
+      {
+        type: 'queue_command',
+        data: { ...rest, command_id: commandId, device_id: deviceId, user_id: ownerId, expires_at: expires_in ? new Date(now.getTime() + expires_in * 1000).toISOString() : null },
+      },
+      context,
+    );
+    return findCommand(services.sql, commandId)!;
+  }
+
+  /**
+   * Hands a device its pending commands, highest priority first then oldest, marking each
+   * sent. A command cancelled or expired meanwhile is skipped, not sent.
+   */
+  async deliverPending(deviceId: string, context: RequestContext): Promise<CommandRow[]> {
+    const { services } = this;
+    return services.locks.devices.run(`commands:${deviceId}`, async () => {
+      const queue = pendingCommands(services.sql, deviceId);
+      const now = services.clock.now().toISOString();
+      const outcomes = await Promise.allSettled(queue.map((command) => this.transition(command.id, { type: 'mark_sent', data: { now } }, context)));
+      const sent = queue.filter((_, index) => outcomes[index]!.status === 'fulfilled');
+      return sent.map((command) => findCommand(services.sql, command.id)!);
+    });
+  }
+
+  async recordResult(deviceId: string, commandId: string, result: { status: 'executed' | 'failed'; response: Record<string, unknown> | null }, context: RequestContext): Promise<CommandRow> {
+    const principal = context.principal;
+    if (principal.kind !== 'device' || principal.deviceId !== deviceId) throw new DomainError('forbidden', 'only the device itself reports results');
+    const command = findCommand(this.services.sql, commandId);
+    if (!command || command.device_id !== deviceId) throw notFound('command');
+    await this.transition(commandId, { type: 'record_result', data: { device_id: deviceId, ...result } }, context);
+    return findCommand(this.services.sql, commandId)!;
+  }
+
+  async cancel(commandId: string, context: RequestContext): Promise<CommandRow> {
+    const command = visibleCommand(this.services, context.principal, commandId);
+    if (context.principal.kind !== 'user') throw new DomainError('forbidden', 'a device cannot cancel commands');
+    await this.transition(command.id, { type: 'cancel_command', data: { reason: 'user' } }, context);
+    return findCommand(this.services.sql, commandId)!;
+  }
+
+  /** A deleted device's open commands are cancelled. */
+  async cancelAllOf(deviceId: string, context: RequestContext): Promise<void> {
+    await Promise.allSettled(openCommandsOf(this.services.sql, deviceId).map((c) => this.transition(c.id, { type: 'cancel_command', data: { reason: 'device_deleted' } }, context)));
+  }
+
+  /** Timer: expires and times out what is overdue; returns how many commands changed. */
+  async checkDeadlines(): Promise<number> {
+    const now = this.services.clock.now().toISOString();
+    const overdue = overdueCommands(this.services.sql, now);
+    const outcomes = await Promise.allSettled(overdue.map((c) => this.transition(c.id, { type: 'check_deadlines', data: { now } }, null)));
+    return outcomes.filter((o) => o.status === 'fulfilled' && o.value).length;
+  }
+
+  private async transition(commandId: string, command: CommandCommand, context: RequestContext | null): Promise<boolean> {
+    try {
+      const handled = await handle(this.services, commandDecider, streams.command(commandId), command, context);
+      return handled.events.length > 0;
+    } catch (error) {
+      if (error instanceof ConcurrencyError) throw new DomainError('conflict', 'the command changed concurrently');
+      throw error;
+    }
+  }
+}
