@@ -19,6 +19,7 @@ const envSchema = z.object({
   RATE_LIMIT_PER_MINUTE: optionalPositiveInt,
   SESSION_TTL_SECONDS: z.coerce.number().int().positive().default(7 * 24 * 3600),
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
+  WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
 });
 
 export interface Config {
@@ -34,6 +35,8 @@ export interface Config {
   rateLimitPerMinute: number | null;
   sessionTtlSeconds: number;
   defaultDeviceQuota: number;
+  /** A live subscriber with more unsent bytes than this is closed (1013) and resumes. */
+  wsMaxBufferedBytes: number;
 }
 
 export class ConfigError extends Error {}
@@ -65,6 +68,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE ?? null,
     sessionTtlSeconds: e.SESSION_TTL_SECONDS,
     defaultDeviceQuota: e.DEFAULT_DEVICE_QUOTA,
+    wsMaxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
   };
 }
 

@@ -8,6 +8,8 @@ import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
 import { DeviceCommands } from './commands/device-commands.js';
+import { DeviceChannel } from './realtime/device-channel.js';
+import { Realtime } from './realtime/realtime.js';
 import { DeviceLocks } from './commands/device-locks.js';
 import { KeyedLock } from './commands/keyed-lock.js';
 import { Telemetry } from './commands/telemetry.js';
@@ -34,6 +36,8 @@ export interface RunningServer {
 export interface ServerOptions {
   clock?: Clock;
   logger?: Logger;
+  /** How often live sockets are pinged (30 s); a peer silent for a whole interval is dropped. */
+  pingIntervalMs?: number;
 }
 
 export const DATABASE_FILE = 'iot.db';
@@ -62,12 +66,18 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const offline = new OfflineDetector(services, services.locks.devices);
   const telemetry = new Telemetry(services, services.locks.devices);
   const commands = new DeviceCommands(services);
-  const app = createApp(services, { accounts: new Accounts(services), devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands });
+  const accounts = new Accounts(services);
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands });
   const timers = new Timers(logger, [
     { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
     { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
   ]);
   const http = createServer(app);
+  const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
+    maxBufferedBytes: config.wsMaxBufferedBytes,
+    pingIntervalMs: options.pingIntervalMs ?? 30_000,
+  });
+  realtime.attach(http);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
@@ -81,6 +91,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const close = () =>
     (closing ??= (async () => {
       timers.stop();
+      realtime.close();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();

@@ -1,11 +1,15 @@
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import type { Accounts } from '../commands/accounts.js';
 import { hashSecret } from '../commands/credentials.js';
 
 export const SESSION_COOKIE = 'session';
 
 /** The credential a request carries, wherever the contract allows it. */
-export function credentialOf(req: Pick<Request, 'header'>, queryToken?: unknown): string | undefined {
+export interface HeaderSource {
+  header(name: string): string | undefined;
+}
+
+export function credentialOf(req: HeaderSource, queryToken?: unknown): string | undefined {
   const authorization = req.header('authorization');
   const bearer = authorization?.match(/^Bearer\s+(\S+)$/i)?.[1];
   const candidates = [bearer, req.header('x-api-key'), req.header('x-device-token'), typeof queryToken === 'string' ? queryToken : undefined, cookieValue(req.header('cookie'), SESSION_COOKIE)];

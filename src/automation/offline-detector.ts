@@ -14,6 +14,8 @@ const MISSED_HEARTBEATS = 3;
 export class OfflineDetector {
   /** Devices holding an open socket count as heard from until they disconnect. */
   readonly connected = new Set<string>();
+  /** Disconnecting starts the offline deadline, even for a device silent while connected. */
+  private readonly disconnectedAt = new Map<string, number>();
 
   constructor(
     private readonly services: Services,
@@ -26,12 +28,19 @@ export class OfflineDetector {
     return Math.min(this.services.config.offlineAfterSeconds, fromInterval) * 1000;
   }
 
+  disconnected(deviceId: string): void {
+    this.connected.delete(deviceId);
+    this.disconnectedAt.set(deviceId, this.services.clock.now().getTime());
+  }
+
+  private lastContact(device: { id: string; last_seen: string | null }): number {
+    return Math.max(Date.parse(device.last_seen ?? '1970-01-01T00:00:00.000Z'), this.disconnectedAt.get(device.id) ?? 0);
+  }
+
   /** Checks every online device once; returns how many went offline. */
   async sweep(): Promise<number> {
     const now = this.services.clock.now().getTime();
-    const overdue = onlineDevices(this.services.sql).filter(
-      (d) => !this.connected.has(d.id) && now - Date.parse(d.last_seen ?? '1970-01-01T00:00:00.000Z') >= this.deadlineMs(d.configuration),
-    );
+    const overdue = onlineDevices(this.services.sql).filter((d) => !this.connected.has(d.id) && now - this.lastContact(d) >= this.deadlineMs(d.configuration));
     let changed = 0;
     for (const candidate of overdue) {
       await this.locks.run(candidate.id, async () => {
@@ -46,6 +55,7 @@ export class OfflineDetector {
           },
         ]);
         await this.services.runner.waitFor(result.lastPosition);
+        this.disconnectedAt.delete(device.id);
         changed += 1;
       });
     }

@@ -17,6 +17,15 @@ export interface ReadingInput {
   timestamp: string | null;
 }
 
+/** Both shapes of sensor_readings (a list, or {sensor_type: value}) as one list. */
+export function readingInputs(
+  sensorReadings: ReadonlyArray<{ sensor_type: string; value: number; unit?: string | null | undefined; timestamp?: string | undefined }> | Record<string, number>,
+): ReadingInput[] {
+  return Array.isArray(sensorReadings)
+    ? sensorReadings.map((r) => ({ sensor_type: r.sensor_type, value: r.value, unit: r.unit ?? null, timestamp: r.timestamp ?? null }))
+    : Object.entries(sensorReadings).map(([sensor_type, value]) => ({ sensor_type, value, unit: null, timestamp: null }));
+}
+
 export interface Submission {
   readings: ReadingInput[];
   timestamp: string | null;
@@ -85,6 +94,17 @@ export class Telemetry {
       const result = await services.log.append(requests);
       await services.runner.waitFor(result.lastPosition);
       return { position: result.firstPosition };
+    });
+  }
+
+  /** A device that connects is heard from: online at once. */
+  async markOnline(deviceId: string, context: RequestContext): Promise<void> {
+    await this.locks.run(deviceId, async () => {
+      const device = writableDevice(this.services, context.principal, deviceId);
+      const requests = withMetadata(this.cameOnline(device), context);
+      if (requests.length === 0) return;
+      const result = await this.services.log.append(requests);
+      await this.services.runner.waitFor(result.lastPosition);
     });
   }
 

@@ -1,4 +1,4 @@
-import type { Subscription } from 'rxjs';
+import { Subject, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { RecordedEvent } from '../domain/events.js';
 import type { EventLog, SqliteDatabase } from '../eventlog/index.js';
@@ -20,6 +20,11 @@ interface Waiter {
  * stops the server from answering.
  */
 export class ProjectionRunner {
+  /**
+   * Events once every read model has applied them, in position order: what live
+   * subscribers follow, so any read model they consult already knows the event.
+   */
+  readonly applied$ = new Subject<readonly RecordedEvent[]>();
   private readonly sql: Sql;
   private checkpoints = new Map<string, number>();
   private live: RecordedEvent[] = [];
@@ -103,6 +108,7 @@ export class ProjectionRunner {
         if (batch.length === 0) break;
         this.applyBatch(batch);
         this.releaseWaiters();
+        this.applied$.next(batch);
         await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (error) {

@@ -1,6 +1,6 @@
 import { visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import { writableDevice, type ReadingInput, type Telemetry } from '../../commands/telemetry.js';
+import { readingInputs, writableDevice, type Telemetry } from '../../commands/telemetry.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
@@ -17,9 +17,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
     defineRoute(
       { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
       async ({ params, body, context, req }) => {
-        const readings: ReadingInput[] = Array.isArray(body.sensor_readings)
-          ? body.sensor_readings.map((r) => ({ sensor_type: r.sensor_type, value: r.value, unit: r.unit ?? null, timestamp: r.timestamp ?? null }))
-          : Object.entries(body.sensor_readings).map(([sensor_type, value]) => ({ sensor_type, value, unit: null, timestamp: null }));
+        const readings = readingInputs(body.sensor_readings);
         const key = req.header('idempotency-key');
         const idempotencyKey = key !== undefined && IDEMPOTENCY_KEY.test(key) ? key : undefined;
         const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);

@@ -1,0 +1,125 @@
+import type { WebSocket } from 'ws';
+import type { OfflineDetector } from '../automation/offline-detector.js';
+import type { DeviceCommands } from '../commands/device-commands.js';
+import type { Principal, RequestContext, Services } from '../commands/services.js';
+import { readingInputs, type Telemetry } from '../commands/telemetry.js';
+import { DomainError } from '../domain/errors.js';
+import type { RecordedEvent } from '../domain/events.js';
+import { presentCommand } from '../api/routes/commands.js';
+import { CLOSE, deviceMessage, type DeviceMessage } from './messages.js';
+
+type DevicePrincipal = Extract<Principal, { kind: 'device' }>;
+
+const MAX_GARBAGE = 5;
+
+/**
+ * Devices over /ws/device: connecting marks them online, their pending commands are
+ * pushed (and become sent) on connect and whenever one is queued, and their messages go
+ * through the same handlers as HTTP.
+ */
+export class DeviceChannel {
+  private readonly sockets = new Map<string, Set<WebSocket>>();
+
+  constructor(
+    private readonly services: Services,
+    private readonly telemetry: Telemetry,
+    private readonly commands: DeviceCommands,
+    private readonly offline: OfflineDetector,
+  ) {}
+
+  async connect(ws: WebSocket, principal: DevicePrincipal, requestId: string): Promise<void> {
+    const id = principal.deviceId;
+    const context: RequestContext = { principal, requestId };
+    const open = this.sockets.get(id) ?? new Set();
+    open.add(ws);
+    this.sockets.set(id, open);
+    this.offline.connected.add(id);
+    let garbage = 0;
+    ws.on('message', (data, isBinary) => {
+      void this.onMessage(ws, isBinary ? '' : data.toString('utf8'), context).then((ok) => {
+        garbage = ok ? 0 : garbage + 1;
+        if (garbage >= MAX_GARBAGE) ws.close(CLOSE.policy, 'too many invalid messages');
+      });
+    });
+    ws.on('close', () => this.disconnect(id, ws));
+    await this.telemetry.markOnline(id, context);
+    await this.push(id);
+  }
+
+  /** Reacts to applied events: new commands are pushed, deleted devices are cut off. */
+  onApplied(events: readonly RecordedEvent[]): void {
+    for (const event of events) {
+      if (event.type === 'command.queued' && this.sockets.has(event.data.device_id)) void this.push(event.data.device_id);
+      if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => ws.close(CLOSE.credentialsRevoked, 'device deleted'));
+    }
+  }
+
+  closeAll(): void {
+    for (const set of this.sockets.values()) set.forEach((ws) => ws.close(CLOSE.goingAway, 'server shutting down'));
+  }
+
+  private async push(deviceId: string): Promise<void> {
+    const target = [...(this.sockets.get(deviceId) ?? [])].find((ws) => ws.readyState === ws.OPEN);
+    if (!target) return;
+    const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `ws-push-${deviceId}` };
+    try {
+      const sent = await this.commands.deliverPending(deviceId, context);
+      for (const command of sent) target.send(JSON.stringify({ type: 'command', command: presentCommand(command) }));
+    } catch (error) {
+      this.services.logger.warn({ err: error, device_id: deviceId }, 'command push failed');
+    }
+  }
+
+  private disconnect(deviceId: string, ws: WebSocket): void {
+    const open = this.sockets.get(deviceId);
+    open?.delete(ws);
+    if (open && open.size > 0) return;
+    this.sockets.delete(deviceId);
+    this.offline.disconnected(deviceId);
+  }
+
+  /** Answers every message with an ack or an error; false when it was not valid. */
+  private async onMessage(ws: WebSocket, raw: string, context: RequestContext): Promise<boolean> {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      reply(ws, { type: 'error', code: 'invalid_json', message: 'the message is not JSON' });
+      return false;
+    }
+    const ref = parsed !== null && typeof parsed === 'object' && 'id' in parsed ? (parsed as { id: unknown }).id : undefined;
+    const message = deviceMessage.safeParse(parsed);
+    if (!message.success) {
+      reply(ws, { type: 'error', code: 'validation_failed', message: message.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; '), ref });
+      return false;
+    }
+    try {
+      const result = await this.handle(message.data, context);
+      reply(ws, { type: 'ack', ref: message.data.id ?? null, ...result });
+    } catch (error) {
+      const known = error instanceof DomainError;
+      if (!known) this.services.logger.error({ err: error }, 'device message failed');
+      reply(ws, { type: 'error', code: known ? error.code : 'internal', message: known ? error.message : 'internal error', ref: message.data.id ?? null });
+    }
+    return true;
+  }
+
+  private async handle(message: DeviceMessage, context: RequestContext): Promise<Record<string, unknown>> {
+    const deviceId = (context.principal as DevicePrincipal).deviceId;
+    switch (message.type) {
+      case 'readings': {
+        return this.telemetry.submit(deviceId, { readings: readingInputs(message.sensor_readings), timestamp: message.timestamp ?? null, device_status: message.device_status ?? null }, context, message.idempotency_key);
+      }
+      case 'heartbeat':
+        return this.telemetry.heartbeat(deviceId, { device_status: message.device_status ?? null, firmware_version: message.firmware_version ?? null, metrics: message.metrics ?? null }, context);
+      case 'command_result': {
+        const command = await this.commands.recordResult(deviceId, message.command_id, { status: message.status, response: message.response ?? null }, context);
+        return { command_id: command.id, status: command.status };
+      }
+    }
+  }
+}
+
+function reply(ws: WebSocket, message: Record<string, unknown>): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+}

@@ -1,0 +1,128 @@
+import type { IncomingMessage, Server } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { Subscription } from 'rxjs';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { credentialOf } from '../api/auth.js';
+import type { Accounts } from '../commands/accounts.js';
+import type { Principal, Services } from '../commands/services.js';
+import type { RecordedEvent } from '../domain/events.js';
+import type { DeviceChannel } from './device-channel.js';
+import { CLOSE } from './messages.js';
+import { Subscriber, type LiveItem } from './subscriber.js';
+import { audienceOf, liveMessage } from './visibility.js';
+
+export interface RealtimeOptions {
+  /** A subscriber whose unsent data passes this is closed with 1013. */
+  maxBufferedBytes: number;
+  pingIntervalMs: number;
+}
+
+const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+interface Tracked {
+  ws: WebSocket;
+  alive: boolean;
+  sessionId: string | null;
+}
+
+/** The two raw WebSocket endpoints: /ws for subscribers, /ws/device for devices. */
+export class Realtime {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  private readonly subscribers = new Set<Subscriber>();
+  private readonly tracked = new Set<Tracked>();
+  private subscription: Subscription | undefined;
+  private pinger: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly services: Services,
+    private readonly accounts: Accounts,
+    private readonly devices: DeviceChannel,
+    private readonly options: RealtimeOptions,
+  ) {}
+
+  attach(http: Server): void {
+    http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head));
+    this.subscription = this.services.runner.applied$.subscribe((events) => this.onApplied(events));
+    this.pinger = setInterval(() => this.ping(), this.options.pingIntervalMs).unref();
+  }
+
+  close(): void {
+    clearInterval(this.pinger);
+    this.subscription?.unsubscribe();
+    for (const { ws } of this.tracked) ws.close(CLOSE.goingAway, 'server shutting down');
+  }
+
+  /** Authenticates before the upgrade completes; anything else is answered 401 and dropped. */
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
+    if (!kind) return refuse(socket, 404, 'not_found', 'no WebSocket endpoint here');
+    const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
+    const credential = credentialOf(headers, url.searchParams.get('token') ?? undefined);
+    let principal: Principal | null = null;
+    try {
+      principal = credential ? await this.accounts.authenticate(credential) : null;
+    } catch (error) {
+      this.services.logger.error({ err: error }, 'websocket authentication failed');
+    }
+    if (!principal || principal.kind !== kind) return refuse(socket, 401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
+    const requestId = randomUUID();
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
+  }
+
+  private accept(ws: WebSocket, principal: Principal, requestId: string): void {
+    const tracked: Tracked = { ws, alive: true, sessionId: principal.kind === 'user' ? principal.sessionId : null };
+    this.tracked.add(tracked);
+    ws.on('pong', () => (tracked.alive = true));
+    ws.on('error', (error) => this.services.logger.debug({ err: error }, 'websocket error'));
+    ws.on('close', () => this.tracked.delete(tracked));
+    if (principal.kind === 'device') {
+      void this.devices.connect(ws, principal, requestId).catch((error: unknown) => {
+        this.services.logger.warn({ err: error }, 'device connect failed');
+        ws.close(CLOSE.credentialsRevoked, 'device unavailable');
+      });
+      return;
+    }
+    const subscriber = new Subscriber(ws, principal, this.services, this.options.maxBufferedBytes);
+    this.subscribers.add(subscriber);
+    ws.on('close', () => this.subscribers.delete(subscriber));
+    ws.on('message', (data, isBinary) => void subscriber.onMessage(isBinary ? '' : data.toString('utf8')).catch((error: unknown) => this.services.logger.error({ err: error }, 'subscriber message failed')));
+    subscriber.welcome();
+  }
+
+  /** Fans each applied event out once: its audience and message are computed once for all subscribers. */
+  private onApplied(events: readonly RecordedEvent[]): void {
+    const items: LiveItem[] = this.subscribers.size === 0 ? [] : events.map((event) => ({ event, audience: audienceOf(this.services.sql, event), message: liveMessage(event) }));
+    for (const item of items) for (const subscriber of this.subscribers) subscriber.onLive(item);
+    for (const event of events) {
+      if (event.type === 'session.ended') {
+        for (const t of this.tracked) if (t.sessionId === event.data.session_id) t.ws.close(CLOSE.credentialsRevoked, 'logged out');
+      }
+    }
+    this.devices.onApplied(events);
+  }
+
+  /** Every interval: a peer that did not answer the last ping is dropped. */
+  private ping(): void {
+    for (const t of this.tracked) {
+      if (!t.alive) {
+        t.ws.terminate();
+        continue;
+      }
+      t.alive = false;
+      t.ws.ping();
+    }
+  }
+}
+
+function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function refuse(socket: Duplex, status: 401 | 404, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message, details: [], request_id: randomUUID() } });
+  const reason = status === 401 ? 'Unauthorized' : 'Not Found';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}

@@ -1,0 +1,154 @@
+import type { WebSocket } from 'ws';
+import type { Principal, Services } from '../commands/services.js';
+import type { RecordedEvent } from '../domain/events.js';
+import { CLOSE, subscriberMessage, type SubscriberMessage } from './messages.js';
+import { audienceOf, liveMessage, type Audience } from './visibility.js';
+
+const CATCH_UP_PAGE = 500;
+const MAX_GARBAGE = 5;
+const DRAIN_WAIT_MS = 5;
+const DRAIN_GIVE_UP_MS = 10_000;
+
+export interface LiveItem {
+  event: RecordedEvent;
+  audience: Audience;
+  message: string;
+}
+
+interface Filter {
+  types: ReadonlySet<string> | null;
+  devices: ReadonlySet<string> | null;
+}
+
+/**
+ * One subscriber: nothing until it subscribes; then, with from_position, the matching
+ * events of the log after it, then live ones, with no gap and no duplicate (live events
+ * arriving during the catch-up wait in a buffer and are sent past the last position read).
+ */
+export class Subscriber {
+  private filter: Filter | null = null;
+  private mode: 'idle' | 'catching_up' | 'live' = 'idle';
+  private buffer: LiveItem[] = [];
+  private lastPosition = 0;
+  private garbage = 0;
+  private generation = 0;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly principal: Extract<Principal, { kind: 'user' }>,
+    private readonly services: Services,
+    private readonly maxBufferedBytes: number,
+  ) {}
+
+  welcome(): void {
+    this.ws.send(JSON.stringify({ type: 'welcome', position: this.services.runner.position() }));
+  }
+
+  onLive(item: LiveItem): void {
+    if (this.mode === 'catching_up') this.buffer.push(item);
+    else if (this.mode === 'live' && item.event.position > this.lastPosition) this.deliver(item);
+  }
+
+  async onMessage(raw: string): Promise<void> {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      return this.refuse('invalid_json', 'the message is not JSON');
+    }
+    const message = subscriberMessage.safeParse(parsed);
+    if (!message.success) return this.refuse('validation_failed', message.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; '));
+    await this.handle(message.data);
+  }
+
+  private async handle(message: SubscriberMessage): Promise<void> {
+    switch (message.type) {
+      case 'ping':
+        return this.send(JSON.stringify({ type: 'pong', position: this.services.runner.position() }));
+      case 'unsubscribe':
+        this.filter = null;
+        this.mode = 'idle';
+        this.generation += 1;
+        return this.send(JSON.stringify({ type: 'unsubscribed' }));
+      case 'subscribe': {
+        this.filter = { types: message.event_types ? new Set(message.event_types) : null, devices: message.device_ids ? new Set(message.device_ids) : null };
+        const generation = ++this.generation;
+        this.send(JSON.stringify({ type: 'subscribed', position: this.services.runner.position() }));
+        if (message.from_position === undefined) {
+          this.lastPosition = this.services.runner.position();
+          this.mode = 'live';
+          return;
+        }
+        this.mode = 'catching_up';
+        this.buffer = [];
+        this.lastPosition = message.from_position;
+        await this.catchUp(generation);
+      }
+    }
+  }
+
+  /** Reads the log up to what the read models have applied; the rest arrives live. */
+  private async catchUp(generation: number): Promise<void> {
+    const { log, runner, sql } = this.services;
+    for (;;) {
+      const ceiling = runner.position();
+      const page = (await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
+      if (generation !== this.generation || this.ws.readyState !== this.ws.OPEN) return;
+      for (const event of page) this.deliver({ event, audience: audienceOf(sql, event), message: '' });
+      if (page.length > 0) this.lastPosition = page[page.length - 1]!.position;
+      if (page.length === 0 || this.lastPosition >= ceiling) break;
+      if (!(await this.drained())) return;
+    }
+    const pending = this.buffer;
+    this.buffer = [];
+    this.mode = 'live';
+    for (const item of pending) if (item.event.position > this.lastPosition) this.deliver(item);
+  }
+
+  private deliver(item: LiveItem): void {
+    this.lastPosition = Math.max(this.lastPosition, item.event.position);
+    if (!this.matches(item)) return;
+    this.send(item.message || liveMessage(item.event));
+  }
+
+  private matches({ event, audience }: LiveItem): boolean {
+    if (!this.filter) return false;
+    const mine = this.principal.role === 'admin' || audience.userId === this.principal.userId;
+    if (!mine) return false;
+    if (this.filter.types && !this.filter.types.has(event.type)) return false;
+    if (this.filter.devices && (audience.deviceId === null || !this.filter.devices.has(audience.deviceId))) return false;
+    return true;
+  }
+
+  /** A reader that cannot keep up is closed (1013) and resumes with from_position; memory stays bounded. */
+  private send(message: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount > this.maxBufferedBytes) return this.closeTooSlow();
+    this.ws.send(message);
+  }
+
+  private closeTooSlow(): void {
+    this.mode = 'idle';
+    this.generation += 1;
+    if (this.ws.readyState === this.ws.OPEN) this.ws.close(CLOSE.tryAgainLater, 'too slow; reconnect with from_position');
+  }
+
+  /** During catch-up, waits for the socket to drain instead of queueing the whole log. */
+  private async drained(): Promise<boolean> {
+    const deadline = Date.now() + DRAIN_GIVE_UP_MS;
+    while (this.ws.bufferedAmount > this.maxBufferedBytes / 2) {
+      if (Date.now() > deadline || this.ws.readyState !== this.ws.OPEN) {
+        this.closeTooSlow();
+        return false;
+      }
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_WAIT_MS));
+    }
+    return true;
+  }
+
+  private refuse(code: string, message: string): void {
+    this.garbage += 1;
+    this.send(JSON.stringify({ type: 'error', code, message }));
+    if (this.garbage >= MAX_GARBAGE) this.ws.close(CLOSE.policy, 'too many invalid messages');
+  }
+}

@@ -1,0 +1,25 @@
+import type { RecordedEvent } from '../domain/events.js';
+import { streamOwner } from '../projections/stream-owners.js';
+import type { Sql } from '../projections/sql.js';
+
+export interface Audience {
+  /** The user whose resource the event concerns; null: only admins see it. */
+  userId: string | null;
+  deviceId: string | null;
+}
+
+/** Whose event it is, from the stream it belongs to (read after the projections applied it). */
+export function audienceOf(sql: Sql, event: RecordedEvent): Audience {
+  const owner = streamOwner(sql, event.stream_id);
+  const data = event.data as { device_id?: unknown };
+  const deviceId = owner?.device_id ?? (typeof data.device_id === 'string' ? data.device_id : null);
+  return { userId: owner?.user_id ?? null, deviceId };
+}
+
+const SECRET_FIELD = /(_hash|password|token|api_key)$/;
+
+/** The event as a live subscriber sees it: no secret, not even hashed. */
+export function liveMessage(event: RecordedEvent): string {
+  const data = Object.fromEntries(Object.entries(event.data).filter(([key]) => !SECRET_FIELD.test(key)));
+  return JSON.stringify({ type: 'event', position: event.position, event_type: event.type, stream_id: event.stream_id, data, recorded_at: event.recorded_at });
+}
