@@ -8,7 +8,7 @@ import type { Services } from '../commands/services.js';
 import type { Telemetry } from '../commands/telemetry.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import { authenticate } from './auth.js';
-import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
+import { RESERVED_KEY_MESSAGE, errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { rateLimit } from './rate-limit.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
@@ -32,6 +32,15 @@ export interface AppHandlers {
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/**
+ * "__proto__" survives JSON.parse as a key but is lost (or worse) the moment an object is
+ * copied; refuse it outright rather than drop data silently.
+ */
+function refusePrototypeKeys(key: string, value: unknown): unknown {
+  if (key === '__proto__') throw new Error(`${RESERVED_KEY_MESSAGE}: "__proto__"`);
+  return value;
+}
+
 export function createApp(services: Services, handlers: AppHandlers): Express {
   const { config, logger, clock } = services;
   const app = express();
@@ -48,7 +57,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     }),
   );
   app.use(requireJsonBody);
-  app.use(express.json({ limit: MAX_BODY_BYTES }));
+  app.use(express.json({ limit: MAX_BODY_BYTES, reviver: refusePrototypeKeys }));
   app.use(authenticate(handlers.accounts));
   if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));
 

@@ -95,16 +95,21 @@ type Issue = z.core.$ZodIssue;
 
 /**
  * Zod reports a failed union as one issue holding every branch's issues; keep the branch
- * that matched the input's shape (not a bare type mismatch), so paths point at the bad field.
+ * that got furthest into the input (its deepest issue path), so paths point at the bad field.
  */
 function flattenIssues(issues: readonly Issue[], base: readonly PropertyKey[]): Array<{ path: string; message: string }> {
   return issues.flatMap((issue) => {
     const path = [...base, ...issue.path];
     if (issue.code === 'invalid_union' && issue.errors.length > 0) {
-      const shapeMismatch = (branch: readonly Issue[]) => branch.every((i) => i.code === 'invalid_type' && i.path.length === 0);
-      const branch = issue.errors.find((b) => !shapeMismatch(b));
-      if (branch) return flattenIssues(branch, path);
+      const reach = (branch: readonly Issue[]) => Math.max(...branch.map(deepestPath));
+      const branch = [...issue.errors].sort((a, b) => reach(b) - reach(a) || a.length - b.length)[0]!;
+      if (reach(branch) > 0) return flattenIssues(branch, path);
     }
     return [{ path: path.map(String).join('.') || '(root)', message: issue.message }];
   });
+}
+
+function deepestPath(issue: Issue): number {
+  const nested = issue.code === 'invalid_union' ? Math.max(0, ...issue.errors.flat().map(deepestPath)) : 0;
+  return issue.path.length + nested;
 }

@@ -122,6 +122,15 @@ describe('alerts and analytics', () => {
       expect(alerts.map((a) => `${a.sensor_type}:${a.severity}:${a.count}:${a.last_value}`).sort()).toEqual(['humidity:critical:2:91', 'temperature:warning:2:32']);
     });
 
+    it('keeps one alert under concurrent breaching submissions', async () => {
+      const busy = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => submitOk(api, busy.id, busy.token, { sensor_readings: { temperature: 40 + i } })));
+      expect(answers).toHaveLength(10);
+      const alerts = await deviceAlerts(busy.id);
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0]!.count).toBe(10);
+    });
+
     it('raises for several breaches in one submission as one alert', async () => {
       const batch = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
       await submitOk(api, batch.id, batch.token, { sensor_readings: [31, 32, 33].map((value) => ({ sensor_type: 'temperature', value })) });
@@ -175,6 +184,15 @@ describe('alerts and analytics', () => {
       expectError(await api.post(`/api/alerts/${alert.id}/clear`, undefined, { token: alice.token }), 409, 'conflict');
       expectError(await api.post(`/api/alerts/${alert.id}/acknowledge`, undefined, { token: alice.token }), 409, 'conflict');
       expect(alertEvents('alert.cleared', alert.id)).toBe(1);
+    });
+
+    it('clears an acknowledged alert by itself once the value is back in range', async () => {
+      const other = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
+      await send(other, 45);
+      const [raised] = await deviceAlerts(other.id);
+      expect((await api.post(`/api/alerts/${raised!.id}/acknowledge`, undefined, { token: alice.token })).status).toBe(200);
+      await send(other, 20);
+      expect(await deviceAlerts(other.id)).toMatchObject([{ id: raised!.id, status: 'cleared' }]);
     });
 
     it('clears an active alert directly', async () => {
@@ -315,6 +333,8 @@ describe('alerts and analytics', () => {
           { sensor_type: 'humidity', value: 40, timestamp: at(4, 5) },
           { sensor_type: 'humidity', value: 50, timestamp: at(4, 55) },
           { sensor_type: 'humidity', value: 60, timestamp: at(2, 30) },
+          // Outside the default range (the last 24 h).
+          { sensor_type: 'humidity', value: 1000, timestamp: at(40, 0) },
         ],
       });
       // d3: one temperature over its critical threshold.
@@ -332,7 +352,7 @@ describe('alerts and analytics', () => {
       expect(Object.keys(data).sort()).toEqual(['alerts', 'commands', 'devices', 'readings', 'rules']);
       expect(data.devices).toEqual({ total: 4, by_status: { online: 3, offline: 1 }, by_type: { sensor: 3, actuator: 1 } });
       expect(data.readings.total).toBe(10);
-      expect(data.readings.per_hour).toEqual([
+      expect(data.readings.per_hour.filter((h) => h.count > 0)).toEqual([
         { hour: iso(hour(5)), count: 2 },
         { hour: iso(hour(4)), count: 4 },
         { hour: iso(hour(3)), count: 2 },
@@ -389,13 +409,18 @@ describe('alerts and analytics', () => {
 
     it('scopes to a date range', async () => {
       const data = await analytics(dana.token, `start_date=${iso(hour(4))}&end_date=${iso(hour(4) + HOUR - 1)}`);
-      expect(data.readings.per_hour).toEqual([{ hour: iso(hour(4)), count: 4 }]);
+      expect(data.readings.per_hour.filter((h) => h.count > 0)).toEqual([{ hour: iso(hour(4)), count: 4 }]);
       expect(data.readings.total).toBe(4);
       expect(data.readings.by_sensor.map((s) => `${s.sensor_type}:${s.count}:${s.avg}`).sort()).toEqual(['humidity:2:45', 'temperature:2:12']);
       const single = data.readings.by_sensor.find((s) => s.sensor_type === 'temperature')!;
       expect(single.trend_per_hour).toBeNull(); // one hour: no trend
       const empty = await analytics(dana.token, `start_date=${iso(hour(30))}&end_date=${iso(hour(20))}`);
-      expect(empty.readings).toEqual({ total: 0, per_hour: [], by_sensor: [] });
+      expect(empty.readings.total).toBe(0);
+      expect(empty.readings.by_sensor).toEqual([]);
+      expect(empty.readings.per_hour.every((h) => h.count === 0)).toBe(true);
+      const old = await analytics(dana.token, `start_date=${iso(hour(48))}&end_date=${iso(hour(30))}`);
+      expect(old.readings.total).toBe(1);
+      expect(old.readings.by_sensor).toMatchObject([{ sensor_type: 'humidity', count: 1, avg: 1000, min: 1000, max: 1000, stddev: 0 }]);
     });
 
     it('covers only the user’s own devices: 404 for another user’s device or group', async () => {
@@ -405,6 +430,16 @@ describe('alerts and analytics', () => {
       expect(bobsOwn.alerts.active).toBe(0);
       expectError(await api.get(`/api/analytics?device_id=${d1.id}`, { token: bob.token }), 404, 'not_found');
       expectError(await api.get(`/api/analytics?group_id=${groupId}`, { token: bob.token }), 404, 'not_found');
+    });
+
+    it('refuses values whose squares would overflow (1e200) and keeps stddev numeric at the bound (1e15)', async () => {
+      const erin = await registerUser(api, uniqueName('erin'));
+      const huge = await deviceOf(api, erin);
+      expect((await api.post(`/api/devices/${huge.id}/data`, { sensor_readings: { temperature: 1e200 } }, { token: huge.token })).status).toBe(400);
+      await submitOk(api, huge.id, huge.token, { sensor_readings: { temperature: 1e15 } });
+      const data = await analytics(erin.token, `device_id=${huge.id}`);
+      expect(data.readings.by_sensor).toHaveLength(1);
+      expect(data.readings.by_sensor[0]!.stddev).toBe(0);
     });
 
     it('refuses a start after the end and bad dates with 400', async () => {

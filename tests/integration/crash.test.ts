@@ -203,7 +203,6 @@ describe('crash: kill -9 under load, then restart', () => {
   });
 
   it('was killed mid-load', () => {
-    console.log({ acked: acked.size, attempted, failedAfterKill, inFlightAtKill });
     expect(acked.size).toBeGreaterThan(0);
     expect(inFlightAtKill).toBeGreaterThan(0);
     expect(failedAfterKill).toBeGreaterThan(0);

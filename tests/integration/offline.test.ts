@@ -94,6 +94,27 @@ describe('offline detection with the injected clock', () => {
     expect(countEventsInLog(server, 'device.went_offline', device.id)).toBe(2);
   });
 
+  it('records one came_online for many concurrent first submissions and heartbeats', async () => {
+    const device = await deviceOf(api, owner);
+    const answers = await Promise.all([
+      ...Array.from({ length: 10 }, (_, i) => api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: i } }, { token: device.token })),
+      ...Array.from({ length: 5 }, () => api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: device.token })),
+    ]);
+    expect(answers.map((a) => a.status).sort()).toEqual([...Array(5).fill(200), ...Array(10).fill(201)]);
+    expect(await transitions(device.id)).toEqual(['device.came_online']);
+  });
+
+  it('does not mark offline a device heard from while the sweep runs', async () => {
+    const device = await deviceOf(api, owner);
+    await reading(device);
+    server.clock.advance((OFFLINE_AFTER + 5) * SECOND);
+    await Promise.all([reading(device, 30), server.server.timers.runAll()]);
+    await server.server.timers.runAll();
+    expect(await status(device.id)).toBe('online');
+    const seen = await transitions(device.id);
+    expect([['device.came_online'], ['device.came_online', 'device.went_offline', 'device.came_online']]).toContainEqual(seen);
+  });
+
   it('counts a heartbeat as activity: it pushes the deadline back and brings an offline device online', async () => {
     const device = await deviceOf(api, owner);
     expect((await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: device.token })).status).toBe(200);

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client } from '../helpers/client.js';
-import { registerUser } from '../helpers/client.js';
+import { client, registerUser } from '../helpers/client.js';
 import { expectError, expectValidation, uniqueName, type Data, type Device } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import {
@@ -151,6 +150,58 @@ describe('telemetry', () => {
       expect((await allRawReadings(api, device.id, alice.token)).map((r) => r.timestamp).sort()).toEqual([old, ahead, ahead]);
     });
 
+    it('normalises timestamps to UTC milliseconds (offsets, no zone, date only)', async () => {
+      const device = await deviceOf(api, alice);
+      await submitOk(api, device.id, device.token, {
+        sensor_readings: [
+          { sensor_type: 'a', value: 1, timestamp: '2026-02-28T13:00:00+02:00' },
+          { sensor_type: 'b', value: 2, timestamp: '2026-02-28T11:00:00.5' },
+          { sensor_type: 'c', value: 3, timestamp: '2026-02-27' },
+        ],
+      });
+      const byType = Object.fromEntries((await allRawReadings(api, device.id, alice.token)).map((r) => [r.sensor_type, r.timestamp]));
+      expect(byType).toEqual({ a: '2026-02-28T11:00:00.000Z', b: '2026-02-28T11:00:00.500Z', c: '2026-02-27T00:00:00.000Z' });
+    });
+
+    it('accepts a timestamp exactly 5 minutes ahead (only more is refused)', async () => {
+      const device = await deviceOf(api, alice);
+      expect((await submitOk(api, device.id, device.token, { sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: at(server, 5 * MINUTE) }] })).accepted).toBe(1);
+    });
+
+    it('keeps duplicate readings (same sensor, same time) as separate readings', async () => {
+      const device = await deviceOf(api, alice);
+      const stamp = at(server, -MINUTE);
+      const twice = { sensor_readings: [{ sensor_type: 'temperature', value: 20, timestamp: stamp }, { sensor_type: 'temperature', value: 20, timestamp: stamp }] };
+      await submitOk(api, device.id, device.token, twice);
+      await submitOk(api, device.id, device.token, twice);
+      expect(await allRawReadings(api, device.id, alice.token)).toHaveLength(4);
+      expect((await readData<BucketRow>(api, device.id, alice.token, 'interval=minute')).data).toMatchObject([{ count: 4, sum: 80 }]);
+    });
+
+    it('accepts sensor types with . : / - _ and an explicit null unit or device_status', async () => {
+      const device = await deviceOf(api, alice);
+      const answer = await submitOk(api, device.id, device.token, {
+        sensor_readings: [
+          { sensor_type: 'zone-1/temp_c.avg:1m', value: 1, unit: null },
+          { sensor_type: 'T'.repeat(64), value: 2, unit: 'u'.repeat(32) },
+        ],
+        device_status: null,
+      });
+      expect(answer.accepted).toBe(2);
+    });
+
+    it('treats a "__proto__" sensor in the object shape like the list shape does', async () => {
+      const device = await deviceOf(api, alice);
+      const answer = await submitRaw(api, device.id, device.token, '{"sensor_readings":{"__proto__":5,"temperature":3}}');
+      if (answer.status === 400) {
+        expect(await allRawReadings(api, device.id, alice.token)).toEqual([]);
+        return;
+      }
+      expect(answer.status).toBe(201);
+      expect((answer.body as Data<{ accepted: number }>).data.accepted).toBe(2);
+      expect((await allRawReadings(api, device.id, alice.token)).map((r) => r.sensor_type).sort()).toEqual(['__proto__', 'temperature']);
+    });
+
     it('accepts exactly 1,000 readings in one submission', async () => {
       const device = await deviceOf(api, alice);
       const readings = Array.from({ length: 1000 }, (_, i) => ({ sensor_type: 'counter', value: i, timestamp: at(server, -HOUR + i * 1000) }));
@@ -237,6 +288,13 @@ describe('telemetry', () => {
       expect(await head(api)).toBe(before);
     });
 
+    it('refuses a body over 1 MiB with 413', async () => {
+      const before = await head(api);
+      const answer = await submit(api, device.id, device.token, { sensor_readings: { temperature: 1 }, device_status: { note: 'x'.repeat(1_100_000) } });
+      expectError(answer, 413, 'payload_too_large');
+      expect(await head(api)).toBe(before);
+    });
+
     it('refuses more than 1,000 readings with 413 (list and object shapes)', async () => {
       const before = await head(api);
       const list = Array.from({ length: 1001 }, (_, i) => ({ sensor_type: 'counter', value: i }));
@@ -286,6 +344,21 @@ describe('telemetry', () => {
       expect(elsewhere.position).toBeGreaterThan(second.position);
       expect((await allRawReadings(api, device.id, alice.token)).map((r) => r.value)).toEqual([1, 2]);
       expect((await allRawReadings(api, other.id, alice.token)).map((r) => r.value)).toEqual([3]);
+    });
+
+    it.each([['a key with a space', 'boot 1'], ['a 201-character key', 'k'.repeat(201)]])('honours (or refuses) %s, never storing twice', async (_label, value) => {
+      const device = await deviceOf(api, alice);
+      const key = { 'idempotency-key': value };
+      const first = await submit(api, device.id, device.token, { sensor_readings: { temperature: 5 } }, key);
+      const second = await submit(api, device.id, device.token, { sensor_readings: { temperature: 5 } }, key);
+      if (first.status === 400) {
+        expect(second.status).toBe(400);
+        expect(await allRawReadings(api, device.id, alice.token)).toEqual([]);
+      } else {
+        expect(first.status).toBe(201);
+        expect(second.body).toEqual(first.body);
+        expect(await allRawReadings(api, device.id, alice.token)).toHaveLength(1);
+      }
     });
 
     it('does not remember a refused submission: a fixed retry under the same key is stored', async () => {
@@ -630,9 +703,51 @@ describe('telemetry', () => {
       expect(lines.slice(1).map((line) => Number(line.split(',')[2]))).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
     });
 
+    it('exports every reading once when more than a page of them share one timestamp', async () => {
+      const crowded = await deviceOf(api, alice);
+      const stamp = at(server, -HOUR);
+      for (let batch = 0; batch < 6; batch++) {
+        const readings = Array.from({ length: 1000 }, (_, i) => ({ sensor_type: 'same', value: batch * 1000 + i, timestamp: stamp }));
+        await submitOk(api, crowded.id, crowded.token, { sensor_readings: readings });
+      }
+      const answer = await api.get<string>(`/api/devices/${crowded.id}/data/export?format=ndjson`, { token: alice.token });
+      const values = answer.body
+        .split('\n')
+        .filter((line) => line.length > 0)
+        .map((line) => (JSON.parse(line) as { value: number }).value);
+      expect(values).toHaveLength(6000);
+      expect(new Set(values).size).toBe(6000);
+    });
+
     it('refuses another user (404) and an unknown format (400)', async () => {
       expectError(await api.get(`/api/devices/${device.id}/data/export?format=csv`, { token: bob.token }), 404, 'not_found');
       expectValidation(await api.get(`/api/devices/${device.id}/data/export?format=xml`, { token: alice.token }), 'format');
     });
+  });
+});
+
+
+describe('telemetry retention (RETENTION_DAYS=1)', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let owner: Owner;
+
+  beforeAll(async () => {
+    server = await startTestServer({ RETENTION_DAYS: '1' });
+    await registerUser(api, uniqueName('radmin'));
+    owner = await registerUser(api, uniqueName('keeper'));
+  });
+  afterAll(() => server.close());
+
+  it('prunes raw readings older than the retention while the day rollups keep them', async () => {
+    const device = await deviceOf(api, owner);
+    const firstDay = server.clock.now().toISOString().slice(0, 10);
+    await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 1 } });
+    expect(await allRawReadings(api, device.id, owner.token)).toHaveLength(1);
+    server.clock.advance(26 * HOUR);
+    await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 2 } });
+    expect((await allRawReadings(api, device.id, owner.token)).map((r) => r.value)).toEqual([2]);
+    const days = await readData<BucketRow>(api, device.id, owner.token, 'interval=day');
+    expect(days.data.map((d) => `${d.bucket_start.slice(0, 10)}:${d.count}:${d.sum}`)).toContain(`${firstDay}:1:1`);
   });
 });

@@ -5,6 +5,7 @@ import type { OfflineDetector } from '../../automation/offline-detector.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
+import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { listMeta } from '../schemas/common.js';
@@ -18,8 +19,8 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
       async ({ params, body, context, req }) => {
         const readings = readingInputs(body.sensor_readings);
-        const key = req.header('idempotency-key');
-        const idempotencyKey = key !== undefined && IDEMPOTENCY_KEY.test(key) ? key : undefined;
+        const idempotencyKey = req.header('idempotency-key');
+        if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
         const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);
         return { data: result };
       },

@@ -3,8 +3,18 @@ import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
 import { dateRange, isoDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
 
-const sensorType = z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9_.:/-]+$/, 'letters, digits and _ . : / -');
-const finite = z.number({ error: 'must be a finite number' });
+/** Names that would reach an object's prototype rather than a key of it. */
+const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
+const sensorType = z
+  .string()
+  .trim()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9_.:/-]+$/, 'letters, digits and _ . : / -')
+  .refine((name) => !RESERVED_NAMES.has(name), 'a reserved name');
+/** Beyond this, squares overflow a double and the rollups' deviation would be lost. */
+export const MAX_ABS_READING = 1e15;
+const finite = z.number({ error: 'must be a finite number' }).min(-MAX_ABS_READING, `at least -${MAX_ABS_READING}`).max(MAX_ABS_READING, `at most ${MAX_ABS_READING}`);
 const statusObject = jsonObject;
 
 const readingObject = z.object({

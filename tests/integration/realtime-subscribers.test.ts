@@ -1,0 +1,419 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { ManualClock } from '../../src/domain/clock.js';
+import { startServer } from '../../src/server.js';
+import { client, registerUser, type Client } from '../helpers/client.js';
+import { uniqueName, type Data, type List, type StoredEvent } from '../helpers/fixtures.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { deviceOf, submitOk, type Owner } from '../helpers/telemetry-fixtures.js';
+import { captureServerSockets, connect, eventually, refusedStatus, wsUrl, type Message, type WsClient } from '../helpers/ws-client.js';
+
+interface LiveEvent {
+  type: 'event';
+  position: number;
+  event_type: string;
+  stream_id: string;
+  data: Record<string, unknown>;
+  recorded_at: string;
+}
+
+const isEvent = (m: Message): boolean => m.type === 'event';
+const eventsOf = (ws: WsClient): LiveEvent[] => ws.received.filter(isEvent) as LiveEvent[];
+const positionsOf = (ws: WsClient): number[] => eventsOf(ws).map((e) => e.position);
+const SECRET_KEY = /(_hash|password|token|api_key)$/i;
+
+/** Every event after `after` the caller may read, through GET /api/events (every page). */
+async function logEvents(api: Client, token: string, after: number, query = ''): Promise<StoredEvent[]> {
+  const all: StoredEvent[] = [];
+  for (let cursor = after; ; ) {
+    const answer = await api.get<List<StoredEvent> & { meta: { next_position: number } }>(`/api/events?after_position=${cursor}&limit=500${query ? `&${query}` : ''}`, { token });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    all.push(...answer.body.data);
+    if (answer.body.data.length < 500) return all;
+    cursor = answer.body.meta.next_position;
+  }
+}
+
+/** Every key of a JSON value, at any depth. */
+function keysDeep(value: unknown): string[] {
+  if (Array.isArray(value)) return value.flatMap(keysDeep);
+  if (value !== null && typeof value === 'object') return Object.entries(value).flatMap(([key, inner]) => [key, ...keysDeep(inner)]);
+  return [];
+}
+
+/** Strictly increasing, hence no duplicate. */
+function expectStrictlyIncreasing(positions: readonly number[]): void {
+  for (let i = 1; i < positions.length; i++) expect(positions[i]!, `positions ${positions.join(',')}`).toBeGreaterThan(positions[i - 1]!);
+}
+
+/**
+ * Once the read models have applied the whole log, a ping answered by pong proves every
+ * live message that was going to this socket has arrived (one socket delivers in order).
+ */
+async function settle(server: TestServer, ...sockets: WsClient[]): Promise<void> {
+  const { log, runner } = server.server.services;
+  await runner.waitFor(log.headPosition());
+  await Promise.all(
+    sockets.map(async (ws) => {
+      ws.send({ type: 'ping' });
+      await ws.next((m) => m.type === 'pong');
+    }),
+  );
+}
+
+describe('realtime subscribers (/ws)', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let admin: Owner;
+  let owner: Owner;
+  const open: WsClient[] = [];
+
+  /** Connects to /ws with the query string given and waits for the welcome. */
+  const subscriber = async (query: string, headers: Record<string, string> = {}): Promise<{ ws: WsClient; welcome: Message }> => {
+    const ws = await connect(wsUrl(server.url, `/ws${query}`), { headers });
+    open.push(ws);
+    const welcome = await ws.next((m) => m.type === 'welcome');
+    return { ws, welcome };
+  };
+  /** Connects with a token and subscribes; resolves after {type:'subscribed'}. */
+  const subscribed = async (token: string, subscribe: Record<string, unknown> = {}): Promise<WsClient> => {
+    const { ws } = await subscriber(`?token=${encodeURIComponent(token)}`);
+    ws.send({ type: 'subscribe', ...subscribe });
+    await ws.next((m) => m.type === 'subscribed');
+    return ws;
+  };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    admin = await registerUser(api, uniqueName('rtadmin'));
+    owner = await registerUser(api, uniqueName('rtowner'));
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((ws) => ws.close().catch(() => undefined)));
+    await server.close();
+  });
+
+  describe('authentication before the upgrade', () => {
+    it('refuses /ws with no token, a bad token or a device token: 401 before any upgrade', async () => {
+      const device = await deviceOf(api, owner);
+      expect(await refusedStatus(wsUrl(server.url, '/ws'))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws?token=not-a-token'))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { authorization: 'Bearer not-a-token' } })).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { cookie: 'session=not-a-token' } })).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, `/ws?token=${encodeURIComponent(device.token)}`))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-device-token': device.token } })).toBe(401);
+    });
+
+    it('refuses /ws/device with a user session token or API key (401), and an unknown path with 404', async () => {
+      expect(await refusedStatus(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(owner.token)}`))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(owner.apiKey)}`))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws/device'), { headers: { authorization: `Bearer ${owner.token}` } })).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, '/ws/device'))).toBe(401);
+      expect(await refusedStatus(wsUrl(server.url, `/ws/nope?token=${encodeURIComponent(owner.token)}`))).toBe(404);
+      expect(await refusedStatus(wsUrl(server.url, '/ws/nope'))).toBe(404);
+    });
+
+    it('accepts a session token or an API key in ?token=, or the session cookie, and welcomes with the position', async () => {
+      const head = server.server.services.log.headPosition();
+      const viaSession = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
+      const viaApiKey = await subscriber(`?token=${encodeURIComponent(owner.apiKey)}`);
+      const viaCookie = await subscriber('', { cookie: `theme=dark; session=${encodeURIComponent(owner.token)}` });
+      for (const { welcome } of [viaSession, viaApiKey, viaCookie]) {
+        expect(welcome).toEqual({ type: 'welcome', position: expect.any(Number) });
+        expect(welcome.position).toBe(head);
+      }
+      for (const { ws } of [viaSession, viaApiKey, viaCookie]) expect(ws.isOpen()).toBe(true);
+    });
+  });
+
+  describe('subscribing', () => {
+    it('answers subscribed, then sends live events as {type, position, event_type, stream_id, data, recorded_at}', async () => {
+      const device = await deviceOf(api, owner);
+      const ws = await subscribed(owner.token);
+      const accepted = await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 21.5 } });
+
+      const message = (await ws.next((m) => isEvent(m) && m.event_type === 'readings.recorded' && m.data.device_id === device.id)) as LiveEvent;
+      expect(Object.keys(message).sort()).toEqual(['data', 'event_type', 'position', 'recorded_at', 'stream_id', 'type']);
+      expect(message.position).toBe(accepted.position);
+      expect(message.stream_id).toBe(`telemetry-${device.id}`);
+      expect(message.recorded_at).toBe(server.clock.now().toISOString());
+
+      // The same event as the log holds it.
+      const stored = (await logEvents(api, owner.token, message.position - 1, `stream_id=${message.stream_id}`)).find((e) => e.position === message.position);
+      expect(stored).toMatchObject({ position: message.position, type: message.event_type, stream_id: message.stream_id, recorded_at: message.recorded_at });
+      expect(message.data).toEqual(stored!.data);
+      const readings = message.data.readings as Array<{ sensor_type: string; value: number }>;
+      expect(readings).toEqual([expect.objectContaining({ sensor_type: 'temperature', value: 21.5 })]);
+    });
+
+    it('sends only the event types asked for', async () => {
+      const device = await deviceOf(api, owner);
+      const ws = await subscribed(owner.token, { event_types: ['device.updated'] });
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 1 } });
+      const update = await api.put(`/api/devices/${device.id}`, { description: 'renamed' }, { token: owner.token });
+      expect(update.status).toBe(200);
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 2 } });
+
+      const updated = await ws.next((m) => isEvent(m) && m.event_type === 'device.updated');
+      expect(updated.data.device_id).toBe(device.id);
+      await settle(server, ws);
+      expect(eventsOf(ws).map((e) => e.event_type)).toEqual(['device.updated']);
+    });
+
+    it('sends only events about the devices asked for', async () => {
+      const mine = await deviceOf(api, owner);
+      const other = await deviceOf(api, owner);
+      const ws = await subscribed(owner.token, { device_ids: [mine.id] });
+      await submitOk(api, other.id, other.token, { sensor_readings: { temperature: 1 } });
+      await submitOk(api, mine.id, mine.token, { sensor_readings: { temperature: 2 } });
+      await api.put(`/api/devices/${other.id}`, { description: 'other' }, { token: owner.token });
+      await api.put(`/api/devices/${mine.id}`, { description: 'mine' }, { token: owner.token });
+      await settle(server, ws);
+
+      const received = eventsOf(ws);
+      expect(received.length).toBeGreaterThanOrEqual(2);
+      for (const event of received) expect(event.data.device_id, JSON.stringify(event)).toBe(mine.id);
+      expect(received.map((e) => e.event_type)).toEqual(expect.arrayContaining(['readings.recorded', 'device.updated']));
+      // Exactly what the log holds about that device since the subscription.
+      const expected = await logEvents(api, owner.token, received[0]!.position - 1, `device_id=${mine.id}`);
+      expect(received.map((e) => e.position)).toEqual(expected.map((e) => e.position));
+    });
+
+    it('combines event_types and device_ids', async () => {
+      const mine = await deviceOf(api, owner);
+      const other = await deviceOf(api, owner);
+      const ws = await subscribed(owner.token, { device_ids: [mine.id], event_types: ['readings.recorded'] });
+      await submitOk(api, other.id, other.token, { sensor_readings: { temperature: 1 } });
+      await submitOk(api, mine.id, mine.token, { sensor_readings: { temperature: 2 } });
+      await api.put(`/api/devices/${mine.id}`, { description: 'mine' }, { token: owner.token });
+      await settle(server, ws);
+      const received = eventsOf(ws);
+      expect(received.map((e) => [e.event_type, e.data.device_id])).toEqual([['readings.recorded', mine.id]]);
+    });
+
+    it('never sends a secret: no *_hash, password or token field, and no secret value', async () => {
+      const from = server.server.services.log.headPosition();
+      const ws = await subscribed(admin.token, { from_position: 0 });
+      // Secrets appear in events recorded now (registration, login, a device with a chosen token) and before.
+      const fresh = await registerUser(api, uniqueName('secret'));
+      const login = await api.post<Data<{ token: string }>>('/api/auth/login', { username: fresh.username, password: 'correct horse' });
+      expect(login.status).toBe(200);
+      const deviceToken = `dev-token-${'x'.repeat(24)}`;
+      const device = await deviceOf(api, fresh, { auth_token: deviceToken });
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 3 } });
+      await settle(server, ws);
+
+      const received = eventsOf(ws);
+      const log = await logEvents(api, admin.token, 0);
+      expect(received.map((e) => e.position)).toEqual(log.map((e) => e.position));
+      expect(received.some((e) => e.position > from && e.event_type === 'user.registered')).toBe(true);
+      expect(received.some((e) => e.event_type === 'session.started')).toBe(true);
+      // The log keeps hashes; the live stream leaves them out.
+      expect(log.some((e) => keysDeep(e.data).some((k) => k.endsWith('_hash')))).toBe(true);
+      for (const event of received) {
+        for (const key of keysDeep(event.data)) expect(key, `${event.event_type} at ${event.position}`).not.toMatch(SECRET_KEY);
+      }
+      const text = JSON.stringify(ws.received);
+      for (const secret of [fresh.token, fresh.apiKey, login.body.data.token, deviceToken, 'correct horse', admin.token, owner.token]) expect(text).not.toContain(secret);
+    });
+
+    it('keeps users apart: a user receives only events of their own resources, an admin everything', async () => {
+      const alice = await registerUser(api, uniqueName('alice'));
+      const bob = await registerUser(api, uniqueName('bob'));
+      const aliceDevice = await deviceOf(api, alice);
+      const bobDevice = await deviceOf(api, bob);
+      const start = server.server.services.log.headPosition();
+      const a = await subscribed(alice.token, { from_position: start });
+      const b = await subscribed(bob.token, { from_position: start });
+      const all = await subscribed(admin.token, { from_position: start });
+
+      for (let i = 0; i < 5; i++) {
+        await Promise.all([
+          submitOk(api, aliceDevice.id, aliceDevice.token, { sensor_readings: { temperature: i } }),
+          submitOk(api, bobDevice.id, bobDevice.token, { sensor_readings: { humidity: i } }),
+        ]);
+      }
+      await api.put(`/api/devices/${aliceDevice.id}`, { configuration: { rate: 5 } }, { token: alice.token });
+      await api.post(`/api/devices/${bobDevice.id}/commands`, { command_type: 'reboot' }, { token: bob.token });
+      await settle(server, a, b, all);
+
+      const aliceLog = (await logEvents(api, alice.token, start)).map((e) => e.position);
+      const bobLog = (await logEvents(api, bob.token, start)).map((e) => e.position);
+      const adminLog = (await logEvents(api, admin.token, start)).map((e) => e.position);
+      expect(aliceLog.length).toBeGreaterThanOrEqual(6);
+      expect(bobLog.length).toBeGreaterThanOrEqual(6);
+      expect(positionsOf(a)).toEqual(aliceLog);
+      expect(positionsOf(b)).toEqual(bobLog);
+      expect(positionsOf(all)).toEqual(adminLog);
+      expect(positionsOf(a).filter((p) => positionsOf(b).includes(p))).toEqual([]);
+      for (const event of eventsOf(a)) expect(event.stream_id).not.toContain(bobDevice.id);
+      for (const event of eventsOf(b)) expect(event.stream_id).not.toContain(aliceDevice.id);
+      expect(positionsOf(all)).toEqual(expect.arrayContaining([...aliceLog, ...bobLog]));
+    });
+
+    it('catches up from from_position, then follows live, with no gap and no duplicate', async () => {
+      const device = await deviceOf(api, owner);
+      const before = server.server.services.log.headPosition();
+      for (let i = 0; i < 3; i++) await submitOk(api, device.id, device.token, { sensor_readings: { temperature: i } });
+      const ws = await subscribed(owner.token, { from_position: before, device_ids: [device.id] });
+      for (let i = 3; i < 6; i++) await submitOk(api, device.id, device.token, { sensor_readings: { temperature: i } });
+      await settle(server, ws);
+      const expected = (await logEvents(api, owner.token, before, `device_id=${device.id}`)).map((e) => e.position);
+      expect(expected.length).toBeGreaterThanOrEqual(6);
+      expect(positionsOf(ws)).toEqual(expected);
+    });
+  });
+
+  describe('invalid messages', () => {
+    it('answers non-JSON and unknown types with an error and keeps the socket usable', async () => {
+      const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
+      ws.sendRaw('{not json');
+      expect(await ws.next((m) => m.type === 'error')).toMatchObject({ type: 'error', code: expect.any(String), message: expect.any(String) });
+      ws.send({ type: 'frobnicate' });
+      expect(await ws.next((m) => m.type === 'error')).toMatchObject({ type: 'error', code: expect.any(String) });
+      ws.send({ type: 'subscribe', event_types: ['no.such.type'] });
+      expect(await ws.next((m) => m.type === 'error')).toMatchObject({ type: 'error' });
+      ws.send({ type: 'ping' });
+      expect(await ws.next((m) => m.type === 'pong')).toMatchObject({ type: 'pong' });
+      expect(ws.isOpen()).toBe(true);
+    });
+
+    it('closes with 1008 after five invalid messages in a row', async () => {
+      const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
+      const garbage = ['nope', '[1,2', JSON.stringify({ type: 'what' }), JSON.stringify([]), JSON.stringify({ type: 'subscribe', from_position: -1 })];
+      for (const raw of garbage) ws.sendRaw(raw);
+      const closed = await ws.waitForClose();
+      expect(closed.code).toBe(1008);
+      expect(ws.received.filter((m) => m.type === 'error').length).toBeGreaterThanOrEqual(4);
+    });
+  });
+
+  describe('logout', () => {
+    it("closes the logged-out session's sockets with 4401 and leaves other sessions' sockets open", async () => {
+      const user = await registerUser(api, uniqueName('leaver'));
+      const login = await api.post<Data<{ token: string }>>('/api/auth/login', { username: user.username, password: 'correct horse' });
+      expect(login.status).toBe(200);
+      const other = login.body.data.token;
+
+      const byQuery = await subscribed(user.token);
+      const { ws: byCookie } = await subscriber('', { cookie: `session=${encodeURIComponent(user.token)}` });
+      const otherSession = await subscribed(other);
+      const apiKey = await subscribed(user.apiKey);
+
+      const out = await api.post('/api/auth/logout', undefined, { token: user.token });
+      expect(out.status).toBe(200);
+      expect((await byQuery.waitForClose()).code).toBe(4401);
+      expect((await byCookie.waitForClose()).code).toBe(4401);
+
+      for (const ws of [otherSession, apiKey]) {
+        ws.send({ type: 'ping' });
+        await ws.next((m) => m.type === 'pong');
+        expect(ws.isOpen()).toBe(true);
+      }
+      expect(await refusedStatus(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`))).toBe(401);
+      expect((await api.get('/api/auth/user', { token: user.token })).status).toBe(401);
+    });
+  });
+});
+
+describe('realtime ping', () => {
+  it('drops a peer that does not answer pings, keeps one that does', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'iot-ws-ping-'));
+    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const running = await startServer(config, { clock: new ManualClock('2026-03-01T12:00:00.000Z'), logger: pino({ level: 'silent' }), pingIntervalMs: 200 });
+    const api = client(() => running.url);
+    try {
+      const user = await registerUser(api, uniqueName('pinger'));
+      const url = wsUrl(running.url, `/ws?token=${encodeURIComponent(user.token)}`);
+      const started = Date.now();
+      const dead = await connect(url, { autoPong: false });
+      const alive = await connect(url);
+      const closed = await dead.waitForClose(3_000);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(dead.pings).toBeGreaterThanOrEqual(1);
+      expect(closed.code).toBe(1006);
+      // The answering peer outlives several more intervals.
+      const pingsAtDrop = alive.pings;
+      await eventually(() => alive.pings >= pingsAtDrop + 2, 3_000);
+      expect(alive.isOpen()).toBe(true);
+      alive.send({ type: 'ping' });
+      expect(await alive.next((m) => m.type === 'pong')).toMatchObject({ type: 'pong' });
+      await alive.close();
+    } finally {
+      await running.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('realtime slow reader', () => {
+  const MAX_BUFFERED = 2048;
+  let server: TestServer;
+  const api = client(() => server.url);
+
+  beforeAll(async () => {
+    server = await startTestServer({ WS_MAX_BUFFERED_BYTES: String(MAX_BUFFERED) });
+  });
+  afterAll(() => server.close());
+
+  it('closes a reader that stops reading with 1013; it resumes from its last position without loss; others are unaffected', async () => {
+    const user = await registerUser(api, uniqueName('slowpoke'));
+    const device = await deviceOf(api, user);
+    const capture = captureServerSockets(server.server.http);
+    const start = server.server.services.log.headPosition();
+    const token = encodeURIComponent(user.token);
+    const slow = await connect(wsUrl(server.url, `/ws?token=${token}&tag=slow`));
+    const steady = await connect(wsUrl(server.url, `/ws?token=${token}`));
+    for (const ws of [slow, steady]) {
+      ws.send({ type: 'subscribe', from_position: start });
+      await ws.next((m) => m.type === 'subscribed');
+    }
+    const serverSide = await capture.socket('slow');
+
+    // Big readings events until the server's send buffer for the paused reader passes the bound.
+    const batch = (round: number) => ({ sensor_readings: Array.from({ length: 500 }, (_, i) => ({ sensor_type: `s${i % 10}`, value: round * 1000 + i, unit: 'u' })) });
+    slow.ws.pause();
+    let round = 0;
+    for (; round < 400 && serverSide.writableLength <= MAX_BUFFERED; round++) {
+      await submitOk(api, device.id, device.token, batch(round));
+      await server.server.services.runner.waitFor(server.server.services.log.headPosition());
+    }
+    expect(serverSide.writableLength, `after ${round} rounds`).toBeGreaterThan(MAX_BUFFERED);
+    // A few more: the next send finds the buffer over the bound and closes.
+    for (let extra = 0; extra < 3; extra++, round++) await submitOk(api, device.id, device.token, batch(round));
+    await settle(server, steady);
+
+    slow.ws.resume();
+    const closed = await slow.waitForClose(10_000);
+    expect(closed.code).toBe(1013);
+
+    const expected = (await logEvents(api, user.token, start)).map((e) => e.position);
+    const got = positionsOf(slow);
+    expectStrictlyIncreasing(got);
+    console.log('slow', round, got.length, expected.length);
+    expect(got.length).toBeLessThan(expected.length);
+    // What arrived is a prefix of the log: nothing skipped before the close.
+    expect(got).toEqual(expected.slice(0, got.length));
+
+    // Reconnect from the last position received: everything after it, nothing twice.
+    const last = got.length > 0 ? got[got.length - 1]! : start;
+    const again = await connect(wsUrl(server.url, `/ws?token=${token}`));
+    again.send({ type: 'subscribe', from_position: last });
+    await again.next((m) => m.type === 'subscribed');
+    await again.until((received) => received.some((m) => isEvent(m) && m.position === expected[expected.length - 1]), 10_000);
+    await settle(server, again);
+    const resumed = positionsOf(again);
+    expectStrictlyIncreasing(resumed);
+    expect([...got, ...resumed]).toEqual(expected);
+
+    // The reader that kept up received everything, in order, and was never closed.
+    expect(steady.isOpen()).toBe(true);
+    expect(positionsOf(steady)).toEqual(expected);
+    capture.stop();
+    await Promise.all([again.close(), steady.close()]);
+  });
+});
