@@ -4,10 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { createApp } from './api/app.js';
+import { ActionRunner } from './automation/actions.js';
+import { AutomationEngine } from './automation/engine.js';
 import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
 import { DeviceCommands } from './commands/device-commands.js';
+import { Rules } from './commands/rules.js';
 import { DeviceChannel } from './realtime/device-channel.js';
 import { Realtime } from './realtime/realtime.js';
 import { DeviceLocks } from './commands/device-locks.js';
@@ -29,6 +32,8 @@ export interface RunningServer {
   http: Server;
   /** Timer-driven work (offline sweep, ...); tests run it by hand after moving the clock. */
   timers: Timers;
+  /** The rule engine; idle() resolves once it has handled everything applied so far. */
+  automation: AutomationEngine;
   /** Stops accepting, lets in-flight requests finish, flushes projections, closes the database. */
   close(): Promise<void>;
 }
@@ -67,10 +72,14 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const telemetry = new Telemetry(services, services.locks.devices);
   const commands = new DeviceCommands(services);
   const accounts = new Accounts(services);
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands });
+  const rules = new Rules(services);
+  const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
+  automation.start();
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules });
   const timers = new Timers(logger, [
     { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
     { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
+    { name: 'automation', everyMs: 1_000, run: () => automation.tick() },
   ]);
   const http = createServer(app);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
@@ -97,11 +106,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         http.closeIdleConnections();
       });
       await timers.idle();
+      await automation.stop();
       await runner.stop();
       log.close();
       db.close();
       logger.info('stopped');
     })());
 
-  return { url: `http://${host}:${port}`, port, services, db, http, timers, close };
+  return { url: `http://${host}:${port}`, port, services, db, http, timers, automation, close };
 }

@@ -3,6 +3,7 @@ import express, { type Express } from 'express';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Devices } from '../commands/devices.js';
+import type { Rules } from '../commands/rules.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
 import type { Telemetry } from '../commands/telemetry.js';
@@ -18,6 +19,7 @@ import { commandRoutes } from './routes/commands.js';
 import { deviceRoutes } from './routes/devices.js';
 import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
+import { ruleRoutes } from './routes/rules.js';
 import { systemRoutes } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 
@@ -28,6 +30,7 @@ export interface AppHandlers {
   telemetry: Telemetry;
   offline: OfflineDetector;
   commands: DeviceCommands;
+  rules: Rules;
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -71,6 +74,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...alertRoutes(services),
     ...eventRoutes(services),
     ...commandRoutes(services, handlers.commands),
+    ...ruleRoutes(services, handlers.rules),
   );
   const router = express.Router();
   mount(router, routes);

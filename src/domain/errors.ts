@@ -11,11 +11,13 @@ export type DomainErrorCode =
   | 'invalid_credentials'
   | 'rate_limited'
   | 'payload_too_large'
-  | 'service_unavailable';
+  | 'service_unavailable'
+  | 'rule_conflict';
 
 export interface ErrorDetail {
   path: string;
   message: string;
+  [extra: string]: string;
 }
 
 export class DomainError extends Error {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ruleDefinitionSchema } from './rule-schema.js';
 
 /**
  * The event catalogue: every fact the system records, validated at append.
@@ -131,6 +132,37 @@ const commandRetried = z.object({ command_id: id, device_id: id, attempt: z.numb
 const commandExpired = z.object({ command_id: id, device_id: id });
 const commandCancelled = z.object({ command_id: id, device_id: id, reason: z.enum(['user', 'device_deleted', 'batch_aborted']) });
 
+const ruleCreated = ruleDefinitionSchema.extend({ rule_id: id, user_id: id });
+const ruleUpdated = z.object({ rule_id: id, changes: ruleDefinitionSchema.partial() });
+const ruleDeleted = z.object({ rule_id: id, user_id: id });
+
+export const actionOutcomeSchema = z.object({
+  index: z.number().int().nonnegative(),
+  type: z.string(),
+  due_at: isoTime,
+  status: z.enum(['pending', 'done', 'failed']),
+  detail: z.string().nullable(),
+});
+
+/** A firing: what caused it and what matched; its actions follow as rule.action_completed. */
+const ruleTriggered = z.object({
+  rule_id: id,
+  execution_id: id,
+  user_id: id,
+  cause: z.object({ kind: z.enum(['condition', 'schedule', 'timer']), position: z.number().int().nullable(), event_type: z.string().nullable() }),
+  matched: jsonObject,
+  actions: z.array(actionOutcomeSchema),
+});
+const ruleActionCompleted = z.object({
+  rule_id: id,
+  execution_id: id,
+  index: z.number().int().nonnegative(),
+  status: z.enum(['done', 'failed']),
+  detail: z.string().nullable(),
+});
+/** A rule that fired too often in a minute was held back (runaway chains end here). */
+const ruleThrottled = z.object({ rule_id: id, firings_last_minute: z.number().int() });
+
 export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
@@ -155,6 +187,12 @@ export const eventSchemas = {
   'command.retried': commandRetried,
   'command.expired': commandExpired,
   'command.cancelled': commandCancelled,
+  'rule.created': ruleCreated,
+  'rule.updated': ruleUpdated,
+  'rule.deleted': ruleDeleted,
+  'rule.triggered': ruleTriggered,
+  'rule.action_completed': ruleActionCompleted,
+  'rule.throttled': ruleThrottled,
 } as const;
 
 type Schemas = typeof eventSchemas;
@@ -226,6 +264,7 @@ export const streams = {
   telemetry: (deviceId: string) => `telemetry-${deviceId}`,
   alert: (alertId: string) => `alert-${alertId}`,
   command: (commandId: string) => `command-${commandId}`,
+  rule: (ruleId: string) => `rule-${ruleId}`,
 };
 
 export function assertNever(value: never): never {

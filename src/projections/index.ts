@@ -4,6 +4,7 @@ import { deviceHealthProjection } from './device-health.js';
 import { deviceLogsProjection } from './device-logs.js';
 import { devicesProjection } from './devices.js';
 import { groupsProjection } from './groups.js';
+import { rulesProjection } from './rules.js';
 import { streamOwnersProjection } from './stream-owners.js';
 import type { Projection } from './projection.js';
 import { telemetryProjection } from './telemetry.js';
@@ -27,6 +28,7 @@ export const createProjections = (settings: ProjectionSettings): Projection[] =>
   alertsProjection,
   streamOwnersProjection,
   commandsProjection,
+  rulesProjection,
 ];
 
 export { ProjectionRunner } from './runner.js';

@@ -154,7 +154,48 @@ export interface CommandsTable {
   version: number;
 }
 
+export interface RulesTable {
+  id: string;
+  user_id: string;
+  name: string;
+  description: string | null;
+  trigger_conditions: string;
+  actions: string;
+  schedule: string;
+  is_enabled: number;
+  cooldown_seconds: number;
+  last_triggered: string | null;
+  trigger_count: number;
+  created_at: string;
+  updated_at: string;
+  version: number;
+  trigger_types: string;
+  device_ids: string;
+  last_cause_position: number;
+}
+
+export interface RuleExecutionsTable {
+  id: string;
+  rule_id: string;
+  user_id: string;
+  triggered_at: string;
+  cause: string;
+  matched: string;
+  actions: string;
+  position: number;
+}
+
+export interface RulePendingActionsTable {
+  execution_id: string;
+  action_index: number;
+  rule_id: string;
+  due_at: string;
+}
+
 export interface ReadModels {
+  rules: RulesTable;
+  rule_executions: RuleExecutionsTable;
+  rule_pending_actions: RulePendingActionsTable;
   commands: CommandsTable;
   stream_owners: StreamOwnersTable;
   alerts: AlertsTable;

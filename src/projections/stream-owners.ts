@@ -17,6 +17,8 @@ function ownedStreams(event: RecordedEvent): Array<{ stream_id: string; user_id:
       return [{ stream_id: streams.group(event.data.group_id), user_id: event.data.user_id, device_id: null }];
     case 'command.queued':
       return [{ stream_id: streams.command(event.data.command_id), user_id: event.data.user_id, device_id: event.data.device_id }];
+    case 'rule.created':
+      return [{ stream_id: streams.rule(event.data.rule_id), user_id: event.data.user_id, device_id: null }];
     case 'alert.raised':
       return [{ stream_id: streams.alert(event.data.alert_id), user_id: event.data.user_id, device_id: event.data.device_id }];
     default:

@@ -5,6 +5,7 @@ import { ownerScope, type Services } from '../../commands/services.js';
 import type { AlertRow } from '../../projections/alerts.js';
 import { listAlerts } from '../../projections/alerts.js';
 import { commandStats } from '../../projections/commands.js';
+import { ruleCounts } from '../../projections/rules.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
 import { deviceIds } from '../../projections/devices.js';
 import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
@@ -56,7 +57,7 @@ export function alertRoutes(services: Services) {
             devices: deviceCounts(services.sql, ids),
             readings: readingAnalytics(services.sql, scope),
             commands: commandStats(services.sql, ids, start),
-            rules: { total: 0, enabled: 0, triggered: 0 },
+            rules: ruleCounts(services.sql, scopeUser, start, end),
             alerts: alertAnalytics(services.sql, scope),
           },
         };

@@ -1,0 +1,121 @@
+import { visibleRule, type Rules } from '../../commands/rules.js';
+import { ownerScope, type Services } from '../../commands/services.js';
+import { requireUser } from '../../commands/devices.js';
+import { simulate } from '../../automation/dry-run.js';
+import { DomainError } from '../../domain/errors.js';
+import type { RecordedEvent } from '../../domain/events.js';
+import type { RuleDefinition } from '../../domain/rule-schema.js';
+import { decodeRule, listExecutions, listRules, type RuleRow } from '../../projections/rules.js';
+import { ownedStreamIds } from '../../projections/stream-owners.js';
+import { defineRoute, ifMatchVersion } from '../route.js';
+import { deleted, listMeta, paging } from '../schemas/common.js';
+import { createRuleBody, dryRunAnswer, dryRunBody, execution, listRulesQuery, rule, updateRuleBody } from '../schemas/rules.js';
+import type { z } from 'zod';
+
+const presentRule = (row: RuleRow) => ({
+  id: row.id,
+  user_id: row.user_id,
+  ...decodeRule(row),
+  last_triggered: row.last_triggered,
+  trigger_count: row.trigger_count,
+  created_at: row.created_at,
+  updated_at: row.updated_at,
+  version: row.version,
+});
+
+const definitionOf = (body: z.infer<typeof createRuleBody>): RuleDefinition => ({
+  name: body.name,
+  description: body.description ?? null,
+  trigger_conditions: body.trigger_conditions ?? null,
+  actions: body.actions,
+  schedule: body.schedule ?? null,
+  is_enabled: body.is_enabled ?? true,
+  cooldown_seconds: body.cooldown_seconds ?? 0,
+});
+
+const DRY_RUN_PAGE = 5_000;
+const DRY_RUN_MAX_EVENTS = 200_000;
+
+export function ruleRoutes(services: Services, rules: Rules) {
+  return [
+    defineRoute(
+      { method: 'get', path: '/api/automation/rules', summary: 'Rules (filters: device_id, type, is_enabled)', tag: 'automation', access: 'user', query: listRulesQuery, response: rule.array(), list: true },
+      ({ query, context }) => {
+        const { rows, total } = listRules(services.sql, {
+          userId: ownerScope(context.principal),
+          ...(query.device_id ? { deviceId: query.device_id } : {}),
+          ...(query.type ? { triggerType: query.type } : {}),
+          ...(query.is_enabled !== undefined ? { isEnabled: query.is_enabled } : {}),
+          limit: query.limit,
+          offset: query.offset,
+        });
+        return { data: rows.map(presentRule), meta: listMeta(total, query) };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/automation/rules', summary: 'Create a rule; 400 for invalid logic, 409 rule_conflict for a contradicting enabled rule', tag: 'automation', access: 'user', body: createRuleBody, response: rule, status: 201 },
+      async ({ body, context }) => {
+        const row = await rules.create(definitionOf(body), body.allow_conflicts ?? false, context);
+        return { data: presentRule(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/automation/rules/test', summary: 'Dry run: when a draft rule would have fired over recorded history, and what it would have done', tag: 'automation', access: 'user', body: dryRunBody, response: dryRunAnswer },
+      async ({ body, context }) => {
+        const userId = requireUser(context.principal);
+        const definition = definitionOf(body.rule);
+        if (!definition.trigger_conditions && !definition.schedule) throw new DomainError('validation_failed', 'a rule needs trigger_conditions, a schedule, or both', [{ path: 'rule.trigger_conditions', message: 'required without a schedule' }]);
+        const events = await historyBetween(services, ownedStreamIds(services.sql, userId), body.start_date, body.end_date);
+        const firings = simulate(definition, events, body.start_date, body.end_date);
+        return { data: { events_examined: events.length, count: firings.length, firings } };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/automation/rules/:id', summary: 'One rule', tag: 'automation', access: 'user', response: rule },
+      ({ params, context }) => {
+        const row = visibleRule(services, context.principal, params.id!);
+        return { data: presentRule(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'put', path: '/api/automation/rules/:id', summary: 'Change a rule (honours If-Match)', tag: 'automation', access: 'user', body: updateRuleBody, response: rule },
+      async ({ params, body, context, req }) => {
+        const { enabled_status, allow_conflicts, is_enabled, ...rest } = body;
+        const enabled = is_enabled ?? enabled_status;
+        const changes: Partial<RuleDefinition> = Object.fromEntries(Object.entries({ ...rest, ...(enabled !== undefined ? { is_enabled: enabled } : {}) }).filter(([, v]) => v !== undefined));
+        const row = await rules.update(params.id!, changes, allow_conflicts ?? false, context, ifMatchVersion(req));
+        return { data: presentRule(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'delete', path: '/api/automation/rules/:id', summary: 'Delete a rule; its schedule stops', tag: 'automation', access: 'user', response: deleted },
+      async ({ params, context }) => {
+        await rules.delete(params.id!, context);
+        return { data: { id: params.id!, deleted: true } };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/automation/rules/:id/executions', summary: "The rule's trigger history: when, what matched, each action's outcome", tag: 'automation', access: 'user', query: paging, response: execution.array(), list: true },
+      ({ params, query, context }) => {
+        const row = visibleRule(services, context.principal, params.id!);
+        const { rows, total } = listExecutions(services.sql, row.id, query.limit, query.offset);
+        return {
+          data: rows.map((r) => ({ id: r.id, rule_id: r.rule_id, triggered_at: r.triggered_at, cause: JSON.parse(r.cause) as Record<string, unknown>, matched: JSON.parse(r.matched) as Record<string, unknown>, actions: JSON.parse(r.actions) as unknown[] })),
+          meta: listMeta(total, query),
+        };
+      },
+    ),
+  ];
+}
+
+/** The recorded events of some streams within a time range, read page by page. */
+async function historyBetween(services: Services, streamIds: string[], start: string, end: string): Promise<RecordedEvent[]> {
+  const events: RecordedEvent[] = [];
+  for (let after = 0; events.length < DRY_RUN_MAX_EVENTS; ) {
+    const page = await services.log.readAll({ afterPosition: after, limit: DRY_RUN_PAGE, streamIds, until: end });
+    events.push(...page.filter((e) => e.recorded_at >= start));
+    if (page.length < DRY_RUN_PAGE) break;
+    after = page[page.length - 1]!.position;
+  }
+  return events;
+}

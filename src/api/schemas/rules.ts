@@ -1,0 +1,71 @@
+import { z } from 'zod';
+import { conditionSchema, isTooDeep } from '../../domain/conditions.js';
+import { actionsSchema, scheduleSchema } from '../../domain/rule-schema.js';
+import { booleanQuery, isoDate, paging, timestamp } from './common.js';
+
+const conditions = conditionSchema.refine((c) => !isTooDeep(c), 'conditions nested more than 8 levels deep');
+
+export const createRuleBody = z.object({
+  name: z.string().trim().min(1).max(100),
+  description: z.string().max(2000).nullable().optional(),
+  trigger_conditions: conditions.nullable().optional(),
+  actions: actionsSchema,
+  schedule: scheduleSchema.nullable().optional(),
+  is_enabled: z.boolean().optional(),
+  cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
+  allow_conflicts: z.boolean().optional(),
+});
+
+export const updateRuleBody = z.object({
+  name: z.string().trim().min(1).max(100).optional(),
+  description: z.string().max(2000).nullable().optional(),
+  trigger_conditions: conditions.nullable().optional(),
+  actions: actionsSchema.optional(),
+  schedule: scheduleSchema.nullable().optional(),
+  is_enabled: z.boolean().optional(),
+  enabled_status: z.boolean().optional(),
+  cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
+  allow_conflicts: z.boolean().optional(),
+});
+
+export const listRulesQuery = paging.extend({
+  device_id: z.string().max(64).optional(),
+  type: z.enum(['reading', 'device_status', 'event', 'time', 'schedule']).optional(),
+  is_enabled: booleanQuery.optional(),
+});
+
+export const dryRunBody = z
+  .object({ rule: createRuleBody, start_date: isoDate, end_date: isoDate })
+  .refine((body) => body.start_date <= body.end_date, { message: 'start_date is after end_date', path: ['start_date'] });
+
+export const rule = z.object({
+  id: z.string(),
+  user_id: z.string(),
+  name: z.string(),
+  description: z.string().nullable(),
+  trigger_conditions: z.unknown(),
+  actions: z.array(z.record(z.string(), z.unknown())),
+  schedule: z.record(z.string(), z.unknown()).nullable(),
+  is_enabled: z.boolean(),
+  cooldown_seconds: z.number().int(),
+  last_triggered: timestamp.nullable(),
+  trigger_count: z.number().int(),
+  created_at: timestamp,
+  updated_at: timestamp,
+  version: z.number().int(),
+});
+
+export const execution = z.object({
+  id: z.string(),
+  rule_id: z.string(),
+  triggered_at: timestamp,
+  cause: z.record(z.string(), z.unknown()),
+  matched: z.record(z.string(), z.unknown()),
+  actions: z.array(z.object({ index: z.number().int(), type: z.string(), due_at: timestamp, status: z.enum(['pending', 'done', 'failed']), detail: z.string().nullable() })),
+});
+
+export const dryRunAnswer = z.object({
+  events_examined: z.number().int(),
+  count: z.number().int(),
+  firings: z.array(z.object({ at: timestamp, cause: z.record(z.string(), z.unknown()), matched: z.record(z.string(), z.unknown()), actions: z.array(z.record(z.string(), z.unknown())) })),
+});

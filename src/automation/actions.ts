@@ -1,0 +1,70 @@
+import type { DeviceCommands } from '../commands/device-commands.js';
+import { DEFAULT_TIMEOUT_SECONDS } from '../commands/device-commands.js';
+import type { Rules } from '../commands/rules.js';
+import type { Services } from '../commands/services.js';
+import { streams } from '../domain/events.js';
+import type { RuleAction } from '../domain/rule-schema.js';
+import { deviceIds, findDevice } from '../projections/devices.js';
+import { groupSummaries, subtreeIds } from '../projections/group-summaries.js';
+import { findRule } from '../projections/rules.js';
+
+export interface ActionOutcome {
+  status: 'done' | 'failed';
+  detail: string;
+}
+
+/** Carries out one rule action as the rule's owner; a failure is an outcome, not an exception. */
+export class ActionRunner {
+  constructor(
+    private readonly services: Services,
+    private readonly commands: DeviceCommands,
+    private readonly rules: Rules,
+  ) {}
+
+  async run(action: RuleAction, rule: { id: string; user_id: string }): Promise<ActionOutcome> {
+    try {
+      return await this.perform(action, rule);
+    } catch (error) {
+      return { status: 'failed', detail: error instanceof Error ? error.message : 'failed' };
+    }
+  }
+
+  private async perform(action: RuleAction, rule: { id: string; user_id: string }): Promise<ActionOutcome> {
+    const { sql } = this.services;
+    switch (action.type) {
+      case 'command': {
+        const input = { command_type: action.command_type, parameters: action.parameters ?? {}, priority: action.priority ?? 'normal', expires_in: null, timeout_seconds: DEFAULT_TIMEOUT_SECONDS, retries: 0 } as const;
+        if (action.device_id !== undefined) {
+          const device = findDevice(sql, action.device_id);
+          if (!device || device.user_id !== rule.user_id) return { status: 'failed', detail: `device ${action.device_id} no longer exists` };
+          const command = await this.commands.queueFor(device.id, rule.user_id, { ...input, batch_id: null }, null);
+          return { status: 'done', detail: `queued command ${command.id}` };
+        }
+        const groupId = action.group_id!;
+        const targets = deviceIds(sql, rule.user_id, subtreeIds(groupSummaries(sql, rule.user_id), groupId));
+        const batchId = this.services.newId();
+        await Promise.all(targets.map((deviceId) => this.commands.queueFor(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
+        return { status: 'done', detail: `queued ${targets.length} commands in batch ${batchId}` };
+      }
+      case 'alert': {
+        const alertId = this.services.newId();
+        const result = await this.services.log.append([
+          {
+            streamId: streams.alert(alertId),
+            expectedVersion: 'no_stream',
+            events: [{ type: 'alert.raised', data: { alert_id: alertId, device_id: action.device_id ?? null, user_id: rule.user_id, rule_id: rule.id, kind: 'rule', sensor_type: null, severity: action.severity, message: action.message, value: null } }],
+            metadata: { actor_type: 'system', causation_id: rule.id },
+          },
+        ]);
+        await this.services.runner.waitFor(result.lastPosition);
+        return { status: 'done', detail: `raised alert ${alertId}` };
+      }
+      case 'enable_rule':
+      case 'disable_rule': {
+        if (!findRule(sql, action.rule_id)) return { status: 'failed', detail: `rule ${action.rule_id} no longer exists` };
+        await this.rules.update(action.rule_id, { is_enabled: action.type === 'enable_rule' }, true, null);
+        return { status: 'done', detail: `${action.type === 'enable_rule' ? 'enabled' : 'disabled'} rule ${action.rule_id}` };
+      }
+    }
+  }
+}

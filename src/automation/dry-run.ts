@@ -1,0 +1,81 @@
+import { evaluate, readingKey, type Facts } from '../domain/conditions.js';
+import type { RecordedEvent } from '../domain/events.js';
+import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
+import type { RuleDefinition } from '../domain/rule-schema.js';
+import { concerns, deviceOf, matchedFacts } from './facts.js';
+import { nextRun } from './schedule.js';
+
+export interface SimulatedFiring {
+  at: string;
+  cause: { kind: 'condition' | 'schedule'; position: number | null; event_type: string | null };
+  matched: Record<string, unknown>;
+  actions: Array<{ index: number; type: string; due_at: string; would: string }>;
+}
+
+const MAX_FIRINGS = 1_000;
+
+/**
+ * Replays recorded history through a draft rule, purely: when it would have fired and what
+ * it would have done. Facts are rebuilt from the events themselves (readings, statuses);
+ * for_seconds is checked at each event's moment; schedules run at their occurrences.
+ */
+export function simulate(definition: RuleDefinition, events: readonly RecordedEvent[], start: string, end: string): SimulatedFiring[] {
+  const readings = new Map<string, number>();
+  const statuses = new Map<string, string>();
+  const firings: SimulatedFiring[] = [];
+  let runtime: RuleRuntime = initialRuntime();
+  const condition = definition.trigger_conditions;
+  const factsAt = (at: string, event: Facts['event']): Facts => ({ now: new Date(at), readings, statuses, holdingSince: new Map(), event });
+  const record = (facts: Facts, cause: SimulatedFiring['cause']) => {
+    const due = actionSchedule(definition.actions, facts.now.getTime());
+    firings.push({
+      at: facts.now.toISOString(),
+      cause,
+      matched: matchedFacts(condition, facts),
+      actions: definition.actions.map((action, index) => ({ index, type: action.type, due_at: new Date(due[index]!).toISOString(), would: describe(action) })),
+    });
+  };
+  let scheduled = definition.schedule ? nextRun(definition.schedule, Date.parse(start)) : null;
+  const runScheduleUntil = (limit: number) => {
+    while (definition.schedule && scheduled !== null && scheduled <= limit && firings.length < MAX_FIRINGS) {
+      const facts = factsAt(new Date(scheduled).toISOString(), null);
+      if (!condition || evaluate(condition, facts)) {
+        const gated = gate(definition.cooldown_seconds, runtime, scheduled);
+        runtime = gated.runtime;
+        if (gated.verdict.kind === 'fire') record(facts, { kind: 'schedule', position: null, event_type: null });
+      }
+      scheduled = nextRun(definition.schedule, scheduled);
+    }
+  };
+  for (const event of events) {
+    if (firings.length >= MAX_FIRINGS) break;
+    runScheduleUntil(Date.parse(event.recorded_at) - 1);
+    learn(event, readings, statuses);
+    if (!condition || definition.schedule || !concerns(condition, event)) continue;
+    const facts = factsAt(event.recorded_at, { type: event.type, device_id: deviceOf(event) });
+    const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
+    runtime = observed.runtime;
+    if (observed.verdict.kind === 'fire') record(facts, { kind: 'condition', position: event.position, event_type: event.type });
+  }
+  runScheduleUntil(Date.parse(end));
+  return firings;
+}
+
+function learn(event: RecordedEvent, readings: Map<string, number>, statuses: Map<string, string>): void {
+  if (event.type === 'readings.recorded') for (const r of event.data.readings) readings.set(readingKey(event.data.device_id, r.sensor_type), r.value);
+  if (event.type === 'device.came_online') statuses.set(event.data.device_id, 'online');
+  if (event.type === 'device.went_offline' || event.type === 'device.registered') statuses.set(event.data.device_id, 'offline');
+}
+
+function describe(action: RuleDefinition['actions'][number]): string {
+  switch (action.type) {
+    case 'command':
+      return `queue ${action.command_type} for ${action.device_id ? `device ${action.device_id}` : `every device of group ${action.group_id}`}`;
+    case 'alert':
+      return `raise a ${action.severity} alert: ${action.message}`;
+    case 'enable_rule':
+    case 'disable_rule':
+      return `${action.type === 'enable_rule' ? 'enable' : 'disable'} rule ${action.rule_id}`;
+  }
+}
+

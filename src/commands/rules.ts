@@ -1,0 +1,145 @@
+import { Cron } from 'croner';
+import { leavesOf, type Condition, type ReadingLeaf } from '../domain/conditions.js';
+import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
+import { streams } from '../domain/events.js';
+import { ruleDecider } from '../domain/rule.js';
+import type { RuleAction, RuleDefinition } from '../domain/rule-schema.js';
+import { findDevice } from '../projections/devices.js';
+import { findGroup } from '../projections/groups.js';
+import { decodeRule, findRule, rulesOfUser, type RuleRow } from '../projections/rules.js';
+import { handle } from './handle.js';
+import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { requireUser } from './devices.js';
+
+export function visibleRule(services: Services, principal: Principal, ruleId: string): RuleRow {
+  const rule = findRule(services.sql, ruleId);
+  const allowed = rule && principal.kind === 'user' && (isAdmin(principal) || rule.user_id === principal.userId);
+  if (!allowed) throw notFound('rule');
+  return rule;
+}
+
+export class Rules {
+  constructor(private readonly services: Services) {}
+
+  async create(definition: RuleDefinition, allowConflicts: boolean, context: RequestContext): Promise<RuleRow> {
+    const userId = requireUser(context.principal);
+    const ruleId = this.services.newId();
+    return this.services.locks.owners.run(`rules:${userId}`, async () => {
+      this.validate(ruleId, userId, definition, allowConflicts);
+      await handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'create_rule', data: { rule_id: ruleId, user_id: userId, ...definition } }, context);
+      return findRule(this.services.sql, ruleId)!;
+    });
+  }
+
+  async update(ruleId: string, changes: Partial<RuleDefinition>, allowConflicts: boolean, context: RequestContext | null, ifMatch?: number): Promise<RuleRow> {
+    const rule = context ? visibleRule(this.services, context.principal, ruleId) : findRule(this.services.sql, ruleId);
+    if (!rule) throw notFound('rule');
+    return this.services.locks.owners.run(`rules:${rule.user_id}`, async () => {
+      const current = findRule(this.services.sql, ruleId);
+      if (!current) throw notFound('rule');
+      this.validate(ruleId, rule.user_id, { ...decodeRule(current), ...changes }, allowConflicts);
+      await handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'update_rule', data: { changes } }, context, ifMatch !== undefined ? { ifMatch } : {});
+      return findRule(this.services.sql, ruleId)!;
+    });
+  }
+
+  async delete(ruleId: string, context: RequestContext): Promise<void> {
+    const rule = visibleRule(this.services, context.principal, ruleId);
+    await this.services.locks.owners.run(`rules:${rule.user_id}`, () => handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'delete_rule' }, context));
+  }
+
+  /** Everything a rule refers to must exist and be the owner's; its logic must be able to run. */
+  private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean): void {
+    const problems: ErrorDetail[] = [];
+    const own = (device: string | undefined) => {
+      const found = device ? findDevice(this.services.sql, device) : undefined;
+      return found !== undefined && found.user_id === userId;
+    };
+    if (!definition.trigger_conditions && !definition.schedule) problems.push({ path: 'trigger_conditions', message: 'a rule needs trigger_conditions, a schedule, or both' });
+    if (definition.trigger_conditions) {
+      for (const { path, leaf } of leavesOf(definition.trigger_conditions)) {
+        const at = path.replace(/^root/, 'trigger_conditions');
+        if ('device_id' in leaf && leaf.device_id !== undefined && !own(leaf.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
+      }
+    }
+    definition.actions.forEach((action, index) => {
+      const at = `actions.${index}`;
+      if ('device_id' in action && action.device_id !== undefined && !own(action.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
+      if (action.type === 'command' && action.group_id !== undefined && findGroup(this.services.sql, action.group_id)?.user_id !== userId) problems.push({ path: `${at}.group_id`, message: 'no such group of yours' });
+      if ((action.type === 'enable_rule' || action.type === 'disable_rule') && action.rule_id !== ruleId && findRule(this.services.sql, action.rule_id)?.user_id !== userId) {
+        problems.push({ path: `${at}.rule_id`, message: 'no such rule of yours' });
+      }
+    });
+    if (definition.schedule && 'cron' in definition.schedule) {
+      try {
+        new Cron(definition.schedule.cron, { paused: true, ...(definition.schedule.timezone ? { timezone: definition.schedule.timezone } : {}) });
+      } catch (error) {
+        problems.push({ path: 'schedule.cron', message: error instanceof Error ? error.message : 'not a valid cron expression' });
+      }
+    }
+    const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
+    const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
+    if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
+    if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);
+    if (!allowConflicts && definition.is_enabled) {
+      const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other)));
+      if (conflicts.length > 0) {
+        throw new DomainError(
+          'rule_conflict',
+          'an enabled rule with an overlapping trigger sends a contradicting command to the same device',
+          conflicts.map((c) => ({ path: 'actions', message: `conflicts with rule ${c.id} (${c.name})`, rule_id: c.id, name: c.name })),
+        );
+      }
+    }
+  }
+}
+
+/** The chain of enable_rule actions from this rule back to itself, if there is one. */
+export function enableCycle(ruleId: string, actions: readonly RuleAction[], others: ReadonlyArray<{ id: string; actions: readonly RuleAction[] }>): string[] | null {
+  const enables = new Map<string, string[]>(others.map((r) => [r.id, r.actions.filter((a) => a.type === 'enable_rule').map((a) => (a as { rule_id: string }).rule_id)]));
+  enables.set(ruleId, actions.filter((a) => a.type === 'enable_rule').map((a) => (a as { rule_id: string }).rule_id));
+  const walk = (id: string, path: string[]): string[] | null => {
+    for (const next of enables.get(id) ?? []) {
+      if (next === ruleId) return [...path, next];
+      if (!path.includes(next)) {
+        const found = walk(next, [...path, next]);
+        if (found) return found;
+      }
+    }
+    return null;
+  };
+  return walk(ruleId, [ruleId]);
+}
+
+/** Two rules contradict when their triggers can hold together and they command one device differently. */
+export function contradicts(a: RuleDefinition, b: RuleDefinition): boolean {
+  const commands = (rule: RuleDefinition) => rule.actions.filter((x): x is Extract<RuleAction, { type: 'command' }> => x.type === 'command' && x.device_id !== undefined);
+  const clash = commands(a).some((x) => commands(b).some((y) => x.device_id === y.device_id && x.command_type === y.command_type && JSON.stringify(x.parameters ?? {}) !== JSON.stringify(y.parameters ?? {})));
+  return clash && canHoldTogether(a.trigger_conditions, b.trigger_conditions);
+}
+
+/**
+ * Conservative: only readings required by both rules (top-level all, or a single leaf) with
+ * disjoint ranges rule out an overlap; anything else may hold together.
+ */
+export function canHoldTogether(a: Condition | null, b: Condition | null): boolean {
+  const required = (c: Condition | null): ReadingLeaf[] => {
+    if (!c) return [];
+    if ('type' in c) return c.type === 'reading' ? [c] : [];
+    if ('all' in c) return c.all.flatMap((x) => ('type' in x && x.type === 'reading' ? [x] : []));
+    return [];
+  };
+  const intervals = new Map<string, { low: number; high: number }>();
+  for (const leaf of [...required(a), ...required(b)]) {
+    const key = `${leaf.device_id}:${leaf.sensor_type}`;
+    const range = intervals.get(key) ?? { low: -Infinity, high: Infinity };
+    if (leaf.operator === '>' || leaf.operator === '>=') range.low = Math.max(range.low, leaf.operator === '>' ? leaf.value + Number.EPSILON : leaf.value);
+    if (leaf.operator === '<' || leaf.operator === '<=') range.high = Math.min(range.high, leaf.operator === '<' ? leaf.value - Number.EPSILON : leaf.value);
+    if (leaf.operator === '==') {
+      range.low = Math.max(range.low, leaf.value);
+      range.high = Math.min(range.high, leaf.value);
+    }
+    intervals.set(key, range);
+  }
+  return [...intervals.values()].every((range) => range.low <= range.high);
+}
