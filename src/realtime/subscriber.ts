@@ -58,6 +58,7 @@ export class Subscriber {
     }
     const message = subscriberMessage.safeParse(parsed);
     if (!message.success) return this.refuse('validation_failed', message.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; '));
+    this.garbage = 0;
     await this.handle(message.data);
   }
 
@@ -93,11 +94,12 @@ export class Subscriber {
     for (;;) {
       const ceiling = runner.position();
       const page = (await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
-      if (generation !== this.generation || this.ws.readyState !== this.ws.OPEN) return;
-      for (const event of page) this.deliver({ event, audience: audienceOf(sql, event), message: '' });
-      if (page.length > 0) this.lastPosition = page[page.length - 1]!.position;
+      for (const event of page) {
+        // A reader that keeps up is never closed for the size of the history: wait for it.
+        if (!(await this.drained()) || generation !== this.generation) return;
+        this.deliver({ event, audience: audienceOf(sql, event), message: '' });
+      }
       if (page.length === 0 || this.lastPosition >= ceiling) break;
-      if (!(await this.drained())) return;
     }
     const pending = this.buffer;
     this.buffer = [];
@@ -133,8 +135,9 @@ export class Subscriber {
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(CLOSE.tryAgainLater, 'too slow; reconnect with from_position');
   }
 
-  /** During catch-up, waits for the socket to drain instead of queueing the whole log. */
+  /** During catch-up, waits for the socket to drain instead of queueing the whole log; false once closed. */
   private async drained(): Promise<boolean> {
+    if (this.ws.readyState !== this.ws.OPEN) return false;
     const deadline = Date.now() + DRAIN_GIVE_UP_MS;
     while (this.ws.bufferedAmount > this.maxBufferedBytes / 2) {
       if (Date.now() > deadline || this.ws.readyState !== this.ws.OPEN) {

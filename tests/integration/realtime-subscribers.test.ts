@@ -290,6 +290,17 @@ describe('realtime subscribers (/ws)', () => {
       expect(closed.code).toBe(1008);
       expect(ws.received.filter((m) => m.type === 'error').length).toBeGreaterThanOrEqual(4);
     });
+
+    it('counts invalid messages in a row: a valid message in between resets the count', async () => {
+      const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 4; i++) ws.sendRaw('garbage');
+        ws.send({ type: 'ping' });
+        await ws.next((m) => m.type === 'pong');
+      }
+      expect(ws.received.filter((m) => m.type === 'error')).toHaveLength(12);
+      expect(ws.isOpen()).toBe(true);
+    });
   });
 
   describe('logout', () => {
@@ -332,8 +343,8 @@ describe('realtime ping', () => {
       const started = Date.now();
       const dead = await connect(url, { autoPong: false });
       const alive = await connect(url);
-      const closed = await dead.waitForClose(3_000);
-      expect(Date.now() - started).toBeLessThan(2_000);
+      const closed = await dead.waitForClose(4_000);
+      expect(Date.now() - started).toBeLessThan(2_500);
       expect(dead.pings).toBeGreaterThanOrEqual(1);
       expect(closed.code).toBe(1006);
       // The answering peer outlives several more intervals.
@@ -374,17 +385,22 @@ describe('realtime slow reader', () => {
     }
     const serverSide = await capture.socket('slow');
 
-    // Big readings events until the server's send buffer for the paused reader passes the bound.
-    const batch = (round: number) => ({ sensor_readings: Array.from({ length: 500 }, (_, i) => ({ sensor_type: `s${i % 10}`, value: round * 1000 + i, unit: 'u' })) });
+    // Big events (a ~300 kB configuration: device.updated plus its update_configuration command)
+    // until the server's send buffer for the paused reader passes the bound.
+    const reconfigure = async (round: number): Promise<void> => {
+      const answer = await api.put(`/api/devices/${device.id}`, { configuration: { round, blob: 'x'.repeat(300_000) } }, { token: user.token });
+      expect(answer.status, JSON.stringify(answer.body).slice(0, 300)).toBe(200);
+    };
     slow.ws.pause();
     let round = 0;
-    for (; round < 400 && serverSide.writableLength <= MAX_BUFFERED; round++) {
-      await submitOk(api, device.id, device.token, batch(round));
+    for (; round < 200 && serverSide.writableLength <= MAX_BUFFERED; round++) {
+      await reconfigure(round);
       await server.server.services.runner.waitFor(server.server.services.log.headPosition());
     }
     expect(serverSide.writableLength, `after ${round} rounds`).toBeGreaterThan(MAX_BUFFERED);
     // A few more: the next send finds the buffer over the bound and closes.
-    for (let extra = 0; extra < 3; extra++, round++) await submitOk(api, device.id, device.token, batch(round));
+    for (let extra = 0; extra < 3; extra++, round++) await reconfigure(round);
+    await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 1 } });
     await settle(server, steady);
 
     slow.ws.resume();
@@ -394,7 +410,6 @@ describe('realtime slow reader', () => {
     const expected = (await logEvents(api, user.token, start)).map((e) => e.position);
     const got = positionsOf(slow);
     expectStrictlyIncreasing(got);
-    console.log('slow', round, got.length, expected.length);
     expect(got.length).toBeLessThan(expected.length);
     // What arrived is a prefix of the log: nothing skipped before the close.
     expect(got).toEqual(expected.slice(0, got.length));
@@ -415,5 +430,31 @@ describe('realtime slow reader', () => {
     expect(positionsOf(steady)).toEqual(expected);
     capture.stop();
     await Promise.all([again.close(), steady.close()]);
+  });
+});
+
+describe('realtime catch-up of a large history (default WS_MAX_BUFFERED_BYTES)', () => {
+  it('does not close a reader that keeps reading while it catches up', async () => {
+    const server = await startTestServer();
+    const api = client(() => server.url);
+    try {
+      const user = await registerUser(api, uniqueName('catcher'));
+      const device = await deviceOf(api, user);
+      const start = server.server.services.log.headPosition();
+      // About 12 MB of history: more than the socket buffers plus the 1 MiB bound.
+      const big = (round: number) => ({ sensor_readings: Array.from({ length: 1000 }, (_, i) => ({ sensor_type: `s${i % 10}`, value: round * 1000 + i, unit: 'u' })) });
+      for (let round = 0; round < 120; round += 8) await Promise.all(Array.from({ length: 8 }, (_, j) => submitOk(api, device.id, device.token, big(round + j))));
+      const expected = (await logEvents(api, user.token, start)).map((e) => e.position);
+
+      const reader = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+      reader.send({ type: 'subscribe', from_position: start });
+      await reader.next((m) => m.type === 'subscribed');
+      await reader.until((received) => received.some((m) => isEvent(m) && m.position === expected[expected.length - 1]), 20_000);
+      expect(positionsOf(reader)).toEqual(expected);
+      expect(reader.isOpen()).toBe(true);
+      await reader.close();
+    } finally {
+      await server.close();
+    }
   });
 });
