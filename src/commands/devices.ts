@@ -113,11 +113,12 @@ export function requireUser(principal: Principal): string {
 }
 
 /**
- * The device as it was at `asOf`, folded from its own events; also for a device deleted
- * since, to its owner and admins.
+ * The device as it was at `asOf`, folded from its own events (last_seen from its last
+ * reading or heartbeat then); also for a device deleted since, to its owner and admins.
  */
 export async function deviceAsOf(services: Services, principal: Principal, deviceId: string, asOf: Date) {
-  const events = await services.log.readStream(streams.device(deviceId), { until: asOf.toISOString() });
+  const until = asOf.toISOString();
+  const events = await services.log.readStream(streams.device(deviceId), { until });
   const state = fold(deviceDecider, events);
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const visible = state.status !== 'none' && (principal.kind === 'device' || isAdmin(principal) || state.user_id === principal.userId);
@@ -125,14 +126,17 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
   const first = events[0]!;
   const last = events[events.length - 1]!;
   const connectivity = events.filter((e) => e.type === 'device.came_online' || e.type === 'device.went_offline').pop();
+  const heard = await services.log.lastInStream(streams.telemetry(deviceId), until);
+  const reported = heard?.type === 'readings.recorded' || heard?.type === 'device.heartbeat' ? heard.data.device_status : null;
   return {
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
     status: connectivity?.type === 'device.came_online' ? 'online' : 'offline',
-    last_seen: null,
+    last_seen: heard?.recorded_at ?? null,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,
     version: last.version,
+    reported_status: reported,
   };
 }

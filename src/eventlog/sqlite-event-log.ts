@@ -155,6 +155,13 @@ export class SqliteEventLog implements EventLog {
     return this.statements.readStream.all(streamId, options.until ?? '9999').map((row) => toRecorded(row));
   }
 
+  async lastInStream(streamId: string, until: string): Promise<RecordedEvent | null> {
+    const row = this.db
+      .prepare<[string, string], StoredRow>(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version DESC LIMIT 1`)
+      .get(streamId, until);
+    return row ? toRecorded(row) : null;
+  }
+
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {
     const { where, params } = whereClause(filter);
     const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ?`;

@@ -50,6 +50,8 @@ export type VerifyResult =
 export interface EventLog {
   append(requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult>;
   readStream(streamId: string, options?: { until?: string }): Promise<RecordedEvent[]>;
+  /** The last event of a stream recorded at or before `until` (ISO), if any. */
+  lastInStream(streamId: string, until: string): Promise<RecordedEvent | null>;
   readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
   countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number>;
   streamVersion(streamId: string): Promise<number>;

@@ -1,4 +1,4 @@
-import { visibleDevice } from '../../commands/devices.js';
+import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
 import { readingInputs, writableDevice, type Telemetry } from '../../commands/telemetry.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
@@ -9,6 +9,7 @@ import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { listMeta } from '../schemas/common.js';
+import { deviceDetailQuery } from '../schemas/devices.js';
 import { bucketReading, dataQuery, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
@@ -33,38 +34,23 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state', tag: 'telemetry', access: 'any', response: deviceStatus },
-      ({ params, context }) => {
+      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      async ({ params, query, context }) => {
+        if (query.as_of) {
+          const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
+          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
+        }
         const device = writableDevice(services, context.principal, params.id!);
-        const now = services.clock.now().getTime();
         const health = findDeviceHealth(services.sql, device.id);
-        const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : {};
-        const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
+        const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : null;
         return {
-          data: {
-            device_id: device.id,
-            status: device.status,
-            connectivity: {
-              online: device.status === 'online',
-              last_seen: device.last_seen,
-              seconds_since_last_seen: device.last_seen ? Math.max(0, Math.round((now - Date.parse(device.last_seen)) / 1000)) : null,
-              offline_after_seconds: offline.deadlineMs(device.configuration) / 1000,
-            },
-            health: {
-              ...pick(lastStatus, ['battery', 'battery_level', 'signal', 'signal_strength', 'rssi', 'temperature', 'uptime', 'memory', 'cpu']),
-              last_reported: health?.last_status ? lastStatus : null,
-              error_count: health?.error_count ?? 0,
-              mean_quality_score: health && health.quality_count > 0 ? health.quality_sum / health.quality_count : null,
-              last_heartbeat_at: health?.last_heartbeat_at ?? null,
-              metrics: health?.metrics ? (JSON.parse(health.metrics) as Record<string, unknown>) : null,
-            },
-            operational_state: {
-              firmware_version: device.firmware_version,
-              configuration_keys: Object.keys(configuration),
-              maintenance: device.status === 'maintenance',
-              connected: offline.connected.has(device.id),
-            },
-          },
+          data: presentStatus(offline, device, services.clock.now().getTime(), {
+            last_reported: lastStatus,
+            error_count: health?.error_count ?? 0,
+            mean_quality_score: health && health.quality_count > 0 ? health.quality_sum / health.quality_count : null,
+            last_heartbeat_at: health?.last_heartbeat_at ?? null,
+            metrics: health?.metrics ? (JSON.parse(health.metrics) as Record<string, unknown>) : null,
+          }),
         };
       },
     ),
@@ -113,6 +99,35 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
     ),
   ];
 }
+
+/** A device's status at `now` (ms): the live one, or one folded from the log for as_of. */
+function presentStatus(
+  offline: OfflineDetector,
+  device: { id: string; status: string; last_seen: string | null; configuration: string; firmware_version: string | null },
+  now: number,
+  health: { last_reported: Record<string, unknown> | null } & Record<string, unknown>,
+) {
+  const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
+  return {
+    device_id: device.id,
+    status: device.status,
+    connectivity: {
+      online: device.status === 'online',
+      last_seen: device.last_seen,
+      seconds_since_last_seen: device.last_seen ? Math.max(0, Math.round((now - Date.parse(device.last_seen)) / 1000)) : null,
+      offline_after_seconds: offline.deadlineMs(device.configuration) / 1000,
+    },
+    health: { ...pick(health.last_reported ?? {}, HEALTH_FIELDS), ...health },
+    operational_state: {
+      firmware_version: device.firmware_version,
+      configuration_keys: Object.keys(configuration),
+      maintenance: device.status === 'maintenance',
+      connected: offline.connected.has(device.id),
+    },
+  };
+}
+
+const HEALTH_FIELDS = ['battery', 'battery_level', 'signal', 'signal_strength', 'rssi', 'temperature', 'uptime', 'memory', 'cpu'];
 
 function pick(source: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
   return Object.fromEntries(keys.filter((key) => key in source).map((key) => [key, source[key]]));
