@@ -226,7 +226,7 @@ describe('command lifecycle (fast-check)', () => {
           await sim.close();
         }
       }),
-      { numRuns: 120 },
+      { numRuns: 250 },
     );
   });
 

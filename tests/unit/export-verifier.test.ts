@@ -1,0 +1,216 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyExport, type ExportedEvent } from '../../src/eventlog/export-verifier.js';
+import { client, registerUser } from '../helpers/client.js';
+import { createDevice, createGroup, uniqueName, type Data } from '../helpers/fixtures.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+/**
+ * The offline verifier (npm run verify) on real exports: GET /api/events/export as an admin
+ * (the whole chain) and as a user (their events, each checked alone). Any edit of a line is
+ * found at that line; reordering lines is found; the CLI exits 0 / 1.
+ */
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const CLI = join(ROOT, 'dist', 'src', 'verify-export.js');
+const CLI_SOURCES = ['src/verify-export.ts', 'src/eventlog/export-verifier.ts', 'src/eventlog/hash.ts'].map((f) => join(ROOT, f));
+
+type Field = 'data' | 'type' | 'hash' | 'previous_hash' | 'position' | 'stream_id' | 'version' | 'metadata' | 'recorded_at';
+
+/** One field of one exported event changed, keeping the line valid JSON. */
+function edit(line: string, field: Field): string {
+  const event = JSON.parse(line) as ExportedEvent;
+  const flip = (hex: string) => (hex[0] === 'a' ? 'b' : 'a') + hex.slice(1);
+  switch (field) {
+    case 'data':
+      return JSON.stringify({ ...event, data: { ...(event.data as object), injected: 1 } });
+    case 'type':
+      return JSON.stringify({ ...event, type: event.type === 'group.created' ? 'group.deleted' : 'group.created' });
+    case 'hash':
+      return JSON.stringify({ ...event, hash: flip(event.hash) });
+    case 'previous_hash':
+      return JSON.stringify({ ...event, previous_hash: flip(event.previous_hash) });
+    case 'position':
+      return JSON.stringify({ ...event, position: event.position + 1000 });
+    case 'stream_id':
+      return JSON.stringify({ ...event, stream_id: `${event.stream_id}x` });
+    case 'version':
+      return JSON.stringify({ ...event, version: event.version + 1 });
+    case 'metadata':
+      return JSON.stringify({ ...event, metadata: { ...(event.metadata as object), actor_id: 'mallory' } });
+    case 'recorded_at':
+      return JSON.stringify({ ...event, recorded_at: new Date(Date.parse(event.recorded_at) + 1).toISOString() });
+  }
+}
+
+describe('offline export verification', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let adminToken: string;
+  let userToken: string;
+  let full: string[];
+  let headHash: string;
+  let dir: string;
+  let cli: { available: boolean; note: string };
+
+  const exportOf = async (token: string, query = ''): Promise<string[]> => {
+    const answer = await api.get<string>(`/api/events/export?format=ndjson${query}`, { token });
+    expect(answer.status).toBe(200);
+    return String(answer.body ?? '')
+      .split('\n')
+      .filter((l) => l !== '');
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'verify-export-'));
+    // The CLI runs from dist: build it when missing or older than its sources (a full build takes ~20 s).
+    const stale = !existsSync(CLI) || CLI_SOURCES.some((f) => statSync(f).mtimeMs > statSync(CLI).mtimeMs);
+    if (stale) {
+      const build = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+      cli = { available: existsSync(CLI) && !CLI_SOURCES.some((f) => statSync(f).mtimeMs > statSync(CLI).mtimeMs), note: `build exit ${build.status}: ${build.stdout}${build.stderr}` };
+    } else cli = { available: true, note: 'dist up to date' };
+
+    server = await startTestServer();
+    adminToken = (await registerUser(api, uniqueName('vadmin'))).token;
+    const user = await registerUser(api, uniqueName('vuser'));
+    userToken = user.token;
+    const other = await registerUser(api, uniqueName('vother'));
+    const group = await createGroup(api, user.token);
+    const device = await createDevice(api, user.token, { group_id: group.id, configuration: { interval: 5 } });
+    await createDevice(api, other.token);
+    expect((await api.post(`/api/devices/${device.id}/data`, { sensor_readings: [{ sensor_type: 'temperature', value: 21.5, unit: 'C' }] }, { token: device.credentials.auth_token })).status).toBe(201);
+    expect((await api.put(`/api/devices/${device.id}`, { configuration: { interval: 10, label: 'Ünïcödé ✓ "quoted"' } }, { token: user.token })).status).toBe(200);
+    expect((await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot', parameters: { nested: { list: [1, null, 'x'] } } }, { token: user.token })).status).toBe(202);
+    server.clock.advance(1234);
+    expect((await api.post(`/api/devices/${device.id}/heartbeat`, { metrics: { cpu: 0.5 } }, { token: device.credentials.auth_token })).status).toBe(200);
+
+    full = await exportOf(adminToken);
+    const verified = await api.get<Data<{ ok: boolean; head_hash: string; checked: number }>>('/api/events/verify', { token: adminToken });
+    expect(verified.body.data.ok).toBe(true);
+    expect(verified.body.data.checked).toBe(full.length);
+    headHash = verified.body.data.head_hash;
+  }, 150_000);
+  afterAll(async () => {
+    await server?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('an untouched admin export verifies as a complete chain ending at the head hash', () => {
+    expect(full.length).toBeGreaterThan(10);
+    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true });
+    // Blank lines (a trailing newline, CRLF-free padding) are skipped.
+    expect(verifyExport(['', ...full, '', ''])).toMatchObject({ ok: true, checked: full.length });
+  });
+
+  it("a user's export verifies event by event (ok, not a complete chain)", async () => {
+    const mine = await exportOf(userToken);
+    expect(mine.length).toBeGreaterThan(3);
+    expect(mine.length).toBeLessThan(full.length);
+    expect(verifyExport(mine)).toMatchObject({ ok: true, checked: mine.length, complete_chain: false });
+    const index = 2;
+    const tampered = [...mine];
+    tampered[index] = edit(tampered[index]!, 'data');
+    expect(verifyExport(tampered)).toMatchObject({ ok: false, line: index + 1 });
+  });
+
+  it('a range export (after_position) verifies, not as a complete chain', async () => {
+    const tail = await exportOf(adminToken, '&after_position=5');
+    expect(tail).toEqual(full.slice(5));
+    expect(verifyExport(tail)).toMatchObject({ ok: true, checked: full.length - 5, head_hash: headHash, complete_chain: false });
+    const head = await exportOf(adminToken, '&before_position=6');
+    expect(head).toEqual(full.slice(0, 5));
+    expect(verifyExport(head)).toMatchObject({ ok: true, checked: 5, complete_chain: true });
+  });
+
+  it('editing any field of any line is found at that line (fast-check)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: full.length - 1 }),
+        fc.constantFrom<Field>('data', 'type', 'hash', 'previous_hash', 'position', 'stream_id', 'version', 'metadata', 'recorded_at'),
+        (index, field) => {
+          const lines = [...full];
+          lines[index] = edit(lines[index]!, field);
+          const verdict = verifyExport(lines);
+          expect(verdict.ok).toBe(false);
+          if (!verdict.ok) {
+            expect(verdict.line).toBe(index + 1);
+            expect(verdict.checked).toBe(index);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('reordering lines is found (fast-check)', () => {
+    fc.assert(
+      fc.property(
+        fc
+          .tuple(fc.integer({ min: 0, max: full.length - 1 }), fc.integer({ min: 0, max: full.length - 1 }))
+          .filter(([a, b]) => a !== b)
+          .map(([a, b]) => [Math.min(a, b), Math.max(a, b)] as const),
+        ([i, j]) => {
+          const lines = [...full];
+          [lines[i], lines[j]] = [lines[j]!, lines[i]!];
+          const verdict = verifyExport(lines);
+          expect(verdict.ok).toBe(false);
+          if (!verdict.ok) {
+            expect(verdict.line).toBeGreaterThan(i + 1);
+            expect(verdict.line).toBeLessThanOrEqual(j + 1);
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('a line that is not JSON is refused at that line', () => {
+    const lines = [...full];
+    lines[3] = lines[3]!.slice(0, -2);
+    expect(verifyExport(lines)).toMatchObject({ ok: false, line: 4, position: null, reason: 'not JSON' });
+  });
+
+  it('a deleted line breaks the complete chain; a cut end shows as a different head hash', () => {
+    for (const index of [0, 1, Math.floor(full.length / 2)]) {
+      const lines = full.filter((_, i) => i !== index);
+      expect(verifyExport(lines)).toMatchObject({ complete_chain: false });
+    }
+    const cut = verifyExport(full.slice(0, -1));
+    expect(cut.ok && cut.head_hash).not.toBe(headHash);
+    // An event moved to another position (its line re-hashed from a forged previous_hash) is still caught by the chain.
+    const moved = [...full];
+    const event = JSON.parse(moved[4]!) as ExportedEvent;
+    moved[4] = JSON.stringify({ ...event, previous_hash: '0'.repeat(64) });
+    expect(verifyExport(moved)).toMatchObject({ ok: false, line: 5 });
+  });
+
+  it('an empty export verifies as nothing checked', () => {
+    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true });
+  });
+
+  it('the CLI (node dist/src/verify-export.js FILE) exits 0 on an untouched export and 1 on a tampered one', (context) => {
+    if (!cli.available) context.skip(`dist/src/verify-export.js unavailable (${cli.note})`);
+    const good = join(dir, 'good.ndjson');
+    writeFileSync(good, `${full.join('\n')}\n`);
+    const ok = spawnSync(process.execPath, [CLI, good], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(`ok: ${full.length} events, head ${headHash}`);
+    expect(ok.stdout).toContain('complete chain');
+
+    const bad = join(dir, 'bad.ndjson');
+    const lines = [...full];
+    lines[6] = edit(lines[6]!, 'data');
+    writeFileSync(bad, `${lines.join('\n')}\n`);
+    const failed = spawnSync(process.execPath, [CLI, bad], { encoding: 'utf8' });
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toContain('FAILED at line 7');
+
+    const usage = spawnSync(process.execPath, [CLI], { encoding: 'utf8' });
+    expect(usage.status).not.toBe(0);
+    expect(usage.status).not.toBe(1);
+  });
+});
