@@ -1,13 +1,13 @@
-import { evaluate, readingKey, type Facts } from '../domain/conditions.js';
+import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
-import { concerns, deviceOf, matchedFacts } from './facts.js';
+import { concerns, dependsOnTime, deviceOf, matchedFacts } from './facts.js';
 import { nextRun } from './schedule.js';
 
 export interface SimulatedFiring {
   at: string;
-  cause: { kind: 'condition' | 'schedule'; position: number | null; event_type: string | null };
+  cause: { kind: 'condition' | 'schedule' | 'timer'; position: number | null; event_type: string | null };
   matched: Record<string, unknown>;
   actions: Array<{ index: number; type: string; due_at: string; would: string }>;
 }
@@ -47,9 +47,23 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
       scheduled = nextRun(definition.schedule, scheduled);
     }
   };
+  // Between events the engine still looks on its ticks: when a for_seconds window completes, and each minute for time windows.
+  const tickUntil = (limit: number) => {
+    if (!condition || definition.schedule || !dependsOnTime(condition)) return;
+    for (let at = nextTick(condition, runtime, lastMoment); at !== null && at <= limit && firings.length < MAX_FIRINGS; at = nextTick(condition, runtime, at)) {
+      const facts = factsAt(new Date(at).toISOString(), null);
+      const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
+      runtime = observed.runtime;
+      lastMoment = at;
+      if (observed.verdict.kind === 'fire') record(facts, { kind: 'timer', position: null, event_type: null });
+    }
+  };
+  let lastMoment = Date.parse(start);
   for (const event of events) {
     if (firings.length >= MAX_FIRINGS) break;
     runScheduleUntil(Date.parse(event.recorded_at) - 1);
+    tickUntil(Date.parse(event.recorded_at));
+    lastMoment = Math.max(lastMoment, Date.parse(event.recorded_at));
     learn(event, readings, statuses);
     if (!condition || definition.schedule || !concerns(condition, event)) continue;
     const facts = factsAt(event.recorded_at, { type: event.type, device_id: deviceOf(event) });
@@ -58,7 +72,22 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
     if (observed.verdict.kind === 'fire') record(facts, { kind: 'condition', position: event.position, event_type: event.type });
   }
   runScheduleUntil(Date.parse(end));
+  tickUntil(Date.parse(end));
   return firings;
+}
+
+const MINUTE_MS = 60_000;
+
+/** The next moment after `after` at which time alone can change the condition. */
+function nextTick(condition: Condition, runtime: RuleRuntime, after: number): number | null {
+  const windows = leavesOf(condition).flatMap(({ path, leaf }) => {
+    if (leaf.type === 'time') return [Math.floor(after / MINUTE_MS) * MINUTE_MS + MINUTE_MS];
+    if (leaf.type !== 'reading' || leaf.for_seconds === undefined) return [];
+    const since = runtime.holding[path];
+    const due = since === undefined ? null : since + leaf.for_seconds * 1000;
+    return due !== null && due > after ? [due] : [];
+  });
+  return windows.length > 0 ? Math.min(...windows) : null;
 }
 
 function learn(event: RecordedEvent, readings: Map<string, number>, statuses: Map<string, string>): void {

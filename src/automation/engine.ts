@@ -90,7 +90,7 @@ export class AutomationEngine {
     for (const event of events) {
       if (event.position <= this.checkpoint) continue;
       this.observeFacts(event);
-      if (event.type.startsWith('rule.') && event.type !== 'rule.triggered' && event.type !== 'rule.action_completed') this.onRuleChanged(event);
+      if (event.type === 'rule.created' || event.type === 'rule.updated' || event.type === 'rule.deleted') this.onRuleChanged(event);
       for (const rule of this.loadedRules()) {
         const condition = rule.definition.trigger_conditions;
         if (!condition || rule.definition.schedule || !concerns(condition, event)) continue;

@@ -94,17 +94,19 @@ export class Rules {
   }
 }
 
-/** The chain of enable_rule actions from this rule back to itself, if there is one. */
+/** The chain of enable_rule actions from this rule back to itself, if there is one (each rule explored once). */
 export function enableCycle(ruleId: string, actions: readonly RuleAction[], others: ReadonlyArray<{ id: string; actions: readonly RuleAction[] }>): string[] | null {
-  const enables = new Map<string, string[]>(others.map((r) => [r.id, r.actions.filter((a) => a.type === 'enable_rule').map((a) => (a as { rule_id: string }).rule_id)]));
-  enables.set(ruleId, actions.filter((a) => a.type === 'enable_rule').map((a) => (a as { rule_id: string }).rule_id));
+  const enabled = (list: readonly RuleAction[]) => list.flatMap((a) => (a.type === 'enable_rule' ? [a.rule_id] : []));
+  const enables = new Map<string, string[]>(others.map((r) => [r.id, enabled(r.actions)]));
+  enables.set(ruleId, enabled(actions));
+  const explored = new Set<string>();
   const walk = (id: string, path: string[]): string[] | null => {
     for (const next of enables.get(id) ?? []) {
       if (next === ruleId) return [...path, next];
-      if (!path.includes(next)) {
-        const found = walk(next, [...path, next]);
-        if (found) return found;
-      }
+      if (explored.has(next)) continue;
+      explored.add(next);
+      const found = walk(next, [...path, next]);
+      if (found) return found;
     }
     return null;
   };
@@ -129,17 +131,39 @@ export function canHoldTogether(a: Condition | null, b: Condition | null): boole
     if ('all' in c) return c.all.flatMap((x) => ('type' in x && x.type === 'reading' ? [x] : []));
     return [];
   };
-  const intervals = new Map<string, { low: number; high: number }>();
+  const intervals = new Map<string, Interval>();
   for (const leaf of [...required(a), ...required(b)]) {
     const key = `${leaf.device_id}:${leaf.sensor_type}`;
-    const range = intervals.get(key) ?? { low: -Infinity, high: Infinity };
-    if (leaf.operator === '>' || leaf.operator === '>=') range.low = Math.max(range.low, leaf.operator === '>' ? leaf.value + Number.EPSILON : leaf.value);
-    if (leaf.operator === '<' || leaf.operator === '<=') range.high = Math.min(range.high, leaf.operator === '<' ? leaf.value - Number.EPSILON : leaf.value);
-    if (leaf.operator === '==') {
-      range.low = Math.max(range.low, leaf.value);
-      range.high = Math.min(range.high, leaf.value);
-    }
-    intervals.set(key, range);
+    intervals.set(key, narrow(intervals.get(key) ?? { low: -Infinity, lowOpen: true, high: Infinity, highOpen: true }, leaf));
   }
-  return [...intervals.values()].every((range) => range.low <= range.high);
+  return [...intervals.values()].every((r) => r.low < r.high || (r.low === r.high && !r.lowOpen && !r.highOpen));
+}
+
+/** A range of values with open or closed ends. */
+interface Interval {
+  low: number;
+  lowOpen: boolean;
+  high: number;
+  highOpen: boolean;
+}
+
+function narrow(range: Interval, leaf: ReadingLeaf): Interval {
+  const raise = (low: number, open: boolean): Interval =>
+    low > range.low || (low === range.low && open) ? { ...range, low, lowOpen: open } : range;
+  const lower = (high: number, open: boolean): Interval =>
+    high < range.high || (high === range.high && open) ? { ...range, high, highOpen: open } : range;
+  switch (leaf.operator) {
+    case '>':
+      return raise(leaf.value, true);
+    case '>=':
+      return raise(leaf.value, false);
+    case '<':
+      return lower(leaf.value, true);
+    case '<=':
+      return lower(leaf.value, false);
+    case '==':
+      return narrow(narrow(range, { ...leaf, operator: '>=' }), { ...leaf, operator: '<=' });
+    case '!=':
+      return range;
+  }
 }

@@ -30,7 +30,15 @@ export type RuleAction = z.infer<typeof actionSchema>;
 export const actionsSchema = z.array(actionSchema).min(1, 'at least one action').max(20);
 
 export const scheduleSchema = z.union([
-  z.object({ cron: z.string().min(9).max(100), timezone: timezoneSchema.optional() }).strict(),
+  z
+    .object({
+      cron: z
+        .string()
+        .max(100)
+        .refine((cron) => cron.trim().split(/\s+/).length === 5, 'five fields: minute hour day-of-month month day-of-week'),
+      timezone: timezoneSchema.optional(),
+    })
+    .strict(),
   z.object({ every_seconds: z.number().int().min(1).max(366 * 24 * 3600) }).strict(),
 ]);
 export type RuleSchedule = z.infer<typeof scheduleSchema>;

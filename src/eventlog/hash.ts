@@ -13,9 +13,13 @@ export interface HashedFields {
   recorded_at: string;
 }
 
+/**
+ * SHA-256 over the previous hash and each field, every text length-prefixed so no edit can
+ * move bytes from one field to another and keep the hash.
+ */
 export function chainHash(previousHash: string, row: HashedFields): string {
+  const field = (text: string) => `${text.length}:${text}`;
   return createHash('sha256')
-    .update(previousHash)
-    .update(JSON.stringify([row.position, row.stream_id, row.version, row.type, row.data, row.metadata, row.recorded_at]))
+    .update(`${previousHash}|${row.position}|${field(row.stream_id)}|${row.version}|${field(row.type)}|${field(row.data)}|${field(row.metadata)}|${field(row.recorded_at)}`)
     .digest('hex');
 }

@@ -37,6 +37,7 @@ describe('loadConfig', () => {
       rateLimitPerMinute: null,
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
+      wsMaxBufferedBytes: 1_048_576,
     });
   });
 
