@@ -1,0 +1,3 @@
+import type { Benchmark } from './lib.js';
+
+export const telemetryBenchmarks: readonly Benchmark[] = [];
