@@ -22,6 +22,8 @@ const statusOf: Record<DomainErrorCode | 'invalid_json' | 'unsupported_media_typ
 
 export type ErrorCode = keyof typeof statusOf;
 
+export const httpStatusOf = (code: ErrorCode): number => statusOf[code];
+
 export const RESERVED_KEY_MESSAGE = 'the body uses a reserved key';
 
 export class HttpError extends Error {

@@ -1,10 +1,10 @@
 import { commandDecider, type CommandCommand } from '../domain/command.js';
 import { DomainError, notFound } from '../domain/errors.js';
-import { streams, type CommandPriority } from '../domain/events.js';
+import { streams, type CommandPriority, type DomainEvent } from '../domain/events.js';
 import { ConcurrencyError } from '../eventlog/index.js';
 import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type CommandRow } from '../projections/commands.js';
 import { visibleDevice } from './devices.js';
-import { handle } from './handle.js';
+import { handle, metadataFor } from './handle.js';
 import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface QueueInput {
@@ -18,6 +18,29 @@ export interface QueueInput {
 }
 
 export const DEFAULT_TIMEOUT_SECONDS = 60;
+
+type Alongside = ReadonlyArray<{ streamId: string; events: DomainEvent[] }>;
+
+/**
+ * What a device's result tells beyond the command: the configuration it now runs, or how
+ * its firmware update ended. Appended with the result, in the same transaction.
+ */
+function resultConsequences(command: CommandRow, result: { status: 'executed' | 'failed'; response: Record<string, unknown> | null }): Alongside {
+  const parameters = JSON.parse(command.parameters) as Record<string, unknown>;
+  const device_id = command.device_id;
+  const events: DomainEvent[] = [];
+  if (command.command_type === 'update_configuration' && result.status === 'executed') {
+    const reported = result.response?.configuration ?? parameters.configuration;
+    if (reported !== null && typeof reported === 'object' && !Array.isArray(reported)) {
+      events.push({ type: 'device.configuration_reported', data: { device_id, configuration: reported as Record<string, unknown>, source: 'command' } });
+    }
+  }
+  if (command.command_type === 'firmware_update' && typeof parameters.version === 'string') {
+    const detail = typeof result.response?.detail === 'string' ? result.response.detail : null;
+    events.push({ type: 'device.firmware_progress', data: { device_id, version: parameters.version, status: result.status === 'executed' ? 'done' : 'failed', detail } });
+  }
+  return events.length > 0 ? [{ streamId: streams.telemetry(device_id), events }] : [];
+}
 
 export function visibleCommand(services: Services, principal: Principal, commandId: string): CommandRow {
   const command = findCommand(services.sql, commandId);
@@ -38,7 +61,7 @@ export class DeviceCommands {
   }
 
   /** Queues without an access check: for callers that already checked (configuration pushes, groups, rules). */
-  async queueFor(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null): Promise<CommandRow> {
+  async queueFor(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null, alongside: Alongside = []): Promise<CommandRow> {
     const { services } = this;
     const commandId = services.newId();
     const now = services.clock.now();
@@ -52,6 +75,7 @@ export class DeviceCommands {
         data: { ...rest, command_id: commandId, device_id: deviceId, user_id: ownerId, expires_at: expires_in ? new Date(now.getTime() + expires_in * 1000).toISOString() : null },
       },
       context,
+      { alongside: [...alongside] },
     );
     return findCommand(services.sql, commandId)!;
   }
@@ -76,8 +100,25 @@ export class DeviceCommands {
     if (principal.kind !== 'device' || principal.deviceId !== deviceId) throw new DomainError('forbidden', 'only the device itself reports results');
     const command = findCommand(this.services.sql, commandId);
     if (!command || command.device_id !== deviceId) throw notFound('command');
-    await this.transition(commandId, { type: 'record_result', data: { device_id: deviceId, ...result } }, context);
+    await this.transition(commandId, { type: 'record_result', data: { device_id: deviceId, ...result } }, context, resultConsequences(command, result));
     return findCommand(this.services.sql, commandId)!;
+  }
+
+  /** A firmware update is a firmware_update command; its progress is the device's firmware state. */
+  async startFirmwareUpdate(deviceId: string, firmware: { version: string; url: string; checksum: string }, context: RequestContext): Promise<CommandRow> {
+    const device = visibleDevice(this.services, context.principal, deviceId);
+    if (context.principal.kind !== 'user') throw new DomainError('forbidden', 'a device cannot start its own firmware update');
+    const queued: Alongside = [{ streamId: streams.telemetry(device.id), events: [{ type: 'device.firmware_progress', data: { device_id: device.id, version: firmware.version, status: 'queued', detail: null } }] }];
+    return this.queueFor(device.id, device.user_id, { command_type: 'firmware_update', parameters: firmware, priority: 'high', expires_in: null, timeout_seconds: 3600, retries: 0, batch_id: null }, context, queued);
+  }
+
+  async reportFirmwareProgress(deviceId: string, progress: { version: string; status: 'downloading' | 'installing' | 'done' | 'failed'; detail: string | null }, context: RequestContext): Promise<void> {
+    const principal = context.principal;
+    if (principal.kind !== 'device' || principal.deviceId !== deviceId) throw new DomainError('forbidden', 'only the device itself reports its firmware progress');
+    const result = await this.services.log.append([
+      { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events: [{ type: 'device.firmware_progress', data: { device_id: deviceId, ...progress } }], metadata: metadataFor(context) },
+    ]);
+    await this.services.runner.waitFor(result.lastPosition);
   }
 
   async cancel(commandId: string, context: RequestContext): Promise<CommandRow> {
@@ -100,9 +141,9 @@ export class DeviceCommands {
     return outcomes.filter((o) => o.status === 'fulfilled' && o.value).length;
   }
 
-  private async transition(commandId: string, command: CommandCommand, context: RequestContext | null): Promise<boolean> {
+  private async transition(commandId: string, command: CommandCommand, context: RequestContext | null, alongside: Alongside = []): Promise<boolean> {
     try {
-      const handled = await handle(this.services, commandDecider, streams.command(commandId), command, context);
+      const handled = await handle(this.services, commandDecider, streams.command(commandId), command, context, { alongside: [...alongside] });
       return handled.events.length > 0;
     } catch (error) {
       if (error instanceof ConcurrencyError) throw new DomainError('conflict', 'the command changed concurrently');

@@ -37,27 +37,51 @@ export class Devices {
 
   async register(input: RegisterDeviceInput, context: RequestContext): Promise<{ device: DeviceRow; token: string }> {
     const ownerId = requireUser(context.principal);
-    const token = input.auth_token ?? generateDeviceToken();
     // One key for the whole registry: MACs and tokens are unique across users, quotas per user.
     return this.lock.run('registry', async () => {
-      const { sql, runner, log, newId } = this.services;
-      await runner.waitFor(log.headPosition());
-      this.checkQuota(ownerId);
-      if (input.mac_address && findDeviceByMac(sql, input.mac_address)) {
+      await this.services.runner.waitFor(this.services.log.headPosition());
+      if (input.mac_address && findDeviceByMac(this.services.sql, input.mac_address)) {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
       }
-      if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
-      this.checkGroup(input.group_id, ownerId);
-      const deviceId = newId();
-      const { auth_token: _token, ...attributes } = input;
-      await handle(
-        this.services,
-        deviceDecider,
-        streams.device(deviceId),
-        { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) } },
-        context,
-      );
-      return { device: findDevice(sql, deviceId)!, token };
+      return this.registerNow(input, ownerId, context);
+    });
+  }
+
+  /** Registers under the registry lock, after the caller's own uniqueness checks. */
+  private async registerNow(input: RegisterDeviceInput, ownerId: string, context: RequestContext): Promise<{ device: DeviceRow; token: string }> {
+    const { sql, newId } = this.services;
+    const token = input.auth_token ?? generateDeviceToken();
+    this.checkQuota(ownerId);
+    if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
+    this.checkGroup(input.group_id, ownerId);
+    const deviceId = newId();
+    const { auth_token: _token, ...attributes } = input;
+    await handle(
+      this.services,
+      deviceDecider,
+      streams.device(deviceId),
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) } },
+      context,
+    );
+    return { device: findDevice(sql, deviceId)!, token };
+  }
+
+  /**
+   * Provisioning by hardware id: the first call registers the device, later ones return the
+   * same device with a fresh token. One registry lock, so concurrent calls make one device.
+   */
+  async provision(input: RegisterDeviceInput & { mac_address: string }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
+    const ownerId = requireUser(context.principal);
+    return this.lock.run('registry', async () => {
+      await this.services.runner.waitFor(this.services.log.headPosition());
+      const existing = findDeviceByMac(this.services.sql, input.mac_address);
+      if (!existing) return { ...(await this.registerNow(input, ownerId, context)), created: true };
+      if (existing.user_id !== ownerId) {
+        throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
+      }
+      const token = generateDeviceToken();
+      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: hashSecret(token) } }, context);
+      return { device: findDevice(this.services.sql, existing.id)!, token, created: false };
     });
   }
 

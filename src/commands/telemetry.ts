@@ -36,6 +36,7 @@ export interface HeartbeatInput {
   device_status: Record<string, unknown> | null;
   firmware_version: string | null;
   metrics: Record<string, unknown> | null;
+  configuration?: Record<string, unknown> | undefined;
 }
 
 export const MAX_READINGS_PER_SUBMISSION = 1_000;
@@ -89,7 +90,10 @@ export class Telemetry {
     this.shedLoad();
     return this.locks.run(deviceId, async () => {
       const device = writableDevice(services, context.principal, deviceId);
-      const beat: AppendRequest = { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events: [{ type: 'device.heartbeat', data: { device_id: deviceId, ...input } }] };
+      const { configuration, ...beatData } = input;
+      const events: DomainEvent[] = [{ type: 'device.heartbeat', data: { device_id: deviceId, ...beatData } }];
+      if (configuration) events.push({ type: 'device.configuration_reported', data: { device_id: deviceId, configuration, source: 'heartbeat' } });
+      const beat: AppendRequest = { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events };
       const requests = withMetadata([beat, ...this.cameOnline(device)], context);
       const result = await services.log.append(requests);
       await services.runner.waitFor(result.lastPosition);

@@ -2,20 +2,21 @@ import type { Decider } from './decider.js';
 import { DomainError, notFound } from './errors.js';
 import type { DeviceAttributes, EventOfType } from './events.js';
 
-export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned'>;
+export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned' | 'device.token_rotated'>;
 export type DeviceChanges = EventOfType<'device.updated'>['data']['changes'];
 
 export type DeviceCommand =
   | { type: 'register_device'; data: EventOfType<'device.registered'>['data'] }
   | { type: 'update_device'; data: { changes: DeviceChanges } }
-  | { type: 'decommission_device' };
+  | { type: 'decommission_device' }
+  | { type: 'rotate_token'; data: { token_hash: string } };
 
 export type DeviceState =
   | { status: 'none' }
   | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes };
 
 export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
-  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned']),
+  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned', 'device.token_rotated']),
   initialState: () => ({ status: 'none' }),
 
   evolve(state, event) {
@@ -30,6 +31,8 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
       case 'device.decommissioned':
         if (state.status === 'none') return state;
         return { ...state, status: 'decommissioned' };
+      case 'device.token_rotated':
+        return state;
     }
   },
 
@@ -47,6 +50,8 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
       }
       case 'decommission_device':
         return [{ type: 'device.decommissioned', data: { device_id: state.device_id, user_id: state.user_id } }];
+      case 'rotate_token':
+        return [{ type: 'device.token_rotated', data: { device_id: state.device_id, token_hash: command.data.token_hash } }];
     }
   },
 };

@@ -50,6 +50,8 @@ const deviceUpdated = z.object({
 });
 
 const deviceDecommissioned = z.object({ device_id: id, user_id: id });
+/** Provisioning again hands out a fresh token; the old one stops working. */
+const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
 
 const groupCreated = z.object({
   group_id: id,
@@ -88,6 +90,11 @@ const deviceHeartbeat = z.object({
   firmware_version: z.string().nullable(),
   metrics: jsonObject.nullable(),
 });
+
+/** What the device says its configuration is (a command result or a heartbeat), beside the desired one. */
+const deviceConfigurationReported = z.object({ device_id: id, configuration: jsonObject, source: z.enum(['command', 'heartbeat']) });
+export const firmwareStatusSchema = z.enum(['queued', 'downloading', 'installing', 'done', 'failed']);
+const deviceFirmwareProgress = z.object({ device_id: id, version: z.string(), status: firmwareStatusSchema, detail: z.string().nullable() });
 
 const deviceCameOnline = z.object({ device_id: id });
 const deviceWentOffline = z.object({ device_id: id, last_seen: isoTime.nullable() });
@@ -170,12 +177,15 @@ export const eventSchemas = {
   'device.registered': deviceRegistered,
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
+  'device.token_rotated': deviceTokenRotated,
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,
   'readings.recorded': readingsRecorded,
   'device.heartbeat': deviceHeartbeat,
   'device.came_online': deviceCameOnline,
+  'device.configuration_reported': deviceConfigurationReported,
+  'device.firmware_progress': deviceFirmwareProgress,
   'device.went_offline': deviceWentOffline,
   'alert.raised': alertRaised,
   'alert.acknowledged': alertAcknowledged,

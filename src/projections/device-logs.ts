@@ -18,6 +18,13 @@ function entriesFor(event: RecordedEvent): { deviceId: string; entries: Entry[] 
       if (Object.keys(other).length > 0) entries.push({ severity: 'info', category: 'lifecycle', message: `updated ${Object.keys(other).join(', ')}`, details: other });
       return { deviceId: event.data.device_id, entries };
     }
+    case 'device.configuration_reported':
+      return { deviceId: event.data.device_id, entries: [{ severity: 'info', category: 'configuration', message: `device reported its configuration (${event.data.source})`, details: { configuration: event.data.configuration } }] };
+    case 'device.firmware_progress':
+      return {
+        deviceId: event.data.device_id,
+        entries: [{ severity: event.data.status === 'failed' ? 'error' : 'info', category: 'firmware', message: `firmware ${event.data.version}: ${event.data.status}`, details: { detail: event.data.detail } }],
+      };
     case 'device.came_online':
       return { deviceId: event.data.device_id, entries: [{ severity: 'info', category: 'status', message: 'came online', details: {} }] };
     case 'device.went_offline':

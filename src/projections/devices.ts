@@ -4,14 +4,15 @@ import { queryBuilder as q, type Sql } from './sql.js';
 
 export const devicesProjection: Projection = {
   name: 'devices',
-  version: 2,
+  version: 3,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
       id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, device_type TEXT NOT NULL,
       description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
       firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
-      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL,
+      reported_configuration TEXT, firmware_state TEXT);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
@@ -28,6 +29,8 @@ export const devicesProjection: Projection = {
             configuration: JSON.stringify(configuration),
             status: 'offline',
             last_seen: null,
+            reported_configuration: null,
+            firmware_state: null,
             created_at: event.recorded_at,
             updated_at: event.recorded_at,
             version: event.version,
@@ -53,6 +56,9 @@ export const devicesProjection: Projection = {
       case 'device.decommissioned':
         sql.run(q.deleteFrom('devices').where('id', '=', event.data.device_id));
         return;
+      case 'device.token_rotated':
+        sql.run(q.updateTable('devices').set({ token_hash: event.data.token_hash, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+        return;
       case 'group.deleted':
         sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
         return;
@@ -67,6 +73,19 @@ export const devicesProjection: Projection = {
             .where('id', '=', event.data.device_id),
         );
         return;
+      case 'device.configuration_reported':
+        sql.run(q.updateTable('devices').set({ reported_configuration: JSON.stringify(event.data.configuration) }).where('id', '=', event.data.device_id));
+        return;
+      case 'device.firmware_progress': {
+        const { version, status, detail } = event.data;
+        sql.run(
+          q
+            .updateTable('devices')
+            .set({ firmware_state: JSON.stringify({ target_version: version, status, detail, updated_at: event.recorded_at }), ...(status === 'done' ? { firmware_version: version } : {}) })
+            .where('id', '=', event.data.device_id),
+        );
+        return;
+      }
       case 'device.came_online':
       case 'device.went_offline':
         sql.run(

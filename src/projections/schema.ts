@@ -39,6 +39,8 @@ export interface DevicesTable {
   created_at: string;
   updated_at: string;
   version: number;
+  reported_configuration: string | null;
+  firmware_state: string | null;
 }
 
 export interface GroupsTable {

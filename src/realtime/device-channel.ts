@@ -111,7 +111,7 @@ export class DeviceChannel {
         return this.telemetry.submit(deviceId, { readings: readingInputs(message.sensor_readings), timestamp: message.timestamp ?? null, device_status: message.device_status ?? null }, context, message.idempotency_key);
       }
       case 'heartbeat':
-        return this.telemetry.heartbeat(deviceId, { device_status: message.device_status ?? null, firmware_version: message.firmware_version ?? null, metrics: message.metrics ?? null }, context);
+        return this.telemetry.heartbeat(deviceId, { device_status: message.device_status ?? null, firmware_version: message.firmware_version ?? null, metrics: message.metrics ?? null, configuration: message.configuration }, context);
       case 'command_result': {
         const command = await this.commands.recordResult(deviceId, message.command_id, { status: message.status, response: message.response ?? null }, context);
         return { command_id: command.id, status: command.status };

@@ -5,10 +5,10 @@ import { DomainError } from '../../domain/errors.js';
 import { batchStatusCounts, listCommands, type CommandRow } from '../../projections/commands.js';
 import { deviceIds } from '../../projections/devices.js';
 import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
-import { command, commandResultBody, groupCommandAnswer, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
+import { command, commandResultBody, firmwareBody, firmwareProgressBody, groupCommandAnswer, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 
 export const presentCommand = (row: CommandRow) => ({
   id: row.id,
@@ -84,6 +84,17 @@ export function commandRoutes(services: Services, commands: DeviceCommands) {
     defineRoute(
       { method: 'post', path: '/api/commands/:id/cancel', summary: 'Cancel a pending or sent command (409 otherwise)', tag: 'commands', access: 'user', response: command },
       async ({ params, context }) => ({ data: presentCommand(await commands.cancel(params.id!, context)) }),
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/firmware', summary: 'Start a firmware update: a queued firmware_update command', tag: 'commands', access: 'user', body: firmwareBody, response: command, status: 202 },
+      async ({ params, body, context }) => ({ data: presentCommand(await commands.startFirmwareUpdate(params.id!, body, context)) }),
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/firmware/progress', summary: 'A device reports firmware progress (downloading, installing, done, failed)', tag: 'commands', access: 'device', body: firmwareProgressBody, response: z.object({ version: z.string(), status: z.string() }) },
+      async ({ params, body, context }) => {
+        await commands.reportFirmwareProgress(params.id!, { version: body.version, status: body.status, detail: body.detail ?? null }, context);
+        return { data: { version: body.version, status: body.status } };
+      },
     ),
     defineRoute(
       { method: 'post', path: '/api/groups/:id/commands', summary: 'Queue one command for every device of a group and its subgroups, as one batch', tag: 'commands', access: 'user', body: queueCommandBody, response: groupCommandAnswer, status: 202 },

@@ -1,36 +1,58 @@
-import { deviceAsOf, visibleDevice, type Devices } from '../../commands/devices.js';
+import { deviceAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
+import type { RequestContext } from '../../commands/services.js';
+import { DomainError } from '../../domain/errors.js';
+import { httpStatusOf } from '../errors.js';
+import type { z } from 'zod';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { streams } from '../../domain/events.js';
 import { commandStats, listCommands } from '../../projections/commands.js';
-import { listDevices } from '../../projections/devices.js';
+import { listDevices, type DeviceRow } from '../../projections/devices.js';
+import { configurationDiff } from '../../domain/configuration.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
 import { presentDevice } from '../presenters.js';
 import { presentCommand } from './commands.js';
-import { defineRoute, ifMatchVersion } from '../route.js';
+import { defineRoute, ifMatchVersion, parse } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
-import { device, deviceDetail, deviceDetailQuery, listDevicesQuery, registerDeviceBody, registeredDevice, storedEvent, updateDeviceBody } from '../schemas/devices.js';
+import {
+  bulkAnswer,
+  bulkBody,
+  bulkDelete,
+  bulkRegister,
+  bulkUpdate,
+  device,
+  deviceDetail,
+  deviceDetailQuery,
+  listDevicesQuery,
+  provisionBody,
+  registerDeviceBody,
+  registeredDevice,
+  storedEvent,
+  updateDeviceBody,
+} from '../schemas/devices.js';
 
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
       { method: 'post', path: '/api/devices', summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
       async ({ body, context }) => {
-        const { type, device_type, ...rest } = body;
-        const { device: row, token } = await devices.register(
-          {
-            name: rest.name,
-            device_type: (device_type ?? type)!,
-            description: rest.description ?? null,
-            ip_address: rest.ip_address ?? null,
-            mac_address: rest.mac_address ?? null,
-            group_id: rest.group_id ?? null,
-            configuration: rest.configuration ?? {},
-            firmware_version: rest.firmware_version ?? null,
-            auth_token: rest.auth_token ?? null,
-          },
-          context,
-        );
+        const { device: row, token } = await devices.register(registrationInput(body), context);
         return { data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/provision', summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201 },
+      async ({ body, context }) => {
+        const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
+        return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/bulk', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207 },
+      async ({ body, context }) => {
+        const results = [];
+        for (const [index, operation] of body.operations.entries()) results.push({ index, action: operation.action, ...(await bulkOperation(devices, operation, index, context)) });
+        const failed = results.filter((r) => r.status >= 400).length;
+        return { status: 207, data: results, meta: { total: results.length, succeeded: results.length - failed, failed } };
       },
     ),
     defineRoute(
@@ -62,6 +84,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
             ...presentDevice(row),
             recent_data: latestReadings(services.sql, row.id),
             recent_commands: listCommands(services.sql, { userId: null, deviceId: row.id, limit: 10, offset: 0 }).rows.map(presentCommand),
+            ...configurationState(row),
             metrics: deviceMetrics(services, row.id, dayAgo),
           },
           etag: row.version,
@@ -71,13 +94,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
     defineRoute(
       { method: 'put', path: '/api/devices/:id', summary: 'Update a device (honours If-Match)', tag: 'devices', access: 'user', body: updateDeviceBody, response: device },
       async ({ params, body, context, req }) => {
-        const { settings, configuration, type, device_type, ...rest } = body;
-        const changes = {
-          ...rest,
-          ...(configuration ?? settings ? { configuration: configuration ?? settings } : {}),
-          ...(device_type ?? type ? { device_type: device_type ?? type } : {}),
-        };
-        const row = await devices.update(params.id!, changes, context, ifMatchVersion(req));
+        const row = await devices.update(params.id!, deviceChanges(body), context, ifMatchVersion(req));
         return { data: presentDevice(row), etag: row.version };
       },
     ),
@@ -109,4 +126,69 @@ function deviceMetrics(services: Services, deviceId: string, dayAgo: string) {
     command_success_rate: commands.success_rate,
     mean_command_latency_ms: commands.avg_latency_ms,
   };
+}
+
+/** Desired (what was set), reported (what the device says it runs) and where they differ; the firmware update state. */
+function configurationState(row: DeviceRow) {
+  const desired = JSON.parse(row.configuration) as Record<string, unknown>;
+  const reported = row.reported_configuration ? (JSON.parse(row.reported_configuration) as Record<string, unknown>) : null;
+  return {
+    desired_configuration: desired,
+    reported_configuration: reported,
+    configuration_diff: configurationDiff(desired, reported),
+    configuration_in_sync: reported !== null && configurationDiff(desired, reported).length === 0,
+    firmware: row.firmware_state ? (JSON.parse(row.firmware_state) as Record<string, unknown>) : null,
+  };
+}
+
+type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
+
+/** A registration as the handler takes it, from the body of POST /api/devices (and its relatives). */
+function registrationInput(body: RegisterBody): RegisterDeviceInput {
+  return {
+    name: body.name,
+    device_type: (body.device_type ?? body.type)!,
+    description: body.description ?? null,
+    ip_address: body.ip_address ?? null,
+    mac_address: body.mac_address ?? null,
+    group_id: body.group_id ?? null,
+    configuration: body.configuration ?? {},
+    firmware_version: body.firmware_version ?? null,
+    auth_token: body.auth_token ?? null,
+  };
+}
+
+/** The changes of PUT /api/devices/:id, with its aliases resolved. */
+function deviceChanges(body: z.infer<typeof updateDeviceBody>) {
+  const { settings, configuration, type, device_type, ...rest } = body;
+  return {
+    ...rest,
+    ...(configuration ?? settings ? { configuration: configuration ?? settings } : {}),
+    ...(device_type ?? type ? { device_type: device_type ?? type } : {}),
+  };
+}
+
+/** One operation of a bulk request: validated and run alone; its failure is its own answer. */
+async function bulkOperation(devices: Devices, operation: { action: 'register' | 'update' | 'delete' }, index: number, context: RequestContext) {
+  try {
+    switch (operation.action) {
+      case 'register': {
+        const { device } = parse(bulkRegister, operation, `operations.${index}`);
+        const { device: row, token } = await devices.register(registrationInput(device), context);
+        return { status: 201, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } } };
+      }
+      case 'update': {
+        const { id, changes } = parse(bulkUpdate, operation, `operations.${index}`);
+        return { status: 200, data: presentDevice(await devices.update(id, deviceChanges(changes), context)) };
+      }
+      case 'delete': {
+        const { id } = parse(bulkDelete, operation, `operations.${index}`);
+        await devices.decommission(id, context);
+        return { status: 200, data: { id, deleted: true } };
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof DomainError)) throw error;
+    return { status: httpStatusOf(error.code), error: { code: error.code, message: error.message, details: error.details } };
+  }
 }

@@ -54,3 +54,15 @@ export const command = z.object({
 });
 
 export const groupCommandAnswer = z.object({ batch_id: z.string(), count: z.number().int(), commands: z.array(command) });
+
+export const firmwareBody = z.object({
+  version: z.string().trim().min(1).max(64),
+  url: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).max(2048),
+  checksum: z.string().regex(/^(sha256:)?[0-9a-fA-F]{64}$/, 'a SHA-256 checksum in hex (optionally prefixed sha256:)'),
+});
+
+export const firmwareProgressBody = z.object({
+  version: z.string().trim().min(1).max(64),
+  status: z.enum(['downloading', 'installing', 'done', 'failed']),
+  detail: z.string().max(500).nullable().optional(),
+});

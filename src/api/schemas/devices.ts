@@ -4,6 +4,7 @@ import { jsonObject, nonBlank, paging, timestamp } from './common.js';
 import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
 
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
+const macAddress = z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)');
 const deviceType = z.string().trim().min(1).max(64);
 const configuration = jsonObject;
 
@@ -23,7 +24,7 @@ export const registerDeviceBody = z
     device_type: deviceType.optional(),
     description: editable.description.optional(),
     ip_address: editable.ip_address.optional(),
-    mac_address: z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)').nullable().optional(),
+    mac_address: macAddress.nullable().optional(),
     auth_token: z
       .string()
       .min(16, 'at least 16 characters')
@@ -83,6 +84,11 @@ export const deviceDetail = device.extend({
   recent_data: z.array(z.record(z.string(), z.unknown())),
   recent_commands: z.array(z.record(z.string(), z.unknown())),
   metrics: z.record(z.string(), z.unknown()),
+  desired_configuration: configuration.optional(),
+  reported_configuration: configuration.nullable().optional(),
+  configuration_diff: z.array(z.object({ path: z.string(), desired: z.unknown(), reported: z.unknown() })).optional(),
+  configuration_in_sync: z.boolean().optional(),
+  firmware: z.record(z.string(), z.unknown()).nullable().optional(),
 });
 
 export const storedEvent = z.object({
@@ -95,3 +101,31 @@ export const storedEvent = z.object({
   recorded_at: timestamp,
   hash: z.string(),
 });
+
+export const provisionBody = z.object({
+  mac_address: macAddress,
+  name: editable.name.optional(),
+  type: deviceType.optional(),
+  device_type: deviceType.optional(),
+  description: editable.description.optional(),
+  group_id: editable.group_id.optional(),
+  configuration: configuration.optional(),
+  firmware_version: editable.firmware_version.optional(),
+});
+
+export const MAX_BULK_OPERATIONS = 100;
+
+/** The envelope only; each operation is validated on its own so one bad item fails alone. */
+export const bulkBody = z.object({
+  operations: z
+    .array(z.object({ action: z.enum(['register', 'update', 'delete']) }).loose())
+    .min(1, 'at least one operation')
+    .max(MAX_BULK_OPERATIONS, `at most ${MAX_BULK_OPERATIONS} operations`),
+});
+export const bulkRegister = z.object({ action: z.literal('register'), device: registerDeviceBody });
+export const bulkUpdate = z.object({ action: z.literal('update'), id: z.string().min(1).max(64), changes: updateDeviceBody });
+export const bulkDelete = z.object({ action: z.literal('delete'), id: z.string().min(1).max(64) });
+
+export const bulkAnswer = z.array(
+  z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() }),
+);

@@ -39,6 +39,8 @@ export const heartbeatBody = z.object({
   device_status: statusObject.nullable().optional(),
   firmware_version: z.string().trim().min(1).max(64).nullable().optional(),
   metrics: statusObject.nullable().optional(),
+  /** The configuration the device runs, to compare with the desired one. */
+  configuration: statusObject.optional(),
 });
 
 export const heartbeatAnswer = z.object({ device_id: z.string(), status: z.string(), position: z.number().int(), server_time: timestamp });
