@@ -332,8 +332,13 @@ describe('devices', () => {
     it('answers the device with recent_data, recent_commands, metrics and an ETag of its version', async () => {
       const answer = await api.get<Data<Detail>>(`/api/devices/${device.id}`, { token: alice.token });
       expect(answer.status).toBe(200);
-      const { recent_data, recent_commands, metrics, ...rest } = answer.body.data;
+      const { recent_data, recent_commands, metrics, desired_configuration, reported_configuration, configuration_diff, configuration_in_sync, firmware, ...rest } = answer.body.data as Detail & Record<string, unknown>;
       expect(Object.keys(rest).sort()).toEqual(DEVICE_KEYS);
+      expect(desired_configuration).toEqual({ mode: 'eco' });
+      expect(reported_configuration).toBeNull();
+      expect(configuration_diff).toEqual([]);
+      expect(configuration_in_sync).toBe(false);
+      expect(firmware).toBeNull();
       expect(Array.isArray(recent_data)).toBe(true);
       expect(Array.isArray(recent_commands)).toBe(true);
       expect(metrics).toBeTypeOf('object');
