@@ -11,6 +11,8 @@ import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
 import { DeviceCommands } from './commands/device-commands.js';
 import { Rules } from './commands/rules.js';
+import { Rollouts } from './commands/rollouts.js';
+import { Templates } from './commands/templates.js';
 import { DeviceChannel } from './realtime/device-channel.js';
 import { Realtime } from './realtime/realtime.js';
 import { DeviceLocks } from './commands/device-locks.js';
@@ -75,11 +77,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const rules = new Rules(services);
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules });
+  const rollouts = new Rollouts(services, commands);
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
   const timers = new Timers(logger, [
     { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
     { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
     { name: 'automation', everyMs: 1_000, run: () => automation.tick() },
+    { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick() },
   ]);
   const http = createServer(app);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {

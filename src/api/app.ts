@@ -4,6 +4,8 @@ import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Devices } from '../commands/devices.js';
 import type { Rules } from '../commands/rules.js';
+import type { Rollouts } from '../commands/rollouts.js';
+import type { Templates } from '../commands/templates.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
 import type { Telemetry } from '../commands/telemetry.js';
@@ -22,6 +24,7 @@ import { groupRoutes } from './routes/groups.js';
 import { ruleRoutes } from './routes/rules.js';
 import { systemRoutes } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
+import { templateRoutes } from './routes/templates.js';
 
 export interface AppHandlers {
   accounts: Accounts;
@@ -31,6 +34,8 @@ export interface AppHandlers {
   offline: OfflineDetector;
   commands: DeviceCommands;
   rules: Rules;
+  templates: Templates;
+  rollouts: Rollouts;
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -73,7 +78,8 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...telemetryRoutes(services, handlers.telemetry, handlers.offline),
     ...alertRoutes(services),
     ...eventRoutes(services),
-    ...commandRoutes(services, handlers.commands),
+    ...commandRoutes(services, handlers.commands, handlers.rollouts),
+    ...templateRoutes(services, handlers.templates),
     ...ruleRoutes(services, handlers.rules),
   );
   const router = express.Router();

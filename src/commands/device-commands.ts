@@ -128,6 +128,11 @@ export class DeviceCommands {
     return findCommand(this.services.sql, commandId)!;
   }
 
+  /** An aborted batch's commands that were not yet sent are cancelled. */
+  async cancelBatch(commandIds: readonly string[]): Promise<void> {
+    await Promise.allSettled(commandIds.map((id) => this.transition(id, { type: 'cancel_command', data: { reason: 'batch_aborted' } }, null)));
+  }
+
   /** A deleted device's open commands are cancelled. */
   async cancelAllOf(deviceId: string, context: RequestContext): Promise<void> {
     await Promise.allSettled(openCommandsOf(this.services.sql, deviceId).map((c) => this.transition(c.id, { type: 'cancel_command', data: { reason: 'device_deleted' } }, context)));

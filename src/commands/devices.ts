@@ -31,7 +31,7 @@ export class Devices {
   private readonly lock = new KeyedLock();
 
   constructor(
-    private readonly services: Services,
+    readonly services: Services,
     private readonly commands: DeviceCommands,
   ) {}
 

@@ -170,6 +170,37 @@ const ruleActionCompleted = z.object({
 /** A rule that fired too often in a minute was held back (runaway chains end here). */
 const ruleThrottled = z.object({ rule_id: id, firings_last_minute: z.number().int() });
 
+const templateCreated = z.object({
+  template_id: id,
+  user_id: id,
+  name: z.string(),
+  device_type: z.string(),
+  description: z.string().nullable(),
+  configuration: jsonObject,
+  thresholds: jsonObject,
+});
+const templateUpdated = z.object({ template_id: id, changes: templateCreated.omit({ template_id: true, user_id: true }).partial() });
+const templateDeleted = z.object({ template_id: id, user_id: id });
+
+/** A group command rolled out at a rate, or watched for failures: queued progressively, stopped past a failure share. */
+const batchStarted = z.object({
+  batch_id: id,
+  user_id: id,
+  group_id: id,
+  device_ids: z.array(id),
+  command: z.object({
+    command_type: z.string(),
+    parameters: jsonObject,
+    priority: commandPrioritySchema,
+    expires_in: z.number().int().positive().nullable(),
+    timeout_seconds: z.number().int().positive(),
+    retries: z.number().int().nonnegative(),
+  }),
+  per_minute: z.number().int().positive().nullable(),
+  abort_failure_percent: z.number().min(0).max(100).nullable(),
+});
+const batchFinished = z.object({ batch_id: id, outcome: z.enum(['completed', 'aborted']), reason: z.string().nullable() });
+
 export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
@@ -197,6 +228,11 @@ export const eventSchemas = {
   'command.retried': commandRetried,
   'command.expired': commandExpired,
   'command.cancelled': commandCancelled,
+  'template.created': templateCreated,
+  'template.updated': templateUpdated,
+  'template.deleted': templateDeleted,
+  'batch.started': batchStarted,
+  'batch.finished': batchFinished,
   'rule.created': ruleCreated,
   'rule.updated': ruleUpdated,
   'rule.deleted': ruleDeleted,
@@ -275,6 +311,8 @@ export const streams = {
   alert: (alertId: string) => `alert-${alertId}`,
   command: (commandId: string) => `command-${commandId}`,
   rule: (ruleId: string) => `rule-${ruleId}`,
+  template: (templateId: string) => `template-${templateId}`,
+  batch: (batchId: string) => `batch-${batchId}`,
 };
 
 export function assertNever(value: never): never {

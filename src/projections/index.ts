@@ -5,6 +5,8 @@ import { deviceLogsProjection } from './device-logs.js';
 import { devicesProjection } from './devices.js';
 import { groupsProjection } from './groups.js';
 import { rulesProjection } from './rules.js';
+import { templatesProjection } from './templates.js';
+import { batchesProjection } from './batches.js';
 import { streamOwnersProjection } from './stream-owners.js';
 import type { Projection } from './projection.js';
 import { telemetryProjection } from './telemetry.js';
@@ -29,6 +31,8 @@ export const createProjections = (settings: ProjectionSettings): Projection[] =>
   streamOwnersProjection,
   commandsProjection,
   rulesProjection,
+  templatesProjection,
+  batchesProjection,
 ];
 
 export { ProjectionRunner } from './runner.js';

@@ -194,7 +194,36 @@ export interface RulePendingActionsTable {
   due_at: string;
 }
 
+export interface TemplatesTable {
+  id: string;
+  user_id: string;
+  name: string;
+  device_type: string;
+  description: string | null;
+  configuration: string;
+  thresholds: string;
+  created_at: string;
+  updated_at: string;
+  version: number;
+}
+
+export interface BatchesTable {
+  id: string;
+  user_id: string;
+  group_id: string;
+  device_ids: string;
+  command: string;
+  per_minute: number | null;
+  abort_failure_percent: number | null;
+  status: 'active' | 'completed' | 'aborted';
+  reason: string | null;
+  started_at: string;
+  finished_at: string | null;
+}
+
 export interface ReadModels {
+  templates: TemplatesTable;
+  batches: BatchesTable;
   rules: RulesTable;
   rule_executions: RuleExecutionsTable;
   rule_pending_actions: RulePendingActionsTable;

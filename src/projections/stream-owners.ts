@@ -19,6 +19,10 @@ function ownedStreams(event: RecordedEvent): Array<{ stream_id: string; user_id:
       return [{ stream_id: streams.command(event.data.command_id), user_id: event.data.user_id, device_id: event.data.device_id }];
     case 'rule.created':
       return [{ stream_id: streams.rule(event.data.rule_id), user_id: event.data.user_id, device_id: null }];
+    case 'template.created':
+      return [{ stream_id: streams.template(event.data.template_id), user_id: event.data.user_id, device_id: null }];
+    case 'batch.started':
+      return [{ stream_id: streams.batch(event.data.batch_id), user_id: event.data.user_id, device_id: null }];
     case 'alert.raised':
       return [{ stream_id: streams.alert(event.data.alert_id), user_id: event.data.user_id, device_id: event.data.device_id }];
     default:

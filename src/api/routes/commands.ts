@@ -8,7 +8,9 @@ import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
-import { command, commandResultBody, firmwareBody, firmwareProgressBody, groupCommandAnswer, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
+import { command, commandResultBody, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
+import type { Rollouts } from '../../commands/rollouts.js';
+import { findBatch } from '../../projections/batches.js';
 
 export const presentCommand = (row: CommandRow) => ({
   id: row.id,
@@ -40,7 +42,7 @@ const queueInput = (body: z.infer<typeof queueCommandBody>, batchId: string | nu
   batch_id: batchId,
 });
 
-export function commandRoutes(services: Services, commands: DeviceCommands) {
+export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts) {
   return [
     defineRoute(
       { method: 'post', path: '/api/devices/:id/commands', summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
@@ -73,7 +75,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands) {
           limit: query.limit,
           offset: query.offset,
         });
-        const batch = query.batch_id ? { batch: { batch_id: query.batch_id, by_status: batchStatusCounts(services.sql, query.batch_id, ownerScope(context.principal)) } } : {};
+        const batch = query.batch_id ? { batch: batchSummary(services, query.batch_id, ownerScope(context.principal)) } : {};
         return { data: rows.map(presentCommand), meta: { ...listMeta(total, query), ...batch } };
       },
     ),
@@ -97,14 +99,26 @@ export function commandRoutes(services: Services, commands: DeviceCommands) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/groups/:id/commands', summary: 'Queue one command for every device of a group and its subgroups, as one batch', tag: 'commands', access: 'user', body: queueCommandBody, response: groupCommandAnswer, status: 202 },
+      { method: 'post', path: '/api/groups/:id/commands', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
       async ({ params, body, context }) => {
         const group = visibleGroup(services, context.principal, params.id!);
         const targets = deviceIds(services.sql, group.user_id, subtreeIds(groupSummaries(services.sql, group.user_id), group.id));
-        const batchId = services.newId();
-        const queued = await Promise.all(targets.map((deviceId) => commands.queueFor(deviceId, group.user_id, queueInput(body, batchId), context)));
-        return { data: { batch_id: batchId, count: queued.length, commands: queued.map(presentCommand) } };
+        const { batch_id: _none, ...command } = queueInput(body, null);
+        const batch = await rollouts.start(group, targets, command, { per_minute: body.rollout_per_minute ?? null, abort_failure_percent: body.abort_failure_percent ?? null }, context);
+        const queued = listCommands(services.sql, { userId: null, batchId: batch.id, limit: 500, offset: 0 }).rows;
+        return { data: { batch_id: batch.id, count: queued.length, total_devices: targets.length, status: batch.status, commands: queued.map(presentCommand) } };
       },
     ),
   ];
+}
+
+/** How a batch is doing: its state and its commands counted by status. */
+function batchSummary(services: Services, batchId: string, userId: string | null) {
+  const batch = findBatch(services.sql, batchId);
+  const visible = batch && (userId === null || batch.user_id === userId);
+  return {
+    batch_id: batchId,
+    by_status: batchStatusCounts(services.sql, batchId, userId),
+    ...(visible ? { status: batch.status, reason: batch.reason, total_devices: (JSON.parse(batch.device_ids) as string[]).length, rollout_per_minute: batch.per_minute, abort_failure_percent: batch.abort_failure_percent } : {}),
+  };
 }

@@ -1,5 +1,7 @@
 import { deviceAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
 import type { RequestContext } from '../../commands/services.js';
+import { visibleTemplate } from '../../commands/templates.js';
+import type { TemplateRow } from '../../projections/templates.js';
 import { DomainError } from '../../domain/errors.js';
 import { httpStatusOf } from '../errors.js';
 import type { z } from 'zod';
@@ -35,7 +37,8 @@ export function deviceRoutes(services: Services, devices: Devices) {
     defineRoute(
       { method: 'post', path: '/api/devices', summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
       async ({ body, context }) => {
-        const { device: row, token } = await devices.register(registrationInput(body), context);
+        const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
+        const { device: row, token } = await devices.register(registrationInput(body, template), context);
         return { data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
       },
     ),
@@ -143,16 +146,20 @@ function configurationState(row: DeviceRow) {
 
 type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
 
-/** A registration as the handler takes it, from the body of POST /api/devices (and its relatives). */
-function registrationInput(body: RegisterBody): RegisterDeviceInput {
+/**
+ * A registration as the handler takes it, from the body of POST /api/devices (and its
+ * relatives); a template gives the type, configuration and thresholds the body leaves out.
+ */
+function registrationInput(body: RegisterBody, template: TemplateRow | null = null): RegisterDeviceInput {
+  const fromTemplate = template ? { ...(JSON.parse(template.configuration) as Record<string, unknown>), thresholds: JSON.parse(template.thresholds) as unknown } : {};
   return {
     name: body.name,
-    device_type: (body.device_type ?? body.type)!,
+    device_type: (body.device_type ?? body.type ?? template?.device_type)!,
     description: body.description ?? null,
     ip_address: body.ip_address ?? null,
     mac_address: body.mac_address ?? null,
     group_id: body.group_id ?? null,
-    configuration: body.configuration ?? {},
+    configuration: { ...fromTemplate, ...body.configuration },
     firmware_version: body.firmware_version ?? null,
     auth_token: body.auth_token ?? null,
   };
@@ -174,7 +181,8 @@ async function bulkOperation(devices: Devices, operation: { action: 'register' |
     switch (operation.action) {
       case 'register': {
         const { device } = parse(bulkRegister, operation, `operations.${index}`);
-        const { device: row, token } = await devices.register(registrationInput(device), context);
+        const template = device.template_id ? visibleTemplate(devices.services, context.principal, device.template_id) : null;
+        const { device: row, token } = await devices.register(registrationInput(device, template), context);
         return { status: 201, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } } };
       }
       case 'update': {

@@ -53,7 +53,20 @@ export const command = z.object({
   batch_id: z.string().nullable(),
 });
 
-export const groupCommandAnswer = z.object({ batch_id: z.string(), count: z.number().int(), commands: z.array(command) });
+export const groupCommandBody = queueCommandBody.extend({
+  /** Devices per minute; unset: all at once. */
+  rollout_per_minute: z.number().int().min(1).max(100_000).optional(),
+  /** Stop queuing (and cancel what was not sent) once more than this share has failed. */
+  abort_failure_percent: z.number().min(0).max(100).optional(),
+});
+
+export const groupCommandAnswer = z.object({
+  batch_id: z.string(),
+  count: z.number().int(),
+  total_devices: z.number().int(),
+  status: z.enum(['active', 'completed', 'aborted']),
+  commands: z.array(command),
+});
 
 export const firmwareBody = z.object({
   version: z.string().trim().min(1).max(64),

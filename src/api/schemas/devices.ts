@@ -35,8 +35,13 @@ export const registerDeviceBody = z
     group_id: editable.group_id.optional(),
     configuration: configuration.optional(),
     firmware_version: editable.firmware_version.optional(),
+    /** Start from a template: its type, configuration and thresholds, overridden by what is given. */
+    template_id: z.uuid().optional(),
   })
-  .refine((body) => body.type !== undefined || body.device_type !== undefined, { message: 'type or device_type is required', path: ['device_type'] });
+  .refine((body) => body.type !== undefined || body.device_type !== undefined || body.template_id !== undefined, {
+    message: 'type or device_type is required (or a template_id)',
+    path: ['device_type'],
+  });
 
 export const updateDeviceBody = z.object({
   name: editable.name.optional(),

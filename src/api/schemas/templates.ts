@@ -1,0 +1,33 @@
+import { z } from 'zod';
+import { thresholdsSchema } from '../../domain/thresholds.js';
+import { jsonObject, nonBlank, timestamp } from './common.js';
+
+const fields = {
+  name: nonBlank(100),
+  device_type: z.string().trim().min(1).max(64),
+  description: z.string().max(2000).nullable(),
+  configuration: jsonObject,
+  thresholds: thresholdsSchema,
+};
+
+export const createTemplateBody = z.object({
+  ...fields,
+  description: fields.description.optional(),
+  configuration: fields.configuration.optional(),
+  thresholds: fields.thresholds.optional(),
+});
+
+export const updateTemplateBody = z.object(fields).partial();
+
+export const template = z.object({
+  id: z.string(),
+  user_id: z.string(),
+  name: z.string(),
+  device_type: z.string(),
+  description: z.string().nullable(),
+  configuration: z.record(z.string(), z.unknown()),
+  thresholds: z.record(z.string(), z.unknown()),
+  created_at: timestamp,
+  updated_at: timestamp,
+  version: z.number().int(),
+});
