@@ -3,11 +3,11 @@ import { notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { findAlert, type AlertRow } from '../projections/alerts.js';
 import { handle } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleAlert(services: Services, principal: Principal, alertId: string): AlertRow {
   const alert = findAlert(services.sql, alertId);
-  const allowed = alert && principal.kind === 'user' && (isAdmin(principal) || alert.user_id === principal.userId);
+  const allowed = alert && mayAccess(principal, alert.user_id);
   if (!allowed) throw notFound('alert');
   return alert;
 }

@@ -5,7 +5,7 @@ import { ConcurrencyError } from '../eventlog/index.js';
 import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type CommandRow } from '../projections/commands.js';
 import { visibleDevice } from './devices.js';
 import { handle, metadataFor } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface QueueInput {
   command_type: string;
@@ -45,7 +45,7 @@ function resultConsequences(command: CommandRow, result: { status: 'executed' | 
 export function visibleCommand(services: Services, principal: Principal, commandId: string): CommandRow {
   const command = findCommand(services.sql, commandId);
   const allowed =
-    command && (principal.kind === 'device' ? command.device_id === principal.deviceId : isAdmin(principal) || command.user_id === principal.userId);
+    command && (principal.kind === 'device' ? command.device_id === principal.deviceId : mayAccess(principal, command.user_id));
   if (!allowed) throw notFound('command');
   return command;
 }

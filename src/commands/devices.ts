@@ -9,7 +9,7 @@ import { generateDeviceToken, hashSecret } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { isAdmin, mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
   group_id: string | null;
@@ -23,7 +23,7 @@ export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> 
 export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const device = findDevice(services.sql, deviceId);
-  if (!device || (principal.kind === 'user' && !isAdmin(principal) && device.user_id !== principal.userId)) throw notFound('device');
+  if (!device || (principal.kind === 'user' && !mayAccess(principal, device.user_id))) throw notFound('device');
   return device;
 }
 

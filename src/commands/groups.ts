@@ -4,11 +4,11 @@ import { groupDecider, type GroupChanges } from '../domain/group.js';
 import { ancestorsOf, countChildren, findGroup, findGroupByName, type GroupRow } from '../projections/groups.js';
 import { groupLockKey, requireUser } from './devices.js';
 import { handle } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleGroup(services: Services, principal: Principal, groupId: string): GroupRow {
   const group = findGroup(services.sql, groupId);
-  const allowed = group && principal.kind === 'user' && (isAdmin(principal) || group.user_id === principal.userId);
+  const allowed = group && mayAccess(principal, group.user_id);
   if (!allowed) throw notFound('group');
   return group;
 }

@@ -8,12 +8,12 @@ import { findDevice } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
 import { decodeRule, findRule, rulesOfUser, type RuleRow } from '../projections/rules.js';
 import { handle } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 import { requireUser } from './devices.js';
 
 export function visibleRule(services: Services, principal: Principal, ruleId: string): RuleRow {
   const rule = findRule(services.sql, ruleId);
-  const allowed = rule && principal.kind === 'user' && (isAdmin(principal) || rule.user_id === principal.userId);
+  const allowed = rule && mayAccess(principal, rule.user_id);
   if (!allowed) throw notFound('rule');
   return rule;
 }

@@ -36,3 +36,6 @@ export const isAdmin = (principal: Principal): boolean => principal.kind === 'us
 
 /** The user whose resources a request may touch; null means every user's (an admin). */
 export const ownerScope = (principal: Principal): string | null => (isAdmin(principal) ? null : principal.userId);
+
+/** A user's own resource, or any for an admin; devices own no resources but themselves. */
+export const mayAccess = (principal: Principal, ownerId: string): boolean => principal.kind === 'user' && (isAdmin(principal) || principal.userId === ownerId);

@@ -1,14 +1,15 @@
-import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
+import { DomainError, type ErrorDetail } from '../domain/errors.js';
 import { streams, type DomainEvent, type StoredReading } from '../domain/events.js';
 import { assessQuality, emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
 import { openDeviceAlerts } from '../projections/alerts.js';
-import { findDevice, type DeviceRow } from '../projections/devices.js';
+import type { DeviceRow } from '../projections/devices.js';
+import { visibleDevice } from './devices.js';
 import { sensorStatsOf } from '../projections/telemetry-queries.js';
 import type { DeviceLocks } from './device-locks.js';
 import { metadataFor } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import type { RequestContext, Services } from './services.js';
 
 export interface ReadingInput {
   sensor_type: string;
@@ -44,14 +45,6 @@ const MAX_FUTURE_MS = 5 * 60 * 1000;
 /** Past this many events between the log and the read models, ingestion sheds load. */
 export const MAX_PROJECTION_LAG = 20_000;
 
-/** A device speaks only for itself (403 elsewhere); a user for their own devices (404 elsewhere). */
-export function writableDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
-  if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
-  const device = findDevice(services.sql, deviceId);
-  if (!device || (principal.kind === 'user' && !isAdmin(principal) && device.user_id !== principal.userId)) throw notFound('device');
-  return device;
-}
-
 export class Telemetry {
   constructor(
     private readonly services: Services,
@@ -60,7 +53,7 @@ export class Telemetry {
 
   async submit(deviceId: string, submission: Submission, context: RequestContext, idempotencyKey?: string): Promise<{ accepted: number; position: number }> {
     const { services } = this;
-    writableDevice(services, context.principal, deviceId);
+    visibleDevice(services, context.principal, deviceId);
     if (submission.readings.length > MAX_READINGS_PER_SUBMISSION) {
       throw new DomainError('payload_too_large', `at most ${MAX_READINGS_PER_SUBMISSION} readings per submission`);
     }
@@ -68,7 +61,7 @@ export class Telemetry {
     const now = services.clock.now();
     const readings = normaliseTimes(submission, now);
     return this.locks.run(deviceId, async () => {
-      const device = writableDevice(services, context.principal, deviceId);
+      const device = visibleDevice(services, context.principal, deviceId);
       const { stored, alertEvents } = this.assess(device, readings, now);
       const recorded: AppendRequest = {
         streamId: streams.telemetry(deviceId),
@@ -89,7 +82,7 @@ export class Telemetry {
     const { services } = this;
     this.shedLoad();
     return this.locks.run(deviceId, async () => {
-      const device = writableDevice(services, context.principal, deviceId);
+      const device = visibleDevice(services, context.principal, deviceId);
       const { configuration, ...beatData } = input;
       const events: DomainEvent[] = [{ type: 'device.heartbeat', data: { device_id: deviceId, ...beatData } }];
       if (configuration) events.push({ type: 'device.configuration_reported', data: { device_id: deviceId, configuration, source: 'heartbeat' } });
@@ -104,7 +97,7 @@ export class Telemetry {
   /** A device that connects is heard from: online at once. */
   async markOnline(deviceId: string, context: RequestContext): Promise<void> {
     await this.locks.run(deviceId, async () => {
-      const device = writableDevice(this.services, context.principal, deviceId);
+      const device = visibleDevice(this.services, context.principal, deviceId);
       const requests = withMetadata(this.cameOnline(device), context);
       if (requests.length === 0) return;
       const result = await this.services.log.append(requests);

@@ -4,11 +4,11 @@ import { templateDecider, type TemplateChanges } from '../domain/template.js';
 import { findTemplate, type TemplateRow } from '../projections/templates.js';
 import { requireUser } from './devices.js';
 import { handle } from './handle.js';
-import { isAdmin, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleTemplate(services: Services, principal: Principal, templateId: string): TemplateRow {
   const template = findTemplate(services.sql, templateId);
-  const allowed = template && principal.kind === 'user' && (isAdmin(principal) || template.user_id === principal.userId);
+  const allowed = template && mayAccess(principal, template.user_id);
   if (!allowed) throw notFound('template');
   return template;
 }

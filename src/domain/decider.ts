@@ -19,3 +19,10 @@ export function fold<State, Event extends DomainEvent>(
   }
   return state;
 }
+
+/** Only the fields whose value differs from the current one, so an update that changes nothing records nothing. */
+export function changedFields<T extends object>(current: T, changes: Partial<T>): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(changes).filter(([key, value]) => value !== undefined && JSON.stringify(current[key as keyof T]) !== JSON.stringify(value)),
+  ) as Partial<T>;
+}

@@ -1,4 +1,4 @@
-import type { Decider } from './decider.js';
+import { changedFields, type Decider } from './decider.js';
 import { DomainError, notFound } from './errors.js';
 import type { DeviceAttributes, EventOfType } from './events.js';
 
@@ -44,7 +44,7 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
     if (state.status !== 'active') throw notFound('device');
     switch (command.type) {
       case 'update_device': {
-        const changes = changedOnly(state.attributes, command.data.changes);
+        const changes: DeviceChanges = changedFields(state.attributes, command.data.changes);
         if (Object.keys(changes).length === 0) return [];
         return [{ type: 'device.updated', data: { device_id: state.device_id, changes } }];
       }
@@ -55,13 +55,3 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
     }
   },
 };
-
-/** Keeps only the fields whose value differs, so an update that changes nothing records nothing. */
-function changedOnly(current: DeviceAttributes, changes: DeviceChanges): DeviceChanges {
-  const result: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(changes)) {
-    if (value === undefined) continue;
-    if (JSON.stringify(current[key as keyof DeviceAttributes]) !== JSON.stringify(value)) result[key] = value;
-  }
-  return result as DeviceChanges;
-}

@@ -1,4 +1,4 @@
-import type { Decider } from './decider.js';
+import { changedFields, type Decider } from './decider.js';
 import { DomainError, conflict, invalid, notFound } from './errors.js';
 import type { EventOfType } from './events.js';
 
@@ -48,9 +48,7 @@ export const groupDecider: Decider<GroupCommand, GroupState, GroupEvent> = {
         if (changes.parent_id && (changes.parent_id === state.group_id || ancestors_of_new_parent.includes(state.group_id))) {
           throw invalid('parent_id', 'moving the group there would create a cycle');
         }
-        const changed = Object.fromEntries(
-          Object.entries(changes).filter(([key, value]) => value !== undefined && state[key as keyof typeof state] !== value),
-        ) as GroupChanges;
+        const changed: GroupChanges = changedFields(state, changes);
         if (Object.keys(changed).length === 0) return [];
         return [{ type: 'group.updated', data: { group_id: state.group_id, changes: changed } }];
       }

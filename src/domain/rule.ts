@@ -1,5 +1,5 @@
 import { leavesOf, readingHolds, evaluate, type Condition, type Facts } from './conditions.js';
-import type { Decider } from './decider.js';
+import { changedFields, type Decider } from './decider.js';
 import { DomainError, notFound } from './errors.js';
 import type { EventOfType } from './events.js';
 import type { RuleDefinition } from './rule-schema.js';
@@ -38,9 +38,7 @@ export const ruleDecider: Decider<RuleCommand, RuleState, RuleEvent> = {
     if (state.status !== 'active') throw notFound('rule');
     switch (command.type) {
       case 'update_rule': {
-        const changes = Object.fromEntries(
-          Object.entries(command.data.changes).filter(([key, value]) => value !== undefined && JSON.stringify(value) !== JSON.stringify(state.definition[key as keyof RuleDefinition])),
-        ) as Partial<RuleDefinition>;
+        const changes = changedFields(state.definition, command.data.changes);
         if (Object.keys(changes).length === 0) return [];
         return [{ type: 'rule.updated', data: { rule_id: state.rule_id, changes } }];
       }

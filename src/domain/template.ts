@@ -1,4 +1,4 @@
-import type { Decider } from './decider.js';
+import { changedFields, type Decider } from './decider.js';
 import { DomainError, notFound } from './errors.js';
 import type { EventOfType } from './events.js';
 
@@ -40,9 +40,7 @@ export const templateDecider: Decider<TemplateCommand, TemplateState, TemplateEv
     if (state.status !== 'active') throw notFound('template');
     switch (command.type) {
       case 'update_template': {
-        const changes = Object.fromEntries(
-          Object.entries(command.data.changes).filter(([key, value]) => value !== undefined && JSON.stringify(value) !== JSON.stringify(state.fields[key as keyof TemplateChanges])),
-        ) as TemplateChanges;
+        const changes: TemplateChanges = changedFields(state.fields, command.data.changes);
         return Object.keys(changes).length === 0 ? [] : [{ type: 'template.updated', data: { template_id: state.template_id, changes } }];
       }
       case 'delete_template':

@@ -26,6 +26,18 @@ const rollupsIn = (filter: RangeFilter, bucket: BucketSize) => {
   return query;
 };
 
+/** Rollups of several devices merged per sensor and bucket. */
+const summed = (grouped: ReturnType<typeof rollupsIn>) =>
+  grouped.select([
+    'sensor_type',
+    'bucket_start',
+    (eb) => eb.fn.sum<number>('count').as('count'),
+    (eb) => eb.fn.sum<number>('sum').as('sum'),
+    (eb) => eb.fn.min<number>('min').as('min'),
+    (eb) => eb.fn.max<number>('max').as('max'),
+    (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
+  ]);
+
 /** The newest `limit` raw readings of the range (after `offset`), answered oldest first. */
 export function rawReadings(sql: Sql, filter: RangeFilter, limit: number, offset: number) {
   const total = sql.first(readingsIn(filter).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
@@ -45,16 +57,7 @@ export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: Bucket
   const grouped = rollupsIn(filter, bucket).groupBy(['sensor_type', 'bucket_start']);
   const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
   const rows = sql.all(
-    grouped
-      .select([
-        'sensor_type',
-        'bucket_start',
-        (eb) => eb.fn.sum<number>('count').as('count'),
-        (eb) => eb.fn.sum<number>('sum').as('sum'),
-        (eb) => eb.fn.min<number>('min').as('min'),
-        (eb) => eb.fn.max<number>('max').as('max'),
-        (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
-      ])
+    summed(grouped)
       .orderBy('bucket_start')
       .orderBy('sensor_type')
       .limit(limit)
@@ -66,18 +69,7 @@ export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: Bucket
 /** Hourly rollups summed over devices, per sensor and hour, for analytics. */
 export const hourlyBySensor = (sql: Sql, filter: RangeFilter) =>
   sql.all(
-    rollupsIn(filter, 'hour')
-      .groupBy(['sensor_type', 'bucket_start'])
-      .select([
-        'sensor_type',
-        'bucket_start',
-        (eb) => eb.fn.sum<number>('count').as('count'),
-        (eb) => eb.fn.sum<number>('sum').as('sum'),
-        (eb) => eb.fn.min<number>('min').as('min'),
-        (eb) => eb.fn.max<number>('max').as('max'),
-        (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
-      ])
-      .orderBy('bucket_start'),
+    summed(rollupsIn(filter, 'hour').groupBy(['sensor_type', 'bucket_start'])).orderBy('bucket_start'),
   );
 
 /** The latest reading of each sensor of a device. */

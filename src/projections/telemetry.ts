@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import type { Projection } from './projection.js';
+import type { RollupsTable } from './schema.js';
 import type { Sql } from './sql.js';
 
 export const bucketSizes = ['minute', 'hour', 'day'] as const;
@@ -14,17 +15,7 @@ export const bucketStart: Record<BucketSize, (ts: string) => string> = {
   day: (ts) => `${ts.slice(0, 10)}T00:00:00.000Z`,
 };
 
-interface Rollup {
-  device_id: string;
-  sensor_type: string;
-  bucket: BucketSize;
-  bucket_start: string;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  sum_sq: number;
-}
+type Rollup = RollupsTable;
 
 const HOUR_MS = 3_600_000;
 

@@ -586,7 +586,7 @@ describe('commands', () => {
       const batch = await list(alice.token, `batch_id=${batch_id}`);
       expect(batch.data.map((c) => c.id).sort()).toEqual(commands.map((c) => c.id).sort());
       expect(batch.meta.total).toBe(3);
-      expect(batch.meta.batch).toEqual({ batch_id, by_status: { pending: 3 } });
+      expect(batch.meta.batch).toMatchObject({ batch_id, by_status: { pending: 3 } });
 
       const [first] = await fetchPending(inTop);
       expect((await report(inTop, first!.id, { status: 'executed' })).status).toBe(200);

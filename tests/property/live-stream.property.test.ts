@@ -4,7 +4,7 @@ import { client, registerUser, type Client } from '../helpers/client.js';
 import { uniqueName, type List, type StoredEvent } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { deviceOf, submitOk, type Owner } from '../helpers/telemetry-fixtures.js';
-import { connect, wsUrl, type Message, type WsClient } from '../helpers/ws-client.js';
+import { connect, wsUrl, type Message } from '../helpers/ws-client.js';
 
 /**
  * Catch-up plus live under concurrent appends: whatever the interleaving of the writers

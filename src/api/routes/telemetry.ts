@@ -1,6 +1,6 @@
 import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import { readingInputs, writableDevice, type Telemetry } from '../../commands/telemetry.js';
+import { readingInputs, type Telemetry } from '../../commands/telemetry.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
@@ -40,7 +40,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
           return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
         }
-        const device = writableDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!);
         const health = findDeviceHealth(services.sql, device.id);
         const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : null;
         return {
@@ -57,7 +57,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
     defineRoute(
       { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
       ({ params, query, context }) => {
-        const device = writableDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!);
         const filter = { deviceIds: [device.id], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         const { rows, total } = query.interval === 'raw' ? rawReadings(services.sql, filter, query.limit, query.offset) : aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
         return { data: rows, meta: listMeta(total, query) };
