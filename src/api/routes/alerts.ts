@@ -36,7 +36,10 @@ export function alertRoutes(services: Services) {
     ...(['acknowledge', 'clear'] as const).map((action) =>
       defineRoute(
         { method: 'post', path: `/api/alerts/:id/${action}`, summary: `${action === 'clear' ? 'Clear' : 'Acknowledge'} an alert`, tag: 'alerts', access: 'user', response: alert },
-        async ({ params, context }) => ({ data: presentAlert(await changeAlert(services, params.id!, action === 'clear' ? 'clear_alert' : 'acknowledge_alert', context)) }),
+        async ({ params, context }) => {
+          const row = await changeAlert(services, params.id!, action === 'clear' ? 'clear_alert' : 'acknowledge_alert', context);
+          return { data: presentAlert(row), etag: row.version };
+        },
       ),
     ),
     defineRoute(

@@ -81,7 +81,10 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     ),
     defineRoute(
       { method: 'get', path: '/api/commands/:id', summary: 'One command', tag: 'commands', access: 'user', response: command },
-      ({ params, context }) => ({ data: presentCommand(visibleCommand(services, context.principal, params.id!)) }),
+      ({ params, context }) => {
+        const row = visibleCommand(services, context.principal, params.id!);
+        return { data: presentCommand(row), etag: row.version };
+      },
     ),
     defineRoute(
       { method: 'post', path: '/api/commands/:id/cancel', summary: 'Cancel a pending or sent command (409 otherwise)', tag: 'commands', access: 'user', response: command },
