@@ -48,7 +48,15 @@ export class Rollouts {
     for (const batch of activeBatches(this.services.sql)) await this.advance(batch, null);
   }
 
-  private async advance(batch: BatchRow, context: RequestContext | null): Promise<void> {
+  /** One advance at a time per batch: the start and a tick must not both queue the same devices. */
+  private advance(batch: BatchRow, context: RequestContext | null): Promise<void> {
+    return this.services.locks.owners.run(`batch:${batch.id}`, async () => {
+      const current = findBatch(this.services.sql, batch.id);
+      if (current?.status === 'active') await this.advanceNow(current, context);
+    });
+  }
+
+  private async advanceNow(batch: BatchRow, context: RequestContext | null): Promise<void> {
     const { sql, clock } = this.services;
     const queued = listCommands(sql, { userId: null, batchId: batch.id, limit: 1_000_000, offset: 0 }).rows;
     const counts = batchStatusCounts(sql, batch.id, null);

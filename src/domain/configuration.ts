@@ -15,6 +15,13 @@ export function configurationDiff(desired: Record<string, unknown>, reported: Re
     const want = desired[key];
     const have = reported[key];
     if (isObject(want) && isObject(have)) return configurationDiff(want, have, path);
-    return JSON.stringify(want) === JSON.stringify(have) ? [] : [{ path, desired: want ?? null, reported: have ?? null }];
+    return canonical(want) === canonical(have) ? [] : [{ path, desired: want ?? null, reported: have ?? null }];
   });
+}
+
+/** JSON with object keys sorted, so key order (a device echoing its configuration back) is no difference. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (isObject(value)) return `{${Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
+  return value === undefined ? 'absent' : JSON.stringify(value);
 }
