@@ -5,7 +5,9 @@ import type { EventLog, SqliteDatabase } from '../eventlog/index.js';
 import type { Projection } from './projection.js';
 import { Sql } from './sql.js';
 
+/** Live batches stay small so ingestion keeps answering; catching up, bigger ones amortise each commit. */
 const BATCH_SIZE = 500;
+const CATCH_UP_BATCH_SIZE = 5_000;
 
 interface Waiter {
   position: number;
@@ -128,7 +130,7 @@ export class ProjectionRunner {
     const from = this.position();
     this.live = this.live.filter((event) => event.position > from);
     if (this.live[0]?.position === from + 1) return this.live.splice(0, BATCH_SIZE);
-    return this.log.readAll({ afterPosition: from, limit: BATCH_SIZE });
+    return this.log.readAll({ afterPosition: from, limit: this.lag() > CATCH_UP_BATCH_SIZE ? CATCH_UP_BATCH_SIZE : BATCH_SIZE });
   }
 
   private applyBatch(batch: readonly RecordedEvent[]): void {
