@@ -114,7 +114,7 @@ export function summarise(ms: number[]): Samples {
 
 let gc: (() => void) | undefined | null = null;
 /** A full GC before each timed round, so one round does not pay for the previous one's garbage. */
-function collectGarbage(): void {
+export function collectGarbage(): void {
   if (gc === null) {
     try {
       setFlagsFromString('--expose-gc');

@@ -16,8 +16,6 @@ import { createRequire } from 'node:module';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import express from 'express';
 import { loadConfig } from '../src/config.js';
@@ -27,6 +25,7 @@ import { telemetryProjection } from '../src/projections/telemetry.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import {
   defaultRounds,
+  collectGarbage,
   envInt,
   percent,
   summarise,
@@ -290,18 +289,6 @@ function scalar(db: SqliteDatabase, sql: string): number {
 // ---------------------------------------------------------------------------------------------
 // Reporting helpers for figures the Reporter's throughput row does not fit
 
-let gc: (() => void) | undefined | null = null;
-function collectGarbage(): void {
-  if (gc === null) {
-    try {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-    } catch {
-      gc = undefined;
-    }
-  }
-  gc?.();
-}
 
 const MB = 2 ** 20;
 const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;

@@ -3,27 +3,11 @@ import { client, registerUser, type Answer } from '../helpers/client.js';
 import { createDevice, createGroup, expectError, expectValidation, uniqueMac, uniqueName, type Data, type Device, type List, type Meta, type RegisteredDevice } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { submitOk, type Alert } from '../helpers/telemetry-fixtures.js';
+import type { z } from 'zod';
+import type { command as commandSchema } from '../../src/api/schemas/commands.js';
 
 /** The Command shape of API.md plus the fields the server adds. */
-interface Command {
-  id: string;
-  device_id: string;
-  user_id: string;
-  command_type: string;
-  parameters: Record<string, unknown>;
-  priority: 'low' | 'normal' | 'high' | 'critical';
-  status: 'pending' | 'sent' | 'executed' | 'failed' | 'expired' | 'cancelled';
-  created_at: string;
-  sent_at: string | null;
-  executed_at: string | null;
-  expires_at: string | null;
-  response: Record<string, unknown> | null;
-  timeout_seconds: number;
-  retries: number;
-  attempt: number;
-  failure_reason: string | null;
-  batch_id: string | null;
-}
+type Command = z.infer<typeof commandSchema>;
 
 interface BatchSummary {
   batch_id: string;
