@@ -8,7 +8,7 @@ import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserBy
 import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
-import { LoginThrottle } from './login-throttle.js';
+import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
 import type { Principal, RequestContext, Services } from './services.js';
 
 export interface Session {
@@ -63,15 +63,19 @@ export class Accounts {
   }
 
   async login(input: { login: string; password: string; clientAddress: string }, requestId: string): Promise<Session> {
-    const throttleKeys = [`account:${input.login.toLowerCase()}`, `address:${input.clientAddress}`];
-    this.throttle.check(throttleKeys);
     const user = findUserByLogin(this.services.sql, input.login);
+    // One account, whether named by username or email; an unknown name counts on its own.
+    const throttleKeys = [
+      { key: `account:${user?.id ?? nameKey(input.login)}`, limit: LOGIN_FAILURE_LIMITS.account },
+      { key: `address:${input.clientAddress}`, limit: LOGIN_FAILURE_LIMITS.address },
+    ];
+    this.throttle.check(throttleKeys);
     const matches = await bcrypt.compare(input.password, user?.password_hash ?? (await this.decoyHash));
     if (!user || !matches) {
       this.throttle.fail(throttleKeys);
       throw new DomainError('invalid_credentials', 'invalid username or password');
     }
-    this.throttle.succeed(throttleKeys[0]!);
+    this.throttle.succeed(throttleKeys[0]!.key);
     const session = this.newSession(user.id);
     const context: RequestContext = { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: session.command.data.session_id }, requestId };
     await handle(this.services, userDecider, streams.user(user.id), session.command, context);

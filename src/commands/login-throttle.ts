@@ -1,8 +1,15 @@
 import type { Clock } from '../domain/clock.js';
 import { rateLimited } from '../domain/errors.js';
 
-const MAX_FAILURES = 5;
 const WINDOW_MS = 15 * 60 * 1000;
+
+/** Failures allowed within the window: few per account, more per client address (several people may share one). */
+export const LOGIN_FAILURE_LIMITS = { account: 5, address: 100 } as const;
+
+export interface ThrottleKey {
+  key: string;
+  limit: number;
+}
 
 /**
  * Counts failed logins per account and per client address within a window; past the limit,
@@ -13,20 +20,20 @@ export class LoginThrottle {
 
   constructor(private readonly clock: Clock) {}
 
-  check(keys: readonly string[]): void {
+  check(keys: readonly ThrottleKey[]): void {
     const now = this.clock.now().getTime();
-    for (const key of keys) {
+    for (const { key, limit } of keys) {
       const recent = this.recent(key, now);
-      if (recent.length >= MAX_FAILURES) {
+      if (recent.length >= limit) {
         const retryAfter = Math.ceil((recent[0]! + WINDOW_MS - now) / 1000);
         throw rateLimited('too many failed login attempts; try again later', retryAfter);
       }
     }
   }
 
-  fail(keys: readonly string[]): void {
+  fail(keys: readonly ThrottleKey[]): void {
     const now = this.clock.now().getTime();
-    for (const key of keys) this.failures.set(key, [...this.recent(key, now), now]);
+    for (const { key } of keys) this.failures.set(key, [...this.recent(key, now), now]);
   }
 
   succeed(key: string): void {

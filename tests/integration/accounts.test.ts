@@ -3,6 +3,7 @@ import { SignJWT } from 'jose';
 import { client, registerUser } from '../helpers/client.js';
 import { expectError, expectValidation, setCookie, uniqueName, type Data, type User } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { LOGIN_FAILURE_LIMITS } from '../../src/commands/login-throttle.js';
 
 interface SessionAnswer {
   user: User;
@@ -232,11 +233,20 @@ describe('accounts', () => {
   });
 
   describe('login throttle per address', () => {
-    it('answers 429 after 5 failures from one address, even for other accounts', async () => {
+    it('does not lock other accounts out when one account is throttled', async () => {
+      server.clock.advance(FIFTEEN_MINUTES + 1000);
+      const [locked, bystander] = [uniqueName('locked'), uniqueName('bystander')];
+      for (const name of [locked, bystander]) expect((await register({ username: name, email: `${name}@example.com`, password: PASSWORD })).status).toBe(201);
+      for (let i = 0; i < LOGIN_FAILURE_LIMITS.account; i++) expectError(await login({ username: locked, password: 'nope nope' }), 401, 'invalid_credentials');
+      expectError(await login({ username: locked, password: PASSWORD }), 429, 'rate_limited');
+      expect((await login({ username: bystander, password: PASSWORD })).status).toBe(200);
+    });
+
+    it('answers 429 after many failures from one address, even for other accounts', async () => {
       server.clock.advance(FIFTEEN_MINUTES + 1000);
       const target = uniqueName('victim');
       expect((await register({ username: target, email: `${target}@example.com`, password: PASSWORD })).status).toBe(201);
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < LOGIN_FAILURE_LIMITS.address; i++) {
         expectError(await login({ username: uniqueName('ghost'), password: PASSWORD }), 401, 'invalid_credentials');
       }
       const limited = await login({ username: target, password: PASSWORD });
