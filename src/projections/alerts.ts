@@ -1,7 +1,7 @@
 import { sql as raw } from 'kysely';
 import type { Projection } from './projection.js';
 import type { AlertsTable } from './schema.js';
-import { queryBuilder as q, type Sql } from './sql.js';
+import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 export const alertsProjection: Projection = {
   name: 'alerts',
@@ -56,8 +56,10 @@ export type AlertRow = NonNullable<ReturnType<typeof findAlert>>;
 export const findAlert = (sql: Sql, id: string) => sql.first(q.selectFrom('alerts').selectAll().where('id', '=', id));
 
 /** Open alerts (active or acknowledged) of a device, keyed `${kind}:${sensor_type}`. */
-export const openDeviceAlerts = (sql: Sql, deviceId: string) =>
-  sql.all(q.selectFrom('alerts').select(['id', 'kind', 'sensor_type']).where('device_id', '=', deviceId).where('status', '!=', 'cleared').where('kind', '!=', 'rule'));
+const openOfDevice = prepared((deviceId: string) =>
+  q.selectFrom('alerts').select(['id', 'kind', 'sensor_type']).where('device_id', '=', deviceId).where('status', '!=', 'cleared').where('kind', '!=', 'rule'),
+);
+export const openDeviceAlerts = (sql: Sql, deviceId: string) => openOfDevice.all(sql, deviceId);
 
 export interface AlertFilter {
   userId: string | null;

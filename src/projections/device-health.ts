@@ -1,4 +1,3 @@
-import { sql as raw } from 'kysely';
 import type { RecordedEvent } from '../domain/events.js';
 import type { Projection } from './projection.js';
 import { queryBuilder as q, type Sql } from './sql.js';
@@ -16,31 +15,28 @@ export function reportedErrors(status: Record<string, unknown> | null): string[]
   return found;
 }
 
+/** Raw SQL: this upsert runs for every reading and heartbeat, and has numbers to bind. */
+const UPSERT = `INSERT INTO device_health (device_id, last_status, error_count, quality_sum, quality_count, last_heartbeat_at, metrics)
+  VALUES (?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (device_id) DO UPDATE SET
+    last_status = coalesce(excluded.last_status, last_status),
+    error_count = error_count + excluded.error_count,
+    quality_sum = quality_sum + excluded.quality_sum,
+    quality_count = quality_count + excluded.quality_count,
+    last_heartbeat_at = coalesce(excluded.last_heartbeat_at, last_heartbeat_at),
+    metrics = coalesce(excluded.metrics, metrics)`;
+
 function record(sql: Sql, event: RecordedEvent, deviceId: string, status: Record<string, unknown> | null, quality: { sum: number; count: number }, heartbeat: { metrics: Record<string, unknown> | null } | null): void {
   const errors = reportedErrors(status).length > 0 ? 1 : 0;
-  sql.run(
-    q
-      .insertInto('device_health')
-      .values({
-        device_id: deviceId,
-        last_status: status ? JSON.stringify(status) : null,
-        error_count: errors,
-        quality_sum: quality.sum,
-        quality_count: quality.count,
-        last_heartbeat_at: heartbeat ? event.recorded_at : null,
-        metrics: heartbeat?.metrics ? JSON.stringify(heartbeat.metrics) : null,
-      })
-      .onConflict((oc) =>
-        oc.column('device_id').doUpdateSet({
-          last_status: status ? JSON.stringify(status) : raw`last_status`,
-          error_count: raw`error_count + ${errors}`,
-          quality_sum: raw`quality_sum + ${quality.sum}`,
-          quality_count: raw`quality_count + ${quality.count}`,
-          last_heartbeat_at: heartbeat ? event.recorded_at : raw`last_heartbeat_at`,
-          metrics: heartbeat?.metrics ? JSON.stringify(heartbeat.metrics) : raw`metrics`,
-        }),
-      ),
-  );
+  sql.runRaw(UPSERT, [
+    deviceId,
+    status ? JSON.stringify(status) : null,
+    errors,
+    quality.sum,
+    quality.count,
+    heartbeat ? event.recorded_at : null,
+    heartbeat?.metrics ? JSON.stringify(heartbeat.metrics) : null,
+  ]);
 }
 
 export const deviceHealthProjection: Projection = {

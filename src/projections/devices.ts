@@ -1,6 +1,9 @@
 import { sql as raw } from 'kysely';
 import type { Projection } from './projection.js';
-import { queryBuilder as q, type Sql } from './sql.js';
+import { prepared, queryBuilder as q, type Sql } from './sql.js';
+
+/** Every reading moves last_seen: the hottest write of this read model, compiled once. */
+const heardFrom = prepared((at: string, id: string) => q.updateTable('devices').set({ last_seen: at }).where('id', '=', id));
 
 export const devicesProjection: Projection = {
   name: 'devices',
@@ -63,7 +66,7 @@ export const devicesProjection: Projection = {
         sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
         return;
       case 'readings.recorded':
-        sql.run(q.updateTable('devices').set({ last_seen: event.recorded_at }).where('id', '=', event.data.device_id));
+        heardFrom.run(sql, event.recorded_at, event.data.device_id);
         return;
       case 'device.heartbeat':
         sql.run(
@@ -103,10 +106,11 @@ export const devicesProjection: Projection = {
 
 export type DeviceRow = NonNullable<ReturnType<typeof findDevice>>;
 
-export const findDevice = (sql: Sql, id: string) => sql.first(q.selectFrom('devices').selectAll().where('id', '=', id));
+const byId = prepared((id: string) => q.selectFrom('devices').selectAll().where('id', '=', id));
+export const findDevice = (sql: Sql, id: string) => byId.first(sql, id);
 
-export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) =>
-  sql.first(q.selectFrom('devices').selectAll().where('token_hash', '=', tokenHash));
+const byTokenHash = prepared((tokenHash: string) => q.selectFrom('devices').selectAll().where('token_hash', '=', tokenHash));
+export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) => byTokenHash.first(sql, tokenHash);
 
 export const findDeviceByMac = (sql: Sql, mac: string) =>
   sql.first(q.selectFrom('devices').select(['id', 'user_id']).where(raw<string>`lower(replace(mac_address, '-', ':'))`, '=', mac.toLowerCase().replaceAll('-', ':')));

@@ -47,6 +47,22 @@ export class Sql {
     return this.prepare(sql).run(...bind(parameters)).changes;
   }
 
+  firstCompiled({ sql, parameters }: { sql: string; parameters: readonly unknown[] }): unknown {
+    return this.prepare(sql).get(...bind(parameters));
+  }
+
+  allCompiled({ sql, parameters }: { sql: string; parameters: readonly unknown[] }): unknown[] {
+    return this.prepare(sql).all(...bind(parameters));
+  }
+
+  runRaw(sqlText: string, parameters: readonly unknown[]): number {
+    return this.prepare(sqlText).run(...bind(parameters)).changes;
+  }
+
+  runCompiled({ sql, parameters }: { sql: string; parameters: readonly unknown[] }): number {
+    return this.prepare(sql).run(...bind(parameters)).changes;
+  }
+
   transaction<T>(work: () => T): T {
     return this.db.transaction(work)();
   }
@@ -68,4 +84,30 @@ function bind(parameters: readonly unknown[]): unknown[] {
     if (value !== null && typeof value === 'object' && !(value instanceof Buffer)) return JSON.stringify(value);
     return value;
   });
+}
+
+const slot = (index: number): string => `\u0000arg${index}\u0000`;
+
+/**
+ * A query for the hot paths: built and compiled once with placeholder arguments, then
+ * only bound per call (Kysely compiles on every call otherwise). Its arguments must reach
+ * the query unchanged, as parameters.
+ */
+export function prepared<A extends string[], Q extends Compilable>(build: (...args: A) => Q) {
+  let plan: { sql: string; parameters: readonly unknown[]; slots: Array<number | null> } | undefined;
+  const bound = (args: A) => {
+    if (!plan) {
+      const { sql, parameters } = build(...(args.map((_, i) => slot(i)) as A)).compile();
+      const slots = parameters.map((p) => (typeof p === 'string' && p.startsWith('\u0000arg') ? Number(p.slice(4, -1)) : null));
+      if (slots.filter((s) => s !== null).length !== args.length) throw new Error('a prepared query must pass each argument through as a parameter');
+      plan = { sql, parameters, slots };
+    }
+    const { slots, parameters } = plan;
+    return { sql: plan.sql, parameters: parameters.map((p, i) => (slots[i] === null ? p : args[slots[i]!])) };
+  };
+  return {
+    first: (db: Sql, ...args: A): Row<Q> | undefined => db.firstCompiled(bound(args)) as Row<Q> | undefined,
+    all: (db: Sql, ...args: A): Row<Q>[] => db.allCompiled(bound(args)) as Row<Q>[],
+    run: (db: Sql, ...args: A): number => db.runCompiled(bound(args)),
+  };
 }

@@ -1,7 +1,7 @@
 import type { RecordedEvent } from '../domain/events.js';
 import { streams } from '../domain/events.js';
 import type { Projection } from './projection.js';
-import { queryBuilder as q, type Sql } from './sql.js';
+import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 /** Which user (and device) each stream belongs to, kept after deletion so history stays readable by its owner. */
 function ownedStreams(event: RecordedEvent): Array<{ stream_id: string; user_id: string; device_id: string | null }> {
@@ -44,7 +44,8 @@ export const streamOwnersProjection: Projection = {
   },
 };
 
-export const streamOwner = (sql: Sql, streamId: string) => sql.first(q.selectFrom('stream_owners').selectAll().where('stream_id', '=', streamId));
+const ownerOf = prepared((streamId: string) => q.selectFrom('stream_owners').selectAll().where('stream_id', '=', streamId));
+export const streamOwner = (sql: Sql, streamId: string) => ownerOf.first(sql, streamId);
 
 /** The streams of a user (null: any user), optionally only a device's. */
 export function ownedStreamIds(sql: Sql, userId: string | null, deviceId?: string): string[] {

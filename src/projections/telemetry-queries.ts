@@ -1,7 +1,7 @@
 import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
 import type { BucketSize } from './telemetry.js';
-import { queryBuilder as q, type Sql } from './sql.js';
+import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 export interface RangeFilter {
   deviceIds: readonly string[];
@@ -88,8 +88,10 @@ export const countReadingsSince = (sql: Sql, deviceId: string, since: string): n
     q.selectFrom('rollups').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('count'), raw<number>`0`).as('n')).where('device_id', '=', deviceId).where('bucket', '=', 'minute').where('bucket_start', '>=', since),
   )?.n ?? 0;
 
+const statsOfDevice = prepared((deviceId: string) => q.selectFrom('sensor_stats').selectAll().where('device_id', '=', deviceId));
+
 export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorStats> {
-  const rows = sql.all(q.selectFrom('sensor_stats').selectAll().where('device_id', '=', deviceId));
+  const rows = statsOfDevice.all(sql, deviceId);
   return new Map(rows.map(({ sensor_type, count, mean, variance, last_timestamp }) => [sensor_type, { count, mean, variance, last_timestamp }]));
 }
 

@@ -1,6 +1,6 @@
 import { nameKey } from './groups.js';
 import type { Projection } from './projection.js';
-import { queryBuilder as q, type Sql } from './sql.js';
+import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 export const usersProjection: Projection = {
   name: 'users',
@@ -49,7 +49,8 @@ export type UserRow = NonNullable<ReturnType<typeof findUserById>>;
 
 const userColumns = ['id', 'username', 'email', 'role', 'device_quota', 'password_hash', 'api_key_hash', 'created_at'] as const;
 
-export const findUserById = (sql: Sql, id: string) => sql.first(q.selectFrom('users').select(userColumns).where('id', '=', id));
+const userById = prepared((id: string) => q.selectFrom('users').select(userColumns).where('id', '=', id));
+export const findUserById = (sql: Sql, id: string) => userById.first(sql, id);
 
 /** Login accepts a username or an email in either field, case-insensitively. */
 export const findUserByLogin = (sql: Sql, login: string) =>
@@ -74,5 +75,5 @@ export const isUsernameOrEmailTaken = (sql: Sql, username: string, email: string
 export const countUsers = (sql: Sql): number =>
   sql.first(q.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
 
-export const findSession = (sql: Sql, id: string) =>
-  sql.first(q.selectFrom('sessions').selectAll().where('id', '=', id));
+const sessionById = prepared((id: string) => q.selectFrom('sessions').selectAll().where('id', '=', id));
+export const findSession = (sql: Sql, id: string) => sessionById.first(sql, id);
