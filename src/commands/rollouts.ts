@@ -1,7 +1,7 @@
 import { notFound } from '../domain/errors.js';
 import { streams, type EventOfType } from '../domain/events.js';
 import { activeBatches, findBatch, type BatchRow } from '../projections/batches.js';
-import { batchStatusCounts, listCommands } from '../projections/commands.js';
+import { listCommands } from '../projections/commands.js';
 import { findDevice } from '../projections/devices.js';
 import type { DeviceCommands, QueueInput } from './device-commands.js';
 import { metadataFor } from './handle.js';
@@ -59,8 +59,8 @@ export class Rollouts {
   private async advanceNow(batch: BatchRow, context: RequestContext | null): Promise<void> {
     const { sql, clock } = this.services;
     const queued = listCommands(sql, { userId: null, batchId: batch.id, limit: 1_000_000, offset: 0 }).rows;
-    const counts = batchStatusCounts(sql, batch.id, null);
-    const failed = (counts.failed ?? 0) + (counts.expired ?? 0);
+    const inStatus = (...statuses: string[]) => queued.filter((c) => statuses.includes(c.status)).length;
+    const failed = inStatus('failed', 'expired');
     if (batch.abort_failure_percent !== null && queued.length > 0 && (failed / queued.length) * 100 > batch.abort_failure_percent) {
       return this.finish(batch, 'aborted', `${failed} of ${queued.length} commands failed, above ${batch.abort_failure_percent}%`, queued.filter((c) => c.status === 'pending').map((c) => c.id));
     }
@@ -71,7 +71,7 @@ export class Rollouts {
     const command = JSON.parse(batch.command) as BatchCommand;
     const input: QueueInput = { ...command, batch_id: batch.id };
     for (const deviceId of remaining.slice(0, Math.max(0, allowed))) await this.commands.queueFor(deviceId, batch.user_id, input, context);
-    const open = (counts.pending ?? 0) + (counts.sent ?? 0);
+    const open = inStatus('pending', 'sent');
     if (remaining.length === 0 && open === 0) await this.finish(batch, 'completed', null, []);
   }
 
