@@ -70,8 +70,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   await runner.waitFor(log.headPosition());
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
-  const offline = new OfflineDetector(services, services.locks.devices);
-  const telemetry = new Telemetry(services, services.locks.devices);
+  const offline = new OfflineDetector(services);
+  const telemetry = new Telemetry(services);
   const commands = new DeviceCommands(services);
   const accounts = new Accounts(services);
   const rules = new Rules(services);

@@ -1,4 +1,3 @@
-import type { DeviceLocks } from '../commands/device-locks.js';
 import type { Services } from '../commands/services.js';
 import { streams } from '../domain/events.js';
 import { findDevice, onlineDevices } from '../projections/devices.js';
@@ -17,10 +16,7 @@ export class OfflineDetector {
   /** Disconnecting starts the offline deadline, even for a device silent while connected. */
   private readonly disconnectedAt = new Map<string, number>();
 
-  constructor(
-    private readonly services: Services,
-    private readonly locks: DeviceLocks,
-  ) {}
+  constructor(private readonly services: Services) {}
 
   deadlineMs(configuration: string): number {
     const interval = (JSON.parse(configuration) as { heartbeat_interval?: unknown }).heartbeat_interval;
@@ -43,7 +39,7 @@ export class OfflineDetector {
     const overdue = onlineDevices(this.services.sql).filter((d) => !this.connected.has(d.id) && now - this.lastContact(d) >= this.deadlineMs(d.configuration));
     let changed = 0;
     for (const candidate of overdue) {
-      await this.locks.run(candidate.id, async () => {
+      await this.services.locks.devices.run(candidate.id, async () => {
         const device = findDevice(this.services.sql, candidate.id);
         if (!device || device.status !== 'online' || device.last_seen !== candidate.last_seen || this.connected.has(device.id)) return;
         const result = await this.services.log.append([

@@ -7,7 +7,6 @@ import { openDeviceAlerts } from '../projections/alerts.js';
 import type { DeviceRow } from '../projections/devices.js';
 import { visibleDevice } from './devices.js';
 import { sensorStatsOf } from '../projections/telemetry-queries.js';
-import type { DeviceLocks } from './device-locks.js';
 import { metadataFor } from './handle.js';
 import type { RequestContext, Services } from './services.js';
 
@@ -46,10 +45,7 @@ const MAX_FUTURE_MS = 5 * 60 * 1000;
 export const MAX_PROJECTION_LAG = 20_000;
 
 export class Telemetry {
-  constructor(
-    private readonly services: Services,
-    private readonly locks: DeviceLocks,
-  ) {}
+  constructor(private readonly services: Services) {}
 
   async submit(deviceId: string, submission: Submission, context: RequestContext, idempotencyKey?: string): Promise<{ accepted: number; position: number }> {
     const { services } = this;
@@ -60,7 +56,7 @@ export class Telemetry {
     this.shedLoad();
     const now = services.clock.now();
     const readings = normaliseTimes(submission, now);
-    return this.locks.run(deviceId, async () => {
+    return this.services.locks.devices.run(deviceId, async () => {
       const device = visibleDevice(services, context.principal, deviceId);
       const { stored, alertEvents } = this.assess(device, readings, now);
       const recorded: AppendRequest = {
@@ -81,7 +77,7 @@ export class Telemetry {
   async heartbeat(deviceId: string, input: HeartbeatInput, context: RequestContext): Promise<{ position: number }> {
     const { services } = this;
     this.shedLoad();
-    return this.locks.run(deviceId, async () => {
+    return this.services.locks.devices.run(deviceId, async () => {
       const device = visibleDevice(services, context.principal, deviceId);
       const { configuration, ...beatData } = input;
       const events: DomainEvent[] = [{ type: 'device.heartbeat', data: { device_id: deviceId, ...beatData } }];
@@ -96,7 +92,7 @@ export class Telemetry {
 
   /** A device that connects is heard from: online at once. */
   async markOnline(deviceId: string, context: RequestContext): Promise<void> {
-    await this.locks.run(deviceId, async () => {
+    await this.services.locks.devices.run(deviceId, async () => {
       const device = visibleDevice(this.services, context.principal, deviceId);
       const requests = withMetadata(this.cameOnline(device), context);
       if (requests.length === 0) return;
