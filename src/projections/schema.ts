@@ -106,6 +106,16 @@ export interface SensorStatsTable {
   last_timestamp: string | null;
 }
 
+export interface LatestReadingsTable {
+  device_id: string;
+  sensor_type: string;
+  ts: string;
+  seq: number;
+  value: number;
+  unit: string | null;
+  quality_score: number;
+}
+
 export interface DeviceHealthTable {
   device_id: string;
   last_status: string | null;
@@ -233,6 +243,7 @@ export interface ReadModels {
   readings: ReadingsTable;
   rollups: RollupsTable;
   sensor_stats: SensorStatsTable;
+  latest_readings: LatestReadingsTable;
   device_health: DeviceHealthTable;
   device_logs: DeviceLogsTable;
   users: UsersTable;

@@ -72,16 +72,11 @@ export const hourlyBySensor = (sql: Sql, filter: RangeFilter) =>
     summed(rollupsIn(filter, 'hour').groupBy(['sensor_type', 'bucket_start'])).orderBy('bucket_start'),
   );
 
-/** The latest reading of each sensor of a device. */
-export const latestReadings = (sql: Sql, deviceId: string) =>
-  sql.all(
-    q
-      .selectFrom('readings as r')
-      .select(['r.sensor_type', 'r.value', 'r.unit', 'r.ts as timestamp', 'r.quality_score'])
-      .where('r.device_id', '=', deviceId)
-      .where('r.ts', '=', (eb) => eb.selectFrom('readings as l').select((e) => e.fn.max('l.ts').as('m')).whereRef('l.device_id', '=', 'r.device_id').whereRef('l.sensor_type', '=', 'r.sensor_type'))
-      .orderBy('r.sensor_type'),
-  );
+/** The latest reading of each sensor of a device (newest timestamp; kept after its raw row is pruned). */
+const latestOfDevice = prepared((deviceId: string) =>
+  q.selectFrom('latest_readings').select(['sensor_type', 'value', 'unit', 'ts as timestamp', 'quality_score']).where('device_id', '=', deviceId).orderBy('sensor_type'),
+);
+export const latestReadings = (sql: Sql, deviceId: string) => latestOfDevice.all(sql, deviceId);
 
 export const countReadingsSince = (sql: Sql, deviceId: string, since: string): number =>
   sql.first(
@@ -95,21 +90,19 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
   return new Map(rows.map(({ sensor_type, count, mean, variance, last_timestamp }) => [sensor_type, { count, mean, variance, last_timestamp }]));
 }
 
-/** Every reading of a range in time order, one page at a time (keyset), for streaming exports. */
+/** Every reading of a range in time order, one page at a time (keyset on the key's order), for streaming exports. */
 export function* iterateReadings(sql: Sql, filter: RangeFilter & { deviceIds: [string] }, pageSize = 5_000) {
-  let after: { ts: string; sensor_type: string; seq: number } | null = null;
+  let after: { ts: string; seq: number } | null = null;
   for (;;) {
     let query = readingsIn(filter).select(['sensor_type', 'value', 'unit', 'ts', 'seq', 'quality_score']);
     if (after) {
-      const { ts, sensor_type, seq } = after;
-      query = query.where((eb) =>
-        eb.or([eb('ts', '>', ts), eb.and([eb('ts', '=', ts), eb('sensor_type', '>', sensor_type)]), eb.and([eb('ts', '=', ts), eb('sensor_type', '=', sensor_type), eb('seq', '>', seq)])]),
-      );
+      const { ts, seq } = after;
+      query = query.where((eb) => eb.or([eb('ts', '>', ts), eb.and([eb('ts', '=', ts), eb('seq', '>', seq)])]));
     }
-    const page = sql.all(query.orderBy('ts').orderBy('sensor_type').orderBy('seq').limit(pageSize));
+    const page = sql.all(query.orderBy('ts').orderBy('seq').limit(pageSize));
     yield page;
     if (page.length < pageSize) return;
     const last = page[page.length - 1]!;
-    after = { ts: last.ts, sensor_type: last.sensor_type, seq: last.seq };
+    after = { ts: last.ts, seq: last.seq };
   }
 }

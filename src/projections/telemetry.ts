@@ -19,16 +19,33 @@ type Rollup = RollupsTable;
 
 const HOUR_MS = 3_600_000;
 
+/** The newest reading of a device's sensor: newest timestamp, then latest position. */
+interface Latest {
+  device_id: string;
+  sensor_type: string;
+  ts: string;
+  seq: number;
+  value: number;
+  unit: string | null;
+  quality_score: number;
+}
+
 /**
  * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups. Rollup deltas and
  * sensor statistics gather in memory during a batch and are written once at its end, so a
  * batch of 100-reading submissions costs one upsert per bucket, not per reading.
  * Pruning depends only on the events (each event's hour), so replay prunes identically.
+ *
+ * Keys follow the order readings arrive in: raw rows by (device, time), rollups by (device,
+ * bucket, start), so a batch appends to one hot page per device instead of one per sensor,
+ * and the queries (a device's range, one sensor filtered in it) need no second index.
  */
 export function telemetryProjection(retentionDays: number): Projection {
   const retentionMs = retentionDays * 24 * HOUR_MS;
   const rollups = new Map<string, Rollup>();
   const stats = new Map<string, SensorStats & { device_id: string; sensor_type: string }>();
+  const latest = new Map<string, Latest>();
+  const tables = ['readings', 'rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
   let statements: ReturnType<typeof prepare> | undefined;
   // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
@@ -41,7 +58,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     ) as Statement<[string, string, string, number, number, string | null, number, string]>,
     upsertRollup: sql.db.prepare(
       `INSERT INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (device_id, sensor_type, bucket, bucket_start) DO UPDATE SET
+       ON CONFLICT (device_id, bucket, bucket_start, sensor_type) DO UPDATE SET
          count = count + excluded.count, sum = sum + excluded.sum, min = min(min, excluded.min),
          max = max(max, excluded.max), sum_sq = sum_sq + excluded.sum_sq`,
     ) as Statement<[string, string, string, string, number, number, number, number, number]>,
@@ -52,7 +69,13 @@ export function telemetryProjection(retentionDays: number): Projection {
     writeStats: sql.db.prepare(
       `INSERT OR REPLACE INTO sensor_stats (device_id, sensor_type, count, mean, variance, last_timestamp) VALUES (?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, number, number, number, string | null]>,
-    prune: sql.db.prepare(`DELETE FROM readings WHERE ts < ?`) as Statement<[string]>,
+    writeLatest: sql.db.prepare(
+      `INSERT INTO latest_readings (device_id, sensor_type, ts, seq, value, unit, quality_score) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (device_id, sensor_type) DO UPDATE SET ts = excluded.ts, seq = excluded.seq, value = excluded.value, unit = excluded.unit,
+         quality_score = excluded.quality_score WHERE (excluded.ts, excluded.seq) > (ts, seq)`,
+    ) as Statement<[string, string, string, number, number, string | null, number]>,
+    devicesWithReadings: sql.db.prepare(`SELECT DISTINCT device_id FROM sensor_stats`).pluck() as Statement<[], string>,
+    pruneDevice: sql.db.prepare(`DELETE FROM readings WHERE device_id = ? AND ts < ?`) as Statement<[string, string]>,
   });
 
   const addToRollups = (deviceId: string, reading: StoredReading) => {
@@ -79,31 +102,45 @@ export function telemetryProjection(retentionDays: number): Projection {
     stats.set(key, { ...current, ...updateStats(current, reading.value, reading.timestamp) });
   };
 
+  const addToLatest = (deviceId: string, reading: StoredReading, seq: number) => {
+    const key = `${deviceId}\u0000${reading.sensor_type}`;
+    const known = latest.get(key);
+    if (known && (known.ts > reading.timestamp || (known.ts === reading.timestamp && known.seq > seq))) return;
+    latest.set(key, { device_id: deviceId, sensor_type: reading.sensor_type, ts: reading.timestamp, seq, value: reading.value, unit: reading.unit, quality_score: reading.quality_score });
+  };
+
+  /** Per device through the key, not one scan of every row: the devices with readings are those with statistics. */
+  const prune = (s: ReturnType<typeof prepare>, cutoff: string) => {
+    const devices = new Set(s.devicesWithReadings.all());
+    for (const pending of stats.values()) devices.add(pending.device_id);
+    for (const deviceId of devices) s.pruneDevice.run(deviceId, cutoff);
+  };
+
   /** A deleted device leaves every count: its rows go, and so do its pending deltas. */
   const forgetDevice = (sql: Sql, deviceId: string) => {
-    for (const table of ['readings', 'rollups', 'sensor_stats']) sql.db.prepare(`DELETE FROM ${table} WHERE device_id = ?`).run(deviceId);
-    for (const [key, value] of rollups) if (value.device_id === deviceId) rollups.delete(key);
-    for (const [key, value] of stats) if (value.device_id === deviceId) stats.delete(key);
+    for (const table of tables) sql.db.prepare(`DELETE FROM ${table} WHERE device_id = ?`).run(deviceId);
+    for (const pending of [rollups, stats, latest]) for (const [key, value] of pending) if (value.device_id === deviceId) pending.delete(key);
   };
 
   return {
     name: 'telemetry',
-    version: 1,
-    tables: ['readings', 'rollups', 'sensor_stats'],
+    version: 2,
+    tables,
     ddl: `
       CREATE TABLE IF NOT EXISTS readings (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
         unit TEXT, quality_score INTEGER NOT NULL, quality_reasons TEXT NOT NULL,
-        PRIMARY KEY (device_id, sensor_type, ts, seq)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device_id, ts);
+        PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS rollups (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
         count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
-        PRIMARY KEY (device_id, sensor_type, bucket, bucket_start)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS rollups_bucket ON rollups (bucket, bucket_start);
+        PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS sensor_stats (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, count INTEGER NOT NULL, mean REAL NOT NULL, variance REAL NOT NULL,
-        last_timestamp TEXT, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;`,
+        last_timestamp TEXT, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS latest_readings (
+        device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
+        unit TEXT, quality_score INTEGER NOT NULL, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;`,
 
     apply(sql, event) {
       if (event.type === 'device.decommissioned') {
@@ -115,15 +152,18 @@ export function telemetryProjection(retentionDays: number): Projection {
       const eventHour = event.recorded_at.slice(0, 13);
       const cutoff = new Date(Date.parse(`${eventHour}:00:00.000Z`) - retentionMs).toISOString();
       if (eventHour > prunedHour) {
-        s.prune.run(cutoff);
+        prune(s, cutoff);
         prunedHour = eventHour;
       }
+      const deviceId = event.data.device_id;
       event.data.readings.forEach((reading, index) => {
+        const seq = event.position * 1000 + index;
         if (reading.timestamp >= cutoff) {
-          s.insertReading.run(event.data.device_id, reading.sensor_type, reading.timestamp, event.position * 1000 + index, reading.value, reading.unit, reading.quality_score, JSON.stringify(reading.quality_reasons));
+          s.insertReading.run(deviceId, reading.sensor_type, reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, JSON.stringify(reading.quality_reasons));
         }
-        addToRollups(event.data.device_id, reading);
-        addToStats(s, event.data.device_id, reading);
+        addToRollups(deviceId, reading);
+        addToStats(s, deviceId, reading);
+        addToLatest(deviceId, reading, seq);
       });
     },
 
@@ -131,8 +171,10 @@ export function telemetryProjection(retentionDays: number): Projection {
       const s = statementsFor(sql);
       for (const r of rollups.values()) s.upsertRollup.run(r.device_id, r.sensor_type, r.bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
       for (const st of stats.values()) s.writeStats.run(st.device_id, st.sensor_type, st.count, st.mean, st.variance, st.last_timestamp);
+      for (const l of latest.values()) s.writeLatest.run(l.device_id, l.sensor_type, l.ts, l.seq, l.value, l.unit, l.quality_score);
       rollups.clear();
       stats.clear();
+      latest.clear();
     },
   };
 }

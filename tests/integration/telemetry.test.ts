@@ -750,4 +750,30 @@ describe('telemetry retention (RETENTION_DAYS=1)', () => {
     const days = await readData<BucketRow>(api, device.id, owner.token, 'interval=day');
     expect(days.data.map((d) => `${d.bucket_start.slice(0, 10)}:${d.count}:${d.sum}`)).toContain(`${firstDay}:1:1`);
   });
+
+  it('prunes every device, not only the one whose reading moved the clock past the retention', async () => {
+    const quiet = await deviceOf(api, owner);
+    const busy = await deviceOf(api, owner);
+    await submitOk(api, quiet.id, quiet.token, { sensor_readings: { humidity: 40 } });
+    server.clock.advance(26 * HOUR);
+    await submitOk(api, busy.id, busy.token, { sensor_readings: { humidity: 41 } });
+    expect(await allRawReadings(api, quiet.id, owner.token)).toEqual([]);
+    expect((await allRawReadings(api, busy.id, owner.token)).map((r) => r.value)).toEqual([41]);
+  });
+
+  it("keeps each sensor's newest reading in the device's recent_data after its raw row is pruned, and a backfill does not replace it", async () => {
+    const device = await deviceOf(api, owner);
+    const newest = server.clock.now().toISOString();
+    await submitOk(api, device.id, device.token, { sensor_readings: [{ sensor_type: 'temperature', value: 7, unit: 'C', timestamp: newest }, { sensor_type: 'co2', value: 400, timestamp: newest }] });
+    await submitOk(api, device.id, device.token, { sensor_readings: [{ sensor_type: 'temperature', value: 3, unit: 'C', timestamp: at(server, -HOUR) }] });
+    server.clock.advance(26 * HOUR);
+    const other = await deviceOf(api, owner);
+    await submitOk(api, other.id, other.token, { sensor_readings: { temperature: 1 } });
+    expect(await allRawReadings(api, device.id, owner.token)).toEqual([]);
+    const detail = await api.get<Data<{ recent_data: Array<{ sensor_type: string; value: number; timestamp: string }> }>>(`/api/devices/${device.id}`, { token: owner.token });
+    expect(detail.body.data.recent_data.map((r) => [r.sensor_type, r.value, r.timestamp])).toEqual([
+      ['co2', 400, newest],
+      ['temperature', 7, newest],
+    ]);
+  });
 });
