@@ -7,7 +7,7 @@ import { Sql } from './sql.js';
 
 /** Live batches stay small so ingestion keeps answering; catching up, bigger ones amortise each commit. */
 const BATCH_SIZE = 500;
-const CATCH_UP_BATCH_SIZE = 20_000;
+export const CATCH_UP_BATCH_SIZE = 20_000;
 
 interface Waiter {
   position: number;

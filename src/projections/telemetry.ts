@@ -15,19 +15,26 @@ export const bucketStart: Record<BucketSize, (ts: string) => string> = {
   day: (ts) => `${ts.slice(0, 10)}T00:00:00.000Z`,
 };
 
-type Rollup = RollupsTable;
+/** One bucket's running aggregate; its device, sensor and bucket size are those of the entry holding it. */
+type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'>;
 
 const HOUR_MS = 3_600_000;
 
 /** The newest reading of a device's sensor: newest timestamp, then latest position. */
 interface Latest {
-  device_id: string;
-  sensor_type: string;
   ts: string;
   seq: number;
   value: number;
   unit: string | null;
   quality_score: number;
+}
+
+interface Pending {
+  device_id: string;
+  sensor_type: string;
+  stats: SensorStats;
+  latest: Latest | null;
+  buckets: Record<BucketSize, Map<string, Aggregate>>;
 }
 
 /**
@@ -42,9 +49,9 @@ interface Latest {
  */
 export function telemetryProjection(retentionDays: number): Projection {
   const retentionMs = retentionDays * 24 * HOUR_MS;
-  const rollups = new Map<string, Rollup>();
-  const stats = new Map<string, SensorStats & { device_id: string; sensor_type: string }>();
-  const latest = new Map<string, Latest>();
+  const pending = new Map<string, Pending>();
+  /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
+  let cutoffOf = { hour: '', cutoff: '' };
   const tables = ['readings', 'rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
   let statements: ReturnType<typeof prepare> | undefined;
@@ -78,12 +85,23 @@ export function telemetryProjection(retentionDays: number): Projection {
     pruneDevice: sql.db.prepare(`DELETE FROM readings WHERE device_id = ? AND ts < ?`) as Statement<[string, string]>,
   });
 
-  const addToRollups = (deviceId: string, reading: StoredReading) => {
+  /** What a batch gathers per device and sensor, written once at its end. */
+  const pendingOf = (s: ReturnType<typeof prepare>, deviceId: string, sensorType: string): Pending => {
+    const key = `${deviceId}\u0000${sensorType}`;
+    let entry = pending.get(key);
+    if (!entry) {
+      const stored = s.readStats.get(deviceId, sensorType) ?? emptyStats;
+      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { minute: new Map(), hour: new Map(), day: new Map() } };
+      pending.set(key, entry);
+    }
+    return entry;
+  };
+
+  const addToRollups = (entry: Pending, reading: StoredReading) => {
+    const v = reading.value;
     for (const bucket of bucketSizes) {
       const start = bucketStart[bucket](reading.timestamp);
-      const key = `${deviceId}\u0000${reading.sensor_type}\u0000${bucket}\u0000${start}`;
-      const v = reading.value;
-      const rollup = rollups.get(key);
+      const rollup = entry.buckets[bucket].get(start);
       if (rollup) {
         rollup.count += 1;
         rollup.sum += v;
@@ -91,35 +109,37 @@ export function telemetryProjection(retentionDays: number): Projection {
         rollup.max = Math.max(rollup.max, v);
         rollup.sum_sq += v * v;
       } else {
-        rollups.set(key, { device_id: deviceId, sensor_type: reading.sensor_type, bucket, bucket_start: start, count: 1, sum: v, min: v, max: v, sum_sq: v * v });
+        entry.buckets[bucket].set(start, { bucket_start: start, count: 1, sum: v, min: v, max: v, sum_sq: v * v });
       }
     }
   };
 
-  const addToStats = (s: ReturnType<typeof prepare>, deviceId: string, reading: StoredReading) => {
-    const key = `${deviceId}\u0000${reading.sensor_type}`;
-    const current = stats.get(key) ?? { device_id: deviceId, sensor_type: reading.sensor_type, ...(s.readStats.get(deviceId, reading.sensor_type) ?? emptyStats) };
-    stats.set(key, { ...current, ...updateStats(current, reading.value, reading.timestamp) });
+  const addToLatest = (entry: Pending, reading: StoredReading, seq: number) => {
+    const known = entry.latest;
+    if (known && (known.ts > reading.timestamp || (known.ts === reading.timestamp && known.seq > seq))) return;
+    entry.latest = { ts: reading.timestamp, seq, value: reading.value, unit: reading.unit, quality_score: reading.quality_score };
   };
 
-  const addToLatest = (deviceId: string, reading: StoredReading, seq: number) => {
-    const key = `${deviceId}\u0000${reading.sensor_type}`;
-    const known = latest.get(key);
-    if (known && (known.ts > reading.timestamp || (known.ts === reading.timestamp && known.seq > seq))) return;
-    latest.set(key, { device_id: deviceId, sensor_type: reading.sensor_type, ts: reading.timestamp, seq, value: reading.value, unit: reading.unit, quality_score: reading.quality_score });
+  const write = (s: ReturnType<typeof prepare>, entry: Pending) => {
+    const { device_id, sensor_type, stats, latest } = entry;
+    for (const bucket of bucketSizes) {
+      for (const r of entry.buckets[bucket].values()) s.upsertRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
+    }
+    s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
+    if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
   };
 
   /** Per device through the key, not one scan of every row: the devices with readings are those with statistics. */
   const prune = (s: ReturnType<typeof prepare>, cutoff: string) => {
     const devices = new Set(s.devicesWithReadings.all());
-    for (const pending of stats.values()) devices.add(pending.device_id);
+    for (const entry of pending.values()) devices.add(entry.device_id);
     for (const deviceId of devices) s.pruneDevice.run(deviceId, cutoff);
   };
 
   /** A deleted device leaves every count: its rows go, and so do its pending deltas. */
   const forgetDevice = (sql: Sql, deviceId: string) => {
     for (const table of tables) sql.db.prepare(`DELETE FROM ${table} WHERE device_id = ?`).run(deviceId);
-    for (const pending of [rollups, stats, latest]) for (const [key, value] of pending) if (value.device_id === deviceId) pending.delete(key);
+    for (const [key, entry] of pending) if (entry.device_id === deviceId) pending.delete(key);
   };
 
   return {
@@ -150,7 +170,8 @@ export function telemetryProjection(retentionDays: number): Projection {
       if (event.type !== 'readings.recorded') return;
       const s = statementsFor(sql);
       const eventHour = event.recorded_at.slice(0, 13);
-      const cutoff = new Date(Date.parse(`${eventHour}:00:00.000Z`) - retentionMs).toISOString();
+      if (cutoffOf.hour !== eventHour) cutoffOf = { hour: eventHour, cutoff: new Date(Date.parse(`${eventHour}:00:00.000Z`) - retentionMs).toISOString() };
+      const { cutoff } = cutoffOf;
       if (eventHour > prunedHour) {
         prune(s, cutoff);
         prunedHour = eventHour;
@@ -159,22 +180,20 @@ export function telemetryProjection(retentionDays: number): Projection {
       event.data.readings.forEach((reading, index) => {
         const seq = event.position * 1000 + index;
         if (reading.timestamp >= cutoff) {
-          s.insertReading.run(deviceId, reading.sensor_type, reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, JSON.stringify(reading.quality_reasons));
+          const reasons = reading.quality_reasons.length === 0 ? '[]' : JSON.stringify(reading.quality_reasons);
+          s.insertReading.run(deviceId, reading.sensor_type, reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, reasons);
         }
-        addToRollups(deviceId, reading);
-        addToStats(s, deviceId, reading);
-        addToLatest(deviceId, reading, seq);
+        const entry = pendingOf(s, deviceId, reading.sensor_type);
+        addToRollups(entry, reading);
+        entry.stats = updateStats(entry.stats, reading.value, reading.timestamp);
+        addToLatest(entry, reading, seq);
       });
     },
 
     afterBatch(sql) {
       const s = statementsFor(sql);
-      for (const r of rollups.values()) s.upsertRollup.run(r.device_id, r.sensor_type, r.bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
-      for (const st of stats.values()) s.writeStats.run(st.device_id, st.sensor_type, st.count, st.mean, st.variance, st.last_timestamp);
-      for (const l of latest.values()) s.writeLatest.run(l.device_id, l.sensor_type, l.ts, l.seq, l.value, l.unit, l.quality_score);
-      rollups.clear();
-      stats.clear();
-      latest.clear();
+      for (const entry of pending.values()) write(s, entry);
+      pending.clear();
     },
   };
 }
