@@ -106,15 +106,8 @@ export interface SensorStatsTable {
   last_timestamp: string | null;
 }
 
-export interface LatestReadingsTable {
-  device_id: string;
-  sensor_type: string;
-  ts: string;
-  seq: number;
-  value: number;
-  unit: string | null;
-  quality_score: number;
-}
+/** Each sensor's newest reading, as its raw row holds it (less the reasons). */
+export type LatestReadingsTable = Omit<ReadingsTable, 'quality_reasons'>;
 
 export interface DeviceHealthTable {
   device_id: string;
