@@ -11,7 +11,8 @@ import type { Services } from '../commands/services.js';
 import type { Telemetry } from '../commands/telemetry.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import { authenticate } from './auth.js';
-import { RESERVED_KEY_MESSAGE, errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
+import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
+import { noteReservedKeyCandidates, refuseReservedKeys } from './reserved-keys.js';
 import { rateLimit } from './rate-limit.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
@@ -40,15 +41,6 @@ export interface AppHandlers {
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-/**
- * "__proto__" survives JSON.parse as a key but is lost (or worse) the moment an object is
- * copied; refuse it outright rather than drop data silently.
- */
-function refusePrototypeKeys(key: string, value: unknown): unknown {
-  if (key === '__proto__') throw new Error(`${RESERVED_KEY_MESSAGE}: "__proto__"`);
-  return value;
-}
-
 export function createApp(services: Services, handlers: AppHandlers): Express {
   const { config, logger, clock } = services;
   const app = express();
@@ -65,7 +57,8 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     }),
   );
   app.use(requireJsonBody);
-  app.use(express.json({ limit: MAX_BODY_BYTES, reviver: refusePrototypeKeys }));
+  app.use(express.json({ limit: MAX_BODY_BYTES, verify: noteReservedKeyCandidates }));
+  app.use(refuseReservedKeys);
   app.use(authenticate(handlers.accounts));
   if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));
 

@@ -1,6 +1,5 @@
 import type { RequestHandler } from 'express';
 import type { Accounts } from '../commands/accounts.js';
-import { hashSecret } from '../commands/credentials.js';
 
 export const SESSION_COOKIE = 'session';
 
@@ -37,10 +36,7 @@ export function authenticate(accounts: Accounts): RequestHandler {
     const credential = credentialOf(req);
     if (credential) {
       const principal = await accounts.authenticate(credential);
-      if (principal) {
-        req.principal = principal;
-        req.credentialKey = hashSecret(credential);
-      }
+      if (principal) req.principal = principal;
     }
     next();
   };

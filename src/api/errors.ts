@@ -24,8 +24,6 @@ export type ErrorCode = keyof typeof statusOf;
 
 export const httpStatusOf = (code: ErrorCode): number => statusOf[code];
 
-export const RESERVED_KEY_MESSAGE = 'the body uses a reserved key';
-
 export class HttpError extends Error {
   constructor(
     readonly code: ErrorCode,
@@ -62,9 +60,6 @@ function describe(error: unknown): { code: ErrorCode; message: string; details: 
   }
   if (error instanceof HttpError) return { code: error.code, message: error.message, details: [] };
   if (isBodyParserError(error)) {
-    if (error.type === 'entity.parse.failed' && error.message.startsWith(RESERVED_KEY_MESSAGE)) {
-      return { code: 'validation_failed', message: error.message, details: [{ path: '__proto__', message: 'reserved key' }] };
-    }
     if (error.type === 'entity.parse.failed') return { code: 'invalid_json', message: 'the body is not valid JSON', details: [] };
     if (error.type === 'entity.too.large') return { code: 'payload_too_large', message: 'the body is larger than 1 MiB', details: [] };
     if (error.type === 'encoding.unsupported' || error.type === 'charset.unsupported') {

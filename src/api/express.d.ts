@@ -7,8 +7,6 @@ declare global {
       requestId: string;
       log: Logger;
       principal?: Principal;
-      /** Which credential authenticated the request, for per-credential rate limits. */
-      credentialKey?: string;
     }
   }
 }

@@ -1,6 +1,8 @@
 import type { RequestHandler } from 'express';
 import type { Clock } from '../domain/clock.js';
 import { rateLimited } from '../domain/errors.js';
+import { hashSecret } from '../commands/credentials.js';
+import { credentialOf } from './auth.js';
 
 const WINDOW_MS = 60_000;
 
@@ -9,7 +11,9 @@ export function rateLimit(limitPerMinute: number, clock: Clock): RequestHandler 
   const windows = new Map<string, { start: number; count: number }>();
   return (req, _res, next) => {
     const now = clock.now().getTime();
-    const key = req.credentialKey ?? `address:${req.ip}`;
+    // Hashed here, not at authentication: only a server that limits rates pays for it.
+    const credential = req.principal ? credentialOf(req) : undefined;
+    const key = credential ? hashSecret(credential) : `address:${req.ip}`;
     let window = windows.get(key);
     if (!window || now - window.start >= WINDOW_MS) {
       if (windows.size > 100_000) pruneExpired(windows, now);

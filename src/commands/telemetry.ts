@@ -49,7 +49,9 @@ export class Telemetry {
 
   async submit(deviceId: string, submission: Submission, context: RequestContext, idempotencyKey?: string): Promise<{ accepted: number; position: number }> {
     const { services } = this;
-    visibleDevice(services, context.principal, deviceId);
+    // Refusals answer before queueing behind the device's lock. A device's own token was
+    // resolved from its row a moment ago: only the fresh read inside the lock is needed then.
+    if (context.principal.kind === 'user' || context.principal.deviceId !== deviceId) visibleDevice(services, context.principal, deviceId);
     if (submission.readings.length > MAX_READINGS_PER_SUBMISSION) {
       throw new DomainError('payload_too_large', `at most ${MAX_READINGS_PER_SUBMISSION} readings per submission`);
     }

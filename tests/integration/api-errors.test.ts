@@ -157,6 +157,7 @@ describe('hostile input and protocol errors', () => {
       ['a device type only under __proto__', '/api/devices', '{"name": "proto", "__proto__": {"device_type": "sensor", "type": "sensor"}}'],
       ['a group name only under __proto__', '/api/groups', '{"__proto__": {"name": "protogroup"}}'],
       ['a login password only under __proto__', '/api/auth/login', '{"username": "nobody", "__proto__": {"password": "x"}}'],
+      ['a group name under __proto__ deep inside an array', '/api/groups', '{"name": "g", "parent_id": null, "x": [[{"y": {"__proto__": {"name": "deep"}}}]]}'],
     ];
 
     it.each(pollutionBodies)('refuses %s with 4xx and stores nothing', async (_label, path, raw) => {
@@ -180,6 +181,23 @@ describe('hostile input and protocol errors', () => {
       }
       expect(({} as Record<string, unknown>).role).toBeUndefined();
       expect(({} as Record<string, unknown>).device_quota).toBeUndefined();
+    });
+
+    it('refuses __proto__ spelt with \\u escapes in an otherwise valid body, naming the key', async () => {
+      const before = await headPosition(api);
+      const raw = '{"name": "escaped", "type": "sensor", "configuration": {"\\u005f\\u005fproto\\u005f\\u005f": {"polluted": true}}}';
+      const answer = await api.post('/api/devices', undefined, { raw, headers: JSON_TYPE, token: user.token });
+      expectError(answer, 400, 'validation_failed');
+      expect(JSON.stringify(answer.body)).toContain('__proto__');
+      expect(await headPosition(api)).toBe(before);
+    });
+
+    it('walks a body nested 100,000 levels deep for reserved keys without failing', async () => {
+      const depth = 100_000;
+      const raw = `{"name": "deep\\u0041", "type": "sensor", "configuration": {"nested": ${'['.repeat(depth)}${']'.repeat(depth)}}}`;
+      const answer = await api.post('/api/devices', undefined, { raw, headers: JSON_TYPE, token: user.token });
+      expect(answer.status).toBeLessThan(500);
+      expect((await api.get('/api/health')).status).toBe(200);
     });
 
     it('keeps a __proto__ key inside configuration inert', async () => {
