@@ -113,8 +113,8 @@ export function summarise(ms: number[]): Samples {
 }
 
 let gc: (() => void) | undefined | null = null;
-/** A full GC before each timed round, so one round does not pay for the previous one's garbage. */
-export function collectGarbage(): void {
+/** A full GC before each timed round, so one round does not pay for the previous one's garbage. Says whether one ran. */
+export function collectGarbage(): boolean {
   if (gc === null) {
     try {
       setFlagsFromString('--expose-gc');
@@ -124,6 +124,7 @@ export function collectGarbage(): void {
     }
   }
   gc?.();
+  return gc !== undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
