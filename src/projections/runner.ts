@@ -1,6 +1,7 @@
 import { Subject, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
 import type { RecordedEvent } from '../domain/events.js';
+import type { Statement } from 'better-sqlite3';
 import type { EventLog, SqliteDatabase } from '../eventlog/index.js';
 import type { Projection } from './projection.js';
 import { Sql } from './sql.js';
@@ -28,6 +29,7 @@ export class ProjectionRunner {
    */
   readonly applied$ = new Subject<readonly RecordedEvent[]>();
   private readonly sql: Sql;
+  private readonly saveCheckpoint: Statement<[number, string]>;
   private checkpoints = new Map<string, number>();
   private live: RecordedEvent[] = [];
   private draining = false;
@@ -43,6 +45,7 @@ export class ProjectionRunner {
   ) {
     this.sql = new Sql(db);
     db.exec(`CREATE TABLE IF NOT EXISTS projection_checkpoints (name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)`);
+    this.saveCheckpoint = db.prepare(`UPDATE projection_checkpoints SET position = ? WHERE name = ?`);
   }
 
   /** Prepares the tables (rebuilding changed versions) and starts following the log. */
@@ -135,7 +138,7 @@ export class ProjectionRunner {
 
   private applyBatch(batch: readonly RecordedEvent[]): void {
     const last = batch[batch.length - 1]!.position;
-    const save = this.sql.db.prepare(`UPDATE projection_checkpoints SET position = ? WHERE name = ?`);
+    const save = this.saveCheckpoint;
     this.sql.transaction(() => {
       for (const projection of this.projections) {
         const checkpoint = this.checkpoints.get(projection.name) ?? 0;
