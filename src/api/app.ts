@@ -57,7 +57,8 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     }),
   );
   app.use(requireJsonBody);
-  app.use(express.json({ limit: MAX_BODY_BYTES, verify: noteReservedKeyCandidates }));
+  // Not strict: a JSON string or number is JSON, and answers validation_failed like any other wrong shape.
+  app.use(express.json({ limit: MAX_BODY_BYTES, strict: false, verify: noteReservedKeyCandidates }));
   app.use(refuseReservedKeys);
   app.use(authenticate(handlers.accounts));
   if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));

@@ -52,7 +52,8 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
     checkAccess(spec.access, principal);
-    const body = spec.body ? parse(spec.body, req.body ?? {}, '') : undefined;
+    // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
+    const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
     const query = spec.query ? parse(spec.query, req.query, '') : {};
     const context: RequestContext = { principal: principal ?? anonymous, requestId: req.requestId };
     const reply = await run({ body: body as z.infer<B>, query: query as z.infer<Q>, params: req.params as Record<string, string>, context, req, res });

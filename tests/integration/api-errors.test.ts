@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser, type Answer } from '../helpers/client.js';
-import { createDevice, expectError, headPosition, uniqueName, type Data, type Device, type List } from '../helpers/fixtures.js';
+import { createDevice, expectError, expectValidation, headPosition, uniqueName, type Data, type Device, type List } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 type Account = Awaited<ReturnType<typeof registerUser>>;
@@ -46,6 +46,13 @@ describe('hostile input and protocol errors', () => {
         expectError(await api.post('/api/auth/register', undefined, { raw, headers: JSON_TYPE }), 400, 'invalid_json');
       }
       expectError(await api.post('/api/devices', undefined, { raw: '{"name":', headers: JSON_TYPE, token: user.token }), 400, 'invalid_json');
+    });
+
+    it('answers 400 validation_failed, not invalid_json, for JSON that is not an object', async () => {
+      for (const raw of ['"a string"', 'null', '123', 'true', '[1, 2]']) {
+        expectError(await api.post('/api/auth/register', undefined, { raw, headers: JSON_TYPE }), 400, 'validation_failed');
+      }
+      expectError(await api.post('/api/devices', undefined, { raw: 'null', headers: JSON_TYPE, token: user.token }), 400, 'validation_failed');
     });
 
     it('answers 415 unsupported_media_type for a body that is not application/json', async () => {
@@ -264,6 +271,9 @@ describe('hostile input and protocol errors', () => {
         const answer = await api.get<List<Device>>(`/api/devices${query}`, { token: user.token });
         expect(answer.status, `${query}: ${JSON.stringify(answer.body)}`).toBeLessThan(500);
         if (answer.status >= 400) expectClientError(answer);
+      }
+      for (const query of ['?group_id=nope', '?group_id=', `?group_id=${'0'.repeat(36)}`]) {
+        expectValidation(await api.get(`/api/devices${query}`, { token: user.token }), 'group_id');
       }
       // SQL in q is matched literally.
       const device = await createDevice(api, user.token, { name: 'innocent' });

@@ -335,6 +335,10 @@ describe('audit: the event log through the API', () => {
     expectError(await asOf(alice.token, before(registered.recorded_at)), 404, 'not_found');
     expectError(await api.get(`/api/devices/${a2.id}`, { token: alice.token }), 404, 'not_found');
     expectValidation(await api.get(`/api/devices/${a1.id}?as_of=yesterday`, { token: alice.token }), 'as_of');
+    // A date alone is midnight UTC: the next day shows the living device as renamed, the day before it was registered 404.
+    const day = (offsetDays: number) => new Date(Date.parse(renamed.recorded_at) + offsetDays * 86_400_000).toISOString().slice(0, 10);
+    expect((await api.get<Data<Device>>(`/api/devices/${a1.id}?as_of=${day(1)}`, { token: alice.token })).body.data).toMatchObject({ id: a1.id, name: 'Kitchen' });
+    expectError(await api.get(`/api/devices/${a1.id}?as_of=${day(-1)}`, { token: alice.token }), 404, 'not_found');
     // A zone offset names the same instant.
     const offset = new Date(Date.parse(renamed.recorded_at)).toISOString().replace('Z', '+00:00');
     expect((await asOf(alice.token, offset)).body.data).toMatchObject({ name: 'Renamed' });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { deviceStatusSchema } from '../../domain/events.js';
-import { jsonObject, nonBlank, paging, timestamp } from './common.js';
+import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
 import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
 
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
@@ -59,11 +59,11 @@ export const listDevicesQuery = paging.extend({
   status: deviceStatusSchema.optional(),
   type: z.string().max(64).optional(),
   device_type: z.string().max(64).optional(),
-  group_id: z.string().max(64).optional(),
+  group_id: z.uuid().optional(),
   q: z.string().max(100).optional(),
 });
 
-export const deviceDetailQuery = z.object({ as_of: z.iso.datetime({ offset: true }).optional() });
+export const deviceDetailQuery = z.object({ as_of: isoDate.optional() });
 
 export const device = z.object({
   id: z.string(),
