@@ -249,9 +249,10 @@ export class SqliteEventLog implements EventLog {
 function whereClause(filter: Omit<ReadAllFilter, 'limit'>): { where: string; params: Array<string | number> } {
   const conditions = ['position > ?'];
   const params: Array<string | number> = [filter.afterPosition];
+  // One JSON parameter, not one per value: a user's streams can outnumber SQLite's 32,766 variables.
   const oneOf = (column: string, values: readonly string[]) => {
-    conditions.push(`${column} IN (${values.map(() => '?').join(',') || 'NULL'})`);
-    params.push(...values);
+    conditions.push(`${column} IN (SELECT value FROM json_each(?))`);
+    params.push(JSON.stringify(values));
   };
   if (filter.streamIds) oneOf('stream_id', filter.streamIds);
   if (filter.types) oneOf('type', filter.types);

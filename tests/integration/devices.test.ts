@@ -520,6 +520,21 @@ describe('devices', () => {
       expect(page.body.data.map((e) => e.version)).toEqual([2]);
       expectValidation(await api.get(`/api/devices/${device.id}/history?limit=501`, { token: alice.token }), 'limit');
     });
+
+    it('includes everything of the device: its readings, heartbeats, commands and status changes, and nothing of another device', async () => {
+      const device = await createDevice(api, alice.token, { name: 'Whole story' });
+      const other = await createDevice(api, alice.token, { name: 'Bystander' });
+      const token = device.credentials.auth_token;
+      expect((await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token })).status).toBe(201);
+      expect((await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token })).status).toBe(200);
+      expect((await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: alice.token })).status).toBe(202);
+      expect((await api.post(`/api/devices/${other.id}/data`, { sensor_readings: { temperature: 1 } }, { token: other.credentials.auth_token })).status).toBe(201);
+
+      const answer = await api.get<List<StoredEvent>>(`/api/devices/${device.id}/history`, { token: alice.token });
+      expect(answer.body.data.map((e) => e.type)).toEqual(['device.registered', 'readings.recorded', 'device.came_online', 'device.heartbeat', 'command.queued']);
+      expect(answer.body.meta.total).toBe(5);
+      expect(answer.body.data.every((e) => e.stream_id.endsWith(device.id) || (e.data as { device_id?: string }).device_id === device.id)).toBe(true);
+    });
   });
 
   describe('ownership', () => {

@@ -6,7 +6,7 @@ import { DomainError } from '../../domain/errors.js';
 import { httpStatusOf } from '../errors.js';
 import type { z } from 'zod';
 import { ownerScope, type Services } from '../../commands/services.js';
-import { streams } from '../../domain/events.js';
+import { ownedStreamIds } from '../../projections/stream-owners.js';
 import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices, type DeviceRow } from '../../projections/devices.js';
 import { configurationDiff } from '../../domain/configuration.js';
@@ -112,7 +112,8 @@ export function deviceRoutes(services: Services, devices: Devices) {
       { method: 'get', path: '/api/devices/:id/history', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
         const row = visibleDevice(services, context.principal, params.id!);
-        const filter = { afterPosition: 0, streamIds: [streams.device(row.id)] };
+        // Everything of the device: its own stream, its telemetry, commands and alerts.
+        const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.offset + query.limit }), services.log.countEvents(filter)]);
         return { data: events.slice(query.offset), meta: listMeta(total, query) };
       },
