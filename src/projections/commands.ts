@@ -99,8 +99,11 @@ export interface CommandFilter {
   offset: number;
 }
 
+/** A deleted device leaves every list and count; its commands stay in the log and in this table, for its audit. */
+const ofLivingDevices = () => q.selectFrom('commands').where((eb) => eb.exists(eb.selectFrom('devices').select('devices.id').whereRef('devices.id', '=', 'commands.device_id')));
+
 export function listCommands(sql: Sql, filter: CommandFilter): { rows: CommandRow[]; total: number } {
-  let query = q.selectFrom('commands');
+  let query = ofLivingDevices();
   if (filter.userId !== null) query = query.where('user_id', '=', filter.userId);
   if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);
   if (filter.status) query = query.where('status', '=', filter.status);
@@ -115,7 +118,7 @@ export function listCommands(sql: Sql, filter: CommandFilter): { rows: CommandRo
 
 /** How a batch (a group command) is doing: its commands counted by status. */
 export function batchStatusCounts(sql: Sql, batchId: string, userId: string | null): Record<string, number> {
-  let query = q.selectFrom('commands').select(['status', (eb) => eb.fn.countAll<number>().as('n')]).where('batch_id', '=', batchId).groupBy('status');
+  let query = ofLivingDevices().select(['status', (eb) => eb.fn.countAll<number>().as('n')]).where('batch_id', '=', batchId).groupBy('status');
   if (userId !== null) query = query.where('user_id', '=', userId);
   return Object.fromEntries(sql.all(query).map((r) => [r.status, r.n]));
 }

@@ -538,6 +538,10 @@ describe('commands', () => {
       expect(await command(alice.token, pending.id)).toMatchObject({ status: 'cancelled', failure_reason: 'device_deleted' });
       expect(await command(alice.token, sent.id)).toMatchObject({ status: 'cancelled', failure_reason: 'device_deleted' });
       expect((await command(alice.token, done.id)).status).toBe('executed');
+      // ... and they leave every list: the user's commands, filtered by status or not.
+      const listed = await list(alice.token, 'limit=500');
+      expect(listed.data.some((c) => [done.id, sent.id, pending.id].includes(c.id))).toBe(false);
+      expect((await list(alice.token, 'status=cancelled&limit=500')).data.some((c) => c.device_id === device.id)).toBe(false);
       expectError(await api.get(`/api/devices/${device.id}/commands/pending`, { token: device.credentials.auth_token }), 401, 'unauthenticated');
       expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: alice.token }), 404, 'not_found');
     });
