@@ -1,3 +1,4 @@
+import { displayedStatus, reportedState, type Connectivity, type ReportedState } from '../domain/device-status.js';
 import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
@@ -22,6 +23,7 @@ const MAX_FIRINGS = 1_000;
 export function simulate(definition: RuleDefinition, events: readonly RecordedEvent[], start: string, end: string): SimulatedFiring[] {
   const readings = new Map<string, number>();
   const statuses = new Map<string, string>();
+  const devices = new Map<string, DeviceStatusParts>();
   const firings: SimulatedFiring[] = [];
   let runtime: RuleRuntime = initialRuntime();
   const condition = definition.trigger_conditions;
@@ -64,7 +66,7 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
     runScheduleUntil(Date.parse(event.recorded_at) - 1);
     tickUntil(Date.parse(event.recorded_at));
     lastMoment = Math.max(lastMoment, Date.parse(event.recorded_at));
-    learn(event, readings, statuses);
+    learn(event, readings, devices, statuses);
     if (!condition || definition.schedule || !concerns(condition, event)) continue;
     const facts = factsAt(event.recorded_at, { type: event.type, device_id: deviceOf(event) });
     const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
@@ -90,10 +92,39 @@ function nextTick(condition: Condition, runtime: RuleRuntime, after: number): nu
   return windows.length > 0 ? Math.min(...windows) : null;
 }
 
-function learn(event: RecordedEvent, readings: Map<string, number>, statuses: Map<string, string>): void {
+interface DeviceStatusParts {
+  connectivity: Connectivity;
+  state: ReportedState | null;
+}
+
+/** The facts an event changes, as the read models would know them after it. */
+function learn(event: RecordedEvent, readings: Map<string, number>, devices: Map<string, DeviceStatusParts>, statuses: Map<string, string>): void {
   if (event.type === 'readings.recorded') for (const r of event.data.readings) readings.set(readingKey(event.data.device_id, r.sensor_type), r.value);
-  if (event.type === 'device.came_online') statuses.set(event.data.device_id, 'online');
-  if (event.type === 'device.went_offline' || event.type === 'device.registered') statuses.set(event.data.device_id, 'offline');
+  const parts = statusPartsAfter(event, devices);
+  if (parts) {
+    devices.set(parts.deviceId, parts);
+    statuses.set(parts.deviceId, displayedStatus(parts.connectivity, parts.state));
+  }
+}
+
+function statusPartsAfter(event: RecordedEvent, devices: Map<string, DeviceStatusParts>): (DeviceStatusParts & { deviceId: string }) | null {
+  switch (event.type) {
+    case 'device.registered':
+      return { deviceId: event.data.device_id, connectivity: 'offline', state: null };
+    case 'device.came_online':
+    case 'device.went_offline': {
+      const known = devices.get(event.data.device_id);
+      return { deviceId: event.data.device_id, connectivity: event.type === 'device.came_online' ? 'online' : 'offline', state: known?.state ?? null };
+    }
+    case 'readings.recorded':
+    case 'device.heartbeat': {
+      const state = reportedState(event.data.device_status);
+      const known = devices.get(event.data.device_id);
+      return state === undefined || !known ? null : { deviceId: event.data.device_id, connectivity: known.connectivity, state };
+    }
+    default:
+      return null;
+  }
 }
 
 function describe(action: RuleDefinition['actions'][number]): string {

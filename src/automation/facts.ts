@@ -7,6 +7,9 @@ export function deviceOf(event: RecordedEvent): string | null {
   return typeof data.device_id === 'string' ? data.device_id : null;
 }
 
+/** Events that can change a device's status: connectivity, or a device_status reporting its state. */
+const statusEvents = new Set(['device.came_online', 'device.went_offline', 'device.registered', 'readings.recorded', 'device.heartbeat']);
+
 /** Whether an event can change what a condition evaluates to (so the rule must look again). */
 export function concerns(condition: Condition, event: RecordedEvent): boolean {
   const device = deviceOf(event);
@@ -15,7 +18,7 @@ export function concerns(condition: Condition, event: RecordedEvent): boolean {
       case 'reading':
         return event.type === 'readings.recorded' && leaf.device_id === device;
       case 'device_status':
-        return leaf.device_id === device && (event.type === 'device.came_online' || event.type === 'device.went_offline' || event.type === 'device.registered');
+        return leaf.device_id === device && statusEvents.has(event.type);
       case 'event':
         return leaf.event_type === event.type;
       case 'time':

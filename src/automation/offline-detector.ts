@@ -41,7 +41,7 @@ export class OfflineDetector {
     for (const candidate of overdue) {
       await this.services.locks.devices.run(candidate.id, async () => {
         const device = findDevice(this.services.sql, candidate.id);
-        if (!device || device.status !== 'online' || device.last_seen !== candidate.last_seen || this.connected.has(device.id)) return;
+        if (!device || device.connectivity !== 'online' || device.last_seen !== candidate.last_seen || this.connected.has(device.id)) return;
         const result = await this.services.log.append([
           {
             streamId: streams.device(device.id),

@@ -1,6 +1,7 @@
 import { fold } from '../domain/decider.js';
 import { deviceDecider, type DeviceChanges } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
+import { displayedStatus, reportedState } from '../domain/device-status.js';
 import { streams, type DeviceAttributes } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
@@ -152,11 +153,14 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
   const connectivity = events.filter((e) => e.type === 'device.came_online' || e.type === 'device.went_offline').pop();
   const heard = await services.log.lastInStream(streams.telemetry(deviceId), until);
   const reported = heard?.type === 'readings.recorded' || heard?.type === 'device.heartbeat' ? heard.data.device_status : null;
+  const online = connectivity?.type === 'device.came_online' ? 'online' : 'offline';
   return {
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
-    status: connectivity?.type === 'device.came_online' ? 'online' : 'offline',
+    // The operational state from the last reading or heartbeat then: one that said nothing of it shows none.
+    status: displayedStatus(online, reportedState(reported) ?? null),
+    connectivity: online,
     last_seen: heard?.recorded_at ?? null,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,

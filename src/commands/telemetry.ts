@@ -105,7 +105,7 @@ export class Telemetry {
 
   /** Marks the device online when it was not; callers hold the device's lock. */
   cameOnline(device: DeviceRow): AppendRequest[] {
-    if (device.status === 'online') return [];
+    if (device.connectivity === 'online') return [];
     return [{ streamId: streams.device(device.id), expectedVersion: 'stream_exists', events: [{ type: 'device.came_online', data: { device_id: device.id } }] }];
   }
 

@@ -1,13 +1,23 @@
 import { sql as raw } from 'kysely';
+import { displayedStatus, reportedState } from '../domain/device-status.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 /** Every reading moves last_seen: the hottest write of this read model, compiled once. */
 const heardFrom = prepared((at: string, id: string) => q.updateTable('devices').set({ last_seen: at }).where('id', '=', id));
+const connectivityOf = prepared((id: string) => q.selectFrom('devices').select('connectivity').where('id', '=', id));
+
+/** A device_status that speaks of the device's operational state sets it; one that does not leaves it. */
+function applyReportedState(sql: Sql, deviceId: string, deviceStatus: Record<string, unknown> | null): void {
+  const state = reportedState(deviceStatus);
+  const device = state === undefined ? undefined : connectivityOf.first(sql, deviceId);
+  if (!device || state === undefined) return;
+  sql.run(q.updateTable('devices').set({ reported_state: state, status: displayedStatus(device.connectivity, state) }).where('id', '=', deviceId));
+}
 
 export const devicesProjection: Projection = {
   name: 'devices',
-  version: 3,
+  version: 4,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
@@ -15,7 +25,7 @@ export const devicesProjection: Projection = {
       description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
       firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL,
-      reported_configuration TEXT, firmware_state TEXT);
+      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
@@ -31,6 +41,8 @@ export const devicesProjection: Projection = {
             ...rest,
             configuration: JSON.stringify(configuration),
             status: 'offline',
+            connectivity: 'offline',
+            reported_state: null,
             last_seen: null,
             reported_configuration: null,
             firmware_state: null,
@@ -67,6 +79,7 @@ export const devicesProjection: Projection = {
         return;
       case 'readings.recorded':
         heardFrom.run(sql, event.recorded_at, event.data.device_id);
+        applyReportedState(sql, event.data.device_id, event.data.device_status);
         return;
       case 'device.heartbeat':
         sql.run(
@@ -75,6 +88,7 @@ export const devicesProjection: Projection = {
             .set({ last_seen: event.recorded_at, ...(event.data.firmware_version ? { firmware_version: event.data.firmware_version } : {}) })
             .where('id', '=', event.data.device_id),
         );
+        applyReportedState(sql, event.data.device_id, event.data.device_status);
         return;
       case 'device.configuration_reported':
         sql.run(q.updateTable('devices').set({ reported_configuration: JSON.stringify(event.data.configuration) }).where('id', '=', event.data.device_id));
@@ -90,14 +104,21 @@ export const devicesProjection: Projection = {
         return;
       }
       case 'device.came_online':
-      case 'device.went_offline':
+      case 'device.went_offline': {
+        const online = event.type === 'device.came_online';
         sql.run(
           q
             .updateTable('devices')
-            .set({ status: event.type === 'device.came_online' ? 'online' : 'offline', version: event.version, updated_at: event.recorded_at })
+            .set({
+              connectivity: online ? 'online' : 'offline',
+              status: online ? raw<string>`coalesce(reported_state, 'online')` : 'offline',
+              version: event.version,
+              updated_at: event.recorded_at,
+            })
             .where('id', '=', event.data.device_id),
         );
         return;
+      }
       default:
         return;
     }
@@ -143,7 +164,7 @@ export function listDevices(sql: Sql, filter: DeviceFilter): { rows: DeviceRow[]
 
 /** Online devices with when they were last heard from, for the offline sweep. */
 export const onlineDevices = (sql: Sql) =>
-  sql.all(q.selectFrom('devices').select(['id', 'last_seen', 'configuration']).where('status', '=', 'online'));
+  sql.all(q.selectFrom('devices').select(['id', 'last_seen', 'configuration']).where('connectivity', '=', 'online'));
 
 export const countUserDevices = (sql: Sql, userId: string): number =>
   sql.first(q.selectFrom('devices').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId))?.n ?? 0;

@@ -41,6 +41,8 @@ export interface DevicesTable {
   version: number;
   reported_configuration: string | null;
   firmware_state: string | null;
+  connectivity: 'online' | 'offline';
+  reported_state: 'error' | 'maintenance' | null;
 }
 
 export interface GroupsTable {

@@ -230,6 +230,19 @@ describe('automation engine with the injected clock', () => {
       expect(history[0]!.cause.event_type).toBe('device.went_offline');
       expect(history[0]!.matched['trigger_conditions']).toEqual({ device_id: quick.id, status: 'offline' });
     });
+
+    it('a device_status trigger on "error" fires when the device reports an error in a heartbeat', async () => {
+      const failing = await deviceOf(api, owner);
+      const rule = await createRule({ trigger_conditions: { type: 'device_status', device_id: failing.id, status: 'error' }, actions: [alertAction('broken')] });
+      await reading(failing, 20);
+      expect(await executions(rule.id)).toHaveLength(0);
+      const beat = await api.post(`/api/devices/${failing.id}/heartbeat`, { device_status: { status: 'error' } }, { token: failing.token });
+      expect(beat.status).toBe(200);
+      const history = await executions(rule.id);
+      expect(history).toHaveLength(1);
+      expect(history[0]!.cause.event_type).toBe('device.heartbeat');
+      expect(history[0]!.matched['trigger_conditions']).toEqual({ device_id: failing.id, status: 'error' });
+    });
   });
 
   describe('schedules', () => {

@@ -203,4 +203,47 @@ describe('offline detection with the injected clock', () => {
     await advanceAndSweep((OFFLINE_AFTER + 1) * SECOND);
     expect(countEventsInLog(server, 'device.went_offline', device.id)).toBe(0);
   });
+  describe('operational states: error and maintenance, as the device reports them', () => {
+    const heartbeat = (device: { id: string; token: string }, body: unknown) => api.post<Data<{ status: string }>>(`/api/devices/${device.id}/heartbeat`, body, { token: device.token });
+    const listed = async (state: string): Promise<string[]> =>
+      (await api.get<{ data: Device[] }>(`/api/devices?status=${state}&limit=500`, { token: owner.token })).body.data.map((d) => d.id);
+
+    it('a heartbeat saying "maintenance" (a word or {status}) shows it while online, and "ok" clears it', async () => {
+      const device = await deviceOf(api, owner);
+      const answer = await heartbeat(device, { device_status: 'maintenance' });
+      expect(answer.status).toBe(200);
+      expect(answer.body.data.status).toBe('maintenance');
+      expect(await status(device.id)).toBe('maintenance');
+      expect(await listed('maintenance')).toContain(device.id);
+      expect(await listed('online')).not.toContain(device.id);
+      const detail = await api.get<Data<DeviceStatusBody>>(`/api/devices/${device.id}/status`, { token: owner.token });
+      expect(detail.body.data).toMatchObject({ status: 'maintenance', connectivity: { online: true }, operational_state: { maintenance: true } });
+
+      expect((await heartbeat(device, { device_status: { status: 'ok', battery: 80 } })).body.data.status).toBe('online');
+      expect(await status(device.id)).toBe('online');
+      expect(await listed('maintenance')).not.toContain(device.id);
+    });
+
+    it('readings reporting {status: "error"} show error; offline wins while unheard; back online the error stands until cleared', async () => {
+      const device = await deviceOf(api, owner);
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 20 }, device_status: { status: 'error', error_code: 'E42' } });
+      expect(await status(device.id)).toBe('error');
+      expect(await listed('error')).toContain(device.id);
+
+      // Readings that say nothing of the state leave it.
+      await reading(device, 21);
+      expect(await status(device.id)).toBe('error');
+
+      await advanceAndSweep((OFFLINE_AFTER + 1) * SECOND);
+      expect(await status(device.id)).toBe('offline');
+      expect(await transitions(device.id)).toEqual(['device.came_online', 'device.went_offline']);
+
+      await reading(device, 22);
+      expect(await status(device.id)).toBe('error');
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 23 }, device_status: { state: 'running' } });
+      expect(await status(device.id)).toBe('online');
+      // Exactly one event per connectivity change: the reported state adds none.
+      expect(await transitions(device.id)).toEqual(['device.came_online', 'device.went_offline', 'device.came_online']);
+    });
+  });
 });

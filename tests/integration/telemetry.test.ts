@@ -256,7 +256,8 @@ describe('telemetry', () => {
         () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 20 }, { sensor_type: 'temperature', value: 21, timestamp: at(server, 10 * MINUTE) }] }),
         'sensor_readings.1.timestamp',
       ],
-      ['device_status not an object', () => ({ sensor_readings: { temperature: 1 }, device_status: 'fine' }), 'device_status'],
+      ['device_status neither an object nor a status word', () => ({ sensor_readings: { temperature: 1 }, device_status: 42 }), 'device_status'],
+      ['device_status an empty word', () => ({ sensor_readings: { temperature: 1 }, device_status: '  ' }), 'device_status'],
     ];
 
     it.each(cases)('refuses %s', async (_label, body, path) => {
@@ -399,7 +400,7 @@ describe('telemetry', () => {
       const before = await head(api);
       expectError(await api.post(`/api/devices/${other.id}/heartbeat`, {}, { token: device.token }), 403, 'forbidden');
       expectError(await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: bob.token }), 404, 'not_found');
-      expectValidation(await api.post(`/api/devices/${device.id}/heartbeat`, { device_status: 'ok' }, { token: device.token }), 'device_status');
+      expectValidation(await api.post(`/api/devices/${device.id}/heartbeat`, { device_status: ['ok'] }, { token: device.token }), 'device_status');
       expect(await head(api)).toBe(before);
     });
   });

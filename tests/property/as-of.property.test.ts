@@ -165,8 +165,11 @@ describe('as_of equals the state folded from the events up to that moment (fast-
         const ownerView = await api.get<List<StoredEvent>>(`/api/events?stream_id=device-${device.id}&limit=500`, { token: owner.token });
         expect(ownerView.body.data).toEqual(stream.body.data);
         if (!deleteAtEnd) {
+          // Its history: everything of the device (its stream, telemetry, pushed commands), as the audit log lists it.
           const history = await api.get<List<StoredEvent>>(`/api/devices/${device.id}/history?limit=500`, { token: owner.token });
-          expect(history.body.data).toEqual(stream.body.data);
+          const everything = await api.get<List<StoredEvent>>(`/api/events?device_id=${device.id}&limit=500`, { token: owner.token });
+          expect(history.body.data).toEqual(everything.body.data);
+          expect(history.body.data.filter((e) => e.stream_id === `device-${device.id}`)).toEqual(stream.body.data);
         }
 
         // Probes: every event's moment, a millisecond either side, random moments in between, and now.

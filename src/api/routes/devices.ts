@@ -77,7 +77,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
       { method: 'get', path: '/api/devices/:id', summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail },
       async ({ params, query, context }) => {
         if (query.as_of) {
-          const { reported_status: _reported, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
+          const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
           return { data: device };
         }
         const row = visibleDevice(services, context.principal, params.id!);

@@ -2,6 +2,7 @@ import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
 import { readingInputs, type Telemetry } from '../../commands/telemetry.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
+import { findDevice } from '../../projections/devices.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
@@ -30,7 +31,8 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive', tag: 'telemetry', access: 'any', body: heartbeatBody, response: heartbeatAnswer },
       async ({ params, body, context }) => {
         const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
-        return { data: { device_id: params.id!, status: 'online', position, server_time: services.clock.now().toISOString() } };
+        const status = findDevice(services.sql, params.id!)?.status ?? 'online';
+        return { data: { device_id: params.id!, status, position, server_time: services.clock.now().toISOString() } };
       },
     ),
     defineRoute(
@@ -103,7 +105,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
 /** A device's status at `now` (ms): the live one, or one folded from the log for as_of. */
 function presentStatus(
   offline: OfflineDetector,
-  device: { id: string; status: string; last_seen: string | null; configuration: string; firmware_version: string | null },
+  device: { id: string; status: string; connectivity: string; last_seen: string | null; configuration: string; firmware_version: string | null },
   now: number,
   health: { last_reported: Record<string, unknown> | null } & Record<string, unknown>,
 ) {
@@ -112,7 +114,7 @@ function presentStatus(
     device_id: device.id,
     status: device.status,
     connectivity: {
-      online: device.status === 'online',
+      online: device.connectivity === 'online',
       last_seen: device.last_seen,
       seconds_since_last_seen: device.last_seen ? Math.max(0, Math.round((now - Date.parse(device.last_seen)) / 1000)) : null,
       offline_after_seconds: offline.deadlineMs(device.configuration) / 1000,

@@ -16,6 +16,8 @@ const sensorType = z
 export const MAX_ABS_READING = 1e15;
 const finite = z.number({ error: 'must be a finite number' }).min(-MAX_ABS_READING, `at least -${MAX_ABS_READING}`).max(MAX_ABS_READING, `at most ${MAX_ABS_READING}`);
 const statusObject = jsonObject;
+/** Reported fields (battery, signal, status ...), or a status word alone, read as {status}. */
+const deviceStatusInput = z.union([z.string().trim().min(1).max(64).transform((status): Record<string, unknown> => ({ status })), statusObject]);
 
 const readingObject = z.object({
   sensor_type: sensorType,
@@ -30,13 +32,13 @@ export const submitReadingsBody = z.object({
     z.record(sensorType, finite).refine((readings) => Object.keys(readings).length > 0, 'at least one reading'),
   ]),
   timestamp: isoDate.optional(),
-  device_status: statusObject.nullable().optional(),
+  device_status: deviceStatusInput.nullable().optional(),
 });
 
 export const submitAnswer = z.object({ accepted: z.number().int(), position: z.number().int() });
 
 export const heartbeatBody = z.object({
-  device_status: statusObject.nullable().optional(),
+  device_status: deviceStatusInput.nullable().optional(),
   firmware_version: z.string().trim().min(1).max(64).nullable().optional(),
   metrics: statusObject.nullable().optional(),
   /** The configuration the device runs, to compare with the desired one. */
