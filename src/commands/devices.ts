@@ -103,9 +103,11 @@ export class Devices {
     return visibleDevice(this.services, context.principal, deviceId);
   }
 
-  async decommission(deviceId: string, context: RequestContext): Promise<void> {
+  async decommission(deviceId: string, context: RequestContext, ifMatch?: number): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
-    await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context));
+    await this.services.locks.devices.run(deviceId, () =>
+      handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
+    );
     await this.commands.cancelAllOf(deviceId, context);
   }
 

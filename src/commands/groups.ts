@@ -46,10 +46,11 @@ export class Groups {
     });
   }
 
-  async delete(groupId: string, context: RequestContext): Promise<void> {
+  async delete(groupId: string, context: RequestContext, ifMatch?: number): Promise<void> {
     const group = visibleGroup(this.services, context.principal, groupId);
+    const command = { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } } as const;
     await this.services.locks.owners.run(groupLockKey(group.user_id), () =>
-      handle(this.services, groupDecider, streams.group(groupId), { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } }, context),
+      handle(this.services, groupDecider, streams.group(groupId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
     );
   }
 

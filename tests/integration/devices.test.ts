@@ -398,6 +398,16 @@ describe('devices', () => {
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'again' }, { token: alice.token, headers: { 'if-match': etag } }), 412, 'precondition_failed');
     });
 
+    it('honours If-Match on DELETE: a stale version answers 412 and deletes nothing, the current one deletes', async () => {
+      const doomed = await createDevice(api, alice.token, { name: 'Doomed' });
+      await api.put(`/api/devices/${doomed.id}`, { name: 'Doomed 2' }, { token: alice.token });
+      expectError(await api.del(`/api/devices/${doomed.id}`, { token: alice.token, headers: { 'if-match': '"1"' } }), 412, 'precondition_failed');
+      const still = await api.get<Data<Device>>(`/api/devices/${doomed.id}`, { token: alice.token });
+      expect(still.status).toBe(200);
+      expect((await api.del(`/api/devices/${doomed.id}`, { token: alice.token, headers: { 'if-match': still.headers.get('etag')! } })).status).toBe(200);
+      expectError(await api.get(`/api/devices/${doomed.id}`, { token: alice.token }), 404, 'not_found');
+    });
+
     it('answers one 200 and otherwise 412 for simultaneous updates with the same If-Match', async () => {
       const racer = await createDevice(api, alice.token);
       const answers = await Promise.all([1, 2, 3, 4].map((i) => api.put(`/api/devices/${racer.id}`, { name: `racer ${i}` }, { token: alice.token, headers: { 'if-match': '"1"' } })));

@@ -267,6 +267,15 @@ describe('groups', () => {
       expect(current.body.data).toMatchObject({ description: 'v3', version: 3 });
     });
 
+    it('honours If-Match on DELETE: stale 412 and the group stays, current deletes', async () => {
+      const group = await createGroup(api, jack.token);
+      const renamed = await put(group.id, { description: 'v2' }, jack.token);
+      expectError(await api.del(`/api/groups/${group.id}`, { token: jack.token, headers: { 'if-match': '"1"' } }), 412, 'precondition_failed');
+      expect((await get(group.id, jack.token)).status).toBe(200);
+      expect((await api.del(`/api/groups/${group.id}`, { token: jack.token, headers: { 'if-match': renamed.headers.get('etag')! } })).status).toBe(200);
+      expectError(await get(group.id, jack.token), 404, 'not_found');
+    });
+
     it('refuses an invalid update with 400', async () => {
       const group = await createGroup(api, jack.token);
       expectValidation(await put(group.id, { name: '' }, jack.token), 'name');

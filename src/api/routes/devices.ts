@@ -102,9 +102,9 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'delete', path: '/api/devices/:id', summary: 'Decommission a device; its history stays in the log', tag: 'devices', access: 'user', response: deleted },
-      async ({ params, context }) => {
-        await devices.decommission(params.id!, context);
+      { method: 'delete', path: '/api/devices/:id', summary: 'Decommission a device; its history stays in the log (honours If-Match)', tag: 'devices', access: 'user', response: deleted },
+      async ({ params, context, req }) => {
+        await devices.decommission(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
       },
     ),

@@ -52,9 +52,9 @@ export function groupRoutes(services: Services, groups: Groups) {
       },
     ),
     defineRoute(
-      { method: 'delete', path: '/api/groups/:id', summary: 'Delete a group without subgroups; its devices become ungrouped', tag: 'groups', access: 'user', response: deleted },
-      async ({ params, context }) => {
-        await groups.delete(params.id!, context);
+      { method: 'delete', path: '/api/groups/:id', summary: 'Delete a group without subgroups; its devices become ungrouped (honours If-Match)', tag: 'groups', access: 'user', response: deleted },
+      async ({ params, context, req }) => {
+        await groups.delete(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
       },
     ),
