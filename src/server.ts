@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { answerClientErrors } from './api/client-errors.js';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -86,6 +87,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick() },
   ]);
   const http = createServer(app);
+  answerClientErrors(http);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingIntervalMs: options.pingIntervalMs ?? 30_000,

@@ -51,7 +51,9 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   app.use(requestContext(logger, clock));
   app.use(
     cors({
-      origin: config.corsOrigins ?? true,
+      // Without a list any origin is echoed, except the opaque "null" of sandboxed frames and files,
+      // which could be anybody's.
+      origin: config.corsOrigins ?? ((origin, allow) => allow(null, origin !== 'null')),
       credentials: true,
       exposedHeaders: ['ETag', 'X-Request-Id', 'Retry-After'],
     }),

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser, type Answer } from '../helpers/client.js';
 import { createDevice, expectError, expectValidation, headPosition, uniqueName, type Data, type Device, type List } from '../helpers/fixtures.js';
@@ -154,6 +155,25 @@ describe('hostile input and protocol errors', () => {
     it('refuses overlong query strings with 400', async () => {
       expectError(await api.get(`/api/devices?q=${'q'.repeat(101)}`, { token: user.token }), 400, 'validation_failed');
       expectError(await api.get(`/api/devices?type=${'t'.repeat(65)}`, { token: user.token }), 400, 'validation_failed');
+    });
+
+    it('answers a URL over 16 KiB with 431 and the error envelope, and garbage instead of HTTP with 400', async () => {
+      const answer = await api.get(`/api/devices?q=${'q'.repeat(20_000)}`, { token: user.token });
+      expect(answer.status).toBe(431);
+      const body = answer.body as { error: { code: string; request_id: string } };
+      expect(body.error.code).toBe('validation_failed');
+      expect(body.error.request_id).toBe(answer.headers.get('x-request-id'));
+
+      const raw = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(server.url).port), '127.0.0.1', () => socket.write('NOT HTTP AT ALL\r\n\r\n'));
+        let received = '';
+        socket.on('data', (chunk) => (received += chunk.toString()));
+        socket.on('end', () => resolve(received));
+        socket.on('error', reject);
+      });
+      expect(raw).toMatch(/^HTTP\/1\.1 400 /);
+      expect(raw).toContain('"code":"validation_failed"');
+      expect((await api.get('/api/health')).status).toBe(200);
     });
   });
 
@@ -320,6 +340,12 @@ describe('hostile input and protocol errors', () => {
       const exposed = (answer.headers.get('access-control-expose-headers') ?? '').toLowerCase();
       expect(exposed).toContain('x-request-id');
       expect(exposed).toContain('etag');
+    });
+
+    it('does not echo the opaque origin "null" (sandboxed frames, files)', async () => {
+      const answer = await api.get('/api/health', { headers: { origin: 'null' } });
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get('access-control-allow-origin')).toBeNull();
     });
   });
 
