@@ -4,8 +4,8 @@ import type { Rules } from '../commands/rules.js';
 import type { Services } from '../commands/services.js';
 import { streams } from '../domain/events.js';
 import type { RuleAction } from '../domain/rule-schema.js';
-import { deviceIds, findDevice } from '../projections/devices.js';
-import { groupSummaries, subtreeIds } from '../projections/group-summaries.js';
+import { findDevice } from '../projections/devices.js';
+import { devicesOfGroupTree } from '../projections/group-summaries.js';
 import { findRule } from '../projections/rules.js';
 
 export interface ActionOutcome {
@@ -41,7 +41,7 @@ export class ActionRunner {
           return { status: 'done', detail: `queued command ${command.id}` };
         }
         const groupId = action.group_id!;
-        const targets = deviceIds(sql, rule.user_id, subtreeIds(groupSummaries(sql, rule.user_id), groupId));
+        const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
         const batchId = this.services.newId();
         await Promise.all(targets.map((deviceId) => this.commands.queueFor(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
         return { status: 'done', detail: `queued ${targets.length} commands in batch ${batchId}` };

@@ -1,10 +1,12 @@
 import { Cron } from 'croner';
 import { leavesOf, type Condition, type ReadingLeaf } from '../domain/conditions.js';
+import { commandsContradict } from '../domain/contradictions.js';
 import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { ruleDecider } from '../domain/rule.js';
 import type { RuleAction, RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
+import { devicesOfGroupTree } from '../projections/group-summaries.js';
 import { findGroup } from '../projections/groups.js';
 import { decodeRule, findRule, rulesOfUser, type RuleRow } from '../projections/rules.js';
 import { handle } from './handle.js';
@@ -82,7 +84,8 @@ export class Rules {
     if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
     if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);
     if (!allowConflicts && definition.is_enabled) {
-      const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other)));
+      const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : devicesOfGroupTree(this.services.sql, userId, action.group_id!));
+      const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other), targetsOf));
       if (conflicts.length > 0) {
         throw new DomainError(
           'rule_conflict',
@@ -113,10 +116,18 @@ export function enableCycle(ruleId: string, actions: readonly RuleAction[], othe
   return walk(ruleId, [ruleId]);
 }
 
-/** Two rules contradict when their triggers can hold together and they command one device differently. */
-export function contradicts(a: RuleDefinition, b: RuleDefinition): boolean {
-  const commands = (rule: RuleDefinition) => rule.actions.filter((x): x is Extract<RuleAction, { type: 'command' }> => x.type === 'command' && x.device_id !== undefined);
-  const clash = commands(a).some((x) => commands(b).some((y) => x.device_id === y.device_id && x.command_type === y.command_type && JSON.stringify(x.parameters ?? {}) !== JSON.stringify(y.parameters ?? {})));
+type CommandAction = Extract<RuleAction, { type: 'command' }>;
+
+/** The devices a command action reaches: its device, or those of its group and subgroups. */
+export type CommandTargets = (action: CommandAction) => readonly string[];
+const directTargets: CommandTargets = (action) => (action.device_id ? [action.device_id] : []);
+
+/** Two rules contradict when their triggers can hold together and they give one device contradicting commands. */
+export function contradicts(a: RuleDefinition, b: RuleDefinition, targetsOf: CommandTargets = directTargets): boolean {
+  const commands = (rule: RuleDefinition) =>
+    rule.actions.filter((x): x is CommandAction => x.type === 'command').map((action) => ({ action, devices: new Set(targetsOf(action)) }));
+  const theirs = commands(b);
+  const clash = commands(a).some((x) => theirs.some((y) => [...x.devices].some((d) => y.devices.has(d)) && commandsContradict(x.action, y.action)));
   return clash && canHoldTogether(a.trigger_conditions, b.trigger_conditions);
 }
 

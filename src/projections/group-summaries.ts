@@ -1,4 +1,4 @@
-import { deviceStatusCountsByGroup } from './devices.js';
+import { deviceIds, deviceStatusCountsByGroup } from './devices.js';
 import { listGroups, type GroupRow } from './groups.js';
 import type { Sql } from './sql.js';
 
@@ -61,3 +61,6 @@ export function subtreeIds(summaries: readonly GroupSummary[], rootId: string): 
   walk(root);
   return ids;
 }
+
+/** The devices of a group and its subgroups: where a group command goes. */
+export const devicesOfGroupTree = (sql: Sql, userId: string, groupId: string): string[] => deviceIds(sql, userId, subtreeIds(groupSummaries(sql, userId), groupId));

@@ -336,6 +336,20 @@ describe('automation over HTTP', () => {
       expect(expectError(third, 409, 'rule_conflict').details.map((d) => (d as { rule_id?: string }).rule_id).sort()).toEqual([first.id, allowed.body.data.id].sort());
     });
 
+    it('409 for opposite command types (turn_on / turn_off) and for a command reaching the device through its group', async () => {
+      const device = await deviceOf(api, owner);
+      const command = (command_type: string, target: Record<string, string>, parameters?: Record<string, unknown>) => ({ type: 'command', ...target, command_type, ...(parameters ? { parameters } : {}) });
+      const on = await createRule({ trigger_conditions: hot(device, { value: 50 }), actions: [command('turn_on', { device_id: device.id })] });
+      const off = await post({ trigger_conditions: hot(device, { value: 60 }), actions: [command('turn_off', { device_id: device.id })] });
+      expect(expectError(off, 409, 'rule_conflict').details[0]).toMatchObject({ rule_id: on.id });
+
+      const group = await createGroup(api, owner.token);
+      const member = await deviceOf(api, owner, { group_id: group.id });
+      await createRule({ trigger_conditions: hot(member), actions: [command('set', { device_id: member.id }, { t: 4 })] });
+      const viaGroup = await post({ trigger_conditions: hot(member, { value: 35 }), actions: [command('set', { group_id: group.id }, { t: 1 })] });
+      expectError(viaGroup, 409, 'rule_conflict');
+    });
+
     it('no conflict: non-overlapping triggers, same parameters, another command type or device, a disabled rule', async () => {
       const device = await deviceOf(api, owner);
       const other = await deviceOf(api, owner);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { canHoldTogether, contradicts, enableCycle } from '../../src/commands/rules.js';
+import { opposedCommandTypes } from '../../src/domain/contradictions.js';
 import { nextRun } from '../../src/automation/schedule.js';
 import type { Condition, ReadingLeaf } from '../../src/domain/conditions.js';
 import { actionSchema, actionsSchema, scheduleSchema, type RuleAction, type RuleDefinition } from '../../src/domain/rule-schema.js';
@@ -114,10 +115,38 @@ const definition = (trigger: Condition | null, actions: RuleAction[], over: Part
 });
 const command = (parameters: Record<string, unknown> | undefined, device_id = 'd1', command_type = 'set_fan'): RuleAction => ({ type: 'command', device_id, command_type, ...(parameters ? { parameters } : {}) });
 
+describe('opposedCommandTypes()', () => {
+  it('the same words but one pair of opposites, in any spelling', () => {
+    for (const [a, b] of [['turn_on', 'turn_off'], ['open_valve', 'close_valve'], ['start', 'stop'], ['turnOn', 'turnOff'], ['Door-Lock', 'door_unlock'], ['fan.up', 'fan.down']] as const) {
+      expect(opposedCommandTypes(a, b), `${a} / ${b}`).toBe(true);
+      expect(opposedCommandTypes(b, a), `${b} / ${a}`).toBe(true);
+    }
+  });
+
+  it('not: the same type, unrelated words, two differences, different lengths', () => {
+    for (const [a, b] of [['turn_on', 'turn_on'], ['reboot', 'shutdown'], ['turn_on_light', 'turn_off_fan'], ['turn_on', 'on'], ['open', 'opener']] as const) {
+      expect(opposedCommandTypes(a, b), `${a} / ${b}`).toBe(false);
+    }
+  });
+});
+
 describe('contradicts()', () => {
   it('overlapping triggers sending the same command type to the same device with different parameters', () => {
     expect(contradicts(definition(reading('>', 30), [command({ speed: 1 })]), definition(reading('>', 25), [command({ speed: 3 })]))).toBe(true);
     expect(contradicts(definition(reading('>', 30), [alert, command({ speed: 1 })]), definition(null, [command(undefined)], { schedule: { every_seconds: 60 } }))).toBe(true);
+  });
+
+  it('overlapping triggers sending opposite command types to the same device, whatever the parameters', () => {
+    expect(contradicts(definition(reading('>', 50), [command(undefined, 'd1', 'turn_on')]), definition(reading('>', 60), [command(undefined, 'd1', 'turn_off')]))).toBe(true);
+    expect(contradicts(definition(reading('>', 50), [command(undefined, 'd1', 'turn_on')]), definition(reading('>', 60), [command(undefined, 'd2', 'turn_off')]))).toBe(false);
+    expect(contradicts(definition(reading('>', 50), [command(undefined, 'd1', 'turn_on')]), definition(reading('<', 40), [command(undefined, 'd1', 'turn_off')]))).toBe(false);
+  });
+
+  it('a command to a group reaches the devices the resolver names', () => {
+    const toGroup: RuleAction = { type: 'command', group_id: 'g1', command_type: 'set_fan', parameters: { speed: 3 } };
+    const targets = (action: Extract<RuleAction, { type: 'command' }>) => (action.group_id === 'g1' ? ['d1', 'd2'] : action.device_id ? [action.device_id] : []);
+    expect(contradicts(definition(reading('>', 30), [command({ speed: 1 }, 'd2')]), definition(reading('>', 25), [toGroup]), targets)).toBe(true);
+    expect(contradicts(definition(reading('>', 30), [command({ speed: 1 }, 'd3')]), definition(reading('>', 25), [toGroup]), targets)).toBe(false);
   });
 
   it('no contradiction: same parameters, other device, other command type, disjoint triggers, no command', () => {

@@ -8,7 +8,7 @@ import { commandStats } from '../../projections/commands.js';
 import { ruleCounts } from '../../projections/rules.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
 import { deviceIds } from '../../projections/devices.js';
-import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
+import { devicesOfGroupTree } from '../../projections/group-summaries.js';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { alert, alertsQuery, analytics, analyticsQuery } from '../schemas/telemetry.js';
@@ -50,7 +50,7 @@ export function alertRoutes(services: Services) {
         if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id).id];
         else if (query.group_id) {
           const group = visibleGroup(services, context.principal, query.group_id);
-          ids = deviceIds(services.sql, group.user_id, subtreeIds(groupSummaries(services.sql, group.user_id), group.id));
+          ids = devicesOfGroupTree(services.sql, group.user_id, group.id);
         } else ids = deviceIds(services.sql, scopeUser);
         const end = query.end_date ?? services.clock.now().toISOString();
         const start = query.start_date ?? new Date(Date.parse(end) - DAY_MS).toISOString();

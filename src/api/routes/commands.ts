@@ -3,8 +3,7 @@ import { visibleGroup } from '../../commands/groups.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { batchStatusCounts, listCommands, type CommandRow } from '../../projections/commands.js';
-import { deviceIds } from '../../projections/devices.js';
-import { groupSummaries, subtreeIds } from '../../projections/group-summaries.js';
+import { devicesOfGroupTree } from '../../projections/group-summaries.js';
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
@@ -105,7 +104,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       { method: 'post', path: '/api/groups/:id/commands', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
       async ({ params, body, context }) => {
         const group = visibleGroup(services, context.principal, params.id!);
-        const targets = deviceIds(services.sql, group.user_id, subtreeIds(groupSummaries(services.sql, group.user_id), group.id));
+        const targets = devicesOfGroupTree(services.sql, group.user_id, group.id);
         const { batch_id: _none, ...command } = queueInput(body, null);
         const batch = await rollouts.start(group, targets, command, { per_minute: body.rollout_per_minute ?? null, abort_failure_percent: body.abort_failure_percent ?? null }, context);
         const queued = listCommands(services.sql, { userId: null, batchId: batch.id, limit: 500, offset: 0 }).rows;
