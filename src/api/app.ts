@@ -12,7 +12,7 @@ import type { Telemetry } from '../commands/telemetry.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
-import { noteReservedKeyCandidates, refuseReservedKeys } from './reserved-keys.js';
+import { inspectBody, refuseHostileBodies } from './body-guards.js';
 import { rateLimit } from './rate-limit.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
@@ -60,8 +60,8 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   );
   app.use(requireJsonBody);
   // Not strict: a JSON string or number is JSON, and answers validation_failed like any other wrong shape.
-  app.use(express.json({ limit: MAX_BODY_BYTES, strict: false, verify: noteReservedKeyCandidates }));
-  app.use(refuseReservedKeys);
+  app.use(express.json({ limit: MAX_BODY_BYTES, strict: false, verify: inspectBody }));
+  app.use(refuseHostileBodies);
   app.use(authenticate(handlers.accounts));
   if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));
 

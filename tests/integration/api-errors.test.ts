@@ -227,6 +227,21 @@ describe('hostile input and protocol errors', () => {
       expect((await api.get('/api/health')).status).toBe(200);
     });
 
+    it('answers 400, not 500, for bodies nested 5,000 deep where validators and conditions recurse', async () => {
+      const device = await createDevice(api, user.token, { name: 'deep target' });
+      const nested = (depth: number, open: string, close: string, leaf: string) => `${open.repeat(depth)}${leaf}${close.repeat(depth)}`;
+      const before = await headPosition(api);
+      const command = `{"command_type": "x", "parameters": ${nested(5_000, '{"a":', '}', '1')}}`;
+      expectError(await api.post(`/api/devices/${device.id}/commands`, undefined, { raw: command, headers: JSON_TYPE, token: user.token }), 400, 'validation_failed');
+      const leaf = `{"type": "device_status", "device_id": "${device.id}", "status": "online"}`;
+      const rule = `{"name": "deep", "trigger_conditions": ${nested(5_000, '{"not":', '}', leaf)}, "actions": [{"type": "alert", "severity": "info", "message": "m"}]}`;
+      expectError(await api.post('/api/automation/rules', undefined, { raw: rule, headers: JSON_TYPE, token: user.token }), 400, 'validation_failed');
+      // Brackets inside strings are text, not nesting.
+      const bracketed = await api.post('/api/devices', { name: 'brackets', type: 'sensor', description: '{['.repeat(500) }, { token: user.token });
+      expect(bracketed.status).toBe(201);
+      expect(await headPosition(api)).toBe(before + 1);
+    });
+
     it('keeps a __proto__ key inside configuration inert', async () => {
       const raw = '{"name": "cfg", "type": "sensor", "configuration": {"__proto__": {"polluted": true}, "constructor": {"prototype": {"polluted": true}}, "ok": 1}}';
       const answer = await api.post<Data<Device>>('/api/devices', undefined, { raw, headers: JSON_TYPE, token: user.token });

@@ -1,0 +1,68 @@
+import type { IncomingMessage } from 'node:http';
+import type { RequestHandler } from 'express';
+import { DomainError } from '../domain/errors.js';
+
+/**
+ * Checks on a JSON body's bytes before and after parsing, for what validation cannot catch.
+ *
+ * Nesting: validators, JSON.stringify and recursive condition trees all recurse, so a body
+ * nested thousands of levels deep would overflow the stack somewhere past parsing. The
+ * deepest legitimate field (a 128-level configuration, inside a bulk operation) stays well
+ * under the limit.
+ *
+ * "__proto__" survives JSON.parse as an own key but is lost (or worse) the moment an object is
+ * copied; such a body is refused outright rather than have data dropped silently. A JSON
+ * reviver would see every key, but triples the cost of parsing a 100-reading body; the key can
+ * only be spelt literally or with \u escapes, so only bodies whose bytes hold either are walked.
+ */
+export const MAX_BODY_DEPTH = 136;
+
+const tooDeep = new WeakSet<IncomingMessage>();
+const reservedKeyCandidates = new WeakSet<IncomingMessage>();
+
+/** express.json's `verify`: notes bodies nested too deep, and those that could hold the reserved key. */
+export function inspectBody(req: IncomingMessage, _res: unknown, body: Buffer): void {
+  if (nestedDeeperThan(body, MAX_BODY_DEPTH)) tooDeep.add(req);
+  if (body.includes('__proto__') || body.includes('\\u')) reservedKeyCandidates.add(req);
+}
+
+export const refuseHostileBodies: RequestHandler = (req, _res, next) => {
+  if (tooDeep.has(req)) {
+    next(new DomainError('validation_failed', `the body is nested more than ${MAX_BODY_DEPTH} levels deep`, [{ path: '', message: 'nested too deep' }]));
+    return;
+  }
+  if (reservedKeyCandidates.has(req) && holdsReservedKey(req.body)) {
+    next(new DomainError('validation_failed', 'the body uses a reserved key: "__proto__"', [{ path: '__proto__', message: 'reserved key' }]));
+    return;
+  }
+  next();
+};
+
+/** Counts brackets outside strings; stops as soon as the limit is passed. */
+function nestedDeeperThan(body: Buffer, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < body.length; i++) {
+    const byte = body[i];
+    if (inString) {
+      if (byte === 0x5c) i++; // a backslash escapes the next byte
+      else if (byte === 0x22) inString = false;
+    } else if (byte === 0x22) inString = true;
+    else if (byte === 0x7b || byte === 0x5b) {
+      if (++depth > limit) return true;
+    } else if (byte === 0x7d || byte === 0x5d) depth--;
+  }
+  return false;
+}
+
+/** Iterative: a body nested deeply must not overflow the stack here either. */
+function holdsReservedKey(body: unknown): boolean {
+  const pending: unknown[] = [body];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (value === null || typeof value !== 'object') continue;
+    if (Object.hasOwn(value, '__proto__')) return true;
+    for (const child of Object.values(value)) pending.push(child);
+  }
+  return false;
+}
