@@ -1,4 +1,4 @@
-import { openAlertCounts } from './alerts.js';
+import { activeAlertCounts } from './alerts.js';
 import { queryBuilder as q, type Sql } from './sql.js';
 import { hourlyBySensor } from './telemetry-queries.js';
 
@@ -66,7 +66,8 @@ export function readingAnalytics(sql: Sql, scope: AnalyticsScope) {
   };
 }
 
-export function alertAnalytics(sql: Sql, scope: AnalyticsScope) {
-  const rows = openAlertCounts(sql, scope.userId, scope.deviceIds);
+export function alertAnalytics(sql: Sql, scope: AnalyticsScope & { fleetWide: boolean }) {
+  // Over a user's whole fleet, alerts a rule raised without naming a device count too.
+  const rows = activeAlertCounts(sql, scope.userId, scope.fleetWide ? null : scope.deviceIds);
   return { active: rows.reduce((sum, r) => sum + r.n, 0), by_severity: Object.fromEntries(rows.map((r) => [r.severity, r.n])) };
 }

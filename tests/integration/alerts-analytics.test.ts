@@ -34,6 +34,11 @@ describe('alerts and analytics', () => {
     expect(answer.status, JSON.stringify(answer.body)).toBe(200);
     return answer.body;
   };
+  const analytics = async (token: string, query = ''): Promise<Analytics> => {
+    const answer = await api.get<Data<Analytics>>(`/api/analytics${query ? `?${query}` : ''}`, { token });
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+    return answer.body.data;
+  };
   const deviceAlerts = async (deviceId: string, token = alice.token): Promise<Alert[]> => (await alertsOf(token, `device_id=${deviceId}&limit=500`)).data;
   const alertEvents = (type: string, alertId: string): number =>
     server.server.db.prepare<[string, string], { n: number }>(`SELECT count(*) AS n FROM events WHERE type = ? AND json_extract(data, '$.alert_id') = ?`).get(type, alertId)!.n;
@@ -341,12 +346,6 @@ describe('alerts and analytics', () => {
       await submitOk(api, d3.id, d3.token, { sensor_readings: [{ sensor_type: 'temperature', value: 35, timestamp: at(2, 0) }] });
     });
 
-    const analytics = async (token: string, query = ''): Promise<Analytics> => {
-      const answer = await api.get<Data<Analytics>>(`/api/analytics${query ? `?${query}` : ''}`, { token });
-      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
-      return answer.body.data;
-    };
-
     it('answers devices, readings, commands, rules and alerts for all the user’s devices', async () => {
       const data = await analytics(dana.token);
       expect(Object.keys(data).sort()).toEqual(['alerts', 'commands', 'devices', 'readings', 'rules']);
@@ -459,6 +458,31 @@ describe('alerts and analytics', () => {
       expect(data.alerts).toEqual({ active: 0, by_severity: {} });
       expect((await alertsOf(dana.token, 'limit=500')).data.map((a) => a.id)).not.toContain(alert!.id);
       expectError(await api.get(`/api/analytics?device_id=${d3.id}`, { token: dana.token }), 404, 'not_found');
+    });
+  });
+
+  describe('analytics of alerts', () => {
+    it('counts active alerts as the alert list does: also those a rule raised without a device, not acknowledged ones', async () => {
+      const fay = await registerUser(api, uniqueName('fay'));
+      const device = await deviceOf(api, fay, { configuration: { thresholds: { temperature: { max: 30, severity: 'critical' } } } });
+      const rule = await api.post('/api/automation/rules', {
+        name: 'fleet note',
+        trigger_conditions: { type: 'reading', device_id: device.id, sensor_type: 'humidity', operator: '>', value: 80 },
+        actions: [{ type: 'alert', severity: 'info', message: 'humid somewhere' }],
+      }, { token: fay.token });
+      expect(rule.status).toBe(201);
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 35, humidity: 90 } });
+      await submitOk(api, device.id, device.token, { sensor_readings: { pressure: 1000 } });
+
+      const listed = await alertsOf(fay.token, 'status=active&limit=500');
+      expect(listed.meta.total).toBe(2);
+      expect((await analytics(fay.token)).alerts).toEqual({ active: 2, by_severity: { critical: 1, info: 1 } });
+      // Scoped to the device, only its own.
+      expect((await analytics(fay.token, `device_id=${device.id}`)).alerts).toEqual({ active: 1, by_severity: { critical: 1 } });
+
+      const threshold = listed.data.find((a) => a.severity === 'critical')!;
+      expect((await api.post(`/api/alerts/${threshold.id}/acknowledge`, {}, { token: fay.token })).status).toBe(200);
+      expect((await analytics(fay.token)).alerts).toEqual({ active: 1, by_severity: { info: 1 } });
     });
   });
 

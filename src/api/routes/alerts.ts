@@ -61,7 +61,7 @@ export function alertRoutes(services: Services) {
             readings: readingAnalytics(services.sql, scope),
             commands: commandStats(services.sql, ids, start),
             rules: ruleCounts(services.sql, scopeUser, start, end),
-            alerts: alertAnalytics(services.sql, scope),
+            alerts: alertAnalytics(services.sql, { ...scope, fleetWide: !query.device_id && !query.group_id }),
           },
         };
       },
