@@ -17,6 +17,14 @@ export const nonBlank = (max: number) => z.string().trim().min(1).max(max);
 export const deleted = z.object({ id: z.string(), deleted: z.literal(true) });
 
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+const FIELDS = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}))?)?/i;
+
+/** Date.parse rolls 2026-02-30 over into March and 24:00 into the next day: a date must exist as written. */
+function existsAsWritten(value: string): boolean {
+  const [, year, month, day, hour = '0', minute = '0', second = '0'] = FIELDS.exec(value) ?? [];
+  const daysInMonth = new Date(Date.UTC(Number(year), Number(month), 0)).getUTCDate();
+  return Number(month) >= 1 && Number(month) <= 12 && Number(day) >= 1 && Number(day) <= daysInMonth && Number(hour) <= 23 && Number(minute) <= 59 && Number(second) <= 59;
+}
 
 /** An ISO 8601 date or date-time (UTC when it names no zone), normalised to UTC milliseconds. */
 export const isoDate = z
@@ -25,7 +33,7 @@ export const isoDate = z
   .transform((value, ctx) => {
     const zoned = /T/i.test(value) && !/(Z|[+-]\d{2}:?\d{2})$/i.test(value) ? `${value}Z` : value;
     const time = Date.parse(zoned);
-    if (Number.isNaN(time)) {
+    if (Number.isNaN(time) || !existsAsWritten(value)) {
       ctx.addIssue({ code: 'custom', message: 'not a real date' });
       return z.NEVER;
     }
