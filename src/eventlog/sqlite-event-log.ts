@@ -179,12 +179,12 @@ export class SqliteEventLog implements EventLog {
 
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {
     const { where, params } = whereClause(filter);
-    const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ?`;
-    const rows = this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit);
+    const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ? OFFSET ?`;
+    const rows = this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit, filter.offset ?? 0);
     return rows.map((row) => toRecorded(row, filter.asStored === true));
   }
 
-  async countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number> {
+  async countEvents(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): Promise<number> {
     const { where, params } = whereClause(filter);
     return this.db.prepare<Array<string | number>, { n: number }>(`SELECT count(*) AS n FROM events WHERE ${where}`).get(...params)?.n ?? 0;
   }

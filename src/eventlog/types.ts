@@ -31,6 +31,8 @@ export interface AppendResult {
 export interface ReadAllFilter {
   afterPosition: number;
   limit: number;
+  /** Matching events to skip first (after afterPosition). */
+  offset?: number;
   streamIds?: readonly string[];
   types?: readonly string[];
   /** Only events recorded at or before this instant (ISO). */
@@ -53,7 +55,7 @@ export interface EventLog {
   /** The last event of a stream recorded at or before `until` (ISO), if any. */
   lastInStream(streamId: string, until: string): Promise<RecordedEvent | null>;
   readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
-  countEvents(filter: Omit<ReadAllFilter, 'limit'>): Promise<number>;
+  countEvents(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): Promise<number>;
   streamVersion(streamId: string): Promise<number>;
   /** The chain hash stored at a position (the genesis hash for 0). */
   hashAt(position: number): Promise<string>;

@@ -201,13 +201,14 @@ describe('audit: the event log through the API', () => {
             who: fc.constantFrom('alice', 'bob', 'admin'),
             after: fc.integer({ min: 0, max: head + 1 }),
             limit: fc.integer({ min: 1, max: 40 }),
+            offset: fc.integer({ min: 0, max: 30 }),
             stream: fc.option(fc.constantFrom(...streamChoices), { nil: undefined }),
             device: fc.option(fc.constantFrom(...deviceChoices), { nil: undefined }),
             types: fc.option(fc.subarray(typeChoices, { minLength: 1 }), { nil: undefined }),
           },
-          { requiredKeys: ['who', 'after', 'limit'] },
+          { requiredKeys: ['who', 'after', 'limit', 'offset'] },
         ),
-        async ({ who, after, limit, stream, device, types }) => {
+        async ({ who, after, limit, offset, stream, device, types }) => {
           const account = who === 'alice' ? alice : who === 'bob' ? bob : admin;
           const scope = who === 'admin' ? null : streamsOf(account.id);
           const matching = everything.filter(
@@ -219,9 +220,10 @@ describe('audit: the event log through the API', () => {
               (types === undefined || types.includes(e.type)),
           );
           const filters = `${stream !== undefined ? `&stream_id=${stream}` : ''}${device !== undefined ? `&device_id=${device}` : ''}${types !== undefined ? `&type=${types.join(',')}` : ''}`;
-          const page = await api.get<EventPage>(`/api/events?after_position=${after}&limit=${limit}${filters}`, { token: account.token });
+          const page = await api.get<EventPage>(`/api/events?after_position=${after}&limit=${limit}&offset=${offset}${filters}`, { token: account.token });
           expect(page.status).toBe(200);
-          const expected = matching.slice(0, limit);
+          const expected = matching.slice(offset, offset + limit);
+          expect(page.body.meta.offset).toBe(offset);
           expect(page.body.data.map((e) => e.position)).toEqual(expected.map((e) => e.position));
           expect(page.body.data).toEqual(expected);
           expect(page.body.meta.total).toBe(matching.length);

@@ -114,8 +114,8 @@ export function deviceRoutes(services: Services, devices: Devices) {
         const row = visibleDevice(services, context.principal, params.id!);
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
-        const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.offset + query.limit }), services.log.countEvents(filter)]);
-        return { data: events.slice(query.offset), meta: listMeta(total, query) };
+        const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
+        return { data: events, meta: listMeta(total, query) };
       },
     ),
   ];

@@ -23,9 +23,9 @@ export function eventRoutes(services: Services) {
       async ({ query, context }) => {
         const streamIds = readableStreams(services, context.principal, query);
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };
-        const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit }), services.log.countEvents(filter)]);
+        const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
         const next = events.length > 0 ? events[events.length - 1]!.position : query.after_position;
-        return { data: events, meta: { total, limit: query.limit, offset: 0, next_position: next } };
+        return { data: events, meta: { total, limit: query.limit, offset: query.offset, next_position: next } };
       },
     ),
     defineRoute(

@@ -10,12 +10,14 @@ const typeList = z
 export const eventsQuery = z.object({
   after_position: z.coerce.number().int().min(0).default(0),
   limit: z.coerce.number().int().min(1).max(500).default(50),
+  /** Matching events to skip after after_position; next_position pages without it. */
+  offset: z.coerce.number().int().min(0).default(0),
   stream_id: z.string().max(200).optional(),
   type: typeList.optional(),
   device_id: z.string().max(64).optional(),
 });
 
-export const exportEventsQuery = eventsQuery.omit({ limit: true }).extend({
+export const exportEventsQuery = eventsQuery.omit({ limit: true, offset: true }).extend({
   format: z.enum(['ndjson']).default('ndjson'),
   before_position: z.coerce.number().int().min(1).optional(),
 });
