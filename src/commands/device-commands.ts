@@ -84,14 +84,16 @@ export class DeviceCommands {
    * Hands a device its pending commands, highest priority first then oldest, marking each
    * sent. A command cancelled or expired meanwhile is skipped, not sent.
    */
-  async deliverPending(deviceId: string, context: RequestContext): Promise<CommandRow[]> {
+  /** The first `limit` commands of the queue become sent; `waiting` is how many were pending before. */
+  async deliverPending(deviceId: string, context: RequestContext, limit: number): Promise<{ sent: CommandRow[]; waiting: number }> {
     const { services } = this;
     return services.locks.devices.run(`commands:${deviceId}`, async () => {
       const queue = pendingCommands(services.sql, deviceId);
+      const taken = queue.slice(0, limit);
       const now = services.clock.now().toISOString();
-      const outcomes = await Promise.allSettled(queue.map((command) => this.transition(command.id, { type: 'mark_sent', data: { now } }, context)));
-      const sent = queue.filter((_, index) => outcomes[index]!.status === 'fulfilled');
-      return sent.map((command) => findCommand(services.sql, command.id)!);
+      const outcomes = await Promise.allSettled(taken.map((command) => this.transition(command.id, { type: 'mark_sent', data: { now } }, context)));
+      const sent = taken.filter((_, index) => outcomes[index]!.status === 'fulfilled');
+      return { sent: sent.map((command) => findCommand(services.sql, command.id)!), waiting: queue.length };
     });
   }
 

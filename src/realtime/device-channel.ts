@@ -63,7 +63,8 @@ export class DeviceChannel {
     if (!target) return;
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `ws-push-${deviceId}` };
     try {
-      const sent = await this.commands.deliverPending(deviceId, context);
+      // A connected device gets its whole queue pushed, not a page of it.
+      const { sent } = await this.commands.deliverPending(deviceId, context, Number.POSITIVE_INFINITY);
       for (const command of sent) target.send(JSON.stringify({ type: 'command', command: presentCommand(command) }));
     } catch (error) {
       this.services.logger.warn({ err: error, device_id: deviceId }, 'command push failed');

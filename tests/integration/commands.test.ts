@@ -191,6 +191,23 @@ describe('commands', () => {
       expect((await fetchPending(other)).map((c) => c.id)).toEqual([foreign.id]);
     });
 
+    it('takes at most limit commands, the most urgent; meta.total says how many were waiting; the rest stay pending', async () => {
+      const device = await createDevice(api, alice.token);
+      const queued = [];
+      for (const priority of ['low', 'critical', 'normal', 'high'] as const) {
+        queued.push(await queue(alice.token, device.id, { command_type: `c_${priority}`, priority }));
+        server.clock.advance(1);
+      }
+      const page = await api.get<List<Command>>(`/api/devices/${device.id}/commands/pending?limit=2`, { token: device.credentials.auth_token });
+      expect(page.status).toBe(200);
+      expect(page.body.data.map((c) => c.command_type)).toEqual(['c_critical', 'c_high']);
+      expect(page.body.meta).toEqual({ total: 4, limit: 2, offset: 0 });
+      const rest = await api.get<List<Command>>(`/api/devices/${device.id}/commands/pending`, { token: device.credentials.auth_token });
+      expect(rest.body.data.map((c) => c.command_type)).toEqual(['c_normal', 'c_low']);
+      expect(rest.body.meta).toEqual({ total: 2, limit: 50, offset: 0 });
+      expectValidation(await api.get(`/api/devices/${device.id}/commands/pending?limit=0`, { token: device.credentials.auth_token }), 'limit');
+    });
+
     it('for any sequence of priorities, the fetch answers critical > high > normal > low, then oldest first (fast-check over HTTP)', async () => {
       const rank = { critical: 3, high: 2, normal: 1, low: 0 } as const;
       await fc.assert(

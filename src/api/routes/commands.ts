@@ -7,7 +7,7 @@ import { devicesOfGroupTree } from '../../projections/group-summaries.js';
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
-import { command, commandResultBody, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
+import { command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 import type { Rollouts } from '../../commands/rollouts.js';
 import { findBatch } from '../../projections/batches.js';
 
@@ -48,10 +48,20 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       async ({ params, body, context }) => ({ data: presentCommand(await commands.queue(params.id!, queueInput(body, null), context)) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/commands/pending', summary: 'A device fetches its pending commands (highest priority, then oldest); they become sent', tag: 'commands', access: 'device', response: command.array() },
-      async ({ params, context }) => {
+      {
+        method: 'get',
+        path: '/api/devices/:id/commands/pending',
+        summary: 'A device fetches up to limit pending commands (highest priority, then oldest); they become sent; meta.total counts all that were pending',
+        tag: 'commands',
+        access: 'device',
+        query: pendingQuery,
+        response: command.array(),
+        list: true,
+      },
+      async ({ params, query, context }) => {
         if (context.principal.kind === 'device' && context.principal.deviceId !== params.id) throw new DomainError('forbidden', 'a device token speaks only for its own device');
-        return { data: (await commands.deliverPending(params.id!, context)).map(presentCommand) };
+        const { sent, waiting } = await commands.deliverPending(params.id!, context, query.limit);
+        return { data: sent.map(presentCommand), meta: { total: waiting, limit: query.limit, offset: 0 } };
       },
     ),
     defineRoute(

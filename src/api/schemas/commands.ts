@@ -22,6 +22,9 @@ export const commandResultBody = z.object({
 
 export const commandStatusSchema = z.enum(['pending', 'sent', 'executed', 'failed', 'expired', 'cancelled']);
 
+/** How many queued commands a device takes at once; the rest wait for its next fetch. */
+export const pendingQuery = paging.pick({ limit: true });
+
 export const listCommandsQuery = paging
   .extend({
     device_id: z.string().max(64).optional(),
