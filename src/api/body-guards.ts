@@ -28,7 +28,8 @@ export function inspectBody(req: IncomingMessage, _res: unknown, body: Buffer): 
 
 export const refuseHostileBodies: RequestHandler = (req, _res, next) => {
   if (tooDeep.has(req)) {
-    next(new DomainError('validation_failed', `the body is nested more than ${MAX_BODY_DEPTH} levels deep`, [{ path: '', message: 'nested too deep' }]));
+    const path = fieldNestedTooDeep(req.body, MAX_BODY_DEPTH);
+    next(new DomainError('validation_failed', `the body is nested more than ${MAX_BODY_DEPTH} levels deep`, [{ path, message: 'nested too deep' }]));
     return;
   }
   if (reservedKeyCandidates.has(req) && holdsReservedKey(req.body)) {
@@ -55,7 +56,25 @@ function nestedDeeperThan(body: Buffer, limit: number): boolean {
   return false;
 }
 
-/** Iterative: a body nested deeply must not overflow the stack here either. */
+/** The top-level field holding the nesting past the limit ('' when the body is not an object). */
+function fieldNestedTooDeep(body: unknown, limit: number): string {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return '';
+  return Object.entries(body).find(([, value]) => deeperThan(value, limit - 1))?.[0] ?? '';
+}
+
+/** Iterative, like every walk here: a body nested deeply must not overflow the stack. */
+function deeperThan(root: unknown, limit: number): boolean {
+  const pending: Array<[unknown, number]> = [[root, 1]];
+  while (pending.length > 0) {
+    const [value, depth] = pending.pop()!;
+    if (value === null || typeof value !== 'object') continue;
+    if (depth > limit) return true;
+    for (const child of Object.values(value)) pending.push([child, depth + 1]);
+  }
+  return false;
+}
+
+
 function holdsReservedKey(body: unknown): boolean {
   const pending: unknown[] = [body];
   while (pending.length > 0) {

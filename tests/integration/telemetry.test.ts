@@ -397,12 +397,13 @@ describe('telemetry', () => {
       expect((await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: device.token })).status).toBe(200);
     });
 
-    it('refuses another device (403), another user (404) and a bad body (400)', async () => {
+    it('refuses another device (403), any user, the owner too (403: a device token only), and a bad body (400)', async () => {
       const device = await deviceOf(api, alice);
       const other = await deviceOf(api, alice);
       const before = await head(api);
       expectError(await api.post(`/api/devices/${other.id}/heartbeat`, {}, { token: device.token }), 403, 'forbidden');
-      expectError(await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: bob.token }), 404, 'not_found');
+      expectError(await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: alice.token }), 403, 'forbidden');
+      expectError(await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: bob.token }), 403, 'forbidden');
       expectValidation(await api.post(`/api/devices/${device.id}/heartbeat`, { device_status: ['ok'] }, { token: device.token }), 'device_status');
       expect(await head(api)).toBe(before);
     });

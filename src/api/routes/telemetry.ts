@@ -28,7 +28,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive', tag: 'telemetry', access: 'any', body: heartbeatBody, response: heartbeatAnswer },
+      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
       async ({ params, body, context }) => {
         const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
         const status = findDevice(services.sql, params.id!)?.status ?? 'online';
