@@ -2,7 +2,7 @@ import { Cron } from 'croner';
 import { leavesOf, type Condition, type ReadingLeaf } from '../domain/conditions.js';
 import { commandsContradict } from '../domain/contradictions.js';
 import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
-import { streams } from '../domain/events.js';
+import { isEventType, streams } from '../domain/events.js';
 import { ruleDecider } from '../domain/rule.js';
 import type { RuleAction, RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
@@ -62,6 +62,7 @@ export class Rules {
       for (const { path, leaf } of leavesOf(definition.trigger_conditions)) {
         const at = path.replace(/^root/, 'trigger_conditions');
         if ('device_id' in leaf && leaf.device_id !== undefined && !own(leaf.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
+        if (leaf.type === 'event' && !isEventType(leaf.event_type)) problems.push({ path: `${at}.event_type`, message: 'no such event type; it could never happen' });
       }
     }
     definition.actions.forEach((action, index) => {

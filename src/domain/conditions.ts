@@ -46,11 +46,13 @@ const MAX_CHILDREN = 50;
 export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
   z.union([
     z.object({ all: z.array(conditionSchema).max(MAX_CHILDREN) }).strict(),
-    z.object({ any: z.array(conditionSchema).max(MAX_CHILDREN) }).strict(),
+    // An empty any can never hold: a rule built on it could never fire.
+    z.object({ any: z.array(conditionSchema).min(1, 'an empty any never holds').max(MAX_CHILDREN) }).strict(),
     z.object({ not: conditionSchema }).strict(),
     z
       .object({ operator: z.enum(['AND', 'OR', 'and', 'or']), conditions: z.array(conditionSchema).max(MAX_CHILDREN) })
       .strict()
+      .refine((alias) => alias.operator.toUpperCase() === 'AND' || alias.conditions.length > 0, 'an empty OR never holds')
       .transform((alias): Condition => (alias.operator.toUpperCase() === 'AND' ? { all: alias.conditions } : { any: alias.conditions })),
     z.discriminatedUnion('type', [readingLeaf, statusLeaf, eventLeaf, timeLeaf]),
   ]),

@@ -294,7 +294,7 @@ export function upcast(type: string, data: unknown): unknown {
   return upcaster && data !== null && typeof data === 'object' ? upcaster(data as Record<string, unknown>) : data;
 }
 
-export const isEventType = (type: string): type is EventType => type in eventSchemas;
+export const isEventType = (type: string): type is EventType => Object.hasOwn(eventSchemas, type);
 
 /** Validates a payload against the catalogue; throws a ZodError naming the bad field. */
 export function parseEvent(type: string, data: unknown): DomainEvent {

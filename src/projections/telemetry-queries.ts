@@ -1,6 +1,6 @@
 import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
-import type { BucketSize } from './telemetry.js';
+import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 export interface RangeFilter {
@@ -52,9 +52,13 @@ export function rawReadings(sql: Sql, filter: RangeFilter, limit: number, offset
   return { total, rows: rows.reverse().map(({ quality_reasons, ...row }) => ({ ...row, quality_reasons: JSON.parse(quality_reasons) as string[] })) };
 }
 
-/** Aggregates per sensor and bucket, read from the rollups (never from raw rows), oldest first. */
+/**
+ * Aggregates per sensor and bucket, read from the rollups (never from raw rows), oldest first.
+ * Every bucket the range touches counts whole: a range from 21:25 holds the 21:00 hour.
+ */
 export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: BucketSize, limit: number, offset: number) {
-  const grouped = rollupsIn(filter, bucket).groupBy(['sensor_type', 'bucket_start']);
+  const touched = filter.start ? { ...filter, start: bucketStart[bucket](filter.start) } : filter;
+  const grouped = rollupsIn(touched, bucket).groupBy(['sensor_type', 'bucket_start']);
   const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
   const rows = sql.all(
     summed(grouped)

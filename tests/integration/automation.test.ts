@@ -250,6 +250,14 @@ describe('automation over HTTP', () => {
       expectValidation(event, 'trigger_conditions.device_id');
     });
 
+    it('refuses conditions that could never hold: an unknown event type, an empty any or OR', async () => {
+      expectValidation(await post({ trigger_conditions: { type: 'event', event_type: 'no.such' }, actions: [alert()] }), 'trigger_conditions.event_type');
+      expectValidation(await post({ trigger_conditions: { type: 'event', event_type: 'constructor' }, actions: [alert()] }), 'trigger_conditions.event_type');
+      expectValidation(await post({ trigger_conditions: { any: [] }, actions: [alert()] }), 'trigger_conditions');
+      expectValidation(await post({ trigger_conditions: { operator: 'OR', conditions: [] }, actions: [alert()] }), 'trigger_conditions');
+      expect((await post({ trigger_conditions: { all: [{ type: 'event', event_type: 'device.went_offline', device_id: mine.id }] }, actions: [alert()] })).status).toBe(201);
+    });
+
     it('several problems at once → one 400 with the path of each', async () => {
       const answer = await post({
         trigger_conditions: { any: [hot(theirs), hot(mine)] },

@@ -521,6 +521,18 @@ describe('telemetry', () => {
       expect(day.data[0]!.bucket_start).toBe(`${t(0).slice(0, 10)}T00:00:00.000Z`);
       const ranged = await readData<BucketRow>(api, device.id, alice.token, `interval=hour&start_date=${t(60)}`);
       expect(ranged.data.map((r) => r.sum)).toEqual([10]);
+      // A range starting inside a bucket holds that bucket whole.
+      const inside = await readData<BucketRow>(api, device.id, alice.token, `interval=hour&sensor_type=temperature&start_date=${t(2)}&end_date=${t(61)}`);
+      expect(inside.data.map((r) => [r.bucket_start, r.sum])).toEqual([[t(0), 6], [t(60), 10]]);
+    });
+
+    it('reads a date alone as the whole day for end_date: start_date=end_date=D covers D', async () => {
+      const day = t(0).slice(0, 10);
+      const sameDay = t(70).slice(0, 10) === day;
+      const raw = await readData(api, device.id, alice.token, `start_date=${day}&end_date=${day}`);
+      expect(raw.data.map((r) => r.value)).toEqual(sameDay ? [1, 2, 40, 3, 10] : [1, 2, 40, 3]);
+      const previous = new Date(Date.parse(`${day}T00:00:00.000Z`) - 24 * HOUR).toISOString().slice(0, 10);
+      expect((await readData(api, device.id, alice.token, `start_date=${previous}&end_date=${previous}`)).data).toEqual([]);
     });
 
     it('refuses start_date after end_date, unknown intervals and bad paging with 400', async () => {

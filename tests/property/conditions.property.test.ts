@@ -42,7 +42,7 @@ const { tree } = fc.letrec<{ tree: Condition }>((tie) => ({
     { maxDepth: 6, depthSize: 'small', withCrossShrink: true },
     leaf,
     fc.array(tie('tree'), { maxLength: 4 }).map((all): Condition => ({ all })),
-    fc.array(tie('tree'), { maxLength: 4 }).map((any): Condition => ({ any })),
+    fc.array(tie('tree'), { minLength: 1, maxLength: 4 }).map((any): Condition => ({ any })),
     tie('tree').map((not): Condition => ({ not })),
   ),
 }));

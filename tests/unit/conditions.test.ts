@@ -214,7 +214,10 @@ describe('parsing', () => {
   it('turns the operator/conditions alias into all/any, at any depth and in either case', () => {
     expect(conditionSchema.parse({ operator: 'AND', conditions: [leafA, leafB] })).toEqual({ all: [leafA, leafB] });
     expect(conditionSchema.parse({ operator: 'OR', conditions: [leafA, leafB] })).toEqual({ any: [leafA, leafB] });
-    expect(conditionSchema.parse({ operator: 'or', conditions: [] })).toEqual({ any: [] });
+    expect(conditionSchema.parse({ operator: 'and', conditions: [] })).toEqual({ all: [] });
+    // An empty any (or OR) could never hold.
+    expect(conditionSchema.safeParse({ operator: 'or', conditions: [] }).success).toBe(false);
+    expect(conditionSchema.safeParse({ any: [] }).success).toBe(false);
     expect(conditionSchema.parse({ not: { operator: 'AND', conditions: [{ operator: 'OR', conditions: [leafA] }] } })).toEqual({ not: { all: [{ any: [leafA] }] } });
   });
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { commandPrioritySchema } from '../../domain/events.js';
-import { isoDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
+import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
 
 const MAX_PARAMETERS_BYTES = 16 * 1024;
 
@@ -32,7 +32,7 @@ export const listCommandsQuery = paging
     command_type: commandType.optional(),
     batch_id: z.string().max(64).optional(),
     start_date: isoDate.optional(),
-    end_date: isoDate.optional(),
+    end_date: isoEndDate.optional(),
   })
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
 

@@ -40,7 +40,10 @@ export const isoDate = z
     return new Date(time).toISOString();
   });
 
-export const dateRange = z.object({ start_date: isoDate.optional(), end_date: isoDate.optional() });
+/** The end of a range: a date alone means the whole of that day, so start_date=end_date=D covers D. */
+export const isoEndDate = z.preprocess((value) => (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T23:59:59.999Z` : value), isoDate);
+
+export const dateRange = z.object({ start_date: isoDate.optional(), end_date: isoEndDate.optional() });
 
 /** Refuses a range whose start is after its end. */
 export const orderedRange = <T extends { start_date?: string | undefined; end_date?: string | undefined }>(range: T) =>

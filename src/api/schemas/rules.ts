@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { conditionSchema, isTooDeep } from '../../domain/conditions.js';
 import { actionsSchema, scheduleSchema } from '../../domain/rule-schema.js';
-import { booleanQuery, isoDate, paging, timestamp } from './common.js';
+import { booleanQuery, isoDate, isoEndDate, paging, timestamp } from './common.js';
 
 const conditions = conditionSchema.refine((c) => !isTooDeep(c), 'conditions nested more than 8 levels deep');
 
@@ -35,7 +35,7 @@ export const listRulesQuery = paging.extend({
 });
 
 export const dryRunBody = z
-  .object({ rule: createRuleBody, start_date: isoDate, end_date: isoDate })
+  .object({ rule: createRuleBody, start_date: isoDate, end_date: isoEndDate })
   .refine((body) => body.start_date <= body.end_date, { message: 'start_date is after end_date', path: ['start_date'] });
 
 export const rule = z.object({
