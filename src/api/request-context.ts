@@ -5,17 +5,22 @@ import type { Clock } from '../domain/clock.js';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
-/** Gives each request an id (the caller's, when it is sane) and a logger that carries it. */
+/**
+ * Gives each request an id (the caller's, when it is sane) and a logger that carries it. The
+ * child logger is made on first use: most requests only log their one line when they finish.
+ */
 export function requestContext(logger: Logger, clock: Clock): RequestHandler {
   return (req, res, next) => {
     const offered = req.header('x-request-id');
-    req.requestId = offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
-    req.log = logger.child({ request_id: req.requestId });
-    res.setHeader('X-Request-Id', req.requestId);
+    const requestId = offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
+    req.requestId = requestId;
+    let child: Logger | undefined;
+    Object.defineProperty(req, 'log', { get: () => (child ??= logger.child({ request_id: requestId })), configurable: true });
+    res.setHeader('X-Request-Id', requestId);
     const started = clock.now().getTime();
     res.on('finish', () => {
       // The path only: query strings may carry a token.
-      req.log.info({ method: req.method, path: req.path, status: res.statusCode, ms: clock.now().getTime() - started }, 'request');
+      if (logger.isLevelEnabled('info')) logger.info({ request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: clock.now().getTime() - started }, 'request');
     });
     next();
   };

@@ -29,8 +29,11 @@ export class ProjectionRunner {
    */
   readonly applied$ = new Subject<readonly RecordedEvent[]>();
   private readonly sql: Sql;
-  private readonly saveCheckpoint: Statement<[number, string]>;
+  /** One statement moves every checkpoint a batch advanced. */
+  private readonly saveCheckpoints: Statement<[number, string]>;
   private checkpoints = new Map<string, number>();
+  /** The lowest checkpoint, kept as they move: read on every request (waitFor, lag). */
+  private reached = 0;
   private live: RecordedEvent[] = [];
   private draining = false;
   private waiters: Waiter[] = [];
@@ -45,12 +48,13 @@ export class ProjectionRunner {
   ) {
     this.sql = new Sql(db);
     db.exec(`CREATE TABLE IF NOT EXISTS projection_checkpoints (name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)`);
-    this.saveCheckpoint = db.prepare(`UPDATE projection_checkpoints SET position = ? WHERE name = ?`);
+    this.saveCheckpoints = db.prepare(`UPDATE projection_checkpoints SET position = ? WHERE name IN (SELECT value FROM json_each(?))`);
   }
 
   /** Prepares the tables (rebuilding changed versions) and starts following the log. */
   start(): void {
     for (const projection of this.projections) this.prepare(projection);
+    this.updateReached();
     this.subscription = this.log.committed$.subscribe((events) => {
       this.live.push(...events);
       this.schedule();
@@ -60,7 +64,7 @@ export class ProjectionRunner {
 
   /** The position every read model has reached. */
   position(): number {
-    return Math.min(...this.projections.map((p) => this.checkpoints.get(p.name) ?? 0));
+    return this.reached;
   }
 
   /** Resolves once every read model has applied the log up to `position` (read-your-writes). */
@@ -138,19 +142,25 @@ export class ProjectionRunner {
 
   private applyBatch(batch: readonly RecordedEvent[]): void {
     const last = batch[batch.length - 1]!.position;
-    const save = this.saveCheckpoint;
     this.sql.transaction(() => {
+      const advanced: string[] = [];
       for (const projection of this.projections) {
         const checkpoint = this.checkpoints.get(projection.name) ?? 0;
         if (checkpoint >= last) continue;
         for (const event of batch) if (event.position > checkpoint) projection.apply(this.sql, event);
         projection.afterBatch?.(this.sql);
-        save.run(last, projection.name);
+        advanced.push(projection.name);
       }
+      this.saveCheckpoints.run(last, JSON.stringify(advanced));
     });
     for (const projection of this.projections) {
       this.checkpoints.set(projection.name, Math.max(last, this.checkpoints.get(projection.name) ?? 0));
     }
+    this.updateReached();
+  }
+
+  private updateReached(): void {
+    this.reached = Math.min(...this.projections.map((p) => this.checkpoints.get(p.name) ?? 0));
   }
 
   private releaseWaiters(): void {
