@@ -48,10 +48,11 @@ export class Groups {
 
   async delete(groupId: string, context: RequestContext, ifMatch?: number): Promise<void> {
     const group = visibleGroup(this.services, context.principal, groupId);
-    const command = { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } } as const;
-    await this.services.locks.owners.run(groupLockKey(group.user_id), () =>
-      handle(this.services, groupDecider, streams.group(groupId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
-    );
+    // Children are counted under the lock: a subgroup created meanwhile must stop the delete.
+    await this.services.locks.owners.run(groupLockKey(group.user_id), () => {
+      const command = { type: 'delete_group', data: { child_count: countChildren(this.services.sql, groupId) } } as const;
+      return handle(this.services, groupDecider, streams.group(groupId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) });
+    });
   }
 
   private checkName(userId: string, name: string, self: string | null): void {

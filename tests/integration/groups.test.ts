@@ -358,6 +358,20 @@ describe('groups', () => {
       expect([ga.parent_id, gb.parent_id].filter((p) => p !== null)).toHaveLength(1);
     });
 
+    it('never deletes a group while a subgroup is being created under it (no orphans)', async () => {
+      for (let round = 0; round < 10; round++) {
+        const parent = await createGroup(api, liz.token);
+        const [child, deleted] = await Promise.all([api.post<Data<Group>>('/api/groups', { name: uniqueName('Orphan'), parent_id: parent.id }, { token: liz.token }), api.del(`/api/groups/${parent.id}`, { token: liz.token })]);
+        if (child.status === 201) {
+          // The child exists: its parent must too, so the delete must have been refused.
+          expect(deleted.status).toBe(409);
+          expect((await get(parent.id, liz.token)).status).toBe(200);
+        } else {
+          expect(deleted.status).toBe(200);
+        }
+      }
+    });
+
     it('answers one 200 and otherwise 412 for simultaneous updates with the same If-Match', async () => {
       const group = await createGroup(api, liz.token);
       const answers = await Promise.all([1, 2, 3].map((i) => put(group.id, { description: `d${i}` }, liz.token, { 'if-match': '"1"' })));

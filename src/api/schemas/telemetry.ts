@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
-import { dateRange, isoDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
+import { dateRange, isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
 
 /** Names that would reach an object's prototype rather than a key of it. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
@@ -64,7 +64,7 @@ export const exportQuery = dateRange
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
 
 export const logsQuery = paging
-  .extend({ severity: z.enum(logSeverities).optional(), start_date: isoDate.optional(), end_date: isoDate.optional() })
+  .extend({ severity: z.enum(logSeverities).optional(), start_date: isoDate.optional(), end_date: isoEndDate.optional() })
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
 
 export const deviceLog = z.object({ severity: z.enum(logSeverities), category: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()), timestamp, position: z.number().int() });
