@@ -1,7 +1,7 @@
 import { notFound } from '../domain/errors.js';
 import { streams, type EventOfType } from '../domain/events.js';
 import { activeBatches, findBatch, type BatchRow } from '../projections/batches.js';
-import { listCommands } from '../projections/commands.js';
+import { commandsOfBatch } from '../projections/commands.js';
 import { findDevice } from '../projections/devices.js';
 import type { DeviceCommands, QueueInput } from './device-commands.js';
 import { metadataFor } from './handle.js';
@@ -58,7 +58,7 @@ export class Rollouts {
 
   private async advanceNow(batch: BatchRow, context: RequestContext | null): Promise<void> {
     const { sql, clock } = this.services;
-    const queued = listCommands(sql, { userId: null, batchId: batch.id, limit: 1_000_000, offset: 0 }).rows;
+    const queued = commandsOfBatch(sql, batch.id);
     const inStatus = (...statuses: string[]) => queued.filter((c) => statuses.includes(c.status)).length;
     const failed = inStatus('failed', 'expired');
     if (batch.abort_failure_percent !== null && queued.length > 0 && (failed / queued.length) * 100 > batch.abort_failure_percent) {

@@ -116,6 +116,9 @@ export function listCommands(sql: Sql, filter: CommandFilter): { rows: CommandRo
   return { rows, total };
 }
 
+/** Every command a batch queued, its deleted devices' too: what a rollout's pace and failure share count. */
+export const commandsOfBatch = (sql: Sql, batchId: string) => sql.all(q.selectFrom('commands').selectAll().where('batch_id', '=', batchId));
+
 /** How a batch (a group command) is doing: its commands counted by status. */
 export function batchStatusCounts(sql: Sql, batchId: string, userId: string | null): Record<string, number> {
   let query = ofLivingDevices().select(['status', (eb) => eb.fn.countAll<number>().as('n')]).where('batch_id', '=', batchId).groupBy('status');

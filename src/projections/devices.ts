@@ -169,12 +169,13 @@ export const onlineDevices = (sql: Sql) =>
 export const countUserDevices = (sql: Sql, userId: string): number =>
   sql.first(q.selectFrom('devices').select((eb) => eb.fn.countAll<number>().as('n')).where('user_id', '=', userId))?.n ?? 0;
 
-export const deviceStatusCountsByGroup = (sql: Sql, userId: string | null) => {
+/** Connected (online, or online in error or maintenance) or not, per group. */
+export const deviceConnectivityCountsByGroup = (sql: Sql, userId: string | null) => {
   let query = q
     .selectFrom('devices')
-    .select(['group_id', 'status', (eb) => eb.fn.countAll<number>().as('n')])
+    .select(['group_id', 'connectivity', (eb) => eb.fn.countAll<number>().as('n')])
     .where('group_id', 'is not', null)
-    .groupBy(['group_id', 'status']);
+    .groupBy(['group_id', 'connectivity']);
   if (userId !== null) query = query.where('user_id', '=', userId);
   return sql.all(query);
 };

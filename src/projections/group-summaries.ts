@@ -1,4 +1,4 @@
-import { deviceIds, deviceStatusCountsByGroup } from './devices.js';
+import { deviceIds, deviceConnectivityCountsByGroup } from './devices.js';
 import { listGroups, type GroupRow } from './groups.js';
 import type { Sql } from './sql.js';
 
@@ -16,10 +16,10 @@ export interface GroupSummary extends GroupRow {
 export function groupSummaries(sql: Sql, userId: string | null): GroupSummary[] {
   const groups = listGroups(sql, userId);
   const direct = new Map<string, { total: number; online: number }>();
-  for (const { group_id, status, n } of deviceStatusCountsByGroup(sql, userId)) {
+  for (const { group_id, connectivity, n } of deviceConnectivityCountsByGroup(sql, userId)) {
     const entry = direct.get(group_id!) ?? { total: 0, online: 0 };
     entry.total += n;
-    if (status === 'online') entry.online += n;
+    if (connectivity === 'online') entry.online += n;
     direct.set(group_id!, entry);
   }
   const summaries = new Map<string, GroupSummary>(

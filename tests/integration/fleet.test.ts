@@ -855,6 +855,19 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
       expect((await batch(started.batch_id)).meta.batch).toMatchObject({ status: 'completed', reason: null, by_status: { executed: 6 } });
     });
 
+    it('keeps its pace when a device of the batch is deleted: the deleted device\'s command still counts as queued', async () => {
+      const { group, devices } = await fleet(4);
+      const started = await startBatch(group.id, { command_type: 'reboot', rollout_per_minute: 1 });
+      const [first] = (await batch(started.batch_id)).data;
+      expect((await api.del(`/api/devices/${first!.device_id}`, { token: alice.token })).status).toBe(200);
+      await advanceAndTick(60 * SECOND);
+      // One more a minute: one new command, the deleted device's one hidden from the list.
+      const listed = await batch(started.batch_id);
+      expect(listed.meta.total).toBe(1);
+      expect(listed.data[0]!.device_id).not.toBe(first!.device_id);
+      expect(devices.map((d) => d.id)).toContain(listed.data[0]!.device_id);
+    });
+
     it('aborts past abort_failure_percent: 3 of 6 failed at 40% cancels the not-yet-sent commands (batch_aborted), leaves sent ones', async () => {
       const { group, devices } = await fleet(6);
       const started = await startBatch(group.id, { command_type: 'calibrate', abort_failure_percent: 40 });

@@ -219,6 +219,12 @@ describe('offline detection with the injected clock', () => {
       const detail = await api.get<Data<DeviceStatusBody>>(`/api/devices/${device.id}/status`, { token: owner.token });
       expect(detail.body.data).toMatchObject({ status: 'maintenance', connectivity: { online: true }, operational_state: { maintenance: true } });
 
+      // Connected all the same: its group counts it online.
+      const group = await api.post<Data<{ id: string }>>('/api/groups', { name: uniqueName('maint') }, { token: owner.token });
+      await api.put(`/api/devices/${device.id}`, { group_id: group.body.data.id }, { token: owner.token });
+      const stats = await api.get<Data<{ statistics: { online: number; offline: number } }>>(`/api/groups/${group.body.data.id}`, { token: owner.token });
+      expect(stats.body.data.statistics).toEqual({ online: 1, offline: 0 });
+
       expect((await heartbeat(device, { device_status: { status: 'ok', battery: 80 } })).body.data.status).toBe('online');
       expect(await status(device.id)).toBe('online');
       expect(await listed('maintenance')).not.toContain(device.id);
