@@ -77,11 +77,21 @@ export const notFoundRoute: RequestHandler = (req, _res, next) => {
   next(new DomainError('not_found', `no route ${req.method} ${req.path}`));
 };
 
-/** A body must be JSON; bodiless requests (logout, cancel) need no content type. */
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)/i;
+
+/**
+ * A body must be UTF-8 JSON (API.md); bodiless requests (logout, cancel) need no content type.
+ * Other charsets are refused rather than decoded: the body checks read the raw bytes as UTF-8.
+ */
 export const requireJsonBody: RequestHandler = (req, _res, next) => {
   const hasBody = Number(req.header('content-length') ?? 0) > 0 || req.header('transfer-encoding') !== undefined;
   if (hasBody && !req.is('application/json')) {
     next(new HttpError('unsupported_media_type', 'the body must be application/json'));
+    return;
+  }
+  const charset = CHARSET.exec(req.header('content-type') ?? '')?.[1]?.toLowerCase();
+  if (hasBody && charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
+    next(new HttpError('unsupported_media_type', 'the body must be UTF-8 JSON'));
     return;
   }
   next();

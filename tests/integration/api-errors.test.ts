@@ -66,6 +66,20 @@ describe('hostile input and protocol errors', () => {
       expectError(await api.post('/api/auth/register', undefined, { raw: body }), 415, 'unsupported_media_type');
     });
 
+    it('refuses JSON in UTF-16 (it would slip past the checks that read the bytes as UTF-8) with 415 and stores nothing', async () => {
+      const before = await headPosition(api);
+      for (const charset of ['utf-16le', 'UTF-16', 'utf-32']) {
+        const answer = await fetch(`${server.url}/api/devices`, {
+          method: 'POST',
+          headers: { 'content-type': `application/json; charset=${charset}`, authorization: `Bearer ${user.token}` },
+          body: Buffer.from('{"name": "wide", "type": "sensor", "configuration": {"__proto__": {"a": 1}}}', 'utf16le'),
+        });
+        expect(answer.status, charset).toBe(415);
+        expect(((await answer.json()) as { error: { code: string } }).error.code).toBe('unsupported_media_type');
+      }
+      expect(await headPosition(api)).toBe(before);
+    });
+
     it('accepts application/json with a UTF-8 charset', async () => {
       const name = uniqueName('charset');
       const raw = JSON.stringify({ username: name, email: `${name}@example.com`, password: 'correct horse' });
