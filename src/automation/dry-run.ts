@@ -1,4 +1,4 @@
-import { displayedStatus, reportedState, type Connectivity, type ReportedState } from '../domain/device-status.js';
+import { displayedStatus, type Connectivity, type ReportedState } from '../domain/device-status.js';
 import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
@@ -116,12 +116,9 @@ function statusPartsAfter(event: RecordedEvent, devices: Map<string, DeviceStatu
       const known = devices.get(event.data.device_id);
       return { deviceId: event.data.device_id, connectivity: event.type === 'device.came_online' ? 'online' : 'offline', state: known?.state ?? null };
     }
-    case 'readings.recorded':
-    case 'device.heartbeat': {
-      const state = reportedState(event.data.device_status);
-      const known = devices.get(event.data.device_id);
-      return state === undefined || !known ? null : { deviceId: event.data.device_id, connectivity: known.connectivity, state };
-    }
+    case 'device.state_reported':
+      // A device reporting its state was just heard from: online now, or a came_online follows.
+      return { deviceId: event.data.device_id, connectivity: devices.get(event.data.device_id)?.connectivity ?? 'online', state: event.data.state };
     default:
       return null;
   }

@@ -7,8 +7,8 @@ export function deviceOf(event: RecordedEvent): string | null {
   return typeof data.device_id === 'string' ? data.device_id : null;
 }
 
-/** Events that can change a device's status: connectivity, or a device_status reporting its state. */
-const statusEvents = new Set(['device.came_online', 'device.went_offline', 'device.registered', 'readings.recorded', 'device.heartbeat']);
+/** Events that change a device's status: its connectivity, or the operational state it reports. */
+const statusEvents = new Set(['device.came_online', 'device.went_offline', 'device.registered', 'device.state_reported']);
 
 /** Whether an event can change what a condition evaluates to (so the rule must look again). */
 export function concerns(condition: Condition, event: RecordedEvent): boolean {

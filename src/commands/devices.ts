@@ -1,7 +1,7 @@
 import { fold } from '../domain/decider.js';
 import { deviceDecider, type DeviceChanges } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
-import { displayedStatus, reportedState } from '../domain/device-status.js';
+import { displayedStatus } from '../domain/device-status.js';
 import { streams, type DeviceAttributes } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
@@ -156,12 +156,12 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
   const heard = await services.log.lastInStream(streams.telemetry(deviceId), until);
   const reported = heard?.type === 'readings.recorded' || heard?.type === 'device.heartbeat' ? heard.data.device_status : null;
   const online = connectivity?.type === 'device.came_online' ? 'online' : 'offline';
+  const stated = events.filter((e) => e.type === 'device.state_reported').pop();
   return {
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
-    // The operational state from the last reading or heartbeat then: one that said nothing of it shows none.
-    status: displayedStatus(online, reportedState(reported) ?? null),
+    status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
     last_seen: heard?.recorded_at ?? null,
     created_at: first.recorded_at,

@@ -1,5 +1,6 @@
 import { DomainError, type ErrorDetail } from '../domain/errors.js';
 import { streams, type DomainEvent, type StoredReading } from '../domain/events.js';
+import { reportedState } from '../domain/device-status.js';
 import { assessQuality, emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
@@ -67,7 +68,7 @@ export class Telemetry {
         events: [{ type: 'readings.recorded', data: { device_id: deviceId, readings: stored, device_status: submission.device_status } }],
       };
       const alerts = alertEvents.map((event): AppendRequest => ({ streamId: streams.alert(alertIdOf(event)), expectedVersion: 'any', events: [event] }));
-      const requests = withMetadata([recorded, ...this.cameOnline(device), ...alerts], context);
+      const requests = withMetadata([recorded, ...this.stateChange(device, submission.device_status), ...this.cameOnline(device), ...alerts], context);
       const result = await services.log.append(requests, idempotencyKey ? { idempotencyKey: `readings:${deviceId}:${idempotencyKey}` } : {});
       await services.runner.waitFor(result.lastPosition);
       if (!result.duplicate) return { accepted: stored.length, position: result.firstPosition };
@@ -85,7 +86,7 @@ export class Telemetry {
       const events: DomainEvent[] = [{ type: 'device.heartbeat', data: { device_id: deviceId, ...beatData } }];
       if (configuration) events.push({ type: 'device.configuration_reported', data: { device_id: deviceId, configuration, source: 'heartbeat' } });
       const beat: AppendRequest = { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events };
-      const requests = withMetadata([beat, ...this.cameOnline(device)], context);
+      const requests = withMetadata([beat, ...this.stateChange(device, input.device_status), ...this.cameOnline(device)], context);
       const result = await services.log.append(requests);
       await services.runner.waitFor(result.lastPosition);
       return { position: result.firstPosition };
@@ -101,6 +102,17 @@ export class Telemetry {
       const result = await this.services.log.append(requests);
       await this.services.runner.waitFor(result.lastPosition);
     });
+  }
+
+  /**
+   * A device_status that says error or maintenance (or, once in one, anything else) changes the
+   * device's operational state: an event of its own stream, so as_of and subscribers see it.
+   * One that says nothing of it, or repeats the current state, changes nothing.
+   */
+  stateChange(device: DeviceRow, deviceStatus: Record<string, unknown> | null): AppendRequest[] {
+    const state = reportedState(deviceStatus);
+    if (state === undefined || state === device.reported_state) return [];
+    return [{ streamId: streams.device(device.id), expectedVersion: 'stream_exists', events: [{ type: 'device.state_reported', data: { device_id: device.id, state } }] }];
   }
 
   /** Marks the device online when it was not; callers hold the device's lock. */

@@ -97,6 +97,8 @@ export const firmwareStatusSchema = z.enum(['queued', 'downloading', 'installing
 const deviceFirmwareProgress = z.object({ device_id: id, version: z.string(), status: firmwareStatusSchema, detail: z.string().nullable() });
 
 const deviceCameOnline = z.object({ device_id: id });
+/** The operational state a device reported of itself changed: error, maintenance, or none. */
+const deviceStateReported = z.object({ device_id: id, state: z.enum(['error', 'maintenance']).nullable() });
 const deviceWentOffline = z.object({ device_id: id, last_seen: isoTime.nullable() });
 
 export const alertKindSchema = z.enum(['threshold', 'anomaly', 'rule']);
@@ -215,6 +217,7 @@ export const eventSchemas = {
   'readings.recorded': readingsRecorded,
   'device.heartbeat': deviceHeartbeat,
   'device.came_online': deviceCameOnline,
+  'device.state_reported': deviceStateReported,
   'device.configuration_reported': deviceConfigurationReported,
   'device.firmware_progress': deviceFirmwareProgress,
   'device.went_offline': deviceWentOffline,

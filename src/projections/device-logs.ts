@@ -27,6 +27,11 @@ function entriesFor(event: RecordedEvent): { deviceId: string; entries: Entry[] 
       };
     case 'device.came_online':
       return { deviceId: event.data.device_id, entries: [{ severity: 'info', category: 'status', message: 'came online', details: {} }] };
+    case 'device.state_reported': {
+      const { state } = event.data;
+      const entry: Entry = { severity: state === 'error' ? 'error' : state === 'maintenance' ? 'warning' : 'info', category: 'status', message: state ? `reports ${state}` : 'reports normal operation', details: {} };
+      return { deviceId: event.data.device_id, entries: [entry] };
+    }
     case 'device.went_offline':
       return { deviceId: event.data.device_id, entries: [{ severity: 'warning', category: 'status', message: 'went offline', details: { last_seen: event.data.last_seen } }] };
     case 'readings.recorded':

@@ -1,19 +1,11 @@
 import { sql as raw } from 'kysely';
-import { displayedStatus, reportedState } from '../domain/device-status.js';
+import { displayedStatus } from '../domain/device-status.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 /** Every reading moves last_seen: the hottest write of this read model, compiled once. */
 const heardFrom = prepared((at: string, id: string) => q.updateTable('devices').set({ last_seen: at }).where('id', '=', id));
 const connectivityOf = prepared((id: string) => q.selectFrom('devices').select('connectivity').where('id', '=', id));
-
-/** A device_status that speaks of the device's operational state sets it; one that does not leaves it. */
-function applyReportedState(sql: Sql, deviceId: string, deviceStatus: Record<string, unknown> | null): void {
-  const state = reportedState(deviceStatus);
-  const device = state === undefined ? undefined : connectivityOf.first(sql, deviceId);
-  if (!device || state === undefined) return;
-  sql.run(q.updateTable('devices').set({ reported_state: state, status: displayedStatus(device.connectivity, state) }).where('id', '=', deviceId));
-}
 
 export const devicesProjection: Projection = {
   name: 'devices',
@@ -79,7 +71,6 @@ export const devicesProjection: Projection = {
         return;
       case 'readings.recorded':
         heardFrom.run(sql, event.recorded_at, event.data.device_id);
-        applyReportedState(sql, event.data.device_id, event.data.device_status);
         return;
       case 'device.heartbeat':
         sql.run(
@@ -88,8 +79,19 @@ export const devicesProjection: Projection = {
             .set({ last_seen: event.recorded_at, ...(event.data.firmware_version ? { firmware_version: event.data.firmware_version } : {}) })
             .where('id', '=', event.data.device_id),
         );
-        applyReportedState(sql, event.data.device_id, event.data.device_status);
         return;
+      case 'device.state_reported': {
+        const device = connectivityOf.first(sql, event.data.device_id);
+        if (!device) return;
+        const { state } = event.data;
+        sql.run(
+          q
+            .updateTable('devices')
+            .set({ reported_state: state, status: displayedStatus(device.connectivity, state), version: event.version, updated_at: event.recorded_at })
+            .where('id', '=', event.data.device_id),
+        );
+        return;
+      }
       case 'device.configuration_reported':
         sql.run(q.updateTable('devices').set({ reported_configuration: JSON.stringify(event.data.configuration) }).where('id', '=', event.data.device_id));
         return;

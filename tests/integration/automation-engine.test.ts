@@ -240,7 +240,7 @@ describe('automation engine with the injected clock', () => {
       expect(beat.status).toBe(200);
       const history = await executions(rule.id);
       expect(history).toHaveLength(1);
-      expect(history[0]!.cause.event_type).toBe('device.heartbeat');
+      expect(history[0]!.cause.event_type).toBe('device.state_reported');
       expect(history[0]!.matched['trigger_conditions']).toEqual({ device_id: failing.id, status: 'error' });
     });
   });

@@ -219,6 +219,23 @@ describe('automation over HTTP', () => {
     });
   });
 
+  describe('dry run of a device_status rule', () => {
+    it('sees a device reporting error inside the window, though the device registered (and came online) before it', async () => {
+      const device = await deviceOf(api, owner);
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 20 } });
+      server.clock.advance(10 * SECOND);
+      const windowStart = server.clock.now().toISOString();
+      server.clock.advance(10 * SECOND);
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 21 }, device_status: { status: 'error' } });
+      const reportedAt = server.clock.now().toISOString();
+      server.clock.advance(10 * SECOND);
+      const definition = { name: 'broken', trigger_conditions: { type: 'device_status', device_id: device.id, status: 'error' }, actions: [alert()] };
+      const dry = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: windowStart, end_date: server.clock.now().toISOString() }, { token: owner.token });
+      expect(dry.status, JSON.stringify(dry.body)).toBe(200);
+      expect(dry.body.data.firings.map((f) => f.at)).toEqual([reportedAt]);
+    });
+  });
+
   describe('validation at POST and PUT', () => {
     let mine: Device;
     let theirs: Device;

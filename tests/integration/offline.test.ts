@@ -236,9 +236,15 @@ describe('offline detection with the injected clock', () => {
       expect(await status(device.id)).toBe('error');
       expect(await listed('error')).toContain(device.id);
 
-      // Readings that say nothing of the state leave it.
+      // Readings that say nothing of the state leave it, now and as of now.
       await reading(device, 21);
       expect(await status(device.id)).toBe('error');
+      const asOfNow = await api.get<Data<Device>>(`/api/devices/${device.id}?as_of=${encodeURIComponent(server.clock.now().toISOString())}`, { token: owner.token });
+      expect(asOfNow.body.data.status).toBe('error');
+      // The change is an event of the device's stream, and a line in its logs.
+      expect((await deviceHistory(api, device.id, owner.token)).filter((e) => e.type === 'device.state_reported').map((e) => e.data)).toEqual([{ device_id: device.id, state: 'error' }]);
+      const logs = await api.get<{ data: Array<{ severity: string; message: string }> }>(`/api/devices/${device.id}/logs`, { token: owner.token });
+      expect(logs.body.data.map((l) => `${l.severity}:${l.message}`)).toContain('error:reports error');
 
       await advanceAndSweep((OFFLINE_AFTER + 1) * SECOND);
       expect(await status(device.id)).toBe('offline');
