@@ -25,13 +25,18 @@ interface Snapshot {
   at: string;
   type: string;
   /** null once deleted. */
-  state: (Attributes & { status: 'online' | 'offline'; version: number; updated_at: string }) | null;
+  state: ModelState | null;
 }
+
+/** status is what the API shows: connectivity, or while online the state the device reported. */
+type ModelState = Attributes & { status: string; connectivity: 'online' | 'offline'; reported: 'error' | 'maintenance' | null; version: number; updated_at: string };
+const shown = (connectivity: 'online' | 'offline', reported: 'error' | 'maintenance' | null): string => (connectivity === 'online' && reported ? reported : connectivity);
 
 type Action =
   | { kind: 'update'; changes: Changes; useGroup: boolean }
   | { kind: 'data' }
-  | { kind: 'heartbeat' }
+  /** report: what its device_status says of the state (undefined: no device_status at all). */
+  | { kind: 'heartbeat'; report: 'error' | 'maintenance' | 'ok' | undefined }
   | { kind: 'advance'; ms: number };
 
 const changes: fc.Arbitrary<Changes> = fc.record(
@@ -50,7 +55,7 @@ const changes: fc.Arbitrary<Changes> = fc.record(
 const action: fc.Arbitrary<Action> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ changes, useGroup: fc.boolean() }).map((r): Action => ({ kind: 'update', ...r })) },
   { weight: 2, arbitrary: fc.constant<Action>({ kind: 'data' }) },
-  { weight: 1, arbitrary: fc.constant<Action>({ kind: 'heartbeat' }) },
+  { weight: 2, arbitrary: fc.constantFrom('error', 'maintenance', 'ok', undefined).map((report): Action => ({ kind: 'heartbeat', report })) },
   { weight: 3, arbitrary: fc.integer({ min: 0, max: 150_000 }).map((ms): Action => ({ kind: 'advance', ms })) },
 );
 
@@ -96,7 +101,7 @@ describe('as_of equals the state folded from the events up to that moment (fast-
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
     const device = registered.body.data;
     const token = device.credentials.auth_token;
-    let current = { ...initial, status: 'offline' as 'online' | 'offline', version: 1, updated_at: now() };
+    let current: ModelState = { ...initial, status: 'offline', connectivity: 'offline', reported: null, version: 1, updated_at: now() };
     const snapshots: Snapshot[] = [{ at: now(), type: 'device.registered', state: { ...current } }];
     let lastSeen = 0;
     /** When the device was heard from (readings, heartbeats): last_seen as it was. */
@@ -105,10 +110,12 @@ describe('as_of equals the state folded from the events up to that moment (fast-
       current = { ...current, ...next, version: current.version + 1, updated_at: now() };
       snapshots.push({ at: now(), type, state: { ...current } });
     };
-    const heard = (): void => {
+    const heard = (report?: 'error' | 'maintenance' | 'ok'): void => {
       lastSeen = server.clock.now().getTime();
       heardAt.push(now());
-      if (current.status !== 'online') record('device.came_online', { status: 'online' });
+      const reported = report === undefined ? current.reported : report === 'ok' ? null : report;
+      if (reported !== current.reported) record('device.state_reported', { reported, status: shown(current.connectivity, reported) });
+      if (current.connectivity !== 'online') record('device.came_online', { connectivity: 'online', status: shown('online', current.reported) });
     };
 
     for (const a of actions) {
@@ -129,15 +136,15 @@ describe('as_of equals the state folded from the events up to that moment (fast-
           break;
         }
         case 'heartbeat': {
-          const answer = await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token });
+          const answer = await api.post(`/api/devices/${device.id}/heartbeat`, a.report ? { device_status: { status: a.report, battery: 80 } } : {}, { token });
           expect(answer.status, JSON.stringify(answer.body)).toBe(200);
-          heard();
+          heard(a.report);
           break;
         }
         case 'advance':
           server.clock.advance(a.ms);
           await tick();
-          if (current.status === 'online' && server.clock.now().getTime() - lastSeen >= OFFLINE_AFTER_MS) record('device.went_offline', { status: 'offline' });
+          if (current.connectivity === 'online' && server.clock.now().getTime() - lastSeen >= OFFLINE_AFTER_MS) record('device.went_offline', { connectivity: 'offline', status: 'offline' });
           break;
       }
     }
@@ -188,10 +195,11 @@ describe('as_of equals the state folded from the events up to that moment (fast-
           }
           expect(answer.status, `${t}: ${JSON.stringify(answer.body)}`).toBe(200);
           const lastSeen = heard.filter((h) => h <= t).pop() ?? null;
-          expect(answer.body.data, `as_of ${t}`).toEqual({ id: device.id, user_id: owner.id, ...expected.state, last_seen: lastSeen, created_at: snapshots[0]!.at });
+          const { connectivity, reported: _reported, ...shownState } = expected.state;
+          expect(answer.body.data, `as_of ${t}`).toEqual({ id: device.id, user_id: owner.id, ...shownState, last_seen: lastSeen, created_at: snapshots[0]!.at });
           const status = await api.get<Data<{ status: string; connectivity: { online: boolean; last_seen: string | null } }>>(`/api/devices/${device.id}/status?as_of=${encodeURIComponent(t)}`, { token: owner.token });
           expect(status.status, JSON.stringify(status.body)).toBe(200);
-          expect(status.body.data).toMatchObject({ status: expected.state.status, connectivity: { online: expected.state.status === 'online', last_seen: lastSeen } });
+          expect(status.body.data).toMatchObject({ status: expected.state.status, connectivity: { online: connectivity === 'online', last_seen: lastSeen } });
         }
 
         // Other users never see it; admins do, before a deletion.
