@@ -139,6 +139,9 @@ export function requireUser(principal: Principal): string {
   return principal.userId;
 }
 
+/** Heard from last: its last reading or heartbeat, or its coming online (a connect alone is one). */
+const lastHeard = (...times: Array<string | undefined>): string | null => times.filter((t): t is string => t !== undefined).sort().pop() ?? null;
+
 /**
  * The device as it was at `asOf`, folded from its own events (last_seen from its last
  * reading or heartbeat then); also for a device deleted since, to its owner and admins.
@@ -163,7 +166,7 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
     ...state.attributes,
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
-    last_seen: heard?.recorded_at ?? null,
+    last_seen: lastHeard(heard?.recorded_at, events.filter((e) => e.type === 'device.came_online').pop()?.recorded_at),
     created_at: first.recorded_at,
     updated_at: last.recorded_at,
     version: last.version,

@@ -114,6 +114,8 @@ export const devicesProjection: Projection = {
             .set({
               connectivity: online ? 'online' : 'offline',
               status: online ? raw<string>`coalesce(reported_state, 'online')` : 'offline',
+              // Coming online is being heard from, also for a device that only connected (/ws/device).
+              ...(online ? { last_seen: raw<string>`max(coalesce(last_seen, ''), ${event.recorded_at})` } : {}),
               version: event.version,
               updated_at: event.recorded_at,
             })

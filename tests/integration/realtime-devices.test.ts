@@ -84,11 +84,16 @@ describe('device channel (/ws/device)', () => {
     await Promise.all([viaQuery.close(), viaBearer.close(), viaHeader.close()]);
   });
 
-  it('marks the device online on connect', async () => {
+  it('marks the device online on connect, heard from then (last_seen), now and as of now', async () => {
     const device = await deviceOf(api, owner);
     expect(await deviceStatus(device.id)).toBe('offline');
+    const connectedAt = server.clock.now().toISOString();
     await connectDevice(device);
     await eventually(async () => (await deviceStatus(device.id)) === 'online');
+    const live = await api.get<Data<{ last_seen: string | null }>>(`/api/devices/${device.id}`, { token: owner.token });
+    expect(live.body.data.last_seen).toBe(connectedAt);
+    const asOf = await api.get<Data<{ last_seen: string | null }>>(`/api/devices/${device.id}?as_of=${encodeURIComponent(connectedAt)}`, { token: owner.token });
+    expect(asOf.body.data.last_seen).toBe(connectedAt);
   });
 
   it('pushes a command queued while the device is connected; it becomes sent', async () => {
