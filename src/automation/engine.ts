@@ -94,7 +94,8 @@ export class AutomationEngine {
       for (const rule of this.loadedRules()) {
         const condition = rule.definition.trigger_conditions;
         if (!condition || rule.definition.schedule || !concerns(condition, event)) continue;
-        // Fired for this very event before a crash: the firing is already in the log.
+        // Fired for this very event before a crash (the firing is already in the log), or the
+        // event is older than the rule's current definition: either way, not this rule's to judge.
         if (rule.row.last_cause_position >= event.position) continue;
         const facts = this.factsFor(condition, { type: event.type, device_id: deviceOf(event) });
         await this.observeRule(rule, condition, facts, { kind: 'condition', position: event.position, event_type: event.type });

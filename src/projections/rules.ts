@@ -34,7 +34,7 @@ export function referencedDevices(conditions: Condition | null, actions: readonl
 
 export const rulesProjection: Projection = {
   name: 'rules',
-  version: 1,
+  version: 2,
   tables: ['rules', 'rule_executions', 'rule_pending_actions'],
   ddl: `
     CREATE TABLE IF NOT EXISTS rules (
@@ -76,7 +76,8 @@ export const rulesProjection: Projection = {
             version: event.version,
             trigger_types: triggerTypes(definition),
             device_ids: `,${referencedDevices(definition.trigger_conditions, definition.actions).join(',')},`,
-            last_cause_position: 0,
+            // Events up to its own creation are history to it, also when the engine catches up after a crash.
+            last_cause_position: event.position,
           }),
         );
         return;
@@ -92,6 +93,8 @@ export const rulesProjection: Projection = {
               ...encode(event.data.changes),
               trigger_types: triggerTypes(merged),
               device_ids: `,${referencedDevices(merged.trigger_conditions, merged.actions).join(',')},`,
+              // Nor does the new definition judge events from before it.
+              last_cause_position: raw`max(last_cause_position, ${event.position})`,
               updated_at: at,
               version: event.version,
             })

@@ -178,6 +178,7 @@ export interface RulesTable {
   version: number;
   trigger_types: string;
   device_ids: string;
+  /** Events at or before this position are not the rule's to judge: its last firing's cause, or its (re)definition. */
   last_cause_position: number;
 }
 

@@ -503,6 +503,23 @@ describe('automation engine with the injected clock', () => {
   });
 
   describe('restarts and replays', () => {
+    it('catching up after a crash, a rule never acts on events older than itself', async () => {
+      const device = await deviceOf(api, owner);
+      await settle();
+      const before = server.server.services.log.headPosition();
+      await reading(device, 35); // hot, but no rule yet
+      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('too late')] });
+      await settle();
+      // A crash before the engine saved its checkpoint: at restart it catches up from before the reading.
+      server.server.db.prepare('UPDATE automation_checkpoint SET position = ?').run(before);
+      await restart();
+      expect(await executions(rule.id)).toHaveLength(0);
+      // Later readings still count.
+      await reading(device, 20);
+      await reading(device, 36);
+      expect(await executions(rule.id)).toHaveLength(1);
+    });
+
     it('a restart in the middle of a for_seconds window: the window still completes on time, and fires once', async () => {
       const device = await deviceOf(api, owner);
       const rule = await createRule({ trigger_conditions: hot(device, { for_seconds: 30 }), actions: [alertAction('held')] });
