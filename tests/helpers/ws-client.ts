@@ -76,6 +76,29 @@ export function connect(url: string, options: ClientOptions = {}): Promise<WsCli
     for (const wake of [...messageWaiters]) wake();
   });
 
+  /** Settles once `outcome` decides (checked now and on each message or close), or fails after timeoutMs. */
+  const waitOnMessages = <T>(timeoutMs: number, outcome: () => { done: T } | { failed: string } | null, timedOut: () => string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const check = (): boolean => {
+        const decided = outcome();
+        if (!decided) return false;
+        finish();
+        if ('done' in decided) resolve(decided.done);
+        else reject(new Error(decided.failed));
+        return true;
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(new Error(timedOut()));
+      }, timeoutMs);
+      const wake = (): void => void check();
+      const finish = (): void => {
+        clearTimeout(timer);
+        messageWaiters.delete(wake);
+      };
+      if (!check()) messageWaiters.add(wake);
+    });
+
   const client: WsClient = {
     ws,
     received,
@@ -84,60 +107,19 @@ export function connect(url: string, options: ClientOptions = {}): Promise<WsCli
     },
     isOpen: () => ws.readyState === WebSocket.OPEN,
     next(predicate = () => true, timeoutMs = DEFAULT_TIMEOUT) {
-      return new Promise<Message>((resolve, reject) => {
-        const check = (): boolean => {
-          const index = queue.findIndex(predicate);
-          if (index >= 0) {
-            const [message] = queue.splice(index, 1);
-            finish();
-            resolve(message!);
-            return true;
-          }
-          if (closed) {
-            finish();
-            reject(new Error(`socket closed (${closed.code} ${closed.reason}) before the expected message; queue: ${JSON.stringify(queue).slice(0, 500)}`));
-            return true;
-          }
-          return false;
-        };
-        const timer = setTimeout(() => {
-          finish();
-          reject(new Error(`no matching message within ${timeoutMs} ms; queue: ${JSON.stringify(queue).slice(0, 500)}`));
-        }, timeoutMs);
-        const wake = (): void => void check();
-        const finish = (): void => {
-          clearTimeout(timer);
-          messageWaiters.delete(wake);
-        };
-        if (!check()) messageWaiters.add(wake);
-      });
+      return waitOnMessages<Message>(timeoutMs, () => {
+        const index = queue.findIndex(predicate);
+        if (index >= 0) return { done: queue.splice(index, 1)[0]! };
+        if (closed) return { failed: `socket closed (${closed.code} ${closed.reason}) before the expected message; queue: ${JSON.stringify(queue).slice(0, 500)}` };
+        return null;
+      }, () => `no matching message within ${timeoutMs} ms; queue: ${JSON.stringify(queue).slice(0, 500)}`);
     },
     until(done, timeoutMs = DEFAULT_TIMEOUT) {
-      return new Promise<void>((resolve, reject) => {
-        const check = (): boolean => {
-          if (done(received)) {
-            finish();
-            resolve();
-            return true;
-          }
-          if (closed) {
-            finish();
-            reject(new Error(`socket closed (${closed.code} ${closed.reason}) before the condition held; ${received.length} received`));
-            return true;
-          }
-          return false;
-        };
-        const timer = setTimeout(() => {
-          finish();
-          reject(new Error(`condition not met within ${timeoutMs} ms; ${received.length} received, last: ${JSON.stringify(received.slice(-3)).slice(0, 500)}`));
-        }, timeoutMs);
-        const wake = (): void => void check();
-        const finish = (): void => {
-          clearTimeout(timer);
-          messageWaiters.delete(wake);
-        };
-        if (!check()) messageWaiters.add(wake);
-      });
+      return waitOnMessages<void>(timeoutMs, () => {
+        if (done(received)) return { done: undefined };
+        if (closed) return { failed: `socket closed (${closed.code} ${closed.reason}) before the condition held; ${received.length} received` };
+        return null;
+      }, () => `condition not met within ${timeoutMs} ms; ${received.length} received, last: ${JSON.stringify(received.slice(-3)).slice(0, 500)}`);
     },
     send(message) {
       ws.send(JSON.stringify(message));
