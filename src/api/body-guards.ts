@@ -62,26 +62,17 @@ function fieldNestedTooDeep(body: unknown, limit: number): string {
   return Object.entries(body).find(([, value]) => deeperThan(value, limit - 1))?.[0] ?? '';
 }
 
-/** Iterative, like every walk here: a body nested deeply must not overflow the stack. */
-function deeperThan(root: unknown, limit: number): boolean {
+/** Whether some object or array of the body passes `test` at its depth (the root's is 1). Iterative: a body nested deeply must not overflow the stack. */
+function someObject(root: unknown, test: (value: object, depth: number) => boolean): boolean {
   const pending: Array<[unknown, number]> = [[root, 1]];
   while (pending.length > 0) {
     const [value, depth] = pending.pop()!;
     if (value === null || typeof value !== 'object') continue;
-    if (depth > limit) return true;
+    if (test(value, depth)) return true;
     for (const child of Object.values(value)) pending.push([child, depth + 1]);
   }
   return false;
 }
 
-
-function holdsReservedKey(body: unknown): boolean {
-  const pending: unknown[] = [body];
-  while (pending.length > 0) {
-    const value = pending.pop();
-    if (value === null || typeof value !== 'object') continue;
-    if (Object.hasOwn(value, '__proto__')) return true;
-    for (const child of Object.values(value)) pending.push(child);
-  }
-  return false;
-}
+const deeperThan = (root: unknown, limit: number): boolean => someObject(root, (_, depth) => depth > limit);
+const holdsReservedKey = (body: unknown): boolean => someObject(body, (value) => Object.hasOwn(value, '__proto__'));

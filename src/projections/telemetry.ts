@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import type { Projection } from './projection.js';
-import type { RollupsTable } from './schema.js';
+import type { LatestReadingsTable, RollupsTable } from './schema.js';
 import type { Sql } from './sql.js';
 
 export const bucketSizes = ['minute', 'hour', 'day'] as const;
@@ -20,14 +20,8 @@ type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | '
 
 const HOUR_MS = 3_600_000;
 
-/** The newest reading of a device's sensor: newest timestamp, then latest position. */
-interface Latest {
-  ts: string;
-  seq: number;
-  value: number;
-  unit: string | null;
-  quality_score: number;
-}
+/** The newest reading of a device's sensor (newest timestamp, then latest position), as its row holds it. */
+type Latest = Omit<LatestReadingsTable, 'device_id' | 'sensor_type'>;
 
 interface Pending {
   device_id: string;
