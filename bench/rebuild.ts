@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { ManualClock } from '../src/domain/clock.js';
 import { parseEvent, streams, type DomainEvent, type EventMetadata } from '../src/domain/events.js';
-import { GENESIS_HASH, SqliteEventLog, chainHash, openDatabase, type SqliteDatabase } from '../src/eventlog/index.js';
+import { GENESIS_HASH, SqliteEventLog, chainHash, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from '../src/eventlog/index.js';
 import { migrateEventLog } from '../src/eventlog/schema.js';
 import { ProjectionRunner, createProjections } from '../src/projections/index.js';
 import { CATCH_UP_BATCH_SIZE } from '../src/projections/runner.js';
@@ -190,6 +190,7 @@ interface Fresh {
   file: string;
   db: SqliteDatabase;
   log: SqliteEventLog;
+  checkpointer: Checkpointer;
 }
 
 /** The rebuild: a new runner over a byte copy of the log, from position 0 to the head. */
@@ -199,13 +200,15 @@ function rebuildSide(source: Generated): Side<Fresh> {
       const file = join(source.file, '..', `rebuild-${round}.db`);
       copyFileSync(source.file, file);
       const db = openDatabase(file);
-      return { file, db, log: new SqliteEventLog(db, new ManualClock()) };
+      // As the server and npm run replay run it: checkpoints in a worker thread.
+      return { file, db, log: new SqliteEventLog(db, new ManualClock()), checkpointer: startCheckpointer(db) };
     },
-    run: async ({ db, log }) => {
+    run: async ({ db, log, checkpointer }) => {
       const runner = new ProjectionRunner(db, log, createProjections({ retentionDays: 30 }), silent);
       runner.start();
       await runner.waitFor(log.headPosition());
       await runner.stop();
+      await checkpointer.stop();
     },
     teardown: ({ file, db, log }) => {
       const checkpoints = db.prepare<[], { position: number }>(`SELECT position FROM projection_checkpoints`).all();

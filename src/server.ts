@@ -24,7 +24,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, openDatabase, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, openDatabase, startCheckpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 
 export interface RunningServer {
@@ -64,6 +64,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
+  const checkpointer = startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') });
   const log = new SqliteEventLog(db, clock);
   const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
@@ -115,6 +116,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       await automation.stop();
       await runner.stop();
       log.close();
+      await checkpointer.stop();
       db.close();
       logger.info('stopped');
     })());

@@ -1,3 +1,4 @@
+export { startCheckpointer, type Checkpointer } from './checkpointer.js';
 export { openDatabase, type SqliteDatabase } from './database.js';
 export { ConcurrencyError } from './errors.js';
 export { chainHash, GENESIS_HASH } from './hash.js';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { ManualClock } from '../domain/clock.js';
-import { SqliteEventLog, openDatabase, type EventLog, type SqliteDatabase } from '../eventlog/index.js';
+import { SqliteEventLog, openDatabase, startCheckpointer, type EventLog, type SqliteDatabase } from '../eventlog/index.js';
 import { digestReadModels } from './digest.js';
 import type { Projection } from './projection.js';
 import { ProjectionRunner } from './runner.js';
@@ -19,6 +19,7 @@ export async function rebuildAndCompare(
   logger: Logger,
 ): Promise<{ differing: string[]; live: Record<string, string>; rebuilt: Record<string, string> }> {
   const fresh = openDatabase(freshFile);
+  const checkpointer = startCheckpointer(fresh);
   try {
     const copyLog = new SqliteEventLog(fresh, new ManualClock());
     const insert = fresh.prepare(
@@ -41,6 +42,7 @@ export async function rebuildAndCompare(
     const current = digestReadModels(live.db, projections);
     return { differing: projections.map((p) => p.name).filter((name) => rebuilt[name] !== current[name]), live: current, rebuilt };
   } finally {
+    await checkpointer.stop();
     fresh.close();
   }
 }

@@ -1,0 +1,75 @@
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { WRITER_CHECKPOINT_PAGES } from '../../src/eventlog/checkpointer.js';
+import { openDatabase, startCheckpointer, type SqliteDatabase } from '../../src/eventlog/index.js';
+
+describe('background checkpointer', () => {
+  let dir: string;
+  let db: SqliteDatabase;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'checkpointer-'));
+    db = openDatabase(join(dir, 'data.db'));
+    db.exec('CREATE TABLE t (n INTEGER PRIMARY KEY, payload TEXT NOT NULL)');
+  });
+
+  afterEach(() => {
+    if (db.open) db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const writePages = (rows: number) => {
+    const insert = db.prepare<[string]>('INSERT INTO t (payload) VALUES (?)');
+    db.transaction(() => {
+      for (let i = 0; i < rows; i++) insert.run('x'.repeat(2_000));
+    })();
+  };
+
+  it('given commits in the WAL, when asked, then the worker copies every frame back into the database', async () => {
+    // hours of periodic checkpoints: only the one asked for runs during the test
+    const checkpointer = startCheckpointer(db, { everyMs: 3_600_000 });
+    try {
+      writePages(500);
+      const result = await checkpointer.checkpointNow();
+      expect(result.log).toBeGreaterThan(200);
+      expect(result.checkpointed).toBe(result.log);
+      expect(result.busy).toBe(0);
+    } finally {
+      await checkpointer.stop();
+    }
+  });
+
+  it('leaves the writer only its safety net: it checkpoints itself past a large WAL, not at every 1,000 pages', async () => {
+    expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(1_000);
+    const checkpointer = startCheckpointer(db, { everyMs: 3_600_000 });
+    try {
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(WRITER_CHECKPOINT_PAGES);
+      const databaseBytes = () => statSync(join(dir, 'data.db')).size;
+      writePages(5_000); // ~10 MB, ~2,500 pages: the default would have checkpointed inside this commit
+      expect(databaseBytes()).toBeLessThan(1_000_000);
+      await checkpointer.checkpointNow();
+      expect(databaseBytes()).toBeGreaterThan(9_000_000);
+    } finally {
+      await checkpointer.stop();
+    }
+  });
+
+  it('given it stopped, when the writer closes, then its connection was the last and the WAL is folded away', async () => {
+    const checkpointer = startCheckpointer(db, { everyMs: 3_600_000 });
+    writePages(50);
+    await checkpointer.stop();
+    db.close();
+    expect(existsSync(join(dir, 'data.db-wal'))).toBe(false);
+    await expect(checkpointer.checkpointNow()).rejects.toThrow();
+  });
+
+  it('does nothing for an in-memory database, which has no WAL', async () => {
+    const memory = openDatabase(':memory:');
+    const checkpointer = startCheckpointer(memory);
+    await expect(checkpointer.checkpointNow()).resolves.toEqual({ busy: 0, log: 0, checkpointed: 0 });
+    await checkpointer.stop();
+    memory.close();
+  });
+});
