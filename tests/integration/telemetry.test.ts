@@ -245,6 +245,13 @@ describe('telemetry', () => {
       ['a submission timestamp that is not a date', () => ({ sensor_readings: { temperature: 1 }, timestamp: 'now' }), 'timestamp'],
       ['a submission timestamp on a day the month lacks (Feb 30)', () => ({ sensor_readings: { temperature: 1 }, timestamp: '2026-02-30T00:00:00Z' }), 'timestamp'],
       ['a reading at 24:00', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2026-01-10T24:00:00Z' }] }), 'sensor_readings.0.timestamp'],
+      ['a reading at 24:00 written in full UTC milliseconds', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2026-01-10T24:00:00.000Z' }] }), 'sensor_readings.0.timestamp'],
+      ['a reading on Feb 30 written in full UTC milliseconds', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2026-02-30T10:00:00.000Z' }] }), 'sensor_readings.0.timestamp'],
+      [
+        'a real time, then the same day rolled over, in one submission',
+        () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2026-02-28T10:00:00.000Z' }, { sensor_type: 'temperature', value: 1, timestamp: '2026-02-29T10:00:00.000Z' }] }),
+        'sensor_readings.1.timestamp',
+      ],
       ['a reading on Feb 29 of a common year', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2025-02-29' }] }), 'sensor_readings.0.timestamp'],
       ['a reading more than 5 minutes ahead', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: at(server, 5 * MINUTE + 1000) }] }), 'sensor_readings.0.timestamp'],
       ['a submission timestamp more than 5 minutes ahead', () => ({ sensor_readings: { temperature: 1 }, timestamp: at(server, 6 * MINUTE) }), 'timestamp'],
