@@ -26,11 +26,28 @@ function existsAsWritten(value: string): boolean {
   return Number(month) >= 1 && Number(month) <= 12 && Number(day) >= 1 && Number(day) <= daysInMonth && Number(hour) <= 23 && Number(minute) <= 59 && Number(second) <= 59;
 }
 
+const UTC_MILLISECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/**
+ * Already UTC milliseconds, as devices mostly send it: such a time is real exactly when it
+ * survives the round trip (a rolled-over Feb 30 or 24:00 comes back as another string).
+ * The readings of a submission share their times, so the last answer is kept.
+ */
+let lastChecked = { value: '', real: false };
+function realUtcMilliseconds(value: string): boolean {
+  if (value !== lastChecked.value) {
+    const time = Date.parse(value);
+    lastChecked = { value, real: !Number.isNaN(time) && new Date(time).toISOString() === value };
+  }
+  return lastChecked.real;
+}
+
 /** An ISO 8601 date or date-time (UTC when it names no zone), normalised to UTC milliseconds. */
 export const isoDate = z
   .string()
   .regex(ISO_8601, 'an ISO 8601 date or date-time')
   .transform((value, ctx) => {
+    if (UTC_MILLISECONDS.test(value) && realUtcMilliseconds(value)) return value;
     const zoned = /T/i.test(value) && !/(Z|[+-]\d{2}:?\d{2})$/i.test(value) ? `${value}Z` : value;
     const time = Date.parse(zoned);
     if (Number.isNaN(time) || !existsAsWritten(value)) {
