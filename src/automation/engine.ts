@@ -6,6 +6,7 @@ import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime, type V
 import type { RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
 import { decodeRule, dueActions, enabledRules, findExecution, findRule, type RuleRow } from '../projections/rules.js';
+import { streamOwner } from '../projections/stream-owners.js';
 import { latestReadings } from '../projections/telemetry-queries.js';
 import type { ActionRunner } from './actions.js';
 import { concerns, dependsOnTime, deviceOf, devicesIn, matchedFacts } from './facts.js';
@@ -91,9 +92,14 @@ export class AutomationEngine {
       if (event.position <= this.checkpoint) continue;
       this.observeFacts(event);
       if (event.type === 'rule.created' || event.type === 'rule.updated' || event.type === 'rule.deleted') this.onRuleChanged(event);
+      let owner: string | null | undefined; // looked up for the first rule the event concerns
       for (const rule of this.loadedRules()) {
         const condition = rule.definition.trigger_conditions;
         if (!condition || rule.definition.schedule || !concerns(condition, event)) continue;
+        // A rule sees what its owner sees, as its dry run does: an event leaf naming no device
+        // would otherwise fire on every user's events and show them in its executions.
+        if (owner === undefined) owner = streamOwner(this.services.sql, event.stream_id)?.user_id ?? null;
+        if (owner !== rule.row.user_id) continue;
         // Fired for this very event before a crash (the firing is already in the log), or the
         // event is older than the rule's current definition: either way, not this rule's to judge.
         if (rule.row.last_cause_position >= event.position) continue;

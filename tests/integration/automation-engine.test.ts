@@ -219,6 +219,20 @@ describe('automation engine with the injected clock', () => {
       expect(Date.parse(history[1]!.triggered_at) - Date.parse(history[0]!.triggered_at)).toBeGreaterThanOrEqual(120 * SECOND);
     });
 
+    it("an event trigger naming no device fires on its owner's events only, never on another user's", async () => {
+      const stranger = await registerUser(api, uniqueName('estranger'));
+      const theirs = await deviceOf(api, stranger);
+      const mine = await deviceOf(api, owner);
+      const rule = await createRule({ trigger_conditions: { type: 'event', event_type: 'readings.recorded' }, actions: [alertAction('any reading')] });
+      await reading(theirs, 20);
+      expect(await executions(rule.id)).toHaveLength(0);
+      expect(await ruleAlerts(rule.id)).toHaveLength(0);
+      await reading(mine, 20);
+      const history = await executions(rule.id);
+      expect(history).toHaveLength(1);
+      expect(history[0]!.matched['event']).toEqual({ type: 'readings.recorded', device_id: mine.id });
+    });
+
     it('a device_status trigger fires when the device goes offline', async () => {
       const quick = await deviceOf(api, owner);
       const rule = await createRule({ trigger_conditions: { type: 'device_status', device_id: quick.id, status: 'offline' }, actions: [alertAction('gone')] });
