@@ -127,9 +127,9 @@ export function batchStatusCounts(sql: Sql, batchId: string, userId: string | nu
 }
 
 /** Counts by status, success rate (executed of finished by the device) and mean queued→executed latency. */
-export function commandStats(sql: Sql, deviceIds: readonly string[], since?: string) {
+export function commandStats(sql: Sql, deviceIds: readonly string[], range?: { start: string; end: string }) {
   let query = q.selectFrom('commands').where('device_id', 'in', deviceIds.length ? deviceIds : ['']);
-  if (since) query = query.where('created_at', '>=', since);
+  if (range) query = query.where('created_at', '>=', range.start).where('created_at', '<=', range.end);
   const byStatus = sql.all(query.select(['status', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('status'));
   const latency = sql.first(
     query

@@ -192,12 +192,19 @@ export const dueActions = (sql: Sql, now: string) =>
 export const findExecution = (sql: Sql, id: string) => sql.first(q.selectFrom('rule_executions').selectAll().where('id', '=', id));
 
 /** Rules of a scope's user: how many, how many enabled, how many firings in a range. */
-export function ruleCounts(sql: Sql, userId: string | null, start: string, end: string) {
+/** Rules naming a device of the list in a condition or an action. */
+const namingAnyOf = (deviceIds: readonly string[]) =>
+  raw<boolean>`exists (select 1 from json_each(${JSON.stringify(deviceIds)}) as scoped where instr(rules.device_ids, ',' || scoped.value || ',') > 0)`;
+
+/** Rule counts of a user (null: everyone's); with devices, only the rules naming one of them. */
+export function ruleCounts(sql: Sql, scope: { userId: string | null; start: string; end: string; deviceIds: readonly string[] | null }) {
   let rules = q.selectFrom('rules');
-  if (userId !== null) rules = rules.where('user_id', '=', userId);
+  if (scope.userId !== null) rules = rules.where('user_id', '=', scope.userId);
+  if (scope.deviceIds !== null) rules = rules.where(namingAnyOf(scope.deviceIds));
   const counts = sql.first(rules.select([(eb) => eb.fn.countAll<number>().as('total'), (eb) => eb.fn.coalesce(eb.fn.sum<number>('is_enabled'), raw<number>`0`).as('enabled')]));
-  let firings = q.selectFrom('rule_executions').where('triggered_at', '>=', start).where('triggered_at', '<=', end);
-  if (userId !== null) firings = firings.where('user_id', '=', userId);
+  let firings = q.selectFrom('rule_executions').where('triggered_at', '>=', scope.start).where('triggered_at', '<=', scope.end);
+  if (scope.userId !== null) firings = firings.where('user_id', '=', scope.userId);
+  if (scope.deviceIds !== null) firings = firings.where('rule_id', 'in', q.selectFrom('rules').select('id').where(namingAnyOf(scope.deviceIds)));
   const triggered = sql.first(firings.select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
   return { total: counts?.total ?? 0, enabled: counts?.enabled ?? 0, triggered };
 }

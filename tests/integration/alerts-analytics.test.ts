@@ -422,6 +422,32 @@ describe('alerts and analytics', () => {
       expect(old.readings.by_sensor).toMatchObject([{ sensor_type: 'humidity', count: 1, avg: 1000, min: 1000, max: 1000, stddev: 0 }]);
     });
 
+    it('counts rules and commands within the scope and the range', async () => {
+      const quinn = await registerUser(api, uniqueName('quinn'));
+      const group = await createGroup(api, quinn.token);
+      const inGroup = await deviceOf(api, quinn, { group_id: group.id });
+      const elsewhere = await deviceOf(api, quinn);
+      const ruleOn = async (device: { id: string }) => {
+        const body = { name: uniqueName('rule'), trigger_conditions: { type: 'reading', device_id: device.id, sensor_type: 'temperature', operator: '>', value: 50 }, actions: [{ type: 'alert', severity: 'info', message: 'hot' }] };
+        expect((await api.post('/api/automation/rules', body, { token: quinn.token })).status).toBe(201);
+      };
+      await ruleOn(inGroup);
+      await ruleOn(elsewhere);
+      await ruleOn(elsewhere);
+      expect((await api.post(`/api/devices/${inGroup.id}/commands`, { command_type: 'reboot' }, { token: quinn.token })).status).toBe(202);
+
+      expect((await analytics(quinn.token)).rules).toMatchObject({ total: 3, enabled: 3 });
+      expect((await analytics(quinn.token, `device_id=${inGroup.id}`)).rules).toMatchObject({ total: 1, enabled: 1 });
+      expect((await analytics(quinn.token, `group_id=${group.id}`)).rules).toMatchObject({ total: 1, enabled: 1 });
+      expect((await analytics(quinn.token, `device_id=${elsewhere.id}`)).rules).toMatchObject({ total: 2, enabled: 2 });
+      const empty = await createGroup(api, quinn.token);
+      expect((await analytics(quinn.token, `group_id=${empty.id}`)).rules).toEqual({ total: 0, enabled: 0, triggered: 0 });
+
+      expect((await analytics(quinn.token, `device_id=${inGroup.id}`)).commands.total).toBe(1);
+      const before = await analytics(quinn.token, `device_id=${inGroup.id}&start_date=2020-01-01&end_date=2020-01-02`);
+      expect(before.commands.total).toBe(0);
+    });
+
     it('covers only the user’s own devices: 404 for another user’s device or group', async () => {
       const bobsOwn = await analytics(bob.token);
       expect(bobsOwn.devices.total).toBe(0);

@@ -59,8 +59,8 @@ export function alertRoutes(services: Services) {
           data: {
             devices: deviceCounts(services.sql, ids),
             readings: readingAnalytics(services.sql, scope),
-            commands: commandStats(services.sql, ids, start),
-            rules: ruleCounts(services.sql, scopeUser, start, end),
+            commands: commandStats(services.sql, ids, { start, end }),
+            rules: ruleCounts(services.sql, { userId: scopeUser, start, end, deviceIds: query.device_id || query.group_id ? ids : null }),
             alerts: alertAnalytics(services.sql, { ...scope, fleetWide: !query.device_id && !query.group_id }),
           },
         };
