@@ -467,9 +467,10 @@ describe('alerts and analytics', () => {
       expect(data.readings.by_sensor[0]!.stddev).toBe(0);
     });
 
-    it('refuses a start after the end and bad dates with 400', async () => {
+    it('refuses a start after the end, bad dates, and a device with a group with 400', async () => {
       expectValidation(await api.get(`/api/analytics?start_date=${iso(hour(1))}&end_date=${iso(hour(3))}`, { token: dana.token }), 'start_date');
       expectValidation(await api.get('/api/analytics?end_date=tomorrow', { token: dana.token }), 'end_date');
+      expectValidation(await api.get(`/api/analytics?device_id=${d1.id}&group_id=${groupId}`, { token: dana.token }), 'group_id');
     });
 
     it('forgets a deleted device: its counts, readings and alerts leave analytics and alert lists', async () => {

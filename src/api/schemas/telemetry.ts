@@ -101,7 +101,9 @@ export const alert = z.object({
 
 export const analyticsQuery = dateRange
   .extend({ device_id: z.string().max(64).optional(), group_id: z.string().max(64).optional() })
-  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] })
+  // Either would silently win over the other; a client asking for both means something neither answers.
+  .refine((query) => !(query.device_id && query.group_id), { message: 'give device_id or group_id, not both', path: ['group_id'] });
 
 const counts = z.record(z.string(), z.number().int());
 export const analytics = z.object({
