@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage } from 'node:http';
 import type { RequestHandler } from 'express';
 import { DomainError } from '../domain/errors.js';
@@ -17,16 +18,23 @@ import { DomainError } from '../domain/errors.js';
  */
 export const MAX_BODY_DEPTH = 136;
 
+const notUtf8 = new WeakSet<IncomingMessage>();
 const tooDeep = new WeakSet<IncomingMessage>();
 const reservedKeyCandidates = new WeakSet<IncomingMessage>();
 
-/** express.json's `verify`: notes bodies nested too deep, and those that could hold the reserved key. */
+/** express.json's `verify`: notes bodies that are not UTF-8, nested too deep, or could hold the reserved key. */
 export function inspectBody(req: IncomingMessage, _res: unknown, body: Buffer): void {
+  // The decoder would store U+FFFD for each bad byte: the client's data, silently changed.
+  if (!isUtf8(body)) notUtf8.add(req);
   if (nestedDeeperThan(body, MAX_BODY_DEPTH)) tooDeep.add(req);
   if (body.includes('__proto__') || body.includes('\\u')) reservedKeyCandidates.add(req);
 }
 
 export const refuseHostileBodies: RequestHandler = (req, _res, next) => {
+  if (notUtf8.has(req)) {
+    next(new DomainError('validation_failed', 'the body is not valid UTF-8', [{ path: '', message: 'invalid UTF-8' }]));
+    return;
+  }
   if (tooDeep.has(req)) {
     const path = fieldNestedTooDeep(req.body, MAX_BODY_DEPTH);
     next(new DomainError('validation_failed', `the body is nested more than ${MAX_BODY_DEPTH} levels deep`, [{ path, message: 'nested too deep' }]));

@@ -80,6 +80,20 @@ describe('hostile input and protocol errors', () => {
       expect(await headPosition(api)).toBe(before);
     });
 
+    it('refuses a body whose bytes are not valid UTF-8 with 400, rather than store replacement characters', async () => {
+      const before = await headPosition(api);
+      const valid = Buffer.from('{"name": "caf\u00e9", "device_type": "sensor"}', 'utf8');
+      const broken = Buffer.concat([Buffer.from('{"name": "caf'), Buffer.from([0xc3, 0x28]), Buffer.from('", "device_type": "sensor"}')]);
+      const post = (body: Buffer) => fetch(`${server.url}/api/devices`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${user.token}` }, body });
+      const refused = await post(broken);
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'validation_failed', message: 'the body is not valid UTF-8' });
+      expect(await headPosition(api)).toBe(before);
+      const accepted = await post(valid);
+      expect(accepted.status).toBe(201);
+      expect(((await accepted.json()) as { data: { name: string } }).data.name).toBe('caf\u00e9');
+    });
+
     it('accepts application/json with a UTF-8 charset', async () => {
       const name = uniqueName('charset');
       const raw = JSON.stringify({ username: name, email: `${name}@example.com`, password: 'correct horse' });
