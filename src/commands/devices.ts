@@ -2,7 +2,7 @@ import { fold } from '../domain/decider.js';
 import { deviceDecider, type DeviceChanges } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
-import { streams, type DeviceAttributes } from '../domain/events.js';
+import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
@@ -142,6 +142,33 @@ export function requireUser(principal: Principal): string {
 /** Heard from last: its last reading or heartbeat, or its coming online (a connect alone is one). */
 const lastHeard = (...times: Array<string | undefined>): string | null => times.filter((t): t is string => t !== undefined).sort().pop() ?? null;
 
+/** The firmware an event sets, as the devices read model applies it (undefined: it sets none). */
+function firmwareSetBy(event: RecordedEvent): string | null | undefined {
+  switch (event.type) {
+    case 'device.registered':
+      return event.data.firmware_version;
+    case 'device.updated':
+      return event.data.changes.firmware_version;
+    case 'device.heartbeat':
+      return event.data.firmware_version ?? undefined;
+    case 'device.firmware_progress':
+      return event.data.status === 'done' ? event.data.version : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** The firmware a device ran at `until`: whichever of its registration, an update, a heartbeat or a finished install set it last. */
+async function firmwareAsOf(services: Services, telemetry: string, until: string, deviceEvents: readonly RecordedEvent[]): Promise<string | null | undefined> {
+  const setters = [
+    deviceEvents.filter((e) => firmwareSetBy(e) !== undefined).pop(),
+    await services.log.lastInStream(telemetry, until, { types: ['device.heartbeat'], field: 'firmware_version' }),
+    await services.log.lastInStream(telemetry, until, { types: ['device.firmware_progress'], field: 'status', equals: 'done' }),
+  ].filter((event): event is RecordedEvent => event !== undefined && event !== null);
+  const last = setters.sort((a, b) => a.position - b.position).pop();
+  return last ? firmwareSetBy(last) : undefined;
+}
+
 /**
  * The device as it was at `asOf`, folded from its own events (last_seen from its last
  * reading or heartbeat then); also for a device deleted since, to its owner and admins.
@@ -156,14 +183,19 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
   const first = events[0]!;
   const last = events[events.length - 1]!;
   const connectivity = events.filter((e) => e.type === 'device.came_online' || e.type === 'device.went_offline').pop();
-  const heard = await services.log.lastInStream(streams.telemetry(deviceId), until);
-  const reported = heard?.type === 'readings.recorded' || heard?.type === 'device.heartbeat' ? heard.data.device_status : null;
+  const telemetry = streams.telemetry(deviceId);
+  const heard = await services.log.lastInStream(telemetry, until);
+  // As the read models keep them: the last status reported, and the firmware last set in either stream.
+  const statusReport = await services.log.lastInStream(telemetry, until, { types: ['readings.recorded', 'device.heartbeat'], field: 'device_status' });
+  const reported = statusReport?.type === 'readings.recorded' || statusReport?.type === 'device.heartbeat' ? statusReport.data.device_status : null;
+  const firmware = await firmwareAsOf(services, telemetry, until, events);
   const online = connectivity?.type === 'device.came_online' ? 'online' : 'offline';
   const stated = events.filter((e) => e.type === 'device.state_reported').pop();
   return {
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
+    firmware_version: firmware ?? state.attributes.firmware_version,
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
     last_seen: lastHeard(heard?.recorded_at, events.filter((e) => e.type === 'device.came_online').pop()?.recorded_at),

@@ -6,7 +6,7 @@ import type { SqliteDatabase } from './database.js';
 import { ConcurrencyError } from './errors.js';
 import { GENESIS_HASH, chainHash, type HashedFields } from './hash.js';
 import { migrateEventLog } from './schema.js';
-import type { AppendOptions, AppendRequest, AppendResult, EventLog, ExpectedVersion, ReadAllFilter, VerifyResult } from './types.js';
+import type { AppendOptions, AppendRequest, AppendResult, EventLog, EventMatch, ExpectedVersion, ReadAllFilter, VerifyResult } from './types.js';
 
 interface StoredRow extends HashedFields {
   hash: string;
@@ -170,10 +170,18 @@ export class SqliteEventLog implements EventLog {
     return this.statements.readStream.all(streamId, options.until ?? '9999').map((row) => toRecorded(row));
   }
 
-  async lastInStream(streamId: string, until: string): Promise<RecordedEvent | null> {
+  async lastInStream(streamId: string, until: string, matching?: EventMatch): Promise<RecordedEvent | null> {
+    if (!matching) {
+      const row = this.db.prepare<[string, string], StoredRow>(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version DESC LIMIT 1`).get(streamId, until);
+      return row ? toRecorded(row) : null;
+    }
     const row = this.db
-      .prepare<[string, string], StoredRow>(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version DESC LIMIT 1`)
-      .get(streamId, until);
+      .prepare<[{ stream: string; until: string; types: string; path: string; equals: string | null }], StoredRow>(
+        `SELECT * FROM events WHERE stream_id = @stream AND recorded_at <= @until AND type IN (SELECT value FROM json_each(@types))
+           AND json_extract(data, @path) IS NOT NULL AND (@equals IS NULL OR json_extract(data, @path) = @equals)
+         ORDER BY version DESC LIMIT 1`,
+      )
+      .get({ stream: streamId, until, types: JSON.stringify(matching.types), path: `$.${matching.field}`, equals: matching.equals ?? null });
     return row ? toRecorded(row) : null;
   }
 

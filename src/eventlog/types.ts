@@ -1,5 +1,5 @@
 import type { Observable } from 'rxjs';
-import type { DomainEvent, EventMetadata, RecordedEvent } from '../domain/events.js';
+import type { DomainEvent, EventMetadata, EventType, RecordedEvent } from '../domain/events.js';
 
 /**
  * How a writer states what it believes about a stream: enforced atomically by the store,
@@ -52,8 +52,11 @@ export type VerifyResult =
 export interface EventLog {
   append(requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult>;
   readStream(streamId: string, options?: { until?: string }): Promise<RecordedEvent[]>;
-  /** The last event of a stream recorded at or before `until` (ISO), if any. */
-  lastInStream(streamId: string, until: string): Promise<RecordedEvent | null>;
+  /**
+   * The last event of a stream recorded at or before `until` (ISO), if any; with `matching`,
+   * the last of those types whose data field is present (and equals the value, when given).
+   */
+  lastInStream(streamId: string, until: string, matching?: EventMatch): Promise<RecordedEvent | null>;
   readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
   countEvents(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): Promise<number>;
   streamVersion(streamId: string): Promise<number>;
@@ -64,4 +67,11 @@ export interface EventLog {
   /** Committed events in position order, emitted only after their transaction committed. */
   readonly committed$: Observable<readonly RecordedEvent[]>;
   close(): void;
+}
+
+/** Events of some types whose data holds a field (not null), or holds it with a given value. */
+export interface EventMatch {
+  types: readonly EventType[];
+  field: string;
+  equals?: string;
 }

@@ -679,6 +679,39 @@ describe('devices', () => {
       expectError(await asOf(plus(t2, 30_000), bob.token), 404, 'not_found');
     });
 
+    it('answers the firmware and reported status a heartbeat gave, as the live device and status show them', async () => {
+      const device = await createDevice(api, alice.token, { name: 'Reporter', firmware_version: '1.0.0' });
+      const token = device.credentials.auth_token;
+      server.clock.advance(MINUTE);
+      const before = server.clock.now().toISOString();
+      server.clock.advance(MINUTE);
+      expect((await api.post(`/api/devices/${device.id}/heartbeat`, { firmware_version: '2.0.0', device_status: { battery: 80 } }, { token })).status).toBe(200);
+      server.clock.advance(MINUTE);
+      // A later reading that reports no status leaves the last reported one in place.
+      expect((await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token })).status).toBe(201);
+      server.clock.advance(MINUTE);
+      const now = encodeURIComponent(server.clock.now().toISOString());
+      type Status = { health: { last_reported: unknown }; operational_state: { firmware_version: string | null } };
+
+      const live = (await api.get<Data<Device>>(`/api/devices/${device.id}`, { token: alice.token })).body.data;
+      const then = (await api.get<Data<Device>>(`/api/devices/${device.id}?as_of=${now}`, { token: alice.token })).body.data;
+      expect(live.firmware_version).toBe('2.0.0');
+      expect(then.firmware_version).toBe('2.0.0');
+      const liveStatus = (await api.get<Data<Status>>(`/api/devices/${device.id}/status`, { token: alice.token })).body.data;
+      const statusThen = (await api.get<Data<Status>>(`/api/devices/${device.id}/status?as_of=${now}`, { token: alice.token })).body.data;
+      expect(liveStatus.health.last_reported).toEqual({ battery: 80 });
+      expect(statusThen.health.last_reported).toEqual({ battery: 80 });
+      expect(statusThen.operational_state.firmware_version).toBe('2.0.0');
+
+      const earlier = (await api.get<Data<Device>>(`/api/devices/${device.id}?as_of=${encodeURIComponent(before)}`, { token: alice.token })).body.data;
+      expect(earlier.firmware_version).toBe('1.0.0');
+      // An edit made after the heartbeat wins over it, as it does in the live device.
+      expect((await api.put(`/api/devices/${device.id}`, { firmware_version: '3.0.0' }, { token: alice.token })).status).toBe(200);
+      server.clock.advance(MINUTE);
+      const later = encodeURIComponent(server.clock.now().toISOString());
+      expect((await api.get<Data<Device>>(`/api/devices/${device.id}?as_of=${later}`, { token: alice.token })).body.data.firmware_version).toBe('3.0.0');
+    });
+
     it('lets a device token read its own device as of a past time', async () => {
       const device = await createDevice(api, alice.token, { name: 'Self historian' });
       server.clock.advance(MINUTE);
