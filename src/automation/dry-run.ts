@@ -14,18 +14,33 @@ export interface SimulatedFiring {
 }
 
 const MAX_FIRINGS = 1_000;
+/**
+ * Moments the simulation may look at (schedule occurrences, ticks, events): it runs on the
+ * event loop, and a one-second schedule over a year would otherwise be 31 million looks.
+ */
+export const MAX_LOOKS = 200_000;
+
+export interface Simulation {
+  firings: SimulatedFiring[];
+  /** False when it stopped at MAX_FIRINGS firings or MAX_LOOKS looks, before the end of the range. */
+  complete: boolean;
+  /** How far it got: the end of the range when complete. */
+  until: string;
+}
 
 /**
  * Replays recorded history through a draft rule, purely: when it would have fired and what
  * it would have done. Facts are rebuilt from the events themselves (readings, statuses);
  * for_seconds is checked at each event's moment; schedules run at their occurrences.
  */
-export function simulate(definition: RuleDefinition, events: readonly RecordedEvent[], start: string, end: string): SimulatedFiring[] {
+export function simulate(definition: RuleDefinition, events: readonly RecordedEvent[], start: string, end: string): Simulation {
   const readings = new Map<string, number>();
   const statuses = new Map<string, string>();
   const devices = new Map<string, DeviceStatusParts>();
   const firings: SimulatedFiring[] = [];
   let runtime: RuleRuntime = initialRuntime();
+  let looks = 0;
+  const mayGoOn = () => firings.length < MAX_FIRINGS && looks < MAX_LOOKS;
   const condition = definition.trigger_conditions;
   const factsAt = (at: string, event: Facts['event']): Facts => ({ now: new Date(at), readings, statuses, holdingSince: new Map(), event });
   const record = (facts: Facts, cause: SimulatedFiring['cause']) => {
@@ -39,7 +54,9 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   };
   let scheduled = definition.schedule ? nextRun(definition.schedule, Date.parse(start)) : null;
   const runScheduleUntil = (limit: number) => {
-    while (definition.schedule && scheduled !== null && scheduled <= limit && firings.length < MAX_FIRINGS) {
+    while (definition.schedule && scheduled !== null && scheduled <= limit && mayGoOn()) {
+      looks += 1;
+      lastMoment = scheduled;
       const facts = factsAt(new Date(scheduled).toISOString(), null);
       if (!condition || evaluate(condition, facts)) {
         const gated = gate(definition.cooldown_seconds, runtime, scheduled);
@@ -52,7 +69,8 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   // Between events the engine still looks on its ticks: when a for_seconds window completes, and each minute for time windows.
   const tickUntil = (limit: number) => {
     if (!condition || definition.schedule || !dependsOnTime(condition)) return;
-    for (let at = nextTick(condition, runtime, lastMoment); at !== null && at <= limit && firings.length < MAX_FIRINGS; at = nextTick(condition, runtime, at)) {
+    for (let at = nextTick(condition, runtime, lastMoment); at !== null && at <= limit && mayGoOn(); at = nextTick(condition, runtime, at)) {
+      looks += 1;
       const facts = factsAt(new Date(at).toISOString(), null);
       const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
       runtime = observed.runtime;
@@ -62,9 +80,10 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   };
   let lastMoment = Date.parse(start);
   for (const event of events) {
-    if (firings.length >= MAX_FIRINGS) break;
     runScheduleUntil(Date.parse(event.recorded_at) - 1);
     tickUntil(Date.parse(event.recorded_at));
+    if (!mayGoOn()) break;
+    looks += 1;
     lastMoment = Math.max(lastMoment, Date.parse(event.recorded_at));
     learn(event, readings, devices, statuses);
     if (!condition || definition.schedule || !concerns(condition, event)) continue;
@@ -75,7 +94,8 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   }
   runScheduleUntil(Date.parse(end));
   tickUntil(Date.parse(end));
-  return firings;
+  const complete = mayGoOn();
+  return { firings, complete, until: complete ? end : new Date(lastMoment).toISOString() };
 }
 
 const MINUTE_MS = 60_000;

@@ -50,14 +50,28 @@ export class Rules {
     await this.services.locks.owners.run(`rules:${rule.user_id}`, () => handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'delete_rule' }, context));
   }
 
+  /** A draft for a dry run is checked as a rule is (its references are the user's), except for conflicts. */
+  checkDraft(userId: string, definition: RuleDefinition): void {
+    refuseProblems(this.problemsOf(null, userId, definition).map((p) => ({ ...p, path: `rule.${p.path}` })));
+  }
+
   /** Everything a rule refers to must exist and be the owner's; its logic must be able to run. */
   private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean): void {
+    refuseProblems(this.problemsOf(ruleId, userId, definition));
+    if (!allowConflicts && definition.is_enabled) this.refuseConflicts(ruleId, userId, definition);
+  }
+
+  /** What is wrong with a definition, by path; `ruleId` is null for a draft that is no rule yet. */
+  private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition): ErrorDetail[] {
     const problems: ErrorDetail[] = [];
     const own = (device: string | undefined) => {
       const found = device ? findDevice(this.services.sql, device) : undefined;
       return found !== undefined && found.user_id === userId;
     };
     if (!definition.trigger_conditions && !definition.schedule) problems.push({ path: 'trigger_conditions', message: 'a rule needs trigger_conditions, a schedule, or both' });
+    if (definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
+      problems.push({ path: 'trigger_conditions', message: 'a condition naming nothing never changes, so it could never fire' });
+    }
     if (definition.trigger_conditions) {
       for (const { path, leaf } of leavesOf(definition.trigger_conditions)) {
         const at = path.replace(/^root/, 'trigger_conditions');
@@ -80,22 +94,30 @@ export class Rules {
         problems.push({ path: 'schedule.cron', message: error instanceof Error ? error.message : 'not a valid cron expression' });
       }
     }
+    if (ruleId !== null) {
+      const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
+      const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
+      if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
+    }
+    return problems;
+  }
+
+  private refuseConflicts(ruleId: string, userId: string, definition: RuleDefinition): void {
     const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
-    const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
-    if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
-    if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);
-    if (!allowConflicts && definition.is_enabled) {
-      const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : devicesOfGroupTree(this.services.sql, userId, action.group_id!));
-      const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other), targetsOf));
-      if (conflicts.length > 0) {
-        throw new DomainError(
-          'rule_conflict',
-          'an enabled rule with an overlapping trigger sends a contradicting command to the same device',
-          conflicts.map((c) => ({ path: 'actions', message: `conflicts with rule ${c.id} (${c.name})`, rule_id: c.id, name: c.name })),
-        );
-      }
+    const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : devicesOfGroupTree(this.services.sql, userId, action.group_id!));
+    const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other), targetsOf));
+    if (conflicts.length > 0) {
+      throw new DomainError(
+        'rule_conflict',
+        'an enabled rule with an overlapping trigger sends a contradicting command to the same device',
+        conflicts.map((c) => ({ path: 'actions', message: `conflicts with rule ${c.id} (${c.name})`, rule_id: c.id, name: c.name })),
+      );
     }
   }
+}
+
+function refuseProblems(problems: ErrorDetail[]): void {
+  if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);
 }
 
 /** The chain of enable_rule actions from this rule back to itself, if there is one (each rule explored once). */

@@ -134,9 +134,20 @@ function evaluateLeaf(leaf: Leaf, facts: Facts, path: string): boolean {
   }
 }
 
+/** One formatter per zone: building one costs a hundred times more than formatting with it. Zones are validated, so few. */
+const formatters = new Map<string, Intl.DateTimeFormat>();
+function formatterFor(timeZone: string): Intl.DateTimeFormat {
+  let formatter = formatters.get(timeZone);
+  if (!formatter) {
+    formatter = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formatters.set(timeZone, formatter);
+  }
+  return formatter;
+}
+
 /** The local weekday and minute of the day in a time zone. */
 export function localTime(now: Date, timeZone: string): { day: (typeof weekdays)[number]; minutes: number } {
-  const parts = new Intl.DateTimeFormat('en-US', { timeZone, weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(now);
+  const parts = formatterFor(timeZone).formatToParts(now);
   const get = (type: string) => parts.find((p) => p.type === type)?.value ?? '';
   const day = get('weekday').toLowerCase().slice(0, 3) as (typeof weekdays)[number];
   return { day, minutes: Number(get('hour')) * 60 + Number(get('minute')) };

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_LOOKS } from '../../src/automation/dry-run.js';
 import { client, registerUser, type Answer } from '../helpers/client.js';
 import { createGroup, expectError, expectValidation, uniqueName, type Data, type List } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -169,12 +170,13 @@ describe('automation over HTTP', () => {
       expect((await api.get<List<Command>>(`/api/commands?device_id=${device.id}`, { token: owner.token })).body.data).toHaveLength(2);
       expect((await api.get<List<Alert>>(`/api/alerts?device_id=${device.id}`, { token: owner.token })).body.data).toHaveLength(2);
 
-      // A range before the crossings holds none; another user's dry run sees none of this history.
+      expect(dry.body.data).toMatchObject({ complete: true, simulated_until: endedAt });
+
+      // A range before the crossings holds none; another user may not name these devices, as in a rule of theirs.
       const early = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: startedAt, end_date: new Date(Date.parse(firedAt) - 1).toISOString() }, { token: owner.token });
       expect(early.body.data.count).toBe(0);
       const foreign = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: startedAt, end_date: endedAt }, { token: stranger.token });
-      expect(foreign.status).toBe(200);
-      expect(foreign.body.data.count).toBe(0);
+      expectValidation(foreign, 'rule.trigger_conditions.all.0.device_id');
     });
 
     it('a dry run of a for_seconds rule answers the firing the engine made', async () => {
@@ -216,6 +218,26 @@ describe('automation over HTTP', () => {
       expectValidation(bad, 'rule.trigger_conditions');
       const reversed = await api.post(`${RULES}/test`, { rule: withCooldown, start_date: end, end_date: startedAt }, { token: owner.token });
       expectValidation(reversed, 'start_date');
+    });
+
+    it('a dry run that would look at millions of moments stops at its bound and says how far it got', async () => {
+      // Every second for a century, held back by a one-minute weekly window: without a bound, years of work on the event loop.
+      const rare = { name: 'rare', schedule: { every_seconds: 1 }, trigger_conditions: { type: 'time', days: ['mon'], after: '23:59', before: '00:00' }, actions: [alert()] };
+      const dry = await api.post<Data<DryRun & { complete: boolean; simulated_until: string }>>(`${RULES}/test`, { rule: rare, start_date: '2000-01-01', end_date: '2099-12-31' }, { token: owner.token });
+      expect(dry.status, JSON.stringify(dry.body)).toBe(200);
+      expect(dry.body.data.complete).toBe(false);
+      // 200,000 one-second looks, the first a second after the start: a little over two days.
+      expect(dry.body.data.simulated_until).toBe(new Date(Date.parse('2000-01-01T00:00:00.000Z') + MAX_LOOKS * SECOND).toISOString());
+      expect((await api.get('/api/health')).status).toBe(200);
+    });
+
+    it('refuses a trigger that names nothing, in a rule or a dry run: it never changes, so it could never fire', async () => {
+      const empty = { name: 'empty', trigger_conditions: { all: [] }, actions: [alert()] };
+      expectValidation(await api.post(RULES, empty, { token: owner.token }), 'trigger_conditions');
+      const now = server.clock.now().toISOString();
+      expectValidation(await api.post(`${RULES}/test`, { rule: empty, start_date: now, end_date: now }, { token: owner.token }), 'rule.trigger_conditions');
+      // With a schedule, conditions that always hold are fine: the schedule decides.
+      expect((await api.post(RULES, { ...empty, name: uniqueName('scheduled'), schedule: { every_seconds: 60 } }, { token: owner.token })).status).toBe(201);
     });
   });
 

@@ -2,7 +2,6 @@ import { visibleRule, type Rules } from '../../commands/rules.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { requireUser } from '../../commands/devices.js';
 import { simulate } from '../../automation/dry-run.js';
-import { DomainError } from '../../domain/errors.js';
 import type { RecordedEvent } from '../../domain/events.js';
 import type { RuleDefinition } from '../../domain/rule-schema.js';
 import { decodeRule, listExecutions, listRules, type RuleRow } from '../../projections/rules.js';
@@ -64,10 +63,13 @@ export function ruleRoutes(services: Services, rules: Rules) {
       async ({ body, context }) => {
         const userId = requireUser(context.principal);
         const definition = definitionOf(body.rule);
-        if (!definition.trigger_conditions && !definition.schedule) throw new DomainError('validation_failed', 'a rule needs trigger_conditions, a schedule, or both', [{ path: 'rule.trigger_conditions', message: 'required without a schedule' }]);
+        rules.checkDraft(userId, definition);
         const events = await historyBetween(services, ownedStreamIds(services.sql, userId), body.start_date, body.end_date);
-        const firings = simulate(definition, events, body.start_date, body.end_date);
-        return { data: { events_examined: events.length, count: firings.length, firings } };
+        // History cut at its cap: the run covers only what was read, and says so.
+        const cut = events.length >= DRY_RUN_MAX_EVENTS;
+        const end = cut ? events[events.length - 1]!.recorded_at : body.end_date;
+        const { firings, complete, until } = simulate(definition, events, body.start_date, end);
+        return { data: { events_examined: events.length, count: firings.length, firings, complete: complete && !cut, simulated_until: until } };
       },
     ),
     defineRoute(

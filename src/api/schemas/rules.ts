@@ -68,4 +68,6 @@ export const dryRunAnswer = z.object({
   events_examined: z.number().int(),
   count: z.number().int(),
   firings: z.array(z.object({ at: timestamp, cause: z.record(z.string(), z.unknown()), matched: z.record(z.string(), z.unknown()), actions: z.array(z.record(z.string(), z.unknown())) })),
+  complete: z.boolean().describe('false when the run stopped early: at 1,000 firings, 200,000 moments looked at, or 200,000 events'),
+  simulated_until: timestamp.describe('how far the run got; end_date when complete'),
 });
