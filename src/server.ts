@@ -81,12 +81,6 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   automation.start();
   const rollouts = new Rollouts(services, commands);
   const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
-  const timers = new Timers(logger, [
-    { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
-    { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
-    { name: 'automation', everyMs: 1_000, run: () => automation.tick() },
-    { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick() },
-  ]);
   const http = createServer(app);
   answerClientErrors(http);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
@@ -94,6 +88,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     pingIntervalMs: options.pingIntervalMs ?? 30_000,
   });
   realtime.attach(http);
+  const timers = new Timers(logger, [
+    { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
+    { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
+    { name: 'automation', everyMs: 1_000, run: () => automation.tick() },
+    { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick() },
+    { name: 'expired-sockets', everyMs: 1_000, run: async () => realtime.closeExpired() },
+  ]);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());

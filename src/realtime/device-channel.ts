@@ -46,11 +46,12 @@ export class DeviceChannel {
     await this.push(id);
   }
 
-  /** Reacts to applied events: new commands are pushed, deleted devices are cut off. */
+  /** Reacts to applied events: new commands are pushed; deleted devices, and sockets opened with a replaced token, are cut off. */
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
       if (event.type === 'command.queued' && this.sockets.has(event.data.device_id)) void this.push(event.data.device_id);
       if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => ws.close(CLOSE.credentialsRevoked, 'device deleted'));
+      if (event.type === 'device.token_rotated') this.sockets.get(event.data.device_id)?.forEach((ws) => ws.close(CLOSE.credentialsRevoked, 'device token replaced'));
     }
   }
 

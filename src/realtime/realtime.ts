@@ -7,6 +7,7 @@ import { credentialOf } from '../api/auth.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
+import { findSession } from '../projections/users.js';
 import type { DeviceChannel } from './device-channel.js';
 import { CLOSE } from './messages.js';
 import { Subscriber, type LiveItem } from './subscriber.js';
@@ -24,6 +25,8 @@ interface Tracked {
   ws: WebSocket;
   alive: boolean;
   sessionId: string | null;
+  /** When its session token stops being valid (ISO); API keys and devices have none. */
+  expiresAt: string | null;
 }
 
 /** The two raw WebSocket endpoints: /ws for subscribers, /ws/device for devices. */
@@ -73,7 +76,9 @@ export class Realtime {
   }
 
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
-    const tracked: Tracked = { ws, alive: true, sessionId: principal.kind === 'user' ? principal.sessionId : null };
+    const sessionId = principal.kind === 'user' ? principal.sessionId : null;
+    const expiresAt = sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
+    const tracked: Tracked = { ws, alive: true, sessionId, expiresAt };
     this.tracked.add(tracked);
     ws.on('pong', () => (tracked.alive = true));
     ws.on('error', (error) => this.services.logger.debug({ err: error }, 'websocket error'));
@@ -102,6 +107,12 @@ export class Realtime {
       }
     }
     this.devices.onApplied(events);
+  }
+
+  /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
+  closeExpired(): void {
+    const now = this.services.clock.now().toISOString();
+    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'session expired');
   }
 
   /** Every interval: a peer that did not answer the last ping is dropped. */

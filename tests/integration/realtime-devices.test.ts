@@ -253,6 +253,21 @@ describe('device channel (/ws/device)', () => {
     expect(await deviceStatus(device.id)).toBe('offline');
   });
 
+  it('closes a socket opened with a token that provisioning replaced; the new token connects', async () => {
+    const mac = '02:00:5e:10:00:7b';
+    const device = await deviceOf(api, owner, { mac_address: mac });
+    const ws = await connectDevice(device);
+    const provisioned = await api.post<Data<{ id: string; credentials: { auth_token: string } }>>('/api/devices/provision', { mac_address: mac }, { headers: { 'x-api-key': owner.apiKey } });
+    expect(provisioned.status, JSON.stringify(provisioned.body)).toBeLessThan(300);
+    expect(provisioned.body.data.id).toBe(device.id);
+    const closed = await ws.waitForClose();
+    expect(closed.code).toBe(4401);
+    expect(await refusedStatus(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(device.token)}`))).toBe(401);
+    const renewed = await connectDevice({ ...device, token: provisioned.body.data.credentials.auth_token });
+    expect(renewed.isOpen()).toBe(true);
+    await renewed.close();
+  });
+
   it("closes a deleted device's socket; its token is refused afterwards", async () => {
     const device = await deviceOf(api, owner);
     const ws = await connectDevice(device);

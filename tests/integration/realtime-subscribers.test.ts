@@ -458,3 +458,28 @@ describe('realtime catch-up of a large history (default WS_MAX_BUFFERED_BYTES)',
     }
   });
 });
+
+describe('session expiry', () => {
+  it('closes a socket with 4401 once the session it was opened with expires; an API key socket stays', async () => {
+    const short = await startTestServer({ SESSION_TTL_SECONDS: '60' });
+    const api = client(() => short.url);
+    try {
+      short.server.timers.stop();
+      const user = await registerUser(api, uniqueName('expiring'));
+      const bySession = await connect(wsUrl(short.url, `/ws?token=${encodeURIComponent(user.token)}`));
+      const byApiKey = await connect(wsUrl(short.url, `/ws?token=${encodeURIComponent(user.apiKey)}`));
+      short.clock.advance(59_000);
+      await short.server.timers.runAll();
+      expect(bySession.isOpen()).toBe(true);
+      short.clock.advance(1_000);
+      await short.server.timers.runAll();
+      expect((await bySession.waitForClose()).code).toBe(4401);
+      expect((await api.get('/api/auth/user', { token: user.token })).status).toBe(401);
+      byApiKey.send({ type: 'ping' });
+      expect(await byApiKey.next((m) => m.type === 'pong')).toMatchObject({ type: 'pong' });
+      await byApiKey.close();
+    } finally {
+      await short.close();
+    }
+  });
+});
