@@ -180,6 +180,10 @@ describe('hostile input and protocol errors', () => {
       expect(await headPosition(api)).toBe(before);
     });
 
+    it.each(['/api/commands', '/api/alerts', '/api/automation/rules', '/api/events', '/api/analytics'])('answers 400 naming device_id for a malformed id in %s?device_id=', async (path) => {
+      expectValidation(await api.get(`${path}?device_id=not-a-uuid`, { token: user.token }), 'device_id');
+    });
+
     it('refuses overlong query strings with 400', async () => {
       expectError(await api.get(`/api/devices?q=${'q'.repeat(101)}`, { token: user.token }), 400, 'validation_failed');
       expectError(await api.get(`/api/devices?type=${'t'.repeat(65)}`, { token: user.token }), 400, 'validation_failed');

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { commandPrioritySchema } from '../../domain/events.js';
-import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
+import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
 
 const MAX_PARAMETERS_BYTES = 16 * 1024;
 
@@ -27,7 +27,7 @@ export const pendingQuery = paging.pick({ limit: true });
 
 export const listCommandsQuery = paging
   .extend({
-    device_id: z.string().max(64).optional(),
+    device_id: uuid.optional(),
     status: commandStatusSchema.optional(),
     command_type: commandType.optional(),
     batch_id: z.string().max(64).optional(),

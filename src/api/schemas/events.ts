@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { eventTypes } from '../../domain/events.js';
+import { uuid } from './common.js';
 
 const typeList = z
   .string()
@@ -14,7 +15,7 @@ export const eventsQuery = z.object({
   offset: z.coerce.number().int().min(0).default(0),
   stream_id: z.string().max(200).optional(),
   type: typeList.optional(),
-  device_id: z.string().max(64).optional(),
+  device_id: uuid.optional(),
 });
 
 export const exportEventsQuery = eventsQuery.omit({ limit: true, offset: true }).extend({

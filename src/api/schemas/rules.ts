@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { conditionSchema, isTooDeep } from '../../domain/conditions.js';
 import { actionsSchema, scheduleSchema } from '../../domain/rule-schema.js';
-import { booleanQuery, isoDate, isoEndDate, paging, timestamp } from './common.js';
+import { booleanQuery, isoDate, isoEndDate, paging, timestamp, uuid } from './common.js';
 
 const conditions = conditionSchema.refine((c) => !isTooDeep(c), 'conditions nested more than 8 levels deep');
 
@@ -29,7 +29,7 @@ export const updateRuleBody = z.object({
 });
 
 export const listRulesQuery = paging.extend({
-  device_id: z.string().max(64).optional(),
+  device_id: uuid.optional(),
   type: z.enum(['reading', 'device_status', 'event', 'time', 'schedule']).optional(),
   is_enabled: booleanQuery.optional(),
 });

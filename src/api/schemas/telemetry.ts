@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
-import { dateRange, isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp } from './common.js';
+import { dateRange, isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
 
 /** Names that would reach an object's prototype rather than a key of it. */
 const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
@@ -80,7 +80,7 @@ export const deviceStatus = z.object({
 export const alertsQuery = paging.extend({
   status: z.enum(['active', 'acknowledged', 'cleared']).optional(),
   severity: alertSeveritySchema.optional(),
-  device_id: z.string().max(64).optional(),
+  device_id: uuid.optional(),
 });
 
 export const alert = z.object({
@@ -100,7 +100,7 @@ export const alert = z.object({
 });
 
 export const analyticsQuery = dateRange
-  .extend({ device_id: z.string().max(64).optional(), group_id: z.string().max(64).optional() })
+  .extend({ device_id: uuid.optional(), group_id: uuid.optional() })
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] })
   // Either would silently win over the other; a client asking for both means something neither answers.
   .refine((query) => !(query.device_id && query.group_id), { message: 'give device_id or group_id, not both', path: ['group_id'] });
