@@ -7,8 +7,9 @@ import { eventTypes } from '../domain/events.js';
 export const subscriberMessage = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('subscribe'),
-    event_types: z.array(z.enum(eventTypes as [string, ...string[]])).max(100).optional(),
-    device_ids: z.array(z.string().max(64)).max(1000).optional(),
+    // An empty list would match nothing, forever: leaving it out means every one.
+    event_types: z.array(z.enum(eventTypes as [string, ...string[]])).min(1, 'an empty list matches nothing; leave it out for every type').max(100).optional(),
+    device_ids: z.array(z.string().max(64)).min(1, 'an empty list matches nothing; leave it out for every device').max(1000).optional(),
     from_position: z.number().int().min(0).optional(),
   }),
   z.object({ type: z.literal('unsubscribe') }),

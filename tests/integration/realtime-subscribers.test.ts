@@ -282,6 +282,18 @@ describe('realtime subscribers (/ws)', () => {
       expect(ws.isOpen()).toBe(true);
     });
 
+    it('refuses subscriptions that could never deliver: empty filters, a from_position past the head', async () => {
+      const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
+      for (const subscribe of [{ event_types: [] }, { device_ids: [] }, { from_position: 1_000_000_000 }]) {
+        ws.send({ type: 'subscribe', ...subscribe });
+        const refused = await ws.next((m) => m.type === 'error' || m.type === 'subscribed');
+        expect(refused, JSON.stringify(subscribe)).toMatchObject({ type: 'error', code: 'validation_failed' });
+      }
+      expect(String((ws.received.at(-1) as { message?: string }).message)).toContain('past the log');
+      ws.send({ type: 'subscribe', from_position: 0 });
+      expect(await ws.next((m) => m.type === 'subscribed' || m.type === 'error')).toMatchObject({ type: 'subscribed' });
+    });
+
     it('closes with 1008 after five invalid messages in a row', async () => {
       const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
       const garbage = ['nope', '[1,2', JSON.stringify({ type: 'what' }), JSON.stringify([]), JSON.stringify({ type: 'subscribe', from_position: -1 })];
