@@ -57,6 +57,18 @@ describe('groups', () => {
       const explicitRoot = await api.post<Data<Group>>('/api/groups', { name: uniqueName('root'), parent_id: null }, { token: gina.token });
       expect(explicitRoot.status).toBe(201);
       expect(explicitRoot.body.data.parent_id).toBeNull();
+      const both = await api.post<Data<Group>>('/api/groups', { name: uniqueName('child'), parent_group: parent.id, parent_id: parent.id }, { token: gina.token });
+      expect(both.status).toBe(201);
+      expect(both.body.data.parent_id).toBe(parent.id);
+    });
+
+    it('refuses parent_group and parent_id naming different groups, on create and update', async () => {
+      const left = await createGroup(api, gina.token);
+      const right = await createGroup(api, gina.token);
+      expectValidation(await api.post('/api/groups', { name: uniqueName('torn'), parent_group: left.id, parent_id: right.id }, { token: gina.token }), 'parent_group');
+      expectValidation(await api.post('/api/groups', { name: uniqueName('torn'), parent_group: left.id, parent_id: null }, { token: gina.token }), 'parent_group');
+      const child = await createGroup(api, gina.token, { parent_id: left.id });
+      expectValidation(await api.put(`/api/groups/${child.id}`, { parent_group: right.id, parent_id: left.id }, { token: gina.token }), 'parent_group');
     });
 
     it('refuses a duplicate name of the same user (case-insensitive) with 409; another user may reuse it', async () => {
