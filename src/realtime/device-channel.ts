@@ -35,11 +35,18 @@ export class DeviceChannel {
     this.sockets.set(id, open);
     this.offline.connected.add(id);
     let garbage = 0;
+    // One message at a time, as over one HTTP connection: answers come in the order the messages did.
+    let previous = Promise.resolve();
     ws.on('message', (data, isBinary) => {
-      void this.onMessage(ws, isBinary ? '' : data.toString('utf8'), context).then((ok) => {
-        garbage = ok ? 0 : garbage + 1;
-        if (garbage >= MAX_GARBAGE) ws.close(CLOSE.policy, 'too many invalid messages');
-      });
+      const raw = isBinary ? '' : data.toString('utf8');
+      previous = previous
+        .then(async () => {
+          const ok = await this.onMessage(ws, raw, context);
+          garbage = ok ? 0 : garbage + 1;
+          if (garbage >= MAX_GARBAGE) ws.close(CLOSE.policy, 'too many invalid messages');
+        })
+        // A failure must not stop the messages queued behind it.
+        .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'));
     });
     ws.on('close', () => this.disconnect(id, ws));
     await this.telemetry.markOnline(id, context);

@@ -228,6 +228,17 @@ describe('device channel (/ws/device)', () => {
     expect((await command(queued.id)).status).toBe('executed');
   });
 
+  it('answers messages in the order they came: a result sent twice at once is acked, then refused', async () => {
+    const device = await deviceOf(api, owner);
+    const ws = await connectDevice(device);
+    const queued = await queue(device.id, { command_type: 'reboot' });
+    await ws.next(isCommand);
+    ws.send({ type: 'command_result', id: 'first', command_id: queued.id, status: 'executed' });
+    ws.send({ type: 'command_result', id: 'again', command_id: queued.id, status: 'executed' });
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'ack', ref: 'first' });
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'error', code: 'conflict', ref: 'again' });
+  });
+
   it('stays online while connected however far the clock moves; disconnecting starts the offline deadline', async () => {
     const device = await deviceOf(api, owner);
     const tag = `offline${++tags}`;
