@@ -40,7 +40,12 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   const firings: SimulatedFiring[] = [];
   let runtime: RuleRuntime = initialRuntime();
   let looks = 0;
-  const mayGoOn = () => firings.length < MAX_FIRINGS && looks < MAX_LOOKS;
+  let cut = false;
+  /** Whether one more look is allowed; when not, the run is cut short of what remained. */
+  const mayGoOn = () => {
+    cut = firings.length >= MAX_FIRINGS || looks >= MAX_LOOKS;
+    return !cut;
+  };
   const condition = definition.trigger_conditions;
   const factsAt = (at: string, event: Facts['event']): Facts => ({ now: new Date(at), readings, statuses, holdingSince: new Map(), event });
   const record = (facts: Facts, cause: SimulatedFiring['cause']) => {
@@ -54,7 +59,8 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   };
   let scheduled = definition.schedule ? nextRun(definition.schedule, Date.parse(start)) : null;
   const runScheduleUntil = (limit: number) => {
-    while (definition.schedule && scheduled !== null && scheduled <= limit && mayGoOn()) {
+    while (definition.schedule && scheduled !== null && scheduled <= limit) {
+      if (!mayGoOn()) return;
       looks += 1;
       lastMoment = scheduled;
       const facts = factsAt(new Date(scheduled).toISOString(), null);
@@ -69,7 +75,8 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   // Between events the engine still looks on its ticks: when a for_seconds window completes, and each minute for time windows.
   const tickUntil = (limit: number) => {
     if (!condition || definition.schedule || !dependsOnTime(condition)) return;
-    for (let at = nextTick(condition, runtime, lastMoment); at !== null && at <= limit && mayGoOn(); at = nextTick(condition, runtime, at)) {
+    for (let at = nextTick(condition, runtime, lastMoment); at !== null && at <= limit; at = nextTick(condition, runtime, at)) {
+      if (!mayGoOn()) return;
       looks += 1;
       const facts = factsAt(new Date(at).toISOString(), null);
       const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
@@ -94,8 +101,7 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
   }
   runScheduleUntil(Date.parse(end));
   tickUntil(Date.parse(end));
-  const complete = mayGoOn();
-  return { firings, complete, until: complete ? end : new Date(lastMoment).toISOString() };
+  return { firings, complete: !cut, until: cut ? new Date(lastMoment).toISOString() : end };
 }
 
 const MINUTE_MS = 60_000;

@@ -39,7 +39,9 @@ export class Rules {
     return this.services.locks.owners.run(`rules:${rule.user_id}`, async () => {
       const current = findRule(this.services.sql, ruleId);
       if (!current) throw notFound('rule');
-      this.validate(ruleId, rule.user_id, { ...decodeRule(current), ...changes }, allowConflicts);
+      // A rule stored before empty triggers were refused stays editable (to disable it, say) until its trigger changes.
+      const triggerChanged = changes.trigger_conditions !== undefined || changes.schedule !== undefined;
+      this.validate(ruleId, rule.user_id, { ...decodeRule(current), ...changes }, allowConflicts, triggerChanged);
       await handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'update_rule', data: { changes } }, context, ifMatch !== undefined ? { ifMatch } : {});
       return findRule(this.services.sql, ruleId)!;
     });
@@ -56,20 +58,20 @@ export class Rules {
   }
 
   /** Everything a rule refers to must exist and be the owner's; its logic must be able to run. */
-  private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean): void {
-    refuseProblems(this.problemsOf(ruleId, userId, definition));
+  private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean, triggerChanged = true): void {
+    refuseProblems(this.problemsOf(ruleId, userId, definition, triggerChanged));
     if (!allowConflicts && definition.is_enabled) this.refuseConflicts(ruleId, userId, definition);
   }
 
   /** What is wrong with a definition, by path; `ruleId` is null for a draft that is no rule yet. */
-  private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition): ErrorDetail[] {
+  private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition, triggerChanged = true): ErrorDetail[] {
     const problems: ErrorDetail[] = [];
     const own = (device: string | undefined) => {
       const found = device ? findDevice(this.services.sql, device) : undefined;
       return found !== undefined && found.user_id === userId;
     };
     if (!definition.trigger_conditions && !definition.schedule) problems.push({ path: 'trigger_conditions', message: 'a rule needs trigger_conditions, a schedule, or both' });
-    if (definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
+    if (triggerChanged && definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
       problems.push({ path: 'trigger_conditions', message: 'a condition naming nothing never changes, so it could never fire' });
     }
     if (definition.trigger_conditions) {

@@ -66,9 +66,10 @@ export function startCheckpointer(db: SqliteDatabase, options: { everyMs?: numbe
   worker.unref();
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   const waiting: Array<{ resolve: (result: CheckpointResult) => void; reject: (error: Error) => void }> = [];
+  let stopping = false;
   const answer = (settle: (asked: (typeof waiting)[number]) => void) => {
     const asked = waiting.shift();
-    if (waiting.length === 0) worker.unref();
+    if (waiting.length === 0 && !stopping) worker.unref();
     if (asked) settle(asked);
   };
   worker.on('message', (message: { result?: CheckpointResult; error?: string; background?: string }) => {
@@ -95,6 +96,7 @@ export function startCheckpointer(db: SqliteDatabase, options: { everyMs?: numbe
       }),
     stop: async () => {
       // Held while it closes: otherwise a process with nothing else to do exits before it has.
+      stopping = true;
       worker.ref();
       worker.postMessage('stop');
       await exited;

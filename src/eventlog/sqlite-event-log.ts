@@ -264,6 +264,10 @@ function whereClause(filter: Omit<ReadAllFilter, 'limit'>): { where: string; par
   };
   if (filter.streamIds) oneOf('stream_id', filter.streamIds);
   if (filter.types) oneOf('type', filter.types);
+  if (filter.since) {
+    conditions.push('recorded_at >= ?');
+    params.push(filter.since);
+  }
   if (filter.until) {
     conditions.push('recorded_at <= ?');
     params.push(filter.until);

@@ -35,6 +35,8 @@ export interface ReadAllFilter {
   offset?: number;
   streamIds?: readonly string[];
   types?: readonly string[];
+  /** Only events recorded at or after this instant (ISO). */
+  since?: string;
   /** Only events recorded at or before this instant (ISO). */
   until?: string;
   /** Data exactly as stored, not upcast to the current shape (for exports that get verified). */

@@ -191,7 +191,6 @@ export const dueActions = (sql: Sql, now: string) =>
 
 export const findExecution = (sql: Sql, id: string) => sql.first(q.selectFrom('rule_executions').selectAll().where('id', '=', id));
 
-/** Rules of a scope's user: how many, how many enabled, how many firings in a range. */
 /** Rules naming a device of the list in a condition or an action. */
 const namingAnyOf = (deviceIds: readonly string[]) =>
   raw<boolean>`exists (select 1 from json_each(${JSON.stringify(deviceIds)}) as scoped where instr(rules.device_ids, ',' || scoped.value || ',') > 0)`;

@@ -41,6 +41,8 @@ export class DeviceChannel {
       const raw = isBinary ? '' : data.toString('utf8');
       previous = previous
         .then(async () => {
+          // Closed meanwhile (token replaced, device deleted, garbage): what was queued behind is dropped.
+          if (ws.readyState !== ws.OPEN) return;
           const ok = await this.onMessage(ws, raw, context);
           garbage = ok ? 0 : garbage + 1;
           if (garbage >= MAX_GARBAGE) ws.close(CLOSE.policy, 'too many invalid messages');

@@ -72,7 +72,7 @@ export class Subscriber {
         this.generation += 1;
         return this.send(JSON.stringify({ type: 'unsubscribed' }));
       case 'subscribe': {
-        const head = this.services.runner.position();
+        const head = this.services.log.headPosition();
         // Past the head, every event up to it would be taken as already seen and never sent.
         if (message.from_position !== undefined && message.from_position > head) return this.refuse('validation_failed', `from_position: ${message.from_position} is past the log's head (${head})`);
         this.filter = { types: message.event_types ? new Set(message.event_types) : null, devices: message.device_ids ? new Set(message.device_ids) : null };

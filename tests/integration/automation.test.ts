@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_LOOKS } from '../../src/automation/dry-run.js';
 import { client, registerUser, type Answer } from '../helpers/client.js';
@@ -229,6 +230,17 @@ describe('automation over HTTP', () => {
       // 200,000 one-second looks, the first a second after the start: a little over two days.
       expect(dry.body.data.simulated_until).toBe(new Date(Date.parse('2000-01-01T00:00:00.000Z') + MAX_LOOKS * SECOND).toISOString());
       expect((await api.get('/api/health')).status).toBe(200);
+    });
+
+    it('keeps a rule stored with an empty trigger before it was refused editable: it can still be disabled', async () => {
+      const ruleId = randomUUID();
+      const definition = { name: uniqueName('legacy'), description: null, trigger_conditions: { all: [] }, actions: [{ type: 'alert' as const, severity: 'info' as const, message: 'legacy' }], schedule: null, is_enabled: true, cooldown_seconds: 0 };
+      const stored = await server.server.services.log.append([{ streamId: `rule-${ruleId}`, expectedVersion: 'no_stream', events: [{ type: 'rule.created', data: { ...definition, rule_id: ruleId, user_id: owner.id } }] }]);
+      await server.server.services.runner.waitFor(stored.lastPosition);
+      const disabled = await api.put<Data<{ is_enabled: boolean }>>(`${RULES}/${ruleId}`, { is_enabled: false }, { token: owner.token });
+      expect(disabled.status, JSON.stringify(disabled.body)).toBe(200);
+      expect(disabled.body.data.is_enabled).toBe(false);
+      expectValidation(await api.put(`${RULES}/${ruleId}`, { trigger_conditions: { all: [] } }, { token: owner.token }), 'trigger_conditions');
     });
 
     it('refuses a trigger that names nothing, in a rule or a dry run: it never changes, so it could never fire', async () => {

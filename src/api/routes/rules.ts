@@ -114,10 +114,12 @@ export function ruleRoutes(services: Services, rules: Rules) {
 async function historyBetween(services: Services, streamIds: string[], start: string, end: string): Promise<RecordedEvent[]> {
   const events: RecordedEvent[] = [];
   for (let after = 0; events.length < DRY_RUN_MAX_EVENTS; ) {
-    const page = await services.log.readAll({ afterPosition: after, limit: DRY_RUN_PAGE, streamIds, until: end });
-    events.push(...page.filter((e) => e.recorded_at >= start));
+    const page = await services.log.readAll({ afterPosition: after, limit: DRY_RUN_PAGE, streamIds, since: start, until: end });
+    events.push(...page);
     if (page.length < DRY_RUN_PAGE) break;
     after = page[page.length - 1]!.position;
+    // Reads are synchronous: between pages, let other requests in.
+    await new Promise((resolve) => setImmediate(resolve));
   }
   return events;
 }
