@@ -134,7 +134,8 @@ export type DeviceRow = NonNullable<ReturnType<typeof findDevice>>;
 const byId = prepared((id: string) => q.selectFrom('devices').selectAll().where('id', '=', id));
 export const findDevice = (sql: Sql, id: string) => byId.first(sql, id);
 
-const byTokenHash = prepared((tokenHash: string) => q.selectFrom('devices').selectAll().where('token_hash', '=', tokenHash));
+// Every device request authenticates through this: only what a principal needs, not the whole row.
+const byTokenHash = prepared((tokenHash: string) => q.selectFrom('devices').select(['id', 'user_id']).where('token_hash', '=', tokenHash));
 export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) => byTokenHash.first(sql, tokenHash);
 
 export const findDeviceByMac = (sql: Sql, mac: string) =>
