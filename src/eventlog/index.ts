@@ -2,5 +2,5 @@ export { startCheckpointer, type Checkpointer } from './checkpointer.js';
 export { openDatabase, type SqliteDatabase } from './database.js';
 export { ConcurrencyError } from './errors.js';
 export { chainHash, GENESIS_HASH } from './hash.js';
-export { SqliteEventLog } from './sqlite-event-log.js';
+export { SqliteEventLog, STREAM_SCAN_WINDOW } from './sqlite-event-log.js';
 export type * from './types.js';

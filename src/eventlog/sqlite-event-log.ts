@@ -22,6 +22,9 @@ interface PendingAppend {
 const VERIFY_PAGE = 5_000;
 const MAX_CACHED_VERSIONS = 100_000;
 
+/** Versions of a stream read per step when looking back for a matching event (about 10 ms each). */
+export const STREAM_SCAN_WINDOW = 20_000;
+
 /**
  * The event log on SQLite. Appends that arrive in the same tick are written in one
  * transaction (each in its own savepoint, so one conflict fails only its own request),
@@ -175,14 +178,20 @@ export class SqliteEventLog implements EventLog {
       const row = this.db.prepare<[string, string], StoredRow>(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version DESC LIMIT 1`).get(streamId, until);
       return row ? toRecorded(row) : null;
     }
-    const row = this.db
-      .prepare<[{ stream: string; until: string; types: string; path: string; equals: string | null }], StoredRow>(
-        `SELECT * FROM events WHERE stream_id = @stream AND recorded_at <= @until AND type IN (SELECT value FROM json_each(@types))
-           AND json_extract(data, @path) IS NOT NULL AND (@equals IS NULL OR json_extract(data, @path) = @equals)
-         ORDER BY version DESC LIMIT 1`,
-      )
-      .get({ stream: streamId, until, types: JSON.stringify(matching.types), path: `$.${matching.field}`, equals: matching.equals ?? null });
-    return row ? toRecorded(row) : null;
+    const find = this.db.prepare<[{ stream: string; until: string; types: string; path: string; equals: string | null; low: number; high: number }], StoredRow>(
+      `SELECT * FROM events WHERE stream_id = @stream AND version BETWEEN @low AND @high AND recorded_at <= @until
+         AND type IN (SELECT value FROM json_each(@types)) AND json_extract(data, @path) IS NOT NULL AND (@equals IS NULL OR json_extract(data, @path) = @equals)
+       ORDER BY version DESC LIMIT 1`,
+    );
+    const query = { stream: streamId, until, types: JSON.stringify(matching.types), path: `$.${matching.field}`, equals: matching.equals ?? null };
+    // A device's telemetry stream can hold millions of events and the match may be far back or
+    // absent: walk it a window of versions at a time, letting other requests in between.
+    for (let high = this.currentVersion(streamId); high > 0; high -= STREAM_SCAN_WINDOW) {
+      const row = find.get({ ...query, low: high - STREAM_SCAN_WINDOW + 1, high });
+      if (row) return toRecorded(row);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return null;
   }
 
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {

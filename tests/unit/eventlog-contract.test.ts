@@ -8,6 +8,7 @@ import type { DomainEvent, EventOfType, RecordedEvent } from '../../src/domain/e
 import {
   ConcurrencyError,
   GENESIS_HASH,
+  STREAM_SCAN_WINDOW,
   SqliteEventLog,
   openDatabase,
   type AppendRequest,
@@ -148,6 +149,21 @@ describe.each(backends)('event log contract: $name', (backend) => {
       const past = await h.log.readStream('device-a', { until: '2026-02-01T00:00:01.000Z' });
       expect(past.map((e) => e.version)).toEqual([1, 2]);
       expect(await h.log.readStream('device-a', { until: '2026-01-31T23:59:59.999Z' })).toEqual([]);
+    });
+
+    it('finds the last event of a stream matching types and a data field, as of a time, however far back', async () => {
+      const heartbeat = (firmware: string | null): EventOfType<'device.heartbeat'> => ({ type: 'device.heartbeat', data: { device_id: 'a', device_status: null, firmware_version: firmware, metrics: null } });
+      await h.log.append([request('telemetry-a', [heartbeat('1.0')])]);
+      h.clock.advance(1_000);
+      await h.log.append([request('telemetry-a', [heartbeat('2.0'), heartbeat(null)])]);
+      const firmware = { types: ['device.heartbeat'] as const, field: 'firmware_version' };
+      expect((await h.log.lastInStream('telemetry-a', '2030-01-01T00:00:00.000Z', firmware))?.data).toMatchObject({ firmware_version: '2.0' });
+      expect((await h.log.lastInStream('telemetry-a', '2026-02-01T00:00:00.500Z', firmware))?.data).toMatchObject({ firmware_version: '1.0' });
+      expect(await h.log.lastInStream('telemetry-a', '2030-01-01T00:00:00.000Z', { ...firmware, equals: '1.0' })).toMatchObject({ version: 1 });
+      expect(await h.log.lastInStream('telemetry-a', '2030-01-01T00:00:00.000Z', { types: ['device.heartbeat'], field: 'device_status' })).toBeNull();
+      // More than one scan window of non-matching events after the match.
+      await h.log.append([request('telemetry-a', Array.from({ length: STREAM_SCAN_WINDOW + 5 }, () => heartbeat(null)))]);
+      expect(await h.log.lastInStream('telemetry-a', '2030-01-01T00:00:00.000Z', firmware)).toMatchObject({ version: 2, data: { firmware_version: '2.0' } });
     });
 
     it('pages through readAll by position and filters by stream, type and time', async () => {
