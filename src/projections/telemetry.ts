@@ -32,9 +32,9 @@ interface Pending {
 }
 
 /**
- * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups. Rollup deltas and
- * sensor statistics gather in memory during a batch and are written once at its end, so a
- * batch of 100-reading submissions costs one upsert per bucket, not per reading.
+ * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups. Rollup totals and
+ * sensor statistics are read once per batch, folded in memory and written once at its end, so
+ * a batch of 100-reading submissions costs one read and one write per bucket, not per reading.
  * Pruning depends only on the events (each event's hour), so replay prunes identically.
  *
  * Keys follow the order readings arrive in: raw rows by (device, time), rollups by (device,
@@ -57,11 +57,12 @@ export function telemetryProjection(retentionDays: number): Projection {
     insertReading: sql.db.prepare(
       `INSERT OR IGNORE INTO readings (device_id, sensor_type, ts, seq, value, unit, quality_score, quality_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, number, number, string | null, number, string]>,
-    upsertRollup: sql.db.prepare(
-      `INSERT INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (device_id, bucket, bucket_start, sensor_type) DO UPDATE SET
-         count = count + excluded.count, sum = sum + excluded.sum, min = min(min, excluded.min),
-         max = max(max, excluded.max), sum_sq = sum_sq + excluded.sum_sq`,
+    readRollup: sql.db.prepare(`SELECT bucket_start, count, sum, min, max, sum_sq FROM rollups WHERE device_id = ? AND bucket = ? AND bucket_start = ? AND sensor_type = ?`) as Statement<
+      [string, BucketSize, string, string],
+      Aggregate
+    >,
+    writeRollup: sql.db.prepare(
+      `INSERT OR REPLACE INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, string, number, number, number, number, number]>,
     readStats: sql.db.prepare(`SELECT count, mean, variance, last_timestamp FROM sensor_stats WHERE device_id = ? AND sensor_type = ?`) as Statement<
       [string, string],
@@ -91,11 +92,20 @@ export function telemetryProjection(retentionDays: number): Projection {
     return entry;
   };
 
-  const addToRollups = (entry: Pending, reading: StoredReading) => {
+  /**
+   * Each reading is added to its bucket's running totals in log order, starting from the stored
+   * row: sums of doubles depend on grouping, so adding a batch's subtotal to the stored total would
+   * make the last digits depend on where batches happened to end, and a replay would differ.
+   */
+  const addToRollups = (s: ReturnType<typeof prepare>, entry: Pending, reading: StoredReading) => {
     const v = reading.value;
     for (const bucket of bucketSizes) {
       const start = bucketStart[bucket](reading.timestamp);
-      const rollup = entry.buckets[bucket].get(start);
+      let rollup = entry.buckets[bucket].get(start);
+      if (!rollup) {
+        rollup = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type);
+        if (rollup) entry.buckets[bucket].set(start, rollup);
+      }
       if (rollup) {
         rollup.count += 1;
         rollup.sum += v;
@@ -117,7 +127,7 @@ export function telemetryProjection(retentionDays: number): Projection {
   const write = (s: ReturnType<typeof prepare>, entry: Pending) => {
     const { device_id, sensor_type, stats, latest } = entry;
     for (const bucket of bucketSizes) {
-      for (const r of entry.buckets[bucket].values()) s.upsertRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
+      for (const r of entry.buckets[bucket].values()) s.writeRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
     }
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
     if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
@@ -138,7 +148,8 @@ export function telemetryProjection(retentionDays: number): Projection {
 
   return {
     name: 'telemetry',
-    version: 2,
+    // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
+    version: 3,
     tables,
     ddl: `
       CREATE TABLE IF NOT EXISTS readings (
@@ -178,7 +189,7 @@ export function telemetryProjection(retentionDays: number): Projection {
           s.insertReading.run(deviceId, reading.sensor_type, reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, reasons);
         }
         const entry = pendingOf(s, deviceId, reading.sensor_type);
-        addToRollups(entry, reading);
+        addToRollups(s, entry, reading);
         entry.stats = updateStats(entry.stats, reading.value, reading.timestamp);
         addToLatest(entry, reading, seq);
       });
