@@ -68,8 +68,16 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const log = new SqliteEventLog(db, clock);
   const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
+  /** A start that fails leaves nothing behind: no checkpointer thread, no open database. */
+  const abandon = async (error: unknown): Promise<never> => {
+    await runner.stop().catch(() => undefined);
+    log.close();
+    await checkpointer.stop();
+    db.close();
+    throw error;
+  };
   // Serve only once the read models have caught up: a stale session table would refuse valid tokens.
-  await runner.waitFor(log.headPosition());
+  await runner.waitFor(log.headPosition()).catch(abandon);
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
@@ -98,6 +106,10 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
+  }).catch(async (error: unknown) => {
+    realtime.close();
+    await automation.stop();
+    return abandon(error);
   });
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;

@@ -1,7 +1,10 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
+import { startServer } from '../../src/server.js';
 import { client, registerUser } from '../helpers/client.js';
 import {
   createDevice,
@@ -212,5 +215,22 @@ describe('restart', () => {
     expectError(await me(bearer(loggedOut)), 401, 'unauthenticated');
     const detail = await api.get<Data<Device>>(`/api/devices/${device.id}`, { token: owner.token });
     expect(detail.body.data).toMatchObject({ name: 'Boiler 2', version: 3 });
+  });
+});
+
+describe('a start that fails', () => {
+  it('leaves nothing open: on a port already taken it rejects, and its database is closed with its WAL folded away', async () => {
+    const first = await startTestServer();
+    const dataDir = mkdtempSync(join(tmpdir(), 'iot-failed-start-'));
+    try {
+      const config = loadConfig({ PORT: String(first.server.port), HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+      await expect(startServer(config, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/EADDRINUSE/);
+      // The last connection to close folds the WAL away: the checkpointer's was closed too.
+      expect(existsSync(join(dataDir, 'iot.db'))).toBe(true);
+      expect(existsSync(join(dataDir, 'iot.db-wal'))).toBe(false);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      await first.close();
+    }
   });
 });
