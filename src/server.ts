@@ -24,7 +24,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, openDatabase, startCheckpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 
 export interface RunningServer {
@@ -60,24 +60,51 @@ export function createLogger(level: Config['logLevel']): Logger {
   });
 }
 
+interface Store {
+  db: SqliteDatabase;
+  checkpointer: Checkpointer;
+  log?: SqliteEventLog;
+  runner?: ProjectionRunner;
+}
+
+/**
+ * The database with its checkpointer, the log, and read models caught up with it: served only
+ * then, since a stale session table would refuse valid tokens. A failure on the way (a
+ * projection that cannot apply, a locked file) closes what was opened.
+ */
+async function openStore(config: Config, clock: Clock, logger: Logger): Promise<Required<Store>> {
+  const db = openDatabase(join(config.dataDir, DATABASE_FILE));
+  const store: Store = { db, checkpointer: startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') }) };
+  try {
+    const log = (store.log = new SqliteEventLog(db, clock));
+    const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger));
+    runner.start();
+    await runner.waitFor(log.headPosition());
+    return { ...store, log, runner };
+  } catch (error) {
+    await closeStore(store);
+    throw error;
+  }
+}
+
+/** Lets the read models finish what the log holds (unless they failed), then closes in order. */
+async function closeStore({ db, checkpointer, log, runner }: Store): Promise<void> {
+  await runner?.stop().catch(() => undefined);
+  log?.close();
+  await checkpointer.stop();
+  db.close();
+}
+
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
-  const db = openDatabase(join(config.dataDir, DATABASE_FILE));
-  const checkpointer = startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') });
-  const log = new SqliteEventLog(db, clock);
-  const runner = new ProjectionRunner(db, log, createProjections(config), logger);
-  runner.start();
+  const store = await openStore(config, clock, logger);
+  const { db, log, runner } = store;
   /** A start that fails leaves nothing behind: no checkpointer thread, no open database. */
   const abandon = async (error: unknown): Promise<never> => {
-    await runner.stop().catch(() => undefined);
-    log.close();
-    await checkpointer.stop();
-    db.close();
+    await closeStore(store);
     throw error;
   };
-  // Serve only once the read models have caught up: a stale session table would refuse valid tokens.
-  await runner.waitFor(log.headPosition()).catch(abandon);
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
@@ -127,10 +154,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       });
       await timers.idle();
       await automation.stop();
-      await runner.stop();
-      log.close();
-      await checkpointer.stop();
-      db.close();
+      await closeStore(store);
       logger.info('stopped');
     })());
 

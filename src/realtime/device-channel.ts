@@ -19,6 +19,8 @@ const MAX_GARBAGE = 5;
  */
 export class DeviceChannel {
   private readonly sockets = new Map<string, Set<WebSocket>>();
+  /** Sockets closed because their credentials went (or for garbage): what they queued is dropped. */
+  private readonly revoked = new WeakSet<WebSocket>();
 
   constructor(
     private readonly services: Services,
@@ -41,11 +43,11 @@ export class DeviceChannel {
       const raw = isBinary ? '' : data.toString('utf8');
       previous = previous
         .then(async () => {
-          // Closed meanwhile (token replaced, device deleted, garbage): what was queued behind is dropped.
-          if (ws.readyState !== ws.OPEN) return;
+          // A device that sends and hangs up at once is still heard; one whose credentials went is not.
+          if (this.revoked.has(ws)) return;
           const ok = await this.onMessage(ws, raw, context);
           garbage = ok ? 0 : garbage + 1;
-          if (garbage >= MAX_GARBAGE) ws.close(CLOSE.policy, 'too many invalid messages');
+          if (garbage >= MAX_GARBAGE) this.cutOff(ws, CLOSE.policy, 'too many invalid messages');
         })
         // A failure must not stop the messages queued behind it.
         .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'));
@@ -59,9 +61,14 @@ export class DeviceChannel {
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
       if (event.type === 'command.queued' && this.sockets.has(event.data.device_id)) void this.push(event.data.device_id);
-      if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => ws.close(CLOSE.credentialsRevoked, 'device deleted'));
-      if (event.type === 'device.token_rotated') this.sockets.get(event.data.device_id)?.forEach((ws) => ws.close(CLOSE.credentialsRevoked, 'device token replaced'));
+      if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device deleted'));
+      if (event.type === 'device.token_rotated') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device token replaced'));
     }
+  }
+
+  private cutOff(ws: WebSocket, code: number, reason: string): void {
+    this.revoked.add(ws);
+    ws.close(code, reason);
   }
 
   closeAll(): void {

@@ -228,6 +228,15 @@ describe('device channel (/ws/device)', () => {
     expect((await command(queued.id)).status).toBe('executed');
   });
 
+  it('stores what a device sent just before hanging up itself', async () => {
+    const device = await deviceOf(api, owner);
+    const ws = await connectDevice(device);
+    for (let i = 0; i < 5; i++) ws.send({ type: 'readings', id: `r${i}`, sensor_readings: { temperature: 20 + i } });
+    await ws.close();
+    await eventually(async () => (await allRawReadings(api, device.id, owner.token)).length === 5);
+    expect((await allRawReadings(api, device.id, owner.token)).map((r) => r.value).sort()).toEqual([20, 21, 22, 23, 24]);
+  });
+
   it('answers messages in the order they came: a result sent twice at once is acked, then refused', async () => {
     const device = await deviceOf(api, owner);
     const ws = await connectDevice(device);
