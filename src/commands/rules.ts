@@ -59,8 +59,12 @@ export class Rules {
 
   /** Everything a rule refers to must exist and be the owner's; its logic must be able to run. */
   private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean, triggerChanged = true): void {
-    refuseProblems(this.problemsOf(ruleId, userId, definition, triggerChanged));
-    if (!allowConflicts && definition.is_enabled) this.refuseConflicts(ruleId, userId, definition);
+    const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
+    const problems = this.problemsOf(ruleId, userId, definition, triggerChanged);
+    const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
+    if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
+    refuseProblems(problems);
+    if (!allowConflicts && definition.is_enabled) this.refuseConflicts(userId, definition, others);
   }
 
   /** What is wrong with a definition, by path; `ruleId` is null for a draft that is no rule yet. */
@@ -96,16 +100,10 @@ export class Rules {
         problems.push({ path: 'schedule.cron', message: error instanceof Error ? error.message : 'not a valid cron expression' });
       }
     }
-    if (ruleId !== null) {
-      const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
-      const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
-      if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
-    }
     return problems;
   }
 
-  private refuseConflicts(ruleId: string, userId: string, definition: RuleDefinition): void {
-    const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
+  private refuseConflicts(userId: string, definition: RuleDefinition, others: readonly RuleRow[]): void {
     const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : devicesOfGroupTree(this.services.sql, userId, action.group_id!));
     const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other), targetsOf));
     if (conflicts.length > 0) {
