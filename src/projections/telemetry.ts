@@ -103,18 +103,14 @@ export function telemetryProjection(retentionDays: number): Projection {
       const start = bucketStart[bucket](reading.timestamp);
       let rollup = entry.buckets[bucket].get(start);
       if (!rollup) {
-        rollup = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type);
-        if (rollup) entry.buckets[bucket].set(start, rollup);
+        rollup = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type) ?? { bucket_start: start, count: 0, sum: 0, min: v, max: v, sum_sq: 0 };
+        entry.buckets[bucket].set(start, rollup);
       }
-      if (rollup) {
-        rollup.count += 1;
-        rollup.sum += v;
-        rollup.min = Math.min(rollup.min, v);
-        rollup.max = Math.max(rollup.max, v);
-        rollup.sum_sq += v * v;
-      } else {
-        entry.buckets[bucket].set(start, { bucket_start: start, count: 1, sum: v, min: v, max: v, sum_sq: v * v });
-      }
+      rollup.count += 1;
+      rollup.sum += v;
+      rollup.min = Math.min(rollup.min, v);
+      rollup.max = Math.max(rollup.max, v);
+      rollup.sum_sq += v * v;
     }
   };
 
