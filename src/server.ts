@@ -100,11 +100,6 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const logger = options.logger ?? createLogger(config.logLevel);
   const store = await openStore(config, clock, logger);
   const { db, log, runner } = store;
-  /** A start that fails leaves nothing behind: no checkpointer thread, no open database. */
-  const abandon = async (error: unknown): Promise<never> => {
-    await closeStore(store);
-    throw error;
-  };
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
@@ -134,9 +129,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
   }).catch(async (error: unknown) => {
+    // A start that fails leaves nothing behind: no checkpointer thread, no open database.
     realtime.close();
     await automation.stop();
-    return abandon(error);
+    await closeStore(store);
+    throw error;
   });
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
