@@ -90,13 +90,21 @@ export interface ReadingsTable {
 export interface RollupsTable {
   device_id: string;
   sensor_type: string;
-  bucket: 'minute' | 'hour' | 'day';
+  bucket: 'hour' | 'day';
   bucket_start: string;
   count: number;
   sum: number;
   min: number;
   max: number;
   sum_sq: number;
+}
+
+/** A quarter hour of minute rollups of one device's sensor, packed (see minute-blocks.ts). */
+export interface MinuteRollupsTable {
+  device_id: string;
+  block_start: string;
+  sensor_type: string;
+  minutes: Buffer;
 }
 
 export interface SensorStatsTable {
@@ -238,6 +246,7 @@ export interface ReadModels {
   alerts: AlertsTable;
   readings: ReadingsTable;
   rollups: RollupsTable;
+  minute_rollups: MinuteRollupsTable;
   sensor_stats: SensorStatsTable;
   latest_readings: LatestReadingsTable;
   device_health: DeviceHealthTable;

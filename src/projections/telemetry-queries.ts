@@ -1,5 +1,5 @@
-import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
+import { blockStartOf, minutesOf, type MinuteTotals } from './minute-blocks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -18,13 +18,45 @@ const readingsIn = (filter: RangeFilter) => {
   return query;
 };
 
-const rollupsIn = (filter: RangeFilter, bucket: BucketSize) => {
+const rollupsIn = (filter: RangeFilter, bucket: 'hour' | 'day') => {
   let query = q.selectFrom('rollups').where('bucket', '=', bucket).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
   if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
   if (filter.start) query = query.where('bucket_start', '>=', filter.start);
   if (filter.end) query = query.where('bucket_start', '<=', filter.end);
   return query;
 };
+
+const minuteBlocksIn = (filter: RangeFilter) => {
+  let query = q.selectFrom('minute_rollups').select(['sensor_type', 'block_start', 'minutes']).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
+  if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
+  if (filter.start) query = query.where('block_start', '>=', blockStartOf(filter.start));
+  if (filter.end) query = query.where('block_start', '<=', filter.end);
+  return query;
+};
+
+type SensorMinute = MinuteTotals & { sensor_type: string };
+
+/** Minute rollups whose minute starts in the range, merged over devices per sensor and minute, oldest first. */
+function minuteRollups(sql: Sql, filter: RangeFilter): SensorMinute[] {
+  const merged = new Map<string, SensorMinute>();
+  for (const { sensor_type, block_start, minutes } of sql.all(minuteBlocksIn(filter))) {
+    for (const minute of minutesOf(block_start, minutes)) {
+      if ((filter.start && minute.bucket_start < filter.start) || (filter.end && minute.bucket_start > filter.end)) continue;
+      const key = `${minute.bucket_start}\u0000${sensor_type}`;
+      const known = merged.get(key);
+      if (!known) {
+        merged.set(key, { sensor_type, ...minute });
+        continue;
+      }
+      known.count += minute.count;
+      known.sum += minute.sum;
+      known.min = Math.min(known.min, minute.min);
+      known.max = Math.max(known.max, minute.max);
+      known.sum_sq += minute.sum_sq;
+    }
+  }
+  return [...merged.values()].sort((a, b) => (a.bucket_start === b.bucket_start ? (a.sensor_type < b.sensor_type ? -1 : 1) : a.bucket_start < b.bucket_start ? -1 : 1));
+}
 
 /** Rollups of several devices merged per sensor and bucket. */
 const summed = (grouped: ReturnType<typeof rollupsIn>) =>
@@ -58,16 +90,17 @@ export function rawReadings(sql: Sql, filter: RangeFilter, limit: number, offset
  */
 export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: BucketSize, limit: number, offset: number) {
   const touched = filter.start ? { ...filter, start: bucketStart[bucket](filter.start) } : filter;
-  const grouped = rollupsIn(touched, bucket).groupBy(['sensor_type', 'bucket_start']);
-  const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
-  const rows = sql.all(
-    summed(grouped)
-      .orderBy('bucket_start')
-      .orderBy('sensor_type')
-      .limit(limit)
-      .offset(offset),
-  );
+  const { total, rows } = bucket === 'minute' ? paged(minuteRollups(sql, touched), limit, offset) : rowRollups(sql, touched, bucket, limit, offset);
   return { total, rows: rows.map((r) => ({ sensor_type: r.sensor_type, bucket_start: r.bucket_start, count: r.count, avg: r.sum / r.count, min: r.min, max: r.max, sum: r.sum })) };
+}
+
+const paged = <T>(rows: T[], limit: number, offset: number) => ({ total: rows.length, rows: rows.slice(offset, offset + limit) });
+
+function rowRollups(sql: Sql, filter: RangeFilter, bucket: 'hour' | 'day', limit: number, offset: number) {
+  const grouped = rollupsIn(filter, bucket).groupBy(['sensor_type', 'bucket_start']);
+  const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
+  const rows = sql.all(summed(grouped).orderBy('bucket_start').orderBy('sensor_type').limit(limit).offset(offset));
+  return { total, rows };
 }
 
 /** Hourly rollups summed over devices, per sensor and hour, for analytics. */
@@ -82,10 +115,9 @@ const latestOfDevice = prepared((deviceId: string) =>
 );
 export const latestReadings = (sql: Sql, deviceId: string) => latestOfDevice.all(sql, deviceId);
 
+/** Readings of the minutes starting at or after `since`. */
 export const countReadingsSince = (sql: Sql, deviceId: string, since: string): number =>
-  sql.first(
-    q.selectFrom('rollups').select((eb) => eb.fn.coalesce(eb.fn.sum<number>('count'), raw<number>`0`).as('n')).where('device_id', '=', deviceId).where('bucket', '=', 'minute').where('bucket_start', '>=', since),
-  )?.n ?? 0;
+  minuteRollups(sql, { deviceIds: [deviceId], start: since }).reduce((n, minute) => n + minute.count, 0);
 
 const statsOfDevice = prepared((deviceId: string) => q.selectFrom('sensor_stats').selectAll().where('device_id', '=', deviceId));
 

@@ -1,6 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
+import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
 import type { LatestReadingsTable, RollupsTable } from './schema.js';
 import type { Sql } from './sql.js';
@@ -15,6 +16,10 @@ export const bucketStart: Record<BucketSize, (ts: string) => string> = {
   day: (ts) => `${ts.slice(0, 10)}T00:00:00.000Z`,
 };
 
+/** The buckets kept one row each in `rollups`; minutes are packed in `minute_rollups` (see minute-blocks.ts). */
+const rowBuckets = ['hour', 'day'] as const;
+type RowBucket = (typeof rowBuckets)[number];
+
 /** One bucket's running aggregate; its device, sensor and bucket size are those of the entry holding it. */
 type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'>;
 
@@ -28,11 +33,13 @@ interface Pending {
   sensor_type: string;
   stats: SensorStats;
   latest: Latest | null;
-  buckets: Record<BucketSize, Map<string, Aggregate>>;
+  buckets: Record<RowBucket, Map<string, Aggregate>>;
+  minuteBlocks: Map<string, MinuteBlock>;
 }
 
 /**
- * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups. Rollup totals and
+ * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups (minutes packed by the
+ * quarter hour, see minute-blocks.ts). Rollup totals and
  * sensor statistics are read once per batch, folded in memory and written once at its end, so
  * a batch of 100-reading submissions costs one read and one write per bucket, not per reading.
  * Pruning depends only on the events (each event's hour), so replay prunes identically.
@@ -46,7 +53,7 @@ export function telemetryProjection(retentionDays: number): Projection {
   const pending = new Map<string, Pending>();
   /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
   let cutoffOf = { hour: '', cutoff: '' };
-  const tables = ['readings', 'rollups', 'sensor_stats', 'latest_readings'];
+  const tables = ['readings', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
   let statements: ReturnType<typeof prepare> | undefined;
   // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
@@ -58,9 +65,11 @@ export function telemetryProjection(retentionDays: number): Projection {
       `INSERT OR IGNORE INTO readings (device_id, sensor_type, ts, seq, value, unit, quality_score, quality_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, number, number, string | null, number, string]>,
     readRollup: sql.db.prepare(`SELECT bucket_start, count, sum, min, max, sum_sq FROM rollups WHERE device_id = ? AND bucket = ? AND bucket_start = ? AND sensor_type = ?`) as Statement<
-      [string, BucketSize, string, string],
+      [string, RowBucket, string, string],
       Aggregate
     >,
+    readMinuteBlock: sql.db.prepare(`SELECT minutes FROM minute_rollups WHERE device_id = ? AND block_start = ? AND sensor_type = ?`).pluck() as Statement<[string, string, string], Buffer>,
+    writeMinuteBlock: sql.db.prepare(`INSERT OR REPLACE INTO minute_rollups (device_id, block_start, sensor_type, minutes) VALUES (?, ?, ?, ?)`) as Statement<[string, string, string, Buffer]>,
     writeRollup: sql.db.prepare(
       `INSERT OR REPLACE INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, string, number, number, number, number, number]>,
@@ -86,7 +95,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     let entry = pending.get(key);
     if (!entry) {
       const stored = s.readStats.get(deviceId, sensorType) ?? emptyStats;
-      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { minute: new Map(), hour: new Map(), day: new Map() } };
+      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { hour: new Map(), day: new Map() }, minuteBlocks: new Map() };
       pending.set(key, entry);
     }
     return entry;
@@ -99,7 +108,15 @@ export function telemetryProjection(retentionDays: number): Projection {
    */
   const addToRollups = (s: ReturnType<typeof prepare>, entry: Pending, reading: StoredReading) => {
     const v = reading.value;
-    for (const bucket of bucketSizes) {
+    const blockStart = blockStartOf(reading.timestamp);
+    let block = entry.minuteBlocks.get(blockStart);
+    if (!block) {
+      const stored = s.readMinuteBlock.get(entry.device_id, blockStart, entry.sensor_type);
+      block = stored ? decodeBlock(stored) : emptyBlock();
+      entry.minuteBlocks.set(blockStart, block);
+    }
+    addToBlock(block, reading.timestamp, v);
+    for (const bucket of rowBuckets) {
       const start = bucketStart[bucket](reading.timestamp);
       let rollup = entry.buckets[bucket].get(start);
       if (!rollup) {
@@ -122,9 +139,10 @@ export function telemetryProjection(retentionDays: number): Projection {
 
   const write = (s: ReturnType<typeof prepare>, entry: Pending) => {
     const { device_id, sensor_type, stats, latest } = entry;
-    for (const bucket of bucketSizes) {
+    for (const bucket of rowBuckets) {
       for (const r of entry.buckets[bucket].values()) s.writeRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
     }
+    for (const [blockStart, block] of entry.minuteBlocks) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, encodeBlock(block));
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
     if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
   };
@@ -145,7 +163,8 @@ export function telemetryProjection(retentionDays: number): Projection {
   return {
     name: 'telemetry',
     // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
-    version: 3,
+    // 4: minute rollups packed a quarter of an hour to a row.
+    version: 4,
     tables,
     ddl: `
       CREATE TABLE IF NOT EXISTS readings (
@@ -156,6 +175,9 @@ export function telemetryProjection(retentionDays: number): Projection {
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
         count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
         PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS minute_rollups (
+        device_id TEXT NOT NULL, block_start TEXT NOT NULL, sensor_type TEXT NOT NULL, minutes BLOB NOT NULL,
+        PRIMARY KEY (device_id, block_start, sensor_type)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS sensor_stats (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, count INTEGER NOT NULL, mean REAL NOT NULL, variance REAL NOT NULL,
         last_timestamp TEXT, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;

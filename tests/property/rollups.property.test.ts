@@ -8,6 +8,7 @@ import type { StoredReading } from '../../src/domain/events.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from '../../src/projections/index.js';
 import { rebuildAndCompare } from '../../src/projections/rebuild.js';
+import { minutesOf } from '../../src/projections/minute-blocks.js';
 import { aggregatedReadings } from '../../src/projections/telemetry-queries.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
 import { client, registerUser } from '../helpers/client.js';
@@ -49,6 +50,13 @@ interface RollupRow {
   sum_sq: number;
 }
 
+/** Every stored rollup as a row of one bucket: hour and day rows as stored, minutes unpacked from their blocks. */
+function storedRollups(db: SqliteDatabase): RollupRow[] {
+  const blocks = db.prepare<[], { device_id: string; block_start: string; sensor_type: string; minutes: Buffer }>(`SELECT * FROM minute_rollups`).all();
+  const minutes = blocks.flatMap(({ device_id, block_start, sensor_type, minutes }) => minutesOf(block_start, minutes).map((m) => ({ device_id, sensor_type, bucket: 'minute', ...m })));
+  return [...db.prepare<[], RollupRow>(`SELECT * FROM rollups`).all(), ...minutes];
+}
+
 /** Offsets before NOW: spread over the days, or crowded into a few minutes so buckets collide. */
 const offset = fc.oneof(
   fc.integer({ min: 0, max: SPAN }),
@@ -80,6 +88,9 @@ const scenario = fc
         hours: fc.integer({ min: 1, max: 80 }),
         sensor: fc.option(fc.constantFrom(...SENSORS), { nil: undefined }),
         device: fc.constantFrom(...DEVICES),
+        /** Unaligned ends for the minute query: they cut through quarter-hour blocks. */
+        minuteStartBeforeNow: offset,
+        minuteSpanMs: fc.integer({ min: 0, max: 6 * HOUR }),
       }),
     }),
   );
@@ -156,7 +167,7 @@ describe('rollups equal a naive aggregate, whatever the arrival order (projectio
           }
           await h.caughtUp();
 
-          const rows = h.db.prepare<[], RollupRow>(`SELECT * FROM rollups`).all();
+          const rows = storedRollups(h.db);
           for (const bucket of ['minute', 'hour', 'day'] as const) {
             expectRollupsEqual(
               rows.filter((r) => r.bucket === bucket),
@@ -184,6 +195,26 @@ describe('rollups equal a naive aggregate, whatever the arrival order (projectio
           for (const row of answer.rows) expect(row.avg).toBeCloseTo(row.sum / row.count, 9);
           const order = answer.rows.map((r) => `${r.bucket_start}|${r.sensor_type}`);
           expect(order, 'oldest first').toEqual([...order].sort());
+
+          // The minute query over any range: every minute that starts from the start's minute to the end.
+          const minuteFrom = NOW - range.minuteStartBeforeNow;
+          const minuteTo = minuteFrom + range.minuteSpanMs;
+          const inMinutes = readings.filter(
+            (r) =>
+              r.device_id === range.device &&
+              (range.sensor === undefined || r.sensor_type === range.sensor) &&
+              Date.parse(r.timestamp) >= Math.floor(minuteFrom / MINUTE) * MINUTE &&
+              Date.parse(naiveBucketStart('minute', r.timestamp)) <= minuteTo,
+          );
+          const minutes = aggregatedReadings(h.sql, { deviceIds: [range.device], ...(range.sensor ? { sensorType: range.sensor } : {}), start: iso(minuteFrom), end: iso(minuteTo) }, 'minute', 100_000, 0);
+          expect(minutes.total).toBe(naiveRollups(inMinutes, 'minute').size);
+          expectRollupsEqual(
+            minutes.rows.map((r) => ({ ...r, device_id: range.device })),
+            naiveRollups(inMinutes, 'minute'),
+            'minute query',
+          );
+          const minuteOrder = minutes.rows.map((r) => `${r.bucket_start}|${r.sensor_type}`);
+          expect(minuteOrder, 'oldest first').toEqual([...minuteOrder].sort());
         } finally {
           await h.close();
         }
@@ -236,7 +267,7 @@ describe('rollups equal a naive aggregate, whatever the arrival order (HTTP)', (
             `GET interval=${bucket}`,
           );
           for (const row of answer.data) expect(row.bucket_start).toBe(naiveBucketStart(bucket, row.bucket_start));
-          const stored = server.server.db.prepare<[string, string], RollupRow>(`SELECT * FROM rollups WHERE device_id = ? AND bucket = ?`).all(device.id, bucket);
+          const stored = storedRollups(server.server.db).filter((r) => r.device_id === device.id && r.bucket === bucket);
           expectRollupsEqual(stored, expected, `rollups table ${bucket}`);
         }
 
