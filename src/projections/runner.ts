@@ -137,7 +137,8 @@ export class ProjectionRunner {
     const from = this.position();
     this.live = this.live.filter((event) => event.position > from);
     if (this.live[0]?.position === from + 1) return this.live.splice(0, BATCH_SIZE);
-    return this.log.readAll({ afterPosition: from, limit: this.lag() > CATCH_UP_BATCH_SIZE ? CATCH_UP_BATCH_SIZE : BATCH_SIZE });
+    // The whole gap up to a catch-up batch: its last stretch in live-sized batches cost a rebuild as much as the rest.
+    return this.log.readAll({ afterPosition: from, limit: CATCH_UP_BATCH_SIZE });
   }
 
   private applyBatch(batch: readonly RecordedEvent[]): void {
