@@ -1,4 +1,5 @@
 import type { RecordedEvent } from '../domain/events.js';
+import type { SqliteDatabase } from '../eventlog/index.js';
 import type { Sql } from './sql.js';
 
 /**
@@ -11,6 +12,11 @@ export interface Projection {
   readonly version: number;
   /** Tables it owns, in the order a digest reads them. */
   readonly tables: readonly string[];
+  /**
+   * For tables whose rows depend on where batches ended (content packed per batch): the rows of
+   * the content in a canonical order, which a digest reads instead of the stored rows.
+   */
+  readonly canonicalRows?: Readonly<Record<string, (db: SqliteDatabase) => Iterable<unknown>>>;
   /** DDL creating its tables and indexes (idempotent). */
   readonly ddl: string;
   apply(sql: Sql, event: RecordedEvent): void;

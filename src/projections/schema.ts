@@ -76,15 +76,16 @@ export interface AlertsTable {
   version: number;
 }
 
-export interface ReadingsTable {
+/** Raw readings of one batch, device, sensor and hour (see reading-chunks.ts). */
+export interface ReadingChunksTable {
   device_id: string;
+  hour: string;
   sensor_type: string;
-  ts: string;
   seq: number;
-  value: number;
-  unit: string | null;
-  quality_score: number;
-  quality_reasons: string;
+  count: number;
+  first_ts: string;
+  last_ts: string;
+  readings: string;
 }
 
 export interface RollupsTable {
@@ -116,8 +117,16 @@ export interface SensorStatsTable {
   last_timestamp: string | null;
 }
 
-/** Each sensor's newest reading, as its raw row holds it (less the reasons). */
-export type LatestReadingsTable = Omit<ReadingsTable, 'quality_reasons'>;
+/** Each sensor's newest reading (less its quality reasons). */
+export interface LatestReadingsTable {
+  device_id: string;
+  sensor_type: string;
+  ts: string;
+  seq: number;
+  value: number;
+  unit: string | null;
+  quality_score: number;
+}
 
 export interface DeviceHealthTable {
   device_id: string;
@@ -244,7 +253,7 @@ export interface ReadModels {
   commands: CommandsTable;
   stream_owners: StreamOwnersTable;
   alerts: AlertsTable;
-  readings: ReadingsTable;
+  reading_chunks: ReadingChunksTable;
   rollups: RollupsTable;
   minute_rollups: MinuteRollupsTable;
   sensor_stats: SensorStatsTable;

@@ -1,5 +1,6 @@
 import type { SensorStats } from '../domain/quality.js';
 import { blockStartOf, minutesOf, type MinuteTotals } from './minute-blocks.js';
+import { byTimeThenSeq, decodeChunk, hourOf, type RawRow } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -10,13 +11,43 @@ export interface RangeFilter {
   end?: string;
 }
 
-const readingsIn = (filter: RangeFilter) => {
-  let query = q.selectFrom('readings').where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
+/** One device's range: raw readings are only ever read per device. */
+export type DeviceRange = RangeFilter & { deviceIds: [string] };
+
+const chunksIn = (filter: DeviceRange) => {
+  let query = q.selectFrom('reading_chunks').where('device_id', '=', filter.deviceIds[0]);
   if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
-  if (filter.start) query = query.where('ts', '>=', filter.start);
-  if (filter.end) query = query.where('ts', '<=', filter.end);
+  if (filter.start) query = query.where('hour', '>=', hourOf(filter.start));
+  if (filter.end) query = query.where('hour', '<=', filter.end);
   return query;
 };
+
+const inRange = (ts: string, filter: RangeFilter) => (!filter.start || ts >= filter.start) && (!filter.end || ts <= filter.end);
+
+/**
+ * The hours of a device's range that hold readings, oldest first, each with how many of its
+ * readings fall in the range: from the chunks' counts where a chunk lies wholly inside it,
+ * decoding only the chunks the range's ends cut through.
+ */
+function hoursIn(sql: Sql, filter: DeviceRange) {
+  const hours = new Map<string, { count: number; cut: boolean }>();
+  for (const chunk of sql.all(chunksIn(filter).select(['hour', 'count', 'first_ts', 'last_ts']).orderBy('hour'))) {
+    const hour = hours.get(chunk.hour) ?? { count: 0, cut: false };
+    hour.count += chunk.count;
+    hour.cut ||= !(inRange(chunk.first_ts, filter) && inRange(chunk.last_ts, filter));
+    hours.set(chunk.hour, hour);
+  }
+  return [...hours].map(([hour, { count, cut }]) => ({ hour, count: cut ? readingsOfHour(sql, filter, hour).length : count }));
+}
+
+/** Every reading of one hour of the range, in time order. */
+function readingsOfHour(sql: Sql, filter: DeviceRange, hour: string): RawRow[] {
+  const chunks = sql.all(chunksIn({ ...filter, start: hour, end: hour }).select(['sensor_type', 'readings']));
+  return chunks
+    .flatMap((chunk) => decodeChunk(chunk.sensor_type, chunk.readings))
+    .filter((reading) => inRange(reading.ts, filter))
+    .sort(byTimeThenSeq);
+}
 
 const rollupsIn = (filter: RangeFilter, bucket: 'hour' | 'day') => {
   let query = q.selectFrom('rollups').where('bucket', '=', bucket).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
@@ -70,18 +101,23 @@ const summed = (grouped: ReturnType<typeof rollupsIn>) =>
     (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
   ]);
 
-/** The newest `limit` raw readings of the range (after `offset`), answered oldest first. */
-export function rawReadings(sql: Sql, filter: RangeFilter, limit: number, offset: number) {
-  const total = sql.first(readingsIn(filter).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
-  const rows = sql.all(
-    readingsIn(filter)
-      .select(['sensor_type', 'value', 'unit', 'ts as timestamp', 'quality_score', 'quality_reasons'])
-      .orderBy('ts', 'desc')
-      .orderBy('seq', 'desc')
-      .limit(limit)
-      .offset(offset),
-  );
-  return { total, rows: rows.reverse().map(({ quality_reasons, ...row }) => ({ ...row, quality_reasons: JSON.parse(quality_reasons) as string[] })) };
+/** The newest `limit` raw readings of the range (after `offset`), answered oldest first. Hours the offset skips whole are not decoded. */
+export function rawReadings(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
+  const hours = hoursIn(sql, filter);
+  const newest: RawRow[] = [];
+  let skip = offset;
+  for (const { hour, count } of hours.toReversed()) {
+    if (newest.length >= limit) break;
+    if (skip >= count) {
+      skip -= count;
+      continue;
+    }
+    const descending = readingsOfHour(sql, filter, hour).reverse();
+    newest.push(...descending.slice(skip, skip + limit - newest.length));
+    skip = 0;
+  }
+  const rows = newest.reverse().map(({ sensor_type, value, unit, ts, quality_score, quality_reasons }) => ({ sensor_type, value, unit, timestamp: ts, quality_score, quality_reasons }));
+  return { total: hours.reduce((n, hour) => n + hour.count, 0), rows };
 }
 
 /**
@@ -126,19 +162,7 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
   return new Map(rows.map(({ sensor_type, count, mean, variance, last_timestamp }) => [sensor_type, { count, mean, variance, last_timestamp }]));
 }
 
-/** Every reading of a range in time order, one page at a time (keyset on the key's order), for streaming exports. */
-export function* iterateReadings(sql: Sql, filter: RangeFilter & { deviceIds: [string] }, pageSize = 5_000) {
-  let after: { ts: string; seq: number } | null = null;
-  for (;;) {
-    let query = readingsIn(filter).select(['sensor_type', 'value', 'unit', 'ts', 'seq', 'quality_score']);
-    if (after) {
-      const { ts, seq } = after;
-      query = query.where((eb) => eb.or([eb('ts', '>', ts), eb.and([eb('ts', '=', ts), eb('seq', '>', seq)])]));
-    }
-    const page = sql.all(query.orderBy('ts').orderBy('seq').limit(pageSize));
-    yield page;
-    if (page.length < pageSize) return;
-    const last = page[page.length - 1]!;
-    after = { ts: last.ts, seq: last.seq };
-  }
+/** Every reading of a range in time order, an hour of the device at a time, for streaming exports. */
+export function* iterateReadings(sql: Sql, filter: DeviceRange) {
+  for (const { hour } of hoursIn(sql, filter)) yield readingsOfHour(sql, filter, hour);
 }

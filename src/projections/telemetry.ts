@@ -1,8 +1,10 @@
 import type { Statement } from 'better-sqlite3';
+import type { SqliteDatabase } from '../eventlog/index.js';
 import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
+import { decodeChunk, encodeChunk, hourOf, type ChunkReading } from './reading-chunks.js';
 import type { LatestReadingsTable, RollupsTable } from './schema.js';
 import type { Sql } from './sql.js';
 
@@ -21,20 +23,27 @@ const rowBuckets = ['hour', 'day'] as const;
 type RowBucket = (typeof rowBuckets)[number];
 
 /** One bucket's running aggregate; its device, sensor and bucket size are those of the entry holding it. */
-type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'>;
+type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'> & Touched;
+
+/** The number of the batch that last changed it: only what the current batch changed is written. */
+interface Touched {
+  batch: number;
+}
 
 const HOUR_MS = 3_600_000;
 
 /** The newest reading of a device's sensor (newest timestamp, then latest position), as its row holds it. */
 type Latest = Omit<LatestReadingsTable, 'device_id' | 'sensor_type'>;
 
-interface Pending {
+interface Pending extends Touched {
   device_id: string;
   sensor_type: string;
   stats: SensorStats;
   latest: Latest | null;
   buckets: Record<RowBucket, Map<string, Aggregate>>;
-  minuteBlocks: Map<string, MinuteBlock>;
+  minuteBlocks: Map<string, { block: MinuteBlock } & Touched>;
+  /** Raw readings by hour, in log order: one chunk row each at the batch's end. */
+  chunks: Map<string, ChunkReading[]>;
 }
 
 /**
@@ -44,26 +53,35 @@ interface Pending {
  * a batch of 100-reading submissions costs one read and one write per bucket, not per reading.
  * Pruning depends only on the events (each event's hour), so replay prunes identically.
  *
- * Keys follow the order readings arrive in: raw rows by (device, time), rollups by (device,
- * bucket, start), so a batch appends to one hot page per device instead of one per sensor,
- * and the queries (a device's range, one sensor filtered in it) need no second index.
+ * Raw readings are kept in chunks, one row per batch, device, sensor and hour (see
+ * reading-chunks.ts). Keys lead with the device and then time: a batch appends to one hot page
+ * per device, and the queries (a device's range, one sensor filtered in it) need no second index.
  */
 export function telemetryProjection(retentionDays: number): Projection {
   const retentionMs = retentionDays * 24 * HOUR_MS;
+  /**
+   * What the current batch gathers, and what the previous one wrote: a batch finds the totals the
+   * last one left in memory instead of reading them back, which was a rebuild's largest cost.
+   */
   const pending = new Map<string, Pending>();
+  let batch = 0;
   /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
   let cutoffOf = { hour: '', cutoff: '' };
-  const tables = ['readings', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
+  const tables = ['reading_chunks', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
   let statements: ReturnType<typeof prepare> | undefined;
   // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
-  const statementsFor = (sql: Sql) => (statements?.db === sql.db ? statements : (statements = prepare(sql)));
+  const statementsFor = (sql: Sql) => {
+    if (statements?.db === sql.db) return statements;
+    pending.clear();
+    return (statements = prepare(sql));
+  };
 
   const prepare = (sql: Sql) => ({
     db: sql.db,
-    insertReading: sql.db.prepare(
-      `INSERT OR IGNORE INTO readings (device_id, sensor_type, ts, seq, value, unit, quality_score, quality_reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ) as Statement<[string, string, string, number, number, string | null, number, string]>,
+    insertChunk: sql.db.prepare(
+      `INSERT OR IGNORE INTO reading_chunks (device_id, hour, sensor_type, seq, count, first_ts, last_ts, readings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ) as Statement<[string, string, string, number, number, string, string, string]>,
     readRollup: sql.db.prepare(`SELECT bucket_start, count, sum, min, max, sum_sq FROM rollups WHERE device_id = ? AND bucket = ? AND bucket_start = ? AND sensor_type = ?`) as Statement<
       [string, RowBucket, string, string],
       Aggregate
@@ -86,7 +104,7 @@ export function telemetryProjection(retentionDays: number): Projection {
          quality_score = excluded.quality_score WHERE (excluded.ts, excluded.seq) > (ts, seq)`,
     ) as Statement<[string, string, string, number, number, string | null, number]>,
     devicesWithReadings: sql.db.prepare(`SELECT DISTINCT device_id FROM sensor_stats`).pluck() as Statement<[], string>,
-    pruneDevice: sql.db.prepare(`DELETE FROM readings WHERE device_id = ? AND ts < ?`) as Statement<[string, string]>,
+    pruneDevice: sql.db.prepare(`DELETE FROM reading_chunks WHERE device_id = ? AND hour < ?`) as Statement<[string, string]>,
   });
 
   /** What a batch gathers per device and sensor, written once at its end. */
@@ -95,9 +113,10 @@ export function telemetryProjection(retentionDays: number): Projection {
     let entry = pending.get(key);
     if (!entry) {
       const stored = s.readStats.get(deviceId, sensorType) ?? emptyStats;
-      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { hour: new Map(), day: new Map() }, minuteBlocks: new Map() };
+      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { hour: new Map(), day: new Map() }, minuteBlocks: new Map(), chunks: new Map(), batch };
       pending.set(key, entry);
     }
+    entry.batch = batch;
     return entry;
   };
 
@@ -109,20 +128,23 @@ export function telemetryProjection(retentionDays: number): Projection {
   const addToRollups = (s: ReturnType<typeof prepare>, entry: Pending, reading: StoredReading) => {
     const v = reading.value;
     const blockStart = blockStartOf(reading.timestamp);
-    let block = entry.minuteBlocks.get(blockStart);
-    if (!block) {
+    let minutes = entry.minuteBlocks.get(blockStart);
+    if (!minutes) {
       const stored = s.readMinuteBlock.get(entry.device_id, blockStart, entry.sensor_type);
-      block = stored ? decodeBlock(stored) : emptyBlock();
-      entry.minuteBlocks.set(blockStart, block);
+      minutes = { block: stored ? decodeBlock(stored) : emptyBlock(), batch };
+      entry.minuteBlocks.set(blockStart, minutes);
     }
-    addToBlock(block, reading.timestamp, v);
+    minutes.batch = batch;
+    addToBlock(minutes.block, reading.timestamp, v);
     for (const bucket of rowBuckets) {
       const start = bucketStart[bucket](reading.timestamp);
       let rollup = entry.buckets[bucket].get(start);
       if (!rollup) {
-        rollup = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type) ?? { bucket_start: start, count: 0, sum: 0, min: v, max: v, sum_sq: 0 };
+        const stored = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type);
+        rollup = stored ? { ...stored, batch } : { bucket_start: start, count: 0, sum: 0, min: v, max: v, sum_sq: 0, batch };
         entry.buckets[bucket].set(start, rollup);
       }
+      rollup.batch = batch;
       rollup.count += 1;
       rollup.sum += v;
       rollup.min = Math.min(rollup.min, v);
@@ -131,27 +153,55 @@ export function telemetryProjection(retentionDays: number): Projection {
     }
   };
 
+  const addToChunk = (entry: Pending, reading: StoredReading, seq: number) => {
+    const hour = hourOf(reading.timestamp);
+    const readings = entry.chunks.get(hour);
+    const row: ChunkReading = [reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, reading.quality_reasons];
+    if (readings) readings.push(row);
+    else entry.chunks.set(hour, [row]);
+  };
+
   const addToLatest = (entry: Pending, reading: StoredReading, seq: number) => {
     const known = entry.latest;
     if (known && (known.ts > reading.timestamp || (known.ts === reading.timestamp && known.seq > seq))) return;
     entry.latest = { ts: reading.timestamp, seq, value: reading.value, unit: reading.unit, quality_score: reading.quality_score };
   };
 
+  /** Writes what this batch changed, and forgets what it did not touch: memory stays one batch deep. */
   const write = (s: ReturnType<typeof prepare>, entry: Pending) => {
     const { device_id, sensor_type, stats, latest } = entry;
     for (const bucket of rowBuckets) {
-      for (const r of entry.buckets[bucket].values()) s.writeRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
+      for (const [start, r] of entry.buckets[bucket]) {
+        if (r.batch === batch) s.writeRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
+        else entry.buckets[bucket].delete(start);
+      }
     }
-    for (const [blockStart, block] of entry.minuteBlocks) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, encodeBlock(block));
+    for (const [blockStart, minutes] of entry.minuteBlocks) {
+      if (minutes.batch === batch) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, encodeBlock(minutes.block));
+      else entry.minuteBlocks.delete(blockStart);
+    }
+    for (const [hour, readings] of entry.chunks) {
+      let first = readings[0]![0];
+      let last = first;
+      for (const [ts] of readings) {
+        if (ts < first) first = ts;
+        if (ts > last) last = ts;
+      }
+      s.insertChunk.run(device_id, hour, sensor_type, readings[0]![1], readings.length, first, last, encodeChunk(readings));
+    }
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
     if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
+    entry.chunks.clear();
+    entry.latest = null;
   };
 
-  /** Per device through the key, not one scan of every row: the devices with readings are those with statistics. */
+  /**
+   * Per device through the key, not one scan of every row: the devices with readings are those
+   * with statistics. The cutoff falls on an hour, so whole hours of chunks go, stored or pending.
+   */
   const prune = (s: ReturnType<typeof prepare>, cutoff: string) => {
-    const devices = new Set(s.devicesWithReadings.all());
-    for (const entry of pending.values()) devices.add(entry.device_id);
-    for (const deviceId of devices) s.pruneDevice.run(deviceId, cutoff);
+    for (const deviceId of s.devicesWithReadings.all()) s.pruneDevice.run(deviceId, cutoff);
+    for (const entry of pending.values()) for (const hour of entry.chunks.keys()) if (hour < cutoff) entry.chunks.delete(hour);
   };
 
   /** A deleted device leaves every count: its rows go, and so do its pending deltas. */
@@ -163,14 +213,14 @@ export function telemetryProjection(retentionDays: number): Projection {
   return {
     name: 'telemetry',
     // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
-    // 4: minute rollups packed a quarter of an hour to a row.
-    version: 4,
+    // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks.
+    version: 5,
     tables,
     ddl: `
-      CREATE TABLE IF NOT EXISTS readings (
-        device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
-        unit TEXT, quality_score INTEGER NOT NULL, quality_reasons TEXT NOT NULL,
-        PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS reading_chunks (
+        device_id TEXT NOT NULL, hour TEXT NOT NULL, sensor_type TEXT NOT NULL, seq INTEGER NOT NULL,
+        count INTEGER NOT NULL, first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, readings TEXT NOT NULL,
+        PRIMARY KEY (device_id, hour, sensor_type, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS rollups (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
         count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
@@ -184,6 +234,9 @@ export function telemetryProjection(retentionDays: number): Projection {
       CREATE TABLE IF NOT EXISTS latest_readings (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
         unit TEXT, quality_score INTEGER NOT NULL, PRIMARY KEY (device_id, sensor_type)) WITHOUT ROWID;`,
+
+    // Chunks end where batches ended; the readings they hold, in log order per device and hour, do not.
+    canonicalRows: { reading_chunks: readingsInLogOrder },
 
     apply(sql, event) {
       if (event.type === 'device.decommissioned') {
@@ -202,11 +255,8 @@ export function telemetryProjection(retentionDays: number): Projection {
       const deviceId = event.data.device_id;
       event.data.readings.forEach((reading, index) => {
         const seq = event.position * 1000 + index;
-        if (reading.timestamp >= cutoff) {
-          const reasons = reading.quality_reasons.length === 0 ? '[]' : JSON.stringify(reading.quality_reasons);
-          s.insertReading.run(deviceId, reading.sensor_type, reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, reasons);
-        }
         const entry = pendingOf(s, deviceId, reading.sensor_type);
+        if (reading.timestamp >= cutoff) addToChunk(entry, reading, seq);
         addToRollups(s, entry, reading);
         entry.stats = updateStats(entry.stats, reading.value, reading.timestamp);
         addToLatest(entry, reading, seq);
@@ -215,8 +265,21 @@ export function telemetryProjection(retentionDays: number): Projection {
 
     afterBatch(sql) {
       const s = statementsFor(sql);
-      for (const entry of pending.values()) write(s, entry);
-      pending.clear();
+      for (const [key, entry] of pending) {
+        if (entry.batch === batch) write(s, entry);
+        else pending.delete(key);
+      }
+      batch += 1;
     },
   };
+}
+
+/** Every stored raw reading, per device and hour, in log order: what the chunks hold, however they were cut. */
+function* readingsInLogOrder(db: SqliteDatabase): Iterable<unknown> {
+  const hours = db.prepare<[], { device_id: string; hour: string }>(`SELECT DISTINCT device_id, hour FROM reading_chunks ORDER BY device_id, hour`).all();
+  const chunksOf = db.prepare<[string, string], { sensor_type: string; readings: string }>(`SELECT sensor_type, readings FROM reading_chunks WHERE device_id = ? AND hour = ?`);
+  for (const { device_id, hour } of hours) {
+    const readings = chunksOf.all(device_id, hour).flatMap((chunk) => decodeChunk(chunk.sensor_type, chunk.readings));
+    for (const r of readings.sort((a, b) => a.seq - b.seq)) yield [device_id, r.sensor_type, r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons];
+  }
 }

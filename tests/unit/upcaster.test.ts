@@ -4,7 +4,8 @@ import { ManualClock } from '../../src/domain/clock.js';
 import { eventSchemas, streams, upcast, type DomainEvent } from '../../src/domain/events.js';
 import { chainHash } from '../../src/eventlog/hash.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
-import { ProjectionRunner, createProjections } from '../../src/projections/index.js';
+import { ProjectionRunner, Sql, createProjections } from '../../src/projections/index.js';
+import { iterateReadings } from '../../src/projections/telemetry-queries.js';
 
 /**
  * readings.recorded changed shape: it first carried bare readings ({sensor_type, value,
@@ -152,15 +153,11 @@ describe('upcaster: readings.recorded in its old shape', () => {
     runner.start();
     await runner.waitFor(log.headPosition());
     await runner.stop();
-    const readings = db
-      .prepare<[], { sensor_type: string; ts: string; value: number; unit: string | null; quality_score: number; quality_reasons: string }>(
-        'SELECT sensor_type, ts, value, unit, quality_score, quality_reasons FROM readings ORDER BY ts, sensor_type',
-      )
-      .all();
+    const readings = [...iterateReadings(new Sql(db), { deviceIds: ['d1'] })].flat().map(({ seq: _, ...reading }) => reading);
     expect(readings).toEqual([
-      { sensor_type: 'humidity', ts: at(0), value: 40, unit: '%', quality_score: 90, quality_reasons: '["stale"]' },
-      { sensor_type: 'temperature', ts: at(60_000), value: 21.5, unit: null, quality_score: 100, quality_reasons: '[]' },
-      { sensor_type: 'temperature', ts: at(61_000), value: 22, unit: null, quality_score: 100, quality_reasons: '[]' },
+      { sensor_type: 'humidity', ts: at(0), value: 40, unit: '%', quality_score: 90, quality_reasons: ['stale'] },
+      { sensor_type: 'temperature', ts: at(60_000), value: 21.5, unit: null, quality_score: 100, quality_reasons: [] },
+      { sensor_type: 'temperature', ts: at(61_000), value: 22, unit: null, quality_score: 100, quality_reasons: [] },
     ]);
     const hour = db.prepare<[], { count: number; sum: number }>("SELECT count, sum FROM rollups WHERE sensor_type = 'temperature' AND bucket = 'hour'").get();
     expect(hour).toEqual({ count: 2, sum: 43.5 });

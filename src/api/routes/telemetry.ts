@@ -60,7 +60,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!);
-        const filter = { deviceIds: [device.id], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
+        const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         const { rows, total } = query.interval === 'raw' ? rawReadings(services.sql, filter, query.limit, query.offset) : aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
         return { data: rows, meta: listMeta(total, query) };
       },
