@@ -293,3 +293,16 @@ export function envInt(name: string, fallback: number): number {
   const value = Number.parseInt(process.env[name] ?? '', 10);
   return Number.isFinite(value) && value >= 0 ? value : fallback;
 }
+
+/**
+ * The layout telemetry had before chunks and minute blocks, a row per raw reading and per rollup
+ * bucket: what the baselines insert when a target speaks of plain inserts of the same rows.
+ */
+export const ROW_PER_READING_DDL = `
+  CREATE TABLE readings (
+    device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
+    unit TEXT, quality_score INTEGER NOT NULL, quality_reasons TEXT NOT NULL, PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
+  CREATE TABLE rollups (
+    device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
+    count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
+    PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;`;

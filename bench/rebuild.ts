@@ -22,7 +22,7 @@ import { migrateEventLog } from '../src/eventlog/schema.js';
 import { ProjectionRunner, createProjections } from '../src/projections/index.js';
 import { CATCH_UP_BATCH_SIZE } from '../src/projections/runner.js';
 import { bucketSizes, bucketStart } from '../src/projections/telemetry.js';
-import { defaultRounds, envInt, percent, tempDir, timeInterleaved, timeRounds, type Benchmark, type Reporter, type Side } from './lib.js';
+import { ROW_PER_READING_DDL, defaultRounds, envInt, percent, tempDir, timeInterleaved, timeRounds, type Benchmark, type Reporter, type Side } from './lib.js';
 
 /**
  * The target's 1,000,000 events: about a minute to rebuild on this machine, half a minute to
@@ -281,16 +281,6 @@ function telemetryRowsOf(source: Generated): Array<{ readings: ReadingRow[]; rol
   db.close();
   return batches;
 }
-
-/** The layout telemetry had before chunks and minute blocks: a row per raw reading and per rollup bucket. */
-const ROW_PER_READING_DDL = `
-  CREATE TABLE readings (
-    device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, value REAL NOT NULL,
-    unit TEXT, quality_score INTEGER NOT NULL, quality_reasons TEXT NOT NULL, PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID;
-  CREATE TABLE rollups (
-    device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
-    count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
-    PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;`;
 
 /**
  * What storing a row per reading costs by itself, the reason telemetry packs its rows: the raw

@@ -32,6 +32,12 @@ interface Touched {
 
 const HOUR_MS = 3_600_000;
 
+/** The buckets a reading's time falls in. */
+interface BucketKeys extends Record<RowBucket, string> {
+  ts: string;
+  block: string;
+}
+
 /** The newest reading of a device's sensor (newest timestamp, then latest position), as its row holds it. */
 type Latest = Omit<LatestReadingsTable, 'device_id' | 'sensor_type'>;
 
@@ -69,6 +75,13 @@ export function telemetryProjection(retentionDays: number): Projection {
   let cutoffOf = { hour: '', cutoff: '' };
   const tables = ['reading_chunks', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
+  /**
+   * The bucket keys of the last timestamp seen: a submission's sensors share their times, and a
+   * key built once is hashed once by the maps it is looked up in.
+   */
+  let lastKeys: BucketKeys = { ts: '', block: '', hour: '', day: '' };
+  const keysOf = (ts: string): BucketKeys =>
+    lastKeys.ts === ts ? lastKeys : (lastKeys = { ts, block: blockStartOf(ts), hour: hourOf(ts), day: bucketStart.day(ts) });
   let statements: ReturnType<typeof prepare> | undefined;
   // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
   const statementsFor = (sql: Sql) => {
@@ -125,9 +138,9 @@ export function telemetryProjection(retentionDays: number): Projection {
    * row: sums of doubles depend on grouping, so adding a batch's subtotal to the stored total would
    * make the last digits depend on where batches happened to end, and a replay would differ.
    */
-  const addToRollups = (s: ReturnType<typeof prepare>, entry: Pending, reading: StoredReading) => {
+  const addToRollups = (s: ReturnType<typeof prepare>, entry: Pending, reading: StoredReading, keys: BucketKeys) => {
     const v = reading.value;
-    const blockStart = blockStartOf(reading.timestamp);
+    const blockStart = keys.block;
     let minutes = entry.minuteBlocks.get(blockStart);
     if (!minutes) {
       const stored = s.readMinuteBlock.get(entry.device_id, blockStart, entry.sensor_type);
@@ -137,7 +150,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     minutes.batch = batch;
     addToBlock(minutes.block, reading.timestamp, v);
     for (const bucket of rowBuckets) {
-      const start = bucketStart[bucket](reading.timestamp);
+      const start = keys[bucket];
       let rollup = entry.buckets[bucket].get(start);
       if (!rollup) {
         const stored = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type);
@@ -153,8 +166,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     }
   };
 
-  const addToChunk = (entry: Pending, reading: StoredReading, seq: number) => {
-    const hour = hourOf(reading.timestamp);
+  const addToChunk = (entry: Pending, reading: StoredReading, seq: number, hour: string) => {
     const readings = entry.chunks.get(hour);
     const row: ChunkReading = [reading.timestamp, seq, reading.value, reading.unit, reading.quality_score, reading.quality_reasons];
     if (readings) readings.push(row);
@@ -256,8 +268,9 @@ export function telemetryProjection(retentionDays: number): Projection {
       event.data.readings.forEach((reading, index) => {
         const seq = event.position * 1000 + index;
         const entry = pendingOf(s, deviceId, reading.sensor_type);
-        if (reading.timestamp >= cutoff) addToChunk(entry, reading, seq);
-        addToRollups(s, entry, reading);
+        const keys = keysOf(reading.timestamp);
+        if (reading.timestamp >= cutoff) addToChunk(entry, reading, seq, keys.hour);
+        addToRollups(s, entry, reading, keys);
         entry.stats = updateStats(entry.stats, reading.value, reading.timestamp);
         addToLatest(entry, reading, seq);
       });
