@@ -1,5 +1,6 @@
 import { sql as raw } from 'kysely';
 import { displayedStatus } from '../domain/device-status.js';
+import type { RecordedEvent } from '../domain/events.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -7,7 +8,39 @@ import { prepared, queryBuilder as q, type Sql } from './sql.js';
 const heardFrom = prepared((at: string, id: string) => q.updateTable('devices').set({ last_seen: at }).where('id', '=', id));
 const connectivityOf = prepared((id: string) => q.selectFrom('devices').select('connectivity').where('id', '=', id));
 
-export const devicesProjection: Projection = {
+const deviceIdOf = (event: RecordedEvent): string | undefined =>
+  'device_id' in event.data && typeof event.data.device_id === 'string' ? event.data.device_id : undefined;
+
+/**
+ * Devices as registered, updated and heard from. Readings only move last_seen, to the time of
+ * the device's latest submission: that write waits for the batch's end (or for the next other
+ * event of the device, which must see the row as the log has it so far), one per device per
+ * batch instead of one per submission.
+ */
+export function devicesProjection(): Projection {
+  const heard = new Map<string, string>();
+  const writeHeard = (sql: Sql, deviceId: string | undefined) => {
+    for (const [id, at] of heard) {
+      if (deviceId !== undefined && id !== deviceId) continue;
+      heardFrom.run(sql, at, id);
+      heard.delete(id);
+    }
+  };
+  return {
+    ...devicesReadModel,
+    apply(sql, event) {
+      if (event.type === 'readings.recorded') {
+        heard.set(event.data.device_id, event.recorded_at);
+        return;
+      }
+      writeHeard(sql, deviceIdOf(event));
+      applyToDevices(sql, event);
+    },
+    afterBatch: (sql) => writeHeard(sql, undefined),
+  };
+}
+
+const devicesReadModel = {
   name: 'devices',
   version: 4,
   tables: ['devices'],
@@ -22,112 +55,109 @@ export const devicesProjection: Projection = {
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
     CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
+};
 
-  apply(sql, event) {
-    switch (event.type) {
-      case 'device.registered': {
-        const { device_id, configuration, ...rest } = event.data;
-        sql.run(
-          q.insertInto('devices').values({
-            id: device_id,
-            ...rest,
-            configuration: JSON.stringify(configuration),
-            status: 'offline',
-            connectivity: 'offline',
-            reported_state: null,
-            last_seen: null,
-            reported_configuration: null,
-            firmware_state: null,
-            created_at: event.recorded_at,
+function applyToDevices(sql: Sql, event: RecordedEvent): void {
+  switch (event.type) {
+    case 'device.registered': {
+      const { device_id, configuration, ...rest } = event.data;
+      sql.run(
+        q.insertInto('devices').values({
+          id: device_id,
+          ...rest,
+          configuration: JSON.stringify(configuration),
+          status: 'offline',
+          connectivity: 'offline',
+          reported_state: null,
+          last_seen: null,
+          reported_configuration: null,
+          firmware_state: null,
+          created_at: event.recorded_at,
+          updated_at: event.recorded_at,
+          version: event.version,
+        }),
+      );
+      return;
+    }
+    case 'device.updated': {
+      const { configuration, ...changes } = event.data.changes;
+      sql.run(
+        q
+          .updateTable('devices')
+          .set({
+            ...changes,
+            ...(configuration ? { configuration: JSON.stringify(configuration) } : {}),
             updated_at: event.recorded_at,
             version: event.version,
-          }),
-        );
-        return;
-      }
-      case 'device.updated': {
-        const { configuration, ...changes } = event.data.changes;
-        sql.run(
-          q
-            .updateTable('devices')
-            .set({
-              ...changes,
-              ...(configuration ? { configuration: JSON.stringify(configuration) } : {}),
-              updated_at: event.recorded_at,
-              version: event.version,
-            })
-            .where('id', '=', event.data.device_id),
-        );
-        return;
-      }
-      case 'device.decommissioned':
-        sql.run(q.deleteFrom('devices').where('id', '=', event.data.device_id));
-        return;
-      case 'device.token_rotated':
-        sql.run(q.updateTable('devices').set({ token_hash: event.data.token_hash, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
-        return;
-      case 'group.deleted':
-        sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
-        return;
-      case 'readings.recorded':
-        heardFrom.run(sql, event.recorded_at, event.data.device_id);
-        return;
-      case 'device.heartbeat':
-        sql.run(
-          q
-            .updateTable('devices')
-            .set({ last_seen: event.recorded_at, ...(event.data.firmware_version ? { firmware_version: event.data.firmware_version } : {}) })
-            .where('id', '=', event.data.device_id),
-        );
-        return;
-      case 'device.state_reported': {
-        const device = connectivityOf.first(sql, event.data.device_id);
-        if (!device) return;
-        const { state } = event.data;
-        sql.run(
-          q
-            .updateTable('devices')
-            .set({ reported_state: state, status: displayedStatus(device.connectivity, state), version: event.version, updated_at: event.recorded_at })
-            .where('id', '=', event.data.device_id),
-        );
-        return;
-      }
-      case 'device.configuration_reported':
-        sql.run(q.updateTable('devices').set({ reported_configuration: JSON.stringify(event.data.configuration) }).where('id', '=', event.data.device_id));
-        return;
-      case 'device.firmware_progress': {
-        const { version, status, detail } = event.data;
-        sql.run(
-          q
-            .updateTable('devices')
-            .set({ firmware_state: JSON.stringify({ target_version: version, status, detail, updated_at: event.recorded_at }), ...(status === 'done' ? { firmware_version: version } : {}) })
-            .where('id', '=', event.data.device_id),
-        );
-        return;
-      }
-      case 'device.came_online':
-      case 'device.went_offline': {
-        const online = event.type === 'device.came_online';
-        sql.run(
-          q
-            .updateTable('devices')
-            .set({
-              connectivity: online ? 'online' : 'offline',
-              status: online ? raw<string>`coalesce(reported_state, 'online')` : 'offline',
-              // Coming online is being heard from, also for a device that only connected (/ws/device).
-              ...(online ? { last_seen: raw<string>`max(coalesce(last_seen, ''), ${event.recorded_at})` } : {}),
-              version: event.version,
-              updated_at: event.recorded_at,
-            })
-            .where('id', '=', event.data.device_id),
-        );
-        return;
-      }
-      default:
-        return;
+          })
+          .where('id', '=', event.data.device_id),
+      );
+      return;
     }
-  },
-};
+    case 'device.decommissioned':
+      sql.run(q.deleteFrom('devices').where('id', '=', event.data.device_id));
+      return;
+    case 'device.token_rotated':
+      sql.run(q.updateTable('devices').set({ token_hash: event.data.token_hash, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
+    case 'group.deleted':
+      sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
+      return;
+    case 'device.heartbeat':
+      sql.run(
+        q
+          .updateTable('devices')
+          .set({ last_seen: event.recorded_at, ...(event.data.firmware_version ? { firmware_version: event.data.firmware_version } : {}) })
+          .where('id', '=', event.data.device_id),
+      );
+      return;
+    case 'device.state_reported': {
+      const device = connectivityOf.first(sql, event.data.device_id);
+      if (!device) return;
+      const { state } = event.data;
+      sql.run(
+        q
+          .updateTable('devices')
+          .set({ reported_state: state, status: displayedStatus(device.connectivity, state), version: event.version, updated_at: event.recorded_at })
+          .where('id', '=', event.data.device_id),
+      );
+      return;
+    }
+    case 'device.configuration_reported':
+      sql.run(q.updateTable('devices').set({ reported_configuration: JSON.stringify(event.data.configuration) }).where('id', '=', event.data.device_id));
+      return;
+    case 'device.firmware_progress': {
+      const { version, status, detail } = event.data;
+      sql.run(
+        q
+          .updateTable('devices')
+          .set({ firmware_state: JSON.stringify({ target_version: version, status, detail, updated_at: event.recorded_at }), ...(status === 'done' ? { firmware_version: version } : {}) })
+          .where('id', '=', event.data.device_id),
+      );
+      return;
+    }
+    case 'device.came_online':
+    case 'device.went_offline': {
+      const online = event.type === 'device.came_online';
+      sql.run(
+        q
+          .updateTable('devices')
+          .set({
+            connectivity: online ? 'online' : 'offline',
+            status: online ? raw<string>`coalesce(reported_state, 'online')` : 'offline',
+            // Coming online is being heard from, also for a device that only connected (/ws/device).
+            ...(online ? { last_seen: raw<string>`max(coalesce(last_seen, ''), ${event.recorded_at})` } : {}),
+            version: event.version,
+            updated_at: event.recorded_at,
+          })
+          .where('id', '=', event.data.device_id),
+      );
+      return;
+    }
+    default:
+      return;
+  }
+}
 
 export type DeviceRow = NonNullable<ReturnType<typeof findDevice>>;
 

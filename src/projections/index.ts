@@ -22,10 +22,10 @@ export interface ProjectionSettings {
  */
 export const createProjections = (settings: ProjectionSettings): Projection[] => [
   usersProjection,
-  devicesProjection,
+  devicesProjection(),
   groupsProjection,
   telemetryProjection(settings.retentionDays),
-  deviceHealthProjection,
+  deviceHealthProjection(),
   deviceLogsProjection,
   alertsProjection,
   streamOwnersProjection,

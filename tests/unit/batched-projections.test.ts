@@ -1,0 +1,74 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { DomainEvent, RecordedEvent } from '../../src/domain/events.js';
+import { openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
+import { deviceHealthProjection } from '../../src/projections/device-health.js';
+import { devicesProjection } from '../../src/projections/devices.js';
+import { Sql } from '../../src/projections/index.js';
+import type { Projection } from '../../src/projections/projection.js';
+
+const USER = '00000000-0000-4000-8000-000000000001';
+const DEVICES = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b'] as const;
+const START = Date.parse('2026-03-01T10:00:00.000Z');
+
+const registered = (deviceId: string): DomainEvent => ({
+  type: 'device.registered',
+  data: { device_id: deviceId, user_id: USER, token_hash: deviceId, name: deviceId, device_type: 'sensor', description: null, ip_address: null, mac_address: null, group_id: null, configuration: {}, firmware_version: '1.0.0' },
+});
+
+/** What devices do between registration and deletion, in any order. */
+const deviceEvent = (deviceId: string): fc.Arbitrary<DomainEvent> =>
+  fc.oneof(
+    fc.record({ score: fc.integer({ min: 0, max: 100 }), status: fc.constantFrom(null, { battery: 'ok' }, { status: 'error' }) }).map(
+      ({ score, status }): DomainEvent => ({
+        type: 'readings.recorded',
+        data: { device_id: deviceId, device_status: status, readings: [{ sensor_type: 't', value: 1, unit: null, timestamp: new Date(START).toISOString(), quality_score: score, quality_reasons: [] }] },
+      }),
+    ),
+    fc.record({ firmware: fc.constantFrom(null, '2.0.0'), metrics: fc.constantFrom(null, { uptime_s: 5 }), status: fc.constantFrom(null, { rssi: -60 }) }).map(
+      ({ firmware, metrics, status }): DomainEvent => ({ type: 'device.heartbeat', data: { device_id: deviceId, device_status: status, firmware_version: firmware, metrics } }),
+    ),
+    fc.constant<DomainEvent>({ type: 'device.came_online', data: { device_id: deviceId } }),
+    fc.constant<DomainEvent>({ type: 'device.went_offline', data: { device_id: deviceId, last_seen: null } }),
+    fc.constantFrom<DomainEvent>({ type: 'device.state_reported', data: { device_id: deviceId, state: 'maintenance' } }, { type: 'device.state_reported', data: { device_id: deviceId, state: null } }),
+  );
+
+const recorded = (events: readonly DomainEvent[]): RecordedEvent[] =>
+  events.map((event, index) => ({ ...event, position: index + 1, stream_id: 's', version: index + 1, metadata: {}, recorded_at: new Date(START + index * 1000).toISOString(), hash: '' }) as RecordedEvent);
+
+/** The rows of the read models after the events, applied in batches that end after the given indexes. */
+function rowsAfter(events: readonly RecordedEvent[], batchEnds: ReadonlySet<number>): Record<string, unknown[]> {
+  const db: SqliteDatabase = openDatabase(':memory:');
+  const projections: Projection[] = [devicesProjection(), deviceHealthProjection()];
+  const sql = new Sql(db);
+  for (const projection of projections) db.exec(projection.ddl);
+  for (const projection of projections) {
+    events.forEach((event, index) => {
+      projection.apply(sql, event);
+      if (batchEnds.has(index) || index === events.length - 1) projection.afterBatch?.(sql);
+    });
+  }
+  const rows = { devices: db.prepare('SELECT * FROM devices ORDER BY id').all(), device_health: db.prepare('SELECT * FROM device_health ORDER BY device_id').all() };
+  db.close();
+  return rows;
+}
+
+describe('devices and device health written once per batch', () => {
+  it('property: any history, cut into batches anywhere, leaves the rows that one event per batch leaves', () => {
+    const history = fc.array(fc.oneof(deviceEvent(DEVICES[0]), deviceEvent(DEVICES[1])), { minLength: 1, maxLength: 40 });
+    fc.assert(
+      fc.property(history, fc.boolean(), fc.array(fc.nat({ max: 45 }), { maxLength: 6 }), (middle, deleteOne, cuts) => {
+        const events = recorded([registered(DEVICES[0]), registered(DEVICES[1]), ...middle, ...(deleteOne ? [{ type: 'device.decommissioned', data: { device_id: DEVICES[0], user_id: USER } } as DomainEvent] : [])]);
+        const everyEvent = new Set(events.map((_, index) => index));
+        expect(rowsAfter(events, new Set(cuts))).toEqual(rowsAfter(events, everyEvent));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('given readings and then a heartbeat of the same device in one batch, then last_seen is the heartbeat time', () => {
+    const events = recorded([registered(DEVICES[0]), { type: 'readings.recorded', data: { device_id: DEVICES[0], device_status: null, readings: [] } }, { type: 'device.heartbeat', data: { device_id: DEVICES[0], device_status: null, firmware_version: null, metrics: null } }]);
+    const rows = rowsAfter(events, new Set()) as { devices: Array<{ last_seen: string }> };
+    expect(rows.devices[0]!.last_seen).toBe(events[2]!.recorded_at);
+  });
+});
