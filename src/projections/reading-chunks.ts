@@ -6,8 +6,23 @@
  * and first and last times, so counting a range decodes only the chunks its ends cut through.
  */
 
-/** One reading in a chunk; the device, sensor and hour are those of the chunk's row. */
+/** One reading gathered for a chunk; the device, sensor and hour are those of the chunk's row. */
 export type ChunkReading = [ts: string, seq: number, value: number, unit: string | null, qualityScore: number, qualityReasons: string[]];
+
+/**
+ * As stored: the time without its hour, the position relative to the chunk's key. Shorter rows
+ * stay inside their B-tree page: a rebuild's chunk of twenty readings spilled onto an overflow
+ * page written full times fully.
+ */
+type StoredReading = [minuteAndSecond: string, seqAfterFirst: number, value: number, unit: string | null, qualityScore: number, qualityReasons: string[]];
+
+/** A chunk's row, as the queries read it. */
+export interface StoredChunk {
+  sensor_type: string;
+  hour: string;
+  seq: number;
+  readings: string;
+}
 
 /** A raw reading as the queries answer it. */
 export interface RawRow {
@@ -23,13 +38,18 @@ export interface RawRow {
 /** The hour bucket of a normalised ISO time, as chunk keys hold it. */
 export const hourOf = (ts: string): string => `${ts.slice(0, 13)}:00:00.000Z`;
 
-export const encodeChunk = (readings: readonly ChunkReading[]): string => JSON.stringify(readings);
+/** The first reading's position is the chunk's key (`seq`); the readings share the hour `hourOf` gives. */
+export const encodeChunk = (firstSeq: number, readings: readonly ChunkReading[]): string =>
+  JSON.stringify(readings.map(([ts, seq, value, unit, qualityScore, qualityReasons]): StoredReading => [ts.slice(HOUR_PREFIX), seq - firstSeq, value, unit, qualityScore, qualityReasons]));
 
-export function decodeChunk(sensorType: string, stored: string): RawRow[] {
-  return (JSON.parse(stored) as ChunkReading[]).map(([ts, seq, value, unit, qualityScore, qualityReasons]) => ({
-    sensor_type: sensorType,
-    ts,
-    seq,
+const HOUR_PREFIX = 'YYYY-MM-DDTHH:'.length;
+
+export function decodeChunk(chunk: StoredChunk): RawRow[] {
+  const prefix = chunk.hour.slice(0, HOUR_PREFIX);
+  return (JSON.parse(chunk.readings) as StoredReading[]).map(([minuteAndSecond, seqAfterFirst, value, unit, qualityScore, qualityReasons]) => ({
+    sensor_type: chunk.sensor_type,
+    ts: prefix + minuteAndSecond,
+    seq: chunk.seq + seqAfterFirst,
     value,
     unit,
     quality_score: qualityScore,

@@ -42,9 +42,9 @@ function hoursIn(sql: Sql, filter: DeviceRange) {
 
 /** Every reading of one hour of the range, in time order. */
 function readingsOfHour(sql: Sql, filter: DeviceRange, hour: string): RawRow[] {
-  const chunks = sql.all(chunksIn({ ...filter, start: hour, end: hour }).select(['sensor_type', 'readings']));
+  const chunks = sql.all(chunksIn({ ...filter, start: hour, end: hour }).select(['sensor_type', 'hour', 'seq', 'readings']));
   return chunks
-    .flatMap((chunk) => decodeChunk(chunk.sensor_type, chunk.readings))
+    .flatMap(decodeChunk)
     .filter((reading) => inRange(reading.ts, filter))
     .sort(byTimeThenSeq);
 }

@@ -4,7 +4,7 @@ import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
-import { decodeChunk, encodeChunk, hourOf, type ChunkReading } from './reading-chunks.js';
+import { decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
 import type { LatestReadingsTable, RollupsTable } from './schema.js';
 import type { Sql } from './sql.js';
 
@@ -199,7 +199,8 @@ export function telemetryProjection(retentionDays: number): Projection {
         if (ts < first) first = ts;
         if (ts > last) last = ts;
       }
-      s.insertChunk.run(device_id, hour, sensor_type, readings[0]![1], readings.length, first, last, encodeChunk(readings));
+      const firstSeq = readings[0]![1];
+      s.insertChunk.run(device_id, hour, sensor_type, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
     }
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
     if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
@@ -225,8 +226,8 @@ export function telemetryProjection(retentionDays: number): Projection {
   return {
     name: 'telemetry',
     // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
-    // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks.
-    version: 5,
+    // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks; 6: shorter chunks.
+    version: 6,
     tables,
     ddl: `
       CREATE TABLE IF NOT EXISTS reading_chunks (
@@ -290,9 +291,9 @@ export function telemetryProjection(retentionDays: number): Projection {
 /** Every stored raw reading, per device and hour, in log order: what the chunks hold, however they were cut. */
 function* readingsInLogOrder(db: SqliteDatabase): Iterable<unknown> {
   const hours = db.prepare<[], { device_id: string; hour: string }>(`SELECT DISTINCT device_id, hour FROM reading_chunks ORDER BY device_id, hour`).all();
-  const chunksOf = db.prepare<[string, string], { sensor_type: string; readings: string }>(`SELECT sensor_type, readings FROM reading_chunks WHERE device_id = ? AND hour = ?`);
+  const chunksOf = db.prepare<[string, string], StoredChunk>(`SELECT sensor_type, hour, seq, readings FROM reading_chunks WHERE device_id = ? AND hour = ?`);
   for (const { device_id, hour } of hours) {
-    const readings = chunksOf.all(device_id, hour).flatMap((chunk) => decodeChunk(chunk.sensor_type, chunk.readings));
+    const readings = chunksOf.all(device_id, hour).flatMap(decodeChunk);
     for (const r of readings.sort((a, b) => a.seq - b.seq)) yield [device_id, r.sensor_type, r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons];
   }
 }
