@@ -30,14 +30,13 @@ const inRange = (ts: string, filter: RangeFilter) => (!filter.start || ts >= fil
  * decoding only the chunks the range's ends cut through.
  */
 function hoursIn(sql: Sql, filter: DeviceRange) {
-  const hours = new Map<string, { count: number; cut: boolean }>();
-  for (const chunk of sql.all(chunksIn(filter).select(['hour', 'count', 'first_ts', 'last_ts']).orderBy('hour'))) {
-    const hour = hours.get(chunk.hour) ?? { count: 0, cut: false };
-    hour.count += chunk.count;
-    hour.cut ||= !(inRange(chunk.first_ts, filter) && inRange(chunk.last_ts, filter));
-    hours.set(chunk.hour, hour);
-  }
-  return [...hours].map(([hour, { count, cut }]) => ({ hour, count: cut ? readingsOfHour(sql, filter, hour).length : count }));
+  const hours = sql.all(
+    chunksIn(filter)
+      .select(['hour', (eb) => eb.fn.sum<number>('count').as('count'), (eb) => eb.fn.min<string>('first_ts').as('first_ts'), (eb) => eb.fn.max<string>('last_ts').as('last_ts')])
+      .groupBy('hour')
+      .orderBy('hour'),
+  );
+  return hours.map(({ hour, count, first_ts, last_ts }) => ({ hour, count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : readingsOfHour(sql, filter, hour).length }));
 }
 
 /** Every reading of one hour of the range, in time order. */
