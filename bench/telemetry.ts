@@ -763,8 +763,8 @@ const month: Benchmark = {
       );
 
       // The same query function called in-process, without HTTP's constant cost diluting the ratio.
-      const filter = { deviceIds: [big.devices[0]!.id], start: new Date(monthStart).toISOString(), end: new Date(monthStart + 30 * DAY_MS - 1).toISOString() };
-      const smallFilter = { ...filter, deviceIds: [small.devices[0]!.id] };
+      const filter = { deviceIds: [big.devices[0]!.id] as [string], start: new Date(monthStart).toISOString(), end: new Date(monthStart + 30 * DAY_MS - 1).toISOString() };
+      const smallFilter = { ...filter, deviceIds: [small.devices[0]!.id] as [string] };
       const direct = (ours: Ours, f: typeof filter) => () => {
         const started = performance.now();
         for (let i = 0; i < QUERY_GROUP; i++) {

@@ -19,12 +19,14 @@ const deviceIdOf = (event: RecordedEvent): string | undefined =>
  */
 export function devicesProjection(): Projection {
   const heard = new Map<string, string>();
-  const writeHeard = (sql: Sql, deviceId: string | undefined) => {
-    for (const [id, at] of heard) {
-      if (deviceId !== undefined && id !== deviceId) continue;
-      heardFrom.run(sql, at, id);
-      heard.delete(id);
-    }
+  const writeHeard = (sql: Sql, deviceId: string) => {
+    const at = heard.get(deviceId);
+    if (at === undefined) return;
+    heardFrom.run(sql, at, deviceId);
+    heard.delete(deviceId);
+  };
+  const writeAllHeard = (sql: Sql) => {
+    for (const deviceId of heard.keys()) writeHeard(sql, deviceId);
   };
   return {
     ...devicesReadModel,
@@ -33,10 +35,12 @@ export function devicesProjection(): Projection {
         heard.set(event.data.device_id, event.recorded_at);
         return;
       }
-      writeHeard(sql, deviceIdOf(event));
+      const deviceId = deviceIdOf(event);
+      if (deviceId === undefined) writeAllHeard(sql);
+      else writeHeard(sql, deviceId);
       applyToDevices(sql, event);
     },
-    afterBatch: (sql) => writeHeard(sql, undefined),
+    afterBatch: writeAllHeard,
   };
 }
 

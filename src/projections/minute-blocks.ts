@@ -32,6 +32,12 @@ export function blockStartOf(ts: string): string {
   return `${ts.slice(0, 14)}${twoDigits(minute - (minute % BLOCK_MINUTES))}:00.000Z`;
 }
 
+/** The start of a block's last minute. */
+export const lastMinuteOf = (blockStart: string): string => `${blockStart.slice(0, 14)}${twoDigits(Number(blockStart.slice(14, 16)) + BLOCK_MINUTES - 1)}:00.000Z`;
+
+/** How many minutes with readings stored blocks of this many bytes hold. */
+export const minutesStoredIn = (bytes: number): number => bytes / (STORED_FIELDS * 8);
+
 export const emptyBlock = (): MinuteBlock => new Float64Array(BLOCK_MINUTES * FIELDS);
 
 /** Adds one reading to its minute, in the order readings are folded everywhere: count, sum, min, max, squares. */

@@ -1,5 +1,5 @@
 import type { SensorStats } from '../domain/quality.js';
-import { blockStartOf, minutesOf, type MinuteTotals } from './minute-blocks.js';
+import { blockStartOf, lastMinuteOf, minutesOf, minutesStoredIn, type MinuteTotals } from './minute-blocks.js';
 import { byTimeThenSeq, decodeChunk, hourOf, type RawRow } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
@@ -36,7 +36,7 @@ function hoursIn(sql: Sql, filter: DeviceRange) {
       .groupBy('hour')
       .orderBy('hour'),
   );
-  return hours.map(({ hour, count, first_ts, last_ts }) => ({ hour, count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : readingsOfHour(sql, filter, hour).length }));
+  return hours.map(({ hour, count, first_ts, last_ts }) => ({ key: hour, count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : readingsOfHour(sql, filter, hour).length }));
 }
 
 /** Every reading of one hour of the range, in time order. */
@@ -56,8 +56,8 @@ const rollupsIn = (filter: RangeFilter, bucket: 'hour' | 'day') => {
   return query;
 };
 
-const minuteBlocksIn = (filter: RangeFilter) => {
-  let query = q.selectFrom('minute_rollups').select(['sensor_type', 'block_start', 'minutes']).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
+const minuteBlocksIn = (filter: DeviceRange) => {
+  let query = q.selectFrom('minute_rollups').where('device_id', '=', filter.deviceIds[0]);
   if (filter.sensorType) query = query.where('sensor_type', '=', filter.sensorType);
   if (filter.start) query = query.where('block_start', '>=', blockStartOf(filter.start));
   if (filter.end) query = query.where('block_start', '<=', filter.end);
@@ -66,27 +66,61 @@ const minuteBlocksIn = (filter: RangeFilter) => {
 
 type SensorMinute = MinuteTotals & { sensor_type: string };
 
-/** Minute rollups whose minute starts in the range, merged over devices per sensor and minute, oldest first. */
-function minuteRollups(sql: Sql, filter: RangeFilter): SensorMinute[] {
-  const merged = new Map<string, SensorMinute>();
-  for (const { sensor_type, block_start, minutes } of sql.all(minuteBlocksIn(filter))) {
-    for (const minute of minutesOf(block_start, minutes)) {
-      if ((filter.start && minute.bucket_start < filter.start) || (filter.end && minute.bucket_start > filter.end)) continue;
-      const key = `${minute.bucket_start}\u0000${sensor_type}`;
-      const known = merged.get(key);
-      if (!known) {
-        merged.set(key, { sensor_type, ...minute });
-        continue;
-      }
-      known.count += minute.count;
-      known.sum += minute.sum;
-      known.min = Math.min(known.min, minute.min);
-      known.max = Math.max(known.max, minute.max);
-      known.sum_sq += minute.sum_sq;
-    }
-  }
-  return [...merged.values()].sort((a, b) => (a.bucket_start === b.bucket_start ? (a.sensor_type < b.sensor_type ? -1 : 1) : a.bucket_start < b.bucket_start ? -1 : 1));
+const byMinuteThenSensor = (a: SensorMinute, b: SensorMinute) =>
+  a.bucket_start === b.bucket_start ? (a.sensor_type < b.sensor_type ? -1 : 1) : a.bucket_start < b.bucket_start ? -1 : 1;
+
+/** The minutes of the stored blocks that start in the range (unordered). */
+const minutesIn = (blocks: ReadonlyArray<{ sensor_type: string; block_start: string; minutes: Buffer }>, filter: RangeFilter): SensorMinute[] =>
+  blocks.flatMap(({ sensor_type, block_start, minutes }) =>
+    minutesOf(block_start, minutes)
+      .filter((minute) => inRange(minute.bucket_start, filter))
+      .map((minute) => ({ sensor_type, ...minute })),
+  );
+
+/** The minutes of one quarter hour of the range, in order. */
+function minutesOfQuarter(sql: Sql, filter: DeviceRange, blockStart: string): SensorMinute[] {
+  const blocks = sql.all(minuteBlocksIn({ ...filter, start: blockStart, end: blockStart }).select(['sensor_type', 'block_start', 'minutes']));
+  return minutesIn(blocks, filter).sort(byMinuteThenSensor);
 }
+
+/**
+ * The quarter hours of a device's range that hold minutes, oldest first, each with how many
+ * of its minutes fall in the range: counted off the stored sizes (a fixed size per minute
+ * kept) where the quarter lies inside the range, decoded only where the range's ends cut it.
+ */
+function quartersIn(sql: Sql, filter: DeviceRange) {
+  const quarters = sql.all(
+    minuteBlocksIn(filter)
+      .select(['block_start', (eb) => eb.fn.sum<number>(eb.fn('length', ['minutes'])).as('bytes')])
+      .groupBy('block_start')
+      .orderBy('block_start'),
+  );
+  return quarters.map(({ block_start, bytes }) => ({
+    key: block_start,
+    count: inRange(block_start, filter) && inRange(lastMinuteOf(block_start), filter) ? minutesStoredIn(bytes) : minutesOfQuarter(sql, filter, block_start).length,
+  }));
+}
+
+/**
+ * One page of rows kept in ordered groups (hours of raw readings, quarter hours of minutes):
+ * the groups an offset skips whole are counted, never decoded.
+ */
+function pageOfGroups<T>(groups: ReadonlyArray<{ key: string; count: number }>, rowsOf: (key: string) => T[], limit: number, offset: number): T[] {
+  const page: T[] = [];
+  let skip = offset;
+  for (const { key, count } of groups) {
+    if (page.length >= limit) break;
+    if (skip >= count) {
+      skip -= count;
+      continue;
+    }
+    page.push(...rowsOf(key).slice(skip, skip + limit - page.length));
+    skip = 0;
+  }
+  return page;
+}
+
+const totalOf = (groups: ReadonlyArray<{ count: number }>) => groups.reduce((n, group) => n + group.count, 0);
 
 /** Rollups of several devices merged per sensor and bucket. */
 const summed = (grouped: ReturnType<typeof rollupsIn>) =>
@@ -103,35 +137,27 @@ const summed = (grouped: ReturnType<typeof rollupsIn>) =>
 /** The newest `limit` raw readings of the range (after `offset`), answered oldest first. Hours the offset skips whole are not decoded. */
 export function rawReadings(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
   const hours = hoursIn(sql, filter);
-  const newest: RawRow[] = [];
-  let skip = offset;
-  for (const { hour, count } of hours.toReversed()) {
-    if (newest.length >= limit) break;
-    if (skip >= count) {
-      skip -= count;
-      continue;
-    }
-    const descending = readingsOfHour(sql, filter, hour).reverse();
-    newest.push(...descending.slice(skip, skip + limit - newest.length));
-    skip = 0;
-  }
+  const newest = pageOfGroups(hours.toReversed(), (hour) => readingsOfHour(sql, filter, hour).reverse(), limit, offset);
   const rows = newest.reverse().map(({ sensor_type, value, unit, ts, quality_score, quality_reasons }) => ({ sensor_type, value, unit, timestamp: ts, quality_score, quality_reasons }));
-  return { total: hours.reduce((n, hour) => n + hour.count, 0), rows };
+  return { total: totalOf(hours), rows };
 }
 
 /**
  * Aggregates per sensor and bucket, read from the rollups (never from raw rows), oldest first.
  * Every bucket the range touches counts whole: a range from 21:25 holds the 21:00 hour.
  */
-export function aggregatedReadings(sql: Sql, filter: RangeFilter, bucket: BucketSize, limit: number, offset: number) {
+export function aggregatedReadings(sql: Sql, filter: DeviceRange, bucket: BucketSize, limit: number, offset: number) {
   const touched = filter.start ? { ...filter, start: bucketStart[bucket](filter.start) } : filter;
-  const { total, rows } = bucket === 'minute' ? paged(minuteRollups(sql, touched), limit, offset) : rowRollups(sql, touched, bucket, limit, offset);
+  const { total, rows } = bucket === 'minute' ? minuteRollups(sql, touched, limit, offset) : rowRollups(sql, touched, bucket, limit, offset);
   return { total, rows: rows.map((r) => ({ sensor_type: r.sensor_type, bucket_start: r.bucket_start, count: r.count, avg: r.sum / r.count, min: r.min, max: r.max, sum: r.sum })) };
 }
 
-const paged = <T>(rows: T[], limit: number, offset: number) => ({ total: rows.length, rows: rows.slice(offset, offset + limit) });
+function minuteRollups(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
+  const quarters = quartersIn(sql, filter);
+  return { total: totalOf(quarters), rows: pageOfGroups(quarters, (blockStart) => minutesOfQuarter(sql, filter, blockStart), limit, offset) };
+}
 
-function rowRollups(sql: Sql, filter: RangeFilter, bucket: 'hour' | 'day', limit: number, offset: number) {
+function rowRollups(sql: Sql, filter: DeviceRange, bucket: 'hour' | 'day', limit: number, offset: number) {
   const grouped = rollupsIn(filter, bucket).groupBy(['sensor_type', 'bucket_start']);
   const total = sql.first(q.selectFrom(grouped.select(['sensor_type', 'bucket_start']).as('g')).select((eb) => eb.fn.countAll<number>().as('n')))?.n ?? 0;
   const rows = sql.all(summed(grouped).orderBy('bucket_start').orderBy('sensor_type').limit(limit).offset(offset));
@@ -151,8 +177,10 @@ const latestOfDevice = prepared((deviceId: string) =>
 export const latestReadings = (sql: Sql, deviceId: string) => latestOfDevice.all(sql, deviceId);
 
 /** Readings of the minutes starting at or after `since`. */
-export const countReadingsSince = (sql: Sql, deviceId: string, since: string): number =>
-  minuteRollups(sql, { deviceIds: [deviceId], start: since }).reduce((n, minute) => n + minute.count, 0);
+export function countReadingsSince(sql: Sql, deviceId: string, since: string): number {
+  const filter: DeviceRange = { deviceIds: [deviceId], start: since };
+  return minutesIn(sql.all(minuteBlocksIn(filter).select(['sensor_type', 'block_start', 'minutes'])), filter).reduce((n, minute) => n + minute.count, 0);
+}
 
 const statsOfDevice = prepared((deviceId: string) => q.selectFrom('sensor_stats').selectAll().where('device_id', '=', deviceId));
 
@@ -163,5 +191,5 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
 
 /** Every reading of a range in time order, an hour of the device at a time, for streaming exports. */
 export function* iterateReadings(sql: Sql, filter: DeviceRange) {
-  for (const { hour } of hoursIn(sql, filter)) yield readingsOfHour(sql, filter, hour);
+  for (const { key } of hoursIn(sql, filter)) yield readingsOfHour(sql, filter, key);
 }

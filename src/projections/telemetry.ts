@@ -71,6 +71,7 @@ export function telemetryProjection(retentionDays: number): Projection {
    */
   const pending = new Map<string, Pending>();
   let batch = 0;
+  let lastPosition = 0;
   /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
   let cutoffOf = { hour: '', cutoff: '' };
   const tables = ['reading_chunks', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
@@ -229,7 +230,9 @@ export function telemetryProjection(retentionDays: number): Projection {
     // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks; 6: shorter chunks.
     version: 6,
     tables,
+    // Versions 1-3 kept a row per reading in a table "readings": a rebuild drops only the tables listed above.
     ddl: `
+      DROP TABLE IF EXISTS readings;
       CREATE TABLE IF NOT EXISTS reading_chunks (
         device_id TEXT NOT NULL, hour TEXT NOT NULL, sensor_type TEXT NOT NULL, seq INTEGER NOT NULL,
         count INTEGER NOT NULL, first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, readings TEXT NOT NULL,
@@ -252,6 +255,9 @@ export function telemetryProjection(retentionDays: number): Projection {
     canonicalRows: { reading_chunks: readingsInLogOrder },
 
     apply(sql, event) {
+      // A batch again from where the last one began: that one rolled back, and what it left in memory never reached the tables.
+      if (event.position <= lastPosition) pending.clear();
+      lastPosition = event.position;
       if (event.type === 'device.decommissioned') {
         forgetDevice(sql, event.data.device_id);
         return;
@@ -288,11 +294,19 @@ export function telemetryProjection(retentionDays: number): Projection {
   };
 }
 
-/** Every stored raw reading, per device and hour, in log order: what the chunks hold, however they were cut. */
+/**
+ * Every stored raw reading, per device and hour, in log order: what the chunks hold, however
+ * they were cut. With each hour's counts and first and last times per sensor, which queries
+ * trust without decoding.
+ */
 function* readingsInLogOrder(db: SqliteDatabase): Iterable<unknown> {
   const hours = db.prepare<[], { device_id: string; hour: string }>(`SELECT DISTINCT device_id, hour FROM reading_chunks ORDER BY device_id, hour`).all();
   const chunksOf = db.prepare<[string, string], StoredChunk>(`SELECT sensor_type, hour, seq, readings FROM reading_chunks WHERE device_id = ? AND hour = ?`);
+  const summaryOf = db
+    .prepare(`SELECT sensor_type, sum(count), min(first_ts), max(last_ts) FROM reading_chunks WHERE device_id = ? AND hour = ? GROUP BY sensor_type ORDER BY sensor_type`)
+    .raw();
   for (const { device_id, hour } of hours) {
+    yield [device_id, hour, summaryOf.all(device_id, hour)];
     const readings = chunksOf.all(device_id, hour).flatMap(decodeChunk);
     for (const r of readings.sort((a, b) => a.seq - b.seq)) yield [device_id, r.sensor_type, r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons];
   }

@@ -90,10 +90,10 @@ const scenario = fc
         device: fc.constantFrom(...DEVICES),
         /** Unaligned ends for the minute query: they cut through quarter-hour blocks. */
         minuteStartBeforeNow: offset,
-        minuteSpanMs: fc.integer({ min: 0, max: 6 * HOUR }),
+        minuteSpanMs: fc.oneof(fc.integer({ min: 0, max: 6 * HOUR }), fc.integer({ min: 0, max: 5 * MINUTE })),
         /** A page of the raw query over the same range. */
         limit: fc.integer({ min: 1, max: 20 }),
-        offset: fc.integer({ min: 0, max: 30 }),
+        offset: fc.oneof(fc.integer({ min: 0, max: 30 }), fc.integer({ min: 0, max: 4 })),
       }),
     }),
   );
@@ -218,6 +218,9 @@ describe('rollups equal a naive aggregate, whatever the arrival order (projectio
           );
           const minuteOrder = minutes.rows.map((r) => `${r.bucket_start}|${r.sensor_type}`);
           expect(minuteOrder, 'oldest first').toEqual([...minuteOrder].sort());
+          const minutePage = aggregatedReadings(h.sql, { deviceIds: [range.device], ...(range.sensor ? { sensorType: range.sensor } : {}), start: iso(minuteFrom), end: iso(minuteTo) }, 'minute', range.limit, range.offset);
+          expect(minutePage.total).toBe(minutes.total);
+          expect(minutePage.rows, 'a page of minutes').toEqual(minutes.rows.slice(range.offset, range.offset + range.limit));
 
           // Raw readings of the same range: in time order, then log (arrival) order; pages count from the newest.
           const rawFilter = { deviceIds: [range.device] as [string], ...(range.sensor ? { sensorType: range.sensor } : {}), start: iso(minuteFrom), end: iso(minuteTo) };

@@ -1,9 +1,11 @@
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/domain/clock.js';
 import type { RecordedEvent } from '../../src/domain/events.js';
-import { openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
+import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { digestReadModels } from '../../src/projections/digest.js';
-import { Sql } from '../../src/projections/index.js';
-import { iterateReadings } from '../../src/projections/telemetry-queries.js';
+import { ProjectionRunner, Sql } from '../../src/projections/index.js';
+import { aggregatedReadings, iterateReadings } from '../../src/projections/telemetry-queries.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
 
 const at = (minute: number) => new Date(Date.parse('2026-03-01T10:00:00.000Z') + minute * 60_000).toISOString();
@@ -70,5 +72,79 @@ describe('retention prunes chunks still pending in a batch', () => {
     expect(rawValues(apart)).toEqual([21]);
     expect(rawValues(together)).toEqual([21]);
     expect(digestOf(together)).toBe(digestOf(apart));
+  });
+});
+
+describe('pages and totals of a range that cuts through stored groups', () => {
+  /** Readings of one sensor at the given minutes past 10:00, one submission each. */
+  const atMinutes = (minutes: number[]) => storeIn([minutes.map((minute, index) => submission(index + 1, [minute], at(minute)))]);
+  const minutePage = (db: SqliteDatabase, range: { start?: string; end?: string }, limit: number, offset: number) =>
+    aggregatedReadings(new Sql(db), { deviceIds: ['d1'], ...range }, 'minute', limit, offset);
+
+  it('given minutes 1 and 10 of one quarter, when the range ends at minute 5, then the total counts only minute 1', () => {
+    const db = atMinutes([1, 10]);
+    expect(minutePage(db, { end: at(5) }, 10, 0)).toMatchObject({ total: 1, rows: [{ bucket_start: at(1) }] });
+    expect(minutePage(db, { start: at(5) }, 10, 0)).toMatchObject({ total: 1, rows: [{ bucket_start: at(10) }] });
+  });
+
+  it('given minutes across three quarters, then every offset and limit pages the oldest-first list exactly', () => {
+    const minutes = [1, 2, 3, 16, 31, 32];
+    const db = atMinutes(minutes);
+    for (let offset = 0; offset <= minutes.length + 1; offset++) {
+      for (let limit = 1; limit <= 3; limit++) {
+        const page = minutePage(db, {}, limit, offset);
+        expect(page.total).toBe(minutes.length);
+        expect(page.rows.map((r) => r.bucket_start), `offset ${offset} limit ${limit}`).toEqual(minutes.slice(offset, offset + limit).map(at));
+      }
+    }
+  });
+});
+
+describe('what the packed storage must not leave behind', () => {
+  it('given a database of telemetry v3, when the runner starts, then its row-per-reading table is gone with the readings of deleted devices in it', async () => {
+    const db = openDatabase(':memory:');
+    const log = new SqliteEventLog(db, new ManualClock());
+    db.exec(`CREATE TABLE IF NOT EXISTS projection_checkpoints (name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)`);
+    db.exec(`INSERT INTO projection_checkpoints VALUES ('telemetry', 3, 0)`);
+    db.exec(`CREATE TABLE readings (device_id TEXT NOT NULL, ts TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (device_id, ts, seq)) WITHOUT ROWID`);
+    db.exec(`INSERT INTO readings VALUES ('deleted-device', '2026-01-01T00:00:00.000Z', 1000)`);
+
+    const runner = new ProjectionRunner(db, log, [telemetryProjection(30)], pino({ level: 'silent' }));
+    runner.start();
+    await runner.stop();
+
+    expect(db.prepare(`SELECT name FROM sqlite_master WHERE name = 'readings'`).all()).toEqual([]);
+    log.close();
+    db.close();
+  });
+
+  it("given a chunk whose count no longer matches its readings, then the digest differs (queries trust the counts)", () => {
+    const original = storeIn([[submission(1, [1, 2, 3])]]);
+    const edited = storeIn([[submission(1, [1, 2, 3])]]);
+    edited.exec(`UPDATE reading_chunks SET count = count + 1 WHERE sensor_type = 'temperature'`);
+    expect(digestOf(edited)).not.toBe(digestOf(original));
+  });
+
+  it('given a batch rolled back after the projection folded it, when the batch runs again, then it counts once', () => {
+    const db = openDatabase(':memory:');
+    const projection = telemetryProjection(30);
+    db.exec(projection.ddl);
+    const sql = new Sql(db);
+    const runBatch = (events: RecordedEvent[]) => {
+      for (const event of events) projection.apply(sql, event);
+      projection.afterBatch?.(sql);
+    };
+    db.transaction(() => runBatch([submission(1, [1])]))();
+    expect(() =>
+      db.transaction(() => {
+        runBatch([submission(2, [2])]);
+        throw new Error('a later projection failed');
+      })(),
+    ).toThrow();
+
+    db.transaction(() => runBatch([submission(2, [2])]))();
+
+    expect(db.prepare(`SELECT count, sum FROM rollups WHERE bucket = 'hour'`).get()).toEqual({ count: 2, sum: 3 });
+    db.close();
   });
 });
