@@ -26,8 +26,8 @@ const inRange = (ts: string, filter: RangeFilter) => (!filter.start || ts >= fil
 
 /**
  * The hours of a device's range that hold readings, oldest first, each with how many of its
- * readings fall in the range: from the chunks' counts where a chunk lies wholly inside it,
- * decoding only the chunks the range's ends cut through.
+ * readings fall in the range: from the chunks' counts where the hour lies wholly inside it,
+ * decoding only the hours the range's ends cut through.
  */
 function hoursIn(sql: Sql, filter: DeviceRange) {
   const hours = sql.all(
@@ -36,17 +36,46 @@ function hoursIn(sql: Sql, filter: DeviceRange) {
       .groupBy('hour')
       .orderBy('hour'),
   );
-  return hours.map(({ hour, count, first_ts, last_ts }) => ({ key: hour, count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : readingsOfHour(sql, filter, hour).length }));
+  return hours.map(({ hour, count, first_ts, last_ts }) => ({
+    hour,
+    count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : stretchesOf(hour, count).reduce((n, stretch) => n + readingsBetween(sql, filter, hour, stretch).length, 0),
+  }));
 }
 
-/** Every reading of one hour of the range, in time order. */
-function readingsOfHour(sql: Sql, filter: DeviceRange, hour: string): RawRow[] {
-  const chunks = sql.all(chunksIn({ ...filter, start: hour, end: hour }).select(['sensor_type', 'hour', 'seq', 'readings']));
+/** Beyond this many readings an hour is read a minute at a time: a busy device's hour can hold hundreds of thousands. */
+const WHOLE_HOUR_READINGS = 10_000;
+
+type Stretch = { from: string; to: string };
+
+/** The stretches an hour is read in, oldest first: the whole hour, or each of its minutes when it is busy. */
+function stretchesOf(hour: string, count: number): Stretch[] {
+  const prefix = hour.slice(0, 14);
+  if (count <= WHOLE_HOUR_READINGS) return [{ from: hour, to: `${prefix}59:59.999Z` }];
+  return Array.from({ length: 60 }, (_, minute) => {
+    const mm = String(minute).padStart(2, '0');
+    return { from: `${prefix}${mm}:00.000Z`, to: `${prefix}${mm}:59.999Z` };
+  });
+}
+
+/** The readings of the range in one stretch of an hour, in time order, decoding only the chunks that overlap it. */
+function readingsBetween(sql: Sql, filter: DeviceRange, hour: string, { from, to }: Stretch): RawRow[] {
+  const chunks = sql.all(
+    chunksIn({ ...filter, start: hour, end: hour })
+      .select(['sensor_type', 'hour', 'seq', 'readings'])
+      .where('first_ts', '<=', to)
+      .where('last_ts', '>=', from),
+  );
   return chunks
     .flatMap(decodeChunk)
-    .filter((reading) => inRange(reading.ts, filter))
+    .filter((reading) => reading.ts >= from && reading.ts <= to && inRange(reading.ts, filter))
     .sort(byTimeThenSeq);
 }
+
+/** An hour as groups of rows, newest first, each decoded only when a page reaches it. */
+const hourNewestFirst = (sql: Sql, filter: DeviceRange, hour: string, count: number): Array<Group<RawRow>> =>
+  stretchesOf(hour, count)
+    .reverse()
+    .map((stretch) => ({ rows: () => readingsBetween(sql, filter, hour, stretch).reverse() }));
 
 const rollupsIn = (filter: RangeFilter, bucket: 'hour' | 'day') => {
   let query = q.selectFrom('rollups').where('bucket', '=', bucket).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
@@ -101,22 +130,37 @@ function quartersIn(sql: Sql, filter: DeviceRange) {
   }));
 }
 
+/** Rows kept in order in groups: a group's count, when known, lets a page skip it without decoding it. */
+type Group<T> = { count?: number } & ({ rows: () => T[] } | { parts: () => Array<Group<T>> });
+
 /**
- * One page of rows kept in ordered groups (hours of raw readings, quarter hours of minutes):
- * the groups an offset skips whole are counted, never decoded.
+ * One page of rows kept in ordered groups (hours of raw readings and their minutes, quarter
+ * hours of minute rollups): the groups an offset skips whole are counted, never decoded.
  */
-function pageOfGroups<T>(groups: ReadonlyArray<{ key: string; count: number }>, rowsOf: (key: string) => T[], limit: number, offset: number): T[] {
+function pageOfGroups<T>(groups: ReadonlyArray<Group<T>>, limit: number, offset: number): T[] {
   const page: T[] = [];
   let skip = offset;
-  for (const { key, count } of groups) {
-    if (page.length >= limit) break;
-    if (skip >= count) {
-      skip -= count;
-      continue;
+  const visit = (list: ReadonlyArray<Group<T>>) => {
+    for (const group of list) {
+      if (page.length >= limit) return;
+      if (group.count !== undefined && skip >= group.count) {
+        skip -= group.count;
+        continue;
+      }
+      if ('parts' in group) {
+        visit(group.parts());
+        continue;
+      }
+      const rows = group.rows();
+      if (skip >= rows.length) {
+        skip -= rows.length;
+        continue;
+      }
+      page.push(...rows.slice(skip, skip + limit - page.length));
+      skip = 0;
     }
-    page.push(...rowsOf(key).slice(skip, skip + limit - page.length));
-    skip = 0;
-  }
+  };
+  visit(groups);
   return page;
 }
 
@@ -137,7 +181,8 @@ const summed = (grouped: ReturnType<typeof rollupsIn>) =>
 /** The newest `limit` raw readings of the range (after `offset`), answered oldest first. Hours the offset skips whole are not decoded. */
 export function rawReadings(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
   const hours = hoursIn(sql, filter);
-  const newest = pageOfGroups(hours.toReversed(), (hour) => readingsOfHour(sql, filter, hour).reverse(), limit, offset);
+  const groups = hours.toReversed().map(({ hour, count }) => ({ count, parts: () => hourNewestFirst(sql, filter, hour, count) }));
+  const newest = pageOfGroups(groups, limit, offset);
   const rows = newest.reverse().map(({ sensor_type, value, unit, ts, quality_score, quality_reasons }) => ({ sensor_type, value, unit, timestamp: ts, quality_score, quality_reasons }));
   return { total: totalOf(hours), rows };
 }
@@ -154,7 +199,8 @@ export function aggregatedReadings(sql: Sql, filter: DeviceRange, bucket: Bucket
 
 function minuteRollups(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
   const quarters = quartersIn(sql, filter);
-  return { total: totalOf(quarters), rows: pageOfGroups(quarters, (blockStart) => minutesOfQuarter(sql, filter, blockStart), limit, offset) };
+  const groups = quarters.map(({ key, count }) => ({ count, rows: () => minutesOfQuarter(sql, filter, key) }));
+  return { total: totalOf(quarters), rows: pageOfGroups(groups, limit, offset) };
 }
 
 function rowRollups(sql: Sql, filter: DeviceRange, bucket: 'hour' | 'day', limit: number, offset: number) {
@@ -189,7 +235,9 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
   return new Map(rows.map(({ sensor_type, count, mean, variance, last_timestamp }) => [sensor_type, { count, mean, variance, last_timestamp }]));
 }
 
-/** Every reading of a range in time order, an hour of the device at a time, for streaming exports. */
+/** Every reading of a range in time order, an hour (or a minute of a busy hour) at a time, for streaming exports. */
 export function* iterateReadings(sql: Sql, filter: DeviceRange) {
-  for (const { key } of hoursIn(sql, filter)) yield readingsOfHour(sql, filter, key);
+  for (const { hour, count } of hoursIn(sql, filter)) {
+    for (const stretch of stretchesOf(hour, count)) yield readingsBetween(sql, filter, hour, stretch);
+  }
 }

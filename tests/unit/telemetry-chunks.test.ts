@@ -5,7 +5,7 @@ import type { RecordedEvent } from '../../src/domain/events.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { digestReadModels } from '../../src/projections/digest.js';
 import { ProjectionRunner, Sql } from '../../src/projections/index.js';
-import { aggregatedReadings, iterateReadings } from '../../src/projections/telemetry-queries.js';
+import { aggregatedReadings, iterateReadings, rawReadings } from '../../src/projections/telemetry-queries.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
 
 const at = (minute: number) => new Date(Date.parse('2026-03-01T10:00:00.000Z') + minute * 60_000).toISOString();
@@ -146,5 +146,50 @@ describe('what the packed storage must not leave behind', () => {
 
     expect(db.prepare(`SELECT count, sum FROM rollups WHERE bucket = 'hour'`).get()).toEqual({ count: 2, sum: 3 });
     db.close();
+  });
+});
+
+describe('a busy hour is read a minute at a time', () => {
+  const HOUR_START = Date.parse('2026-03-01T10:00:00.000Z');
+  const READINGS = 12_000;
+  // Times spread over the hour, dealt round-robin into 12 submissions, so every chunk spans the whole hour.
+  const times = Array.from({ length: READINGS }, (_, i) => new Date(HOUR_START + Math.floor((i * 3_600_000) / READINGS)).toISOString());
+  const events = Array.from({ length: 12 }, (_, s): RecordedEvent => ({
+    type: 'readings.recorded',
+    position: s + 1,
+    stream_id: 'telemetry-d1',
+    version: s + 1,
+    metadata: {},
+    hash: '',
+    recorded_at: '2026-03-01T11:00:00.000Z',
+    data: {
+      device_id: 'd1',
+      device_status: null,
+      readings: times.filter((_, i) => i % 12 === s).map((timestamp, i) => ({ sensor_type: 'temperature', value: i, unit: null, timestamp, quality_score: 100, quality_reasons: [] })),
+    },
+  }));
+  const db = storeIn([events]);
+  const naive = events
+    .flatMap((event) => event.type === 'readings.recorded' ? event.data.readings.map((r, index) => ({ ts: r.timestamp, seq: event.position * 1000 + index })) : [])
+    .sort((a, b) => (a.ts === b.ts ? a.seq - b.seq : a.ts < b.ts ? -1 : 1));
+  const key = (r: { ts?: string; timestamp?: string }) => r.ts ?? r.timestamp;
+
+  it('given 12,000 readings in one hour, then export and pages at any offset answer the time order', () => {
+    const sql = new Sql(db);
+    expect([...iterateReadings(sql, { deviceIds: ['d1'] })].flat().map(key)).toEqual(naive.map((r) => r.ts));
+    const newestFirst = naive.map((r) => r.ts).reverse();
+    for (const [offset, limit] of [[0, 100], [150, 100], [5_999, 3], [11_990, 50], [12_000, 10]] as const) {
+      const page = rawReadings(sql, { deviceIds: ['d1'] }, limit, offset);
+      expect(page.total).toBe(READINGS);
+      expect(page.rows.map(key), `offset ${offset}`).toEqual(newestFirst.slice(offset, offset + limit).reverse());
+    }
+  });
+
+  it('given a range cutting the busy hour, then the total and pages count only the readings inside it', () => {
+    const range = { start: '2026-03-01T10:20:30.000Z', end: '2026-03-01T10:40:00.000Z' };
+    const inside = naive.map((r) => r.ts).filter((ts) => ts >= range.start && ts <= range.end);
+    const page = rawReadings(new Sql(db), { deviceIds: ['d1'], ...range }, 20, 7);
+    expect(page.total).toBe(inside.length);
+    expect(page.rows.map(key)).toEqual([...inside].reverse().slice(7, 27).reverse());
   });
 });
