@@ -1,6 +1,7 @@
+import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
 import { blockStartOf, lastMinuteOf, minutesOf, minutesStoredIn, type MinuteTotals } from './minute-blocks.js';
-import { byTimeThenSeq, decodeChunk, hourOf, type RawRow } from './reading-chunks.js';
+import { byTimeThenSeq, decodeChunk, hourOf, type RawRow, type StoredChunk } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -38,44 +39,60 @@ function hoursIn(sql: Sql, filter: DeviceRange) {
   );
   return hours.map(({ hour, count, first_ts, last_ts }) => ({
     hour,
-    count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : stretchesOf(hour, count).reduce((n, stretch) => n + readingsBetween(sql, filter, hour, stretch).length, 0),
+    count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : piecesOfHour(sql, filter, hour, count).reduce((n, piece) => n + piece().length, 0),
   }));
 }
 
 /** Beyond this many readings an hour is read a minute at a time: a busy device's hour can hold hundreds of thousands. */
 const WHOLE_HOUR_READINGS = 10_000;
 
-type Stretch = { from: string; to: string };
+type Piece = () => RawRow[];
 
-/** The stretches an hour is read in, oldest first: the whole hour, or each of its minutes when it is busy. */
-function stretchesOf(hour: string, count: number): Stretch[] {
-  const prefix = hour.slice(0, 14);
-  if (count <= WHOLE_HOUR_READINGS) return [{ from: hour, to: `${prefix}59:59.999Z` }];
-  return Array.from({ length: 60 }, (_, minute) => {
-    const mm = String(minute).padStart(2, '0');
-    return { from: `${prefix}${mm}:00.000Z`, to: `${prefix}${mm}:59.999Z` };
+const chunksOfHour = (filter: DeviceRange, hour: string) => chunksIn({ ...filter, start: hour, end: hour }).select(['sensor_type', 'hour', 'seq', 'readings']);
+
+/** A chunk whose readings all fall in one minute (a live submission, mostly). */
+const withinOneMinute = raw<boolean>`substr(first_ts, 1, 16) = substr(last_ts, 1, 16)`;
+
+const decodedInRange = (chunks: StoredChunk[], filter: RangeFilter): RawRow[] => chunks.flatMap(decodeChunk).filter((reading) => inRange(reading.ts, filter));
+
+/**
+ * An hour's readings of the range in time order, as pieces each read when called: the whole
+ * hour, or, when it is busy, minute by minute. Then the chunks within one minute are read with
+ * their minute, and the chunks spanning minutes (backfilled submissions) once for the hour, so
+ * no chunk is decoded twice and memory holds a minute plus those.
+ */
+function piecesOfHour(sql: Sql, filter: DeviceRange, hour: string, count: number): Piece[] {
+  if (count <= WHOLE_HOUR_READINGS) return [() => decodedInRange(sql.all(chunksOfHour(filter, hour)), filter).sort(byTimeThenSeq)];
+  let spanning: RawRow[] | undefined;
+  const spanningReadings = () => (spanning ??= decodedInRange(sql.all(chunksOfHour(filter, hour).where(raw<boolean>`not ${withinOneMinute}`)), filter).sort(byTimeThenSeq));
+  return Array.from({ length: 60 }, (_, minute) => () => {
+    const from = `${hour.slice(0, 14)}${String(minute).padStart(2, '0')}:00.000Z`;
+    const to = `${from.slice(0, 17)}59.999Z`;
+    const within = sql.all(chunksOfHour(filter, hour).where(withinOneMinute).where('first_ts', '>=', from).where('first_ts', '<=', to));
+    return [...decodedInRange(within, filter), ...between(spanningReadings(), from, to)].sort(byTimeThenSeq);
   });
 }
 
-/** The readings of the range in one stretch of an hour, in time order, decoding only the chunks that overlap it. */
-function readingsBetween(sql: Sql, filter: DeviceRange, hour: string, { from, to }: Stretch): RawRow[] {
-  const chunks = sql.all(
-    chunksIn({ ...filter, start: hour, end: hour })
-      .select(['sensor_type', 'hour', 'seq', 'readings'])
-      .where('first_ts', '<=', to)
-      .where('last_ts', '>=', from),
-  );
-  return chunks
-    .flatMap(decodeChunk)
-    .filter((reading) => reading.ts >= from && reading.ts <= to && inRange(reading.ts, filter))
-    .sort(byTimeThenSeq);
+/** The readings of a time-ordered list from `from` to `to`, found by bisection. */
+function between(sorted: readonly RawRow[], from: string, to: string): RawRow[] {
+  const firstAtOrAfter = (ts: string, after: boolean) => {
+    let low = 0;
+    let high = sorted.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (sorted[mid]!.ts < ts || (after && sorted[mid]!.ts === ts)) low = mid + 1;
+      else high = mid;
+    }
+    return low;
+  };
+  return sorted.slice(firstAtOrAfter(from, false), firstAtOrAfter(to, true));
 }
 
 /** An hour as groups of rows, newest first, each decoded only when a page reaches it. */
 const hourNewestFirst = (sql: Sql, filter: DeviceRange, hour: string, count: number): Array<Group<RawRow>> =>
-  stretchesOf(hour, count)
+  piecesOfHour(sql, filter, hour, count)
     .reverse()
-    .map((stretch) => ({ rows: () => readingsBetween(sql, filter, hour, stretch).reverse() }));
+    .map((piece) => ({ rows: () => piece().reverse() }));
 
 const rollupsIn = (filter: RangeFilter, bucket: 'hour' | 'day') => {
   let query = q.selectFrom('rollups').where('bucket', '=', bucket).where('device_id', 'in', filter.deviceIds.length ? filter.deviceIds : ['']);
@@ -238,6 +255,6 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
 /** Every reading of a range in time order, an hour (or a minute of a busy hour) at a time, for streaming exports. */
 export function* iterateReadings(sql: Sql, filter: DeviceRange) {
   for (const { hour, count } of hoursIn(sql, filter)) {
-    for (const stretch of stretchesOf(hour, count)) yield readingsBetween(sql, filter, hour, stretch);
+    for (const piece of piecesOfHour(sql, filter, hour, count)) yield piece();
   }
 }
