@@ -54,10 +54,10 @@ interface Pending extends Touched {
 
 /**
  * Raw readings (kept RETENTION_DAYS) and per-minute/hour/day rollups (minutes packed by the
- * quarter hour, see minute-blocks.ts). Rollup totals and
- * sensor statistics are read once per batch, folded in memory and written once at its end, so
- * a batch of 100-reading submissions costs one read and one write per bucket, not per reading.
- * Pruning depends only on the events (each event's hour), so replay prunes identically.
+ * quarter hour, see minute-blocks.ts). Rollup totals and sensor statistics are folded in memory
+ * and written once at a batch's end (and kept for the next batch, see `pending`), so a batch of
+ * 100-reading submissions costs one write per bucket, not per reading. Pruning depends only on
+ * the events (each event's hour), so replay prunes identically.
  *
  * Raw readings are kept in chunks, one row per batch, device, sensor and hour (see
  * reading-chunks.ts). Keys lead with the device and then time: a batch appends to one hot page
