@@ -19,11 +19,19 @@ export const deleted = z.object({ id: z.string(), deleted: z.literal(true) });
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
 const FIELDS = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2}))?)?/i;
 
-/** Date.parse rolls 2026-02-30 over into March and 24:00 into the next day: a date must exist as written. */
+const isLeap = (year: number) => (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** Whether each field is in range: Date.parse rolls 2026-02-30 over into March and 24:00 into the next day. */
+function fieldsExist(year: number, month: number, day: number, hour: number, minute: number, second: number): boolean {
+  const days = month === 2 && isLeap(year) ? 29 : DAYS_IN_MONTH[month - 1];
+  return days !== undefined && day >= 1 && day <= days && hour <= 23 && minute <= 59 && second <= 59;
+}
+
+/** A date must exist as written, whatever its form. */
 function existsAsWritten(value: string): boolean {
   const [, year, month, day, hour = '0', minute = '0', second = '0'] = FIELDS.exec(value) ?? [];
-  const daysInMonth = new Date(Date.UTC(Number(year), Number(month), 0)).getUTCDate();
-  return Number(month) >= 1 && Number(month) <= 12 && Number(day) >= 1 && Number(day) <= daysInMonth && Number(hour) <= 23 && Number(minute) <= 59 && Number(second) <= 59;
+  return fieldsExist(Number(year), Number(month), Number(day), Number(hour), Number(minute), Number(second));
 }
 
 const UTC_MILLISECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -34,21 +42,13 @@ const number = (value: string, from: number, to: number): number => {
   return n;
 };
 
-const isLeap = (year: number) => (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
-const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
 /**
  * Already UTC milliseconds, as devices mostly send it (the shape checked by UTC_MILLISECONDS):
- * real when each field is in range, read straight off the digits. The hot path of ingestion,
- * where parsing every reading's time and formatting it back cost more than the rest of its check.
+ * its fields read straight off the digits. The hot path of ingestion, where parsing every
+ * reading's time and formatting it back cost more than the rest of its check.
  */
-function realUtcMilliseconds(value: string): boolean {
-  const year = number(value, 0, 4);
-  const month = number(value, 5, 7);
-  const day = number(value, 8, 10);
-  const days = month === 2 && isLeap(year) ? 29 : DAYS_IN_MONTH[month - 1];
-  return days !== undefined && day >= 1 && day <= days && number(value, 11, 13) <= 23 && number(value, 14, 16) <= 59 && number(value, 17, 19) <= 59;
-}
+const realUtcMilliseconds = (value: string): boolean =>
+  fieldsExist(number(value, 0, 4), number(value, 5, 7), number(value, 8, 10), number(value, 11, 13), number(value, 14, 16), number(value, 17, 19));
 
 /** An ISO 8601 date or date-time (UTC when it names no zone), normalised to UTC milliseconds. */
 export const isoDate = z
