@@ -8,21 +8,14 @@
  * In memory a block is dense (count, sum, min, max, sum of squares per minute); stored, it keeps
  * only the minutes that have readings, little-endian, so a sparse device stores little.
  */
+import type { BucketTotals } from './schema.js';
+
 export const BLOCK_MINUTES = 15;
 const FIELDS = 5;
 const STORED_FIELDS = FIELDS + 1;
 
 export type MinuteBlock = Float64Array;
 
-/** One minute's totals, as a rollup row holds them. */
-export interface MinuteTotals {
-  bucket_start: string;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  sum_sq: number;
-}
 
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : `${n}`);
 
@@ -78,10 +71,10 @@ export function decodeBlock(stored: Uint8Array): MinuteBlock {
 }
 
 /** The minutes of a stored block that have readings, oldest first. */
-export function minutesOf(blockStart: string, stored: Uint8Array): MinuteTotals[] {
+export function minutesOf(blockStart: string, stored: Uint8Array): BucketTotals[] {
   const block = decodeBlock(stored);
   const first = Number(blockStart.slice(14, 16));
-  const minutes: MinuteTotals[] = [];
+  const minutes: BucketTotals[] = [];
   for (let slot = 0; slot < BLOCK_MINUTES; slot++) {
     const at = slot * FIELDS;
     if (block[at] === 0) continue;

@@ -6,6 +6,8 @@
  * and first and last times, so counting a range decodes only the chunks its ends cut through.
  */
 
+import type { LatestReadingsTable, ReadingChunksTable } from './schema.js';
+
 /** One reading gathered for a chunk; the device, sensor and hour are those of the chunk's row. */
 export type ChunkReading = [ts: string, seq: number, value: number, unit: string | null, qualityScore: number, qualityReasons: string[]];
 
@@ -17,23 +19,10 @@ export type ChunkReading = [ts: string, seq: number, value: number, unit: string
 type StoredReading = [minuteAndSecond: string, seqAfterFirst: number, value: number, unit: string | null, qualityScore: number, qualityReasons: string[]];
 
 /** A chunk's row, as the queries read it. */
-export interface StoredChunk {
-  sensor_type: string;
-  hour: string;
-  seq: number;
-  readings: string;
-}
+export type StoredChunk = Pick<ReadingChunksTable, 'sensor_type' | 'hour' | 'seq' | 'readings'>;
 
-/** A raw reading as the queries answer it. */
-export interface RawRow {
-  sensor_type: string;
-  ts: string;
-  seq: number;
-  value: number;
-  unit: string | null;
-  quality_score: number;
-  quality_reasons: string[];
-}
+/** A raw reading as the queries answer it: a sensor's newest reading has the same fields, less its reasons. */
+export type RawRow = Omit<LatestReadingsTable, 'device_id'> & { quality_reasons: string[] };
 
 /** The hour bucket of a normalised ISO time, as chunk keys hold it. */
 export const hourOf = (ts: string): string => `${ts.slice(0, 13)}:00:00.000Z`;

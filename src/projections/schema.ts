@@ -108,6 +108,9 @@ export interface MinuteRollupsTable {
   minutes: Buffer;
 }
 
+/** A bucket's totals, as a rollup row holds them (and a minute of a packed block). */
+export type BucketTotals = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'>;
+
 export interface SensorStatsTable {
   device_id: string;
   sensor_type: string;

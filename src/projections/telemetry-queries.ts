@@ -1,9 +1,10 @@
 import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
-import { blockStartOf, lastMinuteOf, minutesOf, minutesStoredIn, type MinuteTotals } from './minute-blocks.js';
+import { blockStartOf, lastMinuteOf, minutesOf, minutesStoredIn } from './minute-blocks.js';
 import { byTimeThenSeq, decodeChunk, hourOf, type RawRow, type StoredChunk } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
+import type { BucketTotals } from './schema.js';
 
 export interface RangeFilter {
   deviceIds: readonly string[];
@@ -110,7 +111,7 @@ const minuteBlocksIn = (filter: DeviceRange) => {
   return query;
 };
 
-type SensorMinute = MinuteTotals & { sensor_type: string };
+type SensorMinute = BucketTotals & { sensor_type: string };
 
 const byMinuteThenSensor = (a: SensorMinute, b: SensorMinute) =>
   a.bucket_start === b.bucket_start ? (a.sensor_type < b.sensor_type ? -1 : 1) : a.bucket_start < b.bucket_start ? -1 : 1;

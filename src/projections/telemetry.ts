@@ -5,7 +5,7 @@ import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js'
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
 import { decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
-import type { LatestReadingsTable, RollupsTable } from './schema.js';
+import type { BucketTotals, LatestReadingsTable } from './schema.js';
 import type { Sql } from './sql.js';
 
 export const bucketSizes = ['minute', 'hour', 'day'] as const;
@@ -14,7 +14,7 @@ export type BucketSize = (typeof bucketSizes)[number];
 /** Bucket starts by slicing the normalised ISO time: cheap, and exact in UTC. */
 export const bucketStart: Record<BucketSize, (ts: string) => string> = {
   minute: (ts) => `${ts.slice(0, 16)}:00.000Z`,
-  hour: (ts) => `${ts.slice(0, 13)}:00:00.000Z`,
+  hour: hourOf,
   day: (ts) => `${ts.slice(0, 10)}T00:00:00.000Z`,
 };
 
@@ -23,7 +23,7 @@ const rowBuckets = ['hour', 'day'] as const;
 type RowBucket = (typeof rowBuckets)[number];
 
 /** One bucket's running aggregate; its device, sensor and bucket size are those of the entry holding it. */
-type Aggregate = Pick<RollupsTable, 'bucket_start' | 'count' | 'sum' | 'min' | 'max' | 'sum_sq'> & Touched;
+type Aggregate = BucketTotals & Touched;
 
 /** The number of the batch that last changed it: only what the current batch changed is written. */
 interface Touched {
