@@ -282,14 +282,26 @@ type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
  * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came later.
  */
 const upcasters: { [K in EventType]?: Upcaster } = {
-  'readings.recorded': (data) => ({
-    device_status: null,
-    ...data,
-    readings: Array.isArray(data.readings)
-      ? data.readings.map((reading: Record<string, unknown>) => ({ unit: null, quality_score: 100, quality_reasons: [], ...reading }))
-      : data.readings,
-  }),
+  'readings.recorded': (data) =>
+    isCurrentRecording(data)
+      ? data
+      : {
+          device_status: null,
+          ...data,
+          readings: Array.isArray(data.readings)
+            ? data.readings.map((reading: Record<string, unknown>) => ({ unit: null, quality_score: 100, quality_reasons: [], ...reading }))
+            : data.readings,
+        },
 };
+
+/** Nearly every stored event has the current shape: read as it is, a rebuild copies no reading. */
+function isCurrentRecording(data: Record<string, unknown>): boolean {
+  return 'device_status' in data && Array.isArray(data.readings) && data.readings.every(isCurrentReading);
+}
+
+function isCurrentReading(reading: unknown): boolean {
+  return typeof reading === 'object' && reading !== null && 'unit' in reading && 'quality_score' in reading && 'quality_reasons' in reading;
+}
 
 /** Reads stored data through its upcaster, if its type has one. */
 export function upcast(type: string, data: unknown): unknown {
