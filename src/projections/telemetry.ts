@@ -5,7 +5,7 @@ import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js'
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
 import { decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
-import type { BucketTotals, LatestReadingsTable } from './schema.js';
+import type { BucketTotals } from './schema.js';
 import type { Sql } from './sql.js';
 
 export const bucketSizes = ['minute', 'hour', 'day'] as const;
@@ -32,20 +32,24 @@ interface Touched {
 
 const HOUR_MS = 3_600_000;
 
-/** The buckets a reading's time falls in. */
+/** The buckets a reading's time falls in: all of them follow from its minute. */
 interface BucketKeys extends Record<RowBucket, string> {
-  ts: string;
+  minute: string;
   block: string;
 }
-
-/** The newest reading of a device's sensor (newest timestamp, then latest position), as its row holds it. */
-type Latest = Omit<LatestReadingsTable, 'device_id' | 'sensor_type'>;
 
 interface Pending extends Touched {
   device_id: string;
   sensor_type: string;
   stats: SensorStats;
-  latest: Latest | null;
+  /**
+   * The newest reading time folded for this sensor, stored or not: a bucket starting after it has
+   * no row yet, so it is not looked up (in a rebuild, every new quarter hour and hour of every sensor).
+   */
+  newest: string | null;
+  /** This batch's newest reading (newest timestamp, then latest position), kept as the reading itself. */
+  latest: StoredReading | null;
+  latestSeq: number;
   buckets: Record<RowBucket, Map<string, Aggregate>>;
   minuteBlocks: Map<string, { block: MinuteBlock } & Touched>;
   /** Raw readings by hour, in log order: one chunk row each at the batch's end. */
@@ -69,7 +73,7 @@ export function telemetryProjection(retentionDays: number): Projection {
    * What the current batch gathers, and what the previous one wrote: a batch finds the totals the
    * last one left in memory instead of reading them back, which was a rebuild's largest cost.
    */
-  const pending = new Map<string, Pending>();
+  const pending = new Map<string, Map<string, Pending>>();
   let batch = 0;
   let lastPosition = 0;
   /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
@@ -77,12 +81,12 @@ export function telemetryProjection(retentionDays: number): Projection {
   const tables = ['reading_chunks', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
   let prunedHour = '';
   /**
-   * The bucket keys of the last timestamp seen: a submission's sensors share their times, and a
-   * key built once is hashed once by the maps it is looked up in.
+   * The bucket keys of the last minute seen: a submission's sensors share their times, a fleet's
+   * submissions their minutes, and a key built once is hashed once by the maps it is looked up in.
    */
-  let lastKeys: BucketKeys = { ts: '', block: '', hour: '', day: '' };
+  let lastKeys: BucketKeys = { minute: '\u0000', block: '', hour: '', day: '' };
   const keysOf = (ts: string): BucketKeys =>
-    lastKeys.ts === ts ? lastKeys : (lastKeys = { ts, block: blockStartOf(ts), hour: hourOf(ts), day: bucketStart.day(ts) });
+    ts.startsWith(lastKeys.minute) ? lastKeys : (lastKeys = { minute: ts.slice(0, 16), block: blockStartOf(ts), hour: hourOf(ts), day: bucketStart.day(ts) });
   let statements: ReturnType<typeof prepare> | undefined;
   // Statements belong to one database: a rebuild into a fresh file must not write to the live one.
   const statementsFor = (sql: Sql) => {
@@ -105,10 +109,10 @@ export function telemetryProjection(retentionDays: number): Projection {
     writeRollup: sql.db.prepare(
       `INSERT OR REPLACE INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, string, number, number, number, number, number]>,
-    readStats: sql.db.prepare(`SELECT count, mean, variance, last_timestamp FROM sensor_stats WHERE device_id = ? AND sensor_type = ?`) as Statement<
-      [string, string],
-      SensorStats
-    >,
+    readStats: sql.db.prepare(
+      `SELECT s.count, s.mean, s.variance, s.last_timestamp, l.ts AS newest FROM sensor_stats s
+         LEFT JOIN latest_readings l ON l.device_id = s.device_id AND l.sensor_type = s.sensor_type WHERE s.device_id = ? AND s.sensor_type = ?`,
+    ) as Statement<[string, string], SensorStats & { newest: string | null }>,
     writeStats: sql.db.prepare(
       `INSERT OR REPLACE INTO sensor_stats (device_id, sensor_type, count, mean, variance, last_timestamp) VALUES (?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, number, number, number, string | null]>,
@@ -123,12 +127,24 @@ export function telemetryProjection(retentionDays: number): Projection {
 
   /** What a batch gathers per device and sensor, written once at its end. */
   const pendingOf = (s: ReturnType<typeof prepare>, deviceId: string, sensorType: string): Pending => {
-    const key = `${deviceId}\u0000${sensorType}`;
-    let entry = pending.get(key);
+    let sensors = pending.get(deviceId);
+    if (!sensors) pending.set(deviceId, (sensors = new Map()));
+    let entry = sensors.get(sensorType);
     if (!entry) {
-      const stored = s.readStats.get(deviceId, sensorType) ?? emptyStats;
-      entry = { device_id: deviceId, sensor_type: sensorType, stats: stored, latest: null, buckets: { hour: new Map(), day: new Map() }, minuteBlocks: new Map(), chunks: new Map(), batch };
-      pending.set(key, entry);
+      const { newest, ...stats } = s.readStats.get(deviceId, sensorType) ?? { ...emptyStats, newest: null };
+      entry = {
+        device_id: deviceId,
+        sensor_type: sensorType,
+        stats,
+        newest,
+        latest: null,
+        latestSeq: 0,
+        buckets: { hour: new Map(), day: new Map() },
+        minuteBlocks: new Map(),
+        chunks: new Map(),
+        batch,
+      };
+      sensors.set(sensorType, entry);
     }
     entry.batch = batch;
     return entry;
@@ -144,7 +160,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     const blockStart = keys.block;
     let minutes = entry.minuteBlocks.get(blockStart);
     if (!minutes) {
-      const stored = s.readMinuteBlock.get(entry.device_id, blockStart, entry.sensor_type);
+      const stored = mayBeStored(entry, blockStart) ? s.readMinuteBlock.get(entry.device_id, blockStart, entry.sensor_type) : undefined;
       minutes = { block: stored ? decodeBlock(stored) : emptyBlock(), batch };
       entry.minuteBlocks.set(blockStart, minutes);
     }
@@ -154,7 +170,7 @@ export function telemetryProjection(retentionDays: number): Projection {
       const start = keys[bucket];
       let rollup = entry.buckets[bucket].get(start);
       if (!rollup) {
-        const stored = s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type);
+        const stored = mayBeStored(entry, start) ? s.readRollup.get(entry.device_id, bucket, start, entry.sensor_type) : undefined;
         rollup = stored ? { ...stored, batch } : { bucket_start: start, count: 0, sum: 0, min: v, max: v, sum_sq: 0, batch };
         entry.buckets[bucket].set(start, rollup);
       }
@@ -174,15 +190,19 @@ export function telemetryProjection(retentionDays: number): Projection {
     else entry.chunks.set(hour, [row]);
   };
 
+  const mayBeStored = (entry: Pending, bucketStart: string) => entry.newest !== null && bucketStart <= entry.newest;
+
   const addToLatest = (entry: Pending, reading: StoredReading, seq: number) => {
+    if (entry.newest === null || reading.timestamp > entry.newest) entry.newest = reading.timestamp;
     const known = entry.latest;
-    if (known && (known.ts > reading.timestamp || (known.ts === reading.timestamp && known.seq > seq))) return;
-    entry.latest = { ts: reading.timestamp, seq, value: reading.value, unit: reading.unit, quality_score: reading.quality_score };
+    if (known && (known.timestamp > reading.timestamp || (known.timestamp === reading.timestamp && entry.latestSeq > seq))) return;
+    entry.latest = reading;
+    entry.latestSeq = seq;
   };
 
   /** Writes what this batch changed, and forgets what it did not touch: memory stays one batch deep. */
   const write = (s: ReturnType<typeof prepare>, entry: Pending) => {
-    const { device_id, sensor_type, stats, latest } = entry;
+    const { device_id, sensor_type, stats, latest, latestSeq } = entry;
     for (const bucket of rowBuckets) {
       for (const [start, r] of entry.buckets[bucket]) {
         if (r.batch === batch) s.writeRollup.run(device_id, sensor_type, bucket, r.bucket_start, r.count, r.sum, r.min, r.max, r.sum_sq);
@@ -204,7 +224,7 @@ export function telemetryProjection(retentionDays: number): Projection {
       s.insertChunk.run(device_id, hour, sensor_type, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
     }
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
-    if (latest) s.writeLatest.run(device_id, sensor_type, latest.ts, latest.seq, latest.value, latest.unit, latest.quality_score);
+    if (latest) s.writeLatest.run(device_id, sensor_type, latest.timestamp, latestSeq, latest.value, latest.unit, latest.quality_score);
     entry.chunks.clear();
     entry.latest = null;
   };
@@ -215,14 +235,18 @@ export function telemetryProjection(retentionDays: number): Projection {
    */
   const prune = (s: ReturnType<typeof prepare>, cutoff: string) => {
     for (const deviceId of s.devicesWithReadings.all()) s.pruneDevice.run(deviceId, cutoff);
-    for (const entry of pending.values()) for (const hour of entry.chunks.keys()) if (hour < cutoff) entry.chunks.delete(hour);
+    for (const entry of pendingEntries()) for (const hour of entry.chunks.keys()) if (hour < cutoff) entry.chunks.delete(hour);
   };
 
   /** A deleted device leaves every count: its rows go, and so do its pending deltas. */
   const forgetDevice = (sql: Sql, deviceId: string) => {
     for (const table of tables) sql.db.prepare(`DELETE FROM ${table} WHERE device_id = ?`).run(deviceId);
-    for (const [key, entry] of pending) if (entry.device_id === deviceId) pending.delete(key);
+    pending.delete(deviceId);
   };
+
+  function* pendingEntries() {
+    for (const sensors of pending.values()) yield* sensors.values();
+  }
 
   return {
     name: 'telemetry',
@@ -285,9 +309,12 @@ export function telemetryProjection(retentionDays: number): Projection {
 
     afterBatch(sql) {
       const s = statementsFor(sql);
-      for (const [key, entry] of pending) {
-        if (entry.batch === batch) write(s, entry);
-        else pending.delete(key);
+      for (const [deviceId, sensors] of pending) {
+        for (const [sensorType, entry] of sensors) {
+          if (entry.batch === batch) write(s, entry);
+          else sensors.delete(sensorType);
+        }
+        if (sensors.size === 0) pending.delete(deviceId);
       }
       batch += 1;
     },

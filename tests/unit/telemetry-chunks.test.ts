@@ -75,6 +75,20 @@ describe('retention prunes chunks still pending in a batch', () => {
   });
 });
 
+describe("a sensor's stored buckets are found again after it left memory", () => {
+  it('given a reading exactly at the start of a quarter, hour and day bucket, and a batch without the sensor, when a later reading falls in the same buckets, then each bucket counts both', () => {
+    const day = '2026-03-01T00:00:00.000Z';
+    const db = storeIn([[submission(1, [20], day)], [], [submission(3, [22], new Date(Date.parse(day) + 5 * 60_000).toISOString())]]);
+    const counts = db.prepare<[], { bucket: string; count: number }>("SELECT bucket, count FROM rollups WHERE sensor_type = 'temperature' ORDER BY bucket").all();
+    expect(counts).toEqual([
+      { bucket: 'day', count: 2 },
+      { bucket: 'hour', count: 2 },
+    ]);
+    const minutes = aggregatedReadings(new Sql(db), { deviceIds: ['d1'] }, 'minute', 10, 0);
+    expect(minutes).toMatchObject({ total: 2, rows: [{ bucket_start: day }, { bucket_start: '2026-03-01T00:05:00.000Z' }] });
+  });
+});
+
 describe('pages and totals of a range that cuts through stored groups', () => {
   /** Readings of one sensor at the given minutes past 10:00, one submission each. */
   const atMinutes = (minutes: number[]) => storeIn([minutes.map((minute, index) => submission(index + 1, [minute], at(minute)))]);
