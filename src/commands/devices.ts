@@ -169,6 +169,13 @@ async function firmwareAsOf(services: Services, telemetry: string, until: string
   return last ? firmwareSetBy(last) : undefined;
 }
 
+/** A deleted group ungroups its devices without an event of theirs: the group's stream says when. */
+async function groupAsOf(services: Services, groupId: string | null, until: string): Promise<string | null> {
+  if (groupId === null) return null;
+  const last = await services.log.lastInStream(streams.group(groupId), until);
+  return last?.type === 'group.deleted' ? null : groupId;
+}
+
 /**
  * The device as it was at `asOf`, folded from its own events (last_seen from its last
  * reading or heartbeat then); also for a device deleted since, to its owner and admins.
@@ -195,6 +202,7 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
     id: state.device_id,
     user_id: state.user_id,
     ...state.attributes,
+    group_id: await groupAsOf(services, state.attributes.group_id, until),
     firmware_version: firmware ?? state.attributes.firmware_version,
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,

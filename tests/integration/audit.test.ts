@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyExport } from '../../src/eventlog/export-verifier.js';
 import { client, registerUser, type Answer } from '../helpers/client.js';
-import { createDevice, createGroup, expectError, expectValidation, headPosition, uniqueName, type Data, type Device, type Meta, type RegisteredDevice, type StoredEvent } from '../helpers/fixtures.js';
+import { createDevice, createGroup, expectError, expectValidation, headPosition, uniqueName, type Data, type Device, type List, type Meta, type RegisteredDevice, type StoredEvent } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 type Account = Awaited<ReturnType<typeof registerUser>>;
@@ -468,5 +468,31 @@ describe('audit: the event log through the API', () => {
       const restored = await api.get<Data<Verified>>('/api/events/verify', { token: admin.token });
       expect(restored.body.data).toEqual({ ok: true, checked: head, head_hash: headHash });
     });
+  });
+});
+
+describe('as_of after a group deletion', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it("given a device in a group, when the group is deleted, then as_of from that moment answers the device ungrouped, as the live read does; before it, in the group", async () => {
+    const api = client(() => server.url);
+    const owner = await registerUser(api, uniqueName('grouper'));
+    const group = await createGroup(api, owner.token);
+    const device = await createDevice(api, owner.token, { group_id: group.id });
+    server.clock.advance(1_000);
+    expect((await api.del(`/api/groups/${group.id}`, { token: owner.token })).status).toBe(200);
+    const events = await api.get<List<StoredEvent>>('/api/events?type=group.deleted', { token: owner.token });
+    const deletedAt = events.body.data[0]!.recorded_at;
+    const groupOf = async (query: string) => (await api.get<Data<Device>>(`/api/devices/${device.id}${query}`, { token: owner.token })).body.data.group_id;
+
+    expect(await groupOf('')).toBeNull();
+    expect(await groupOf(`?as_of=${encodeURIComponent(deletedAt)}`)).toBeNull();
+    expect(await groupOf(`?as_of=${encodeURIComponent(new Date(Date.parse(deletedAt) - 1).toISOString())}`)).toBe(group.id);
   });
 });
