@@ -95,9 +95,19 @@ describe('accounts', () => {
       ['an email as an array', { email: ['a@example.com'] }, 'email'],
       ['a null username', { username: null }, 'username'],
       ['an object password', { password: { length: 10 } }, 'password'],
+      // bcrypt ignores what follows 72 bytes: such a password would accept any tail.
+      ['a 73-character password', { password: 'p'.repeat(73) }, 'password'],
+      ['a password of 25 three-byte characters (75 bytes)', { password: '€'.repeat(25) }, 'password'],
     ])('refuses %s with 400 validation_failed naming the field', async (_label, override, path) => {
       const answer = await register({ ...good(), ...override });
       expectValidation(answer, path);
+    });
+
+    it('accepts a password of exactly 72 bytes, and only that password logs in', async () => {
+      const body = { ...good(), password: `${'€'.repeat(23)}abc` };
+      expect((await register(body)).status).toBe(201);
+      expect((await login({ username: body.username, password: body.password })).status).toBe(200);
+      expectError(await login({ username: body.username, password: `${'€'.repeat(23)}abd` }), 401, 'invalid_credentials');
     });
 
     it.each([['username'], ['email'], ['password']])('refuses a missing %s', async (field) => {

@@ -4,7 +4,12 @@ import { timestamp } from './common.js';
 export const registerBody = z.object({
   username: z.string().regex(/^[A-Za-z0-9_.-]{3,32}$/, '3 to 32 of letters, digits, _ . -'),
   email: z.email().max(254),
-  password: z.string().min(8, 'at least 8 characters').max(128),
+  // bcrypt reads 72 bytes and ignores the rest: a longer password would log in with any tail.
+  password: z
+    .string()
+    .min(8, 'at least 8 characters')
+    .max(72, 'at most 72 characters')
+    .refine((password) => Buffer.byteLength(password, 'utf8') <= 72, 'at most 72 bytes in UTF-8'),
 });
 
 export const loginBody = z
