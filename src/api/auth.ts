@@ -11,9 +11,16 @@ export interface HeaderSource {
 export function credentialOf(req: HeaderSource, queryToken?: unknown): string | undefined {
   const authorization = req.header('authorization');
   const bearer = authorization?.match(/^Bearer\s+(\S+)$/i)?.[1];
-  const candidates = [bearer, req.header('x-api-key'), req.header('x-device-token'), typeof queryToken === 'string' ? queryToken : undefined, cookieValue(req.header('cookie'), SESSION_COOKIE)];
-  return candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= 4096);
+  return firstUsable([bearer, req.header('x-api-key'), req.header('x-device-token'), typeof queryToken === 'string' ? queryToken : undefined, cookieValue(req.header('cookie'), SESSION_COOKIE)]);
 }
+
+/** A subscriber's credential: API.md admits only `?token=` and the session cookie on /ws (what a browser's WebSocket can send). */
+export function subscriberCredentialOf(req: HeaderSource, queryToken: string | undefined): string | undefined {
+  return firstUsable([queryToken, cookieValue(req.header('cookie'), SESSION_COOKIE)]);
+}
+
+const firstUsable = (candidates: ReadonlyArray<string | undefined>): string | undefined =>
+  candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= 4096);
 
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { credentialOf } from '../api/auth.js';
+import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
@@ -63,7 +63,8 @@ export class Realtime {
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
     if (!kind) return refuse(socket, 404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
-    const credential = credentialOf(headers, url.searchParams.get('token') ?? undefined);
+    const queryToken = url.searchParams.get('token') ?? undefined;
+    const credential = kind === 'user' ? subscriberCredentialOf(headers, queryToken) : credentialOf(headers, queryToken);
     let principal: Principal | null = null;
     try {
       principal = credential ? await this.accounts.authenticate(credential) : null;
