@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { commandResultBody } from '../api/schemas/commands.js';
+import { uuid } from '../api/schemas/common.js';
 import { heartbeatBody, submitReadingsBody } from '../api/schemas/telemetry.js';
 import { eventTypes } from '../domain/events.js';
 
@@ -9,7 +10,8 @@ export const subscriberMessage = z.discriminatedUnion('type', [
     type: z.literal('subscribe'),
     // An empty list would match nothing, forever: leaving it out means every one.
     event_types: z.array(z.enum(eventTypes as [string, ...string[]])).min(1, 'an empty list matches nothing; leave it out for every type').max(100).optional(),
-    device_ids: z.array(z.string().max(64)).min(1, 'an empty list matches nothing; leave it out for every device').max(1000).optional(),
+    // Device ids are UUIDs, as REST's device_id filters check: anything else could never match.
+    device_ids: z.array(uuid).min(1, 'an empty list matches nothing; leave it out for every device').max(1000).optional(),
     from_position: z.number().int().min(0).optional(),
   }),
   z.object({ type: z.literal('unsubscribe') }),

@@ -285,9 +285,9 @@ describe('realtime subscribers (/ws)', () => {
       expect(ws.isOpen()).toBe(true);
     });
 
-    it('refuses subscriptions that could never deliver: empty filters, a from_position past the head', async () => {
+    it('refuses subscriptions that could never deliver: empty filters, a device id that is no UUID, a from_position past the head', async () => {
       const { ws } = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
-      for (const subscribe of [{ event_types: [] }, { device_ids: [] }, { from_position: 1_000_000_000 }]) {
+      for (const subscribe of [{ event_types: [] }, { device_ids: [] }, { device_ids: ['abc'] }, { from_position: 1_000_000_000 }]) {
         ws.send({ type: 'subscribe', ...subscribe });
         const refused = await ws.next((m) => m.type === 'error' || m.type === 'subscribed');
         expect(refused, JSON.stringify(subscribe)).toMatchObject({ type: 'error', code: 'validation_failed' });
