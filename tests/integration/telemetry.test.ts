@@ -276,6 +276,11 @@ describe('telemetry', () => {
       expect(await head(api)).toBe(before);
     });
 
+    it.each([['missing', {}], ['null', { sensor_readings: null }], ['a number', { sensor_readings: 5 }]])('says what sensor_readings must be when it is %s', async (_label, body) => {
+      const error = expectValidation(await submit(api, device.id, device.token, body), 'sensor_readings');
+      expect(error.message).toContain('a list of readings, or an object of sensor type to value');
+    });
+
     const rawCases: Array<[string, string]> = [
       ['1e999 (Infinity) in a list', '{"sensor_readings":[{"sensor_type":"temperature","value":1e999}]}'],
       ['-1e999 (-Infinity) in a list', '{"sensor_readings":[{"sensor_type":"temperature","value":-1e999}]}'],

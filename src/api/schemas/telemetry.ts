@@ -30,7 +30,7 @@ export const submitReadingsBody = z.object({
   sensor_readings: z.union([
     z.array(readingObject).min(1, 'at least one reading'),
     z.record(sensorType, finite).refine((readings) => Object.keys(readings).length > 0, 'at least one reading'),
-  ]),
+  ], { error: 'expected a list of readings, or an object of sensor type to value' }),
   timestamp: isoDate.optional(),
   device_status: deviceStatusInput.nullable().optional(),
 });
