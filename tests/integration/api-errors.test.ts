@@ -290,6 +290,17 @@ describe('hostile input and protocol errors', () => {
     });
   });
 
+  describe('query strings', () => {
+    it.each([
+      ['/api/devices?limit=1&limit=2', 'limit'],
+      ['/api/events?type=device.registered&type=user.registered', 'type'],
+      ['/api/devices?status=online&status=offline&offset=1', 'status'],
+    ])('refuses a repeated parameter, naming it: %s', async (path, name) => {
+      const error = expectValidation(await api.get(path, { token: user.token }), name);
+      expect(error.message).toContain('more than once');
+    });
+  });
+
   describe('routes and envelopes', () => {
     it.each([
       ['GET', '/api/nope'],
