@@ -31,6 +31,12 @@ interface Touched {
 }
 
 const HOUR_MS = 3_600_000;
+/** Compaction (see compactHour): an hour of at least this many chunks, ... */
+const COMPACT_FROM_CHUNKS = 8;
+/** ... and at most this many readings (a reading a second fills an hour with 3,600; queries read an hour of 10,000 a minute at a time), ... */
+const COMPACT_UP_TO_READINGS = 4_000;
+/** ... is stored in pieces of this many readings. */
+const COMPACTED_PIECE = 500;
 
 /** The buckets a reading's time falls in: all of them follow from its minute. */
 interface BucketKeys extends Record<RowBucket, string> {
@@ -47,6 +53,8 @@ interface Pending extends Touched {
    * no row yet, so it is not looked up (in a rebuild, every new quarter hour and hour of every sensor).
    */
   newest: string | null;
+  /** The hour of `newest` when this batch first touched the sensor: once the sensor moves past it, that hour is compacted. */
+  hourBefore: string | null;
   /** This batch's newest reading (newest timestamp, then latest position), kept as the reading itself. */
   latest: StoredReading | null;
   latestSeq: number;
@@ -122,6 +130,11 @@ export function telemetryProjection(retentionDays: number): Projection {
          quality_score = excluded.quality_score WHERE (excluded.ts, excluded.seq) > (ts, seq)`,
     ) as Statement<[string, string, string, number, number, string | null, number]>,
     devicesWithReadings: sql.db.prepare(`SELECT DISTINCT device_id FROM sensor_stats`).pluck() as Statement<[], string>,
+    chunksOfHour: sql.db.prepare(`SELECT sensor_type, hour, seq, count, readings FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`) as Statement<
+      [string, string, string],
+      StoredChunk & { count: number }
+    >,
+    deleteChunksOfHour: sql.db.prepare(`DELETE FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`) as Statement<[string, string, string]>,
     pruneDevice: sql.db.prepare(`DELETE FROM reading_chunks WHERE device_id = ? AND hour < ?`) as Statement<[string, string]>,
   });
 
@@ -137,6 +150,7 @@ export function telemetryProjection(retentionDays: number): Projection {
         sensor_type: sensorType,
         stats,
         newest,
+        hourBefore: null,
         latest: null,
         latestSeq: 0,
         buckets: { hour: new Map(), day: new Map() },
@@ -145,7 +159,10 @@ export function telemetryProjection(retentionDays: number): Projection {
         batch,
       };
       sensors.set(sensorType, entry);
+    } else if (entry.batch === batch) {
+      return entry;
     }
+    entry.hourBefore = entry.newest === null ? null : hourOf(entry.newest);
     entry.batch = batch;
     return entry;
   };
@@ -213,20 +230,40 @@ export function telemetryProjection(retentionDays: number): Projection {
       if (minutes.batch === batch) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, encodeBlock(minutes.block));
       else entry.minuteBlocks.delete(blockStart);
     }
-    for (const [hour, readings] of entry.chunks) {
-      let first = readings[0]![0];
-      let last = first;
-      for (const [ts] of readings) {
-        if (ts < first) first = ts;
-        if (ts > last) last = ts;
-      }
-      const firstSeq = readings[0]![1];
-      s.insertChunk.run(device_id, hour, sensor_type, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
-    }
+    for (const [hour, readings] of entry.chunks) insertChunk(s, device_id, hour, sensor_type, readings);
+    if (entry.hourBefore !== null && hourOf(entry.newest!) > entry.hourBefore) compactHour(s, device_id, entry.hourBefore, sensor_type);
     s.writeStats.run(device_id, sensor_type, stats.count, stats.mean, stats.variance, stats.last_timestamp);
     if (latest) s.writeLatest.run(device_id, sensor_type, latest.timestamp, latestSeq, latest.value, latest.unit, latest.quality_score);
     entry.chunks.clear();
     entry.latest = null;
+  };
+
+  const insertChunk = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string, readings: readonly ChunkReading[]) => {
+    let first = readings[0]![0];
+    let last = first;
+    for (const [ts] of readings) {
+      if (ts < first) first = ts;
+      if (ts > last) last = ts;
+    }
+    const firstSeq = readings[0]![1];
+    s.insertChunk.run(deviceId, hour, sensorType, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
+  };
+
+  /**
+   * A device sending a reading at a time leaves a chunk per reading in each hour, a row and a key
+   * per reading as before chunks. The hour a sensor has moved past is merged into pieces of
+   * COMPACTED_PIECE readings in log order: one row an hour for a device reporting each minute,
+   * eight for one reporting each second. Busier hours stay as they are, cut as the queries read them.
+   */
+  const compactHour = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string) => {
+    const chunks = s.chunksOfHour.all(deviceId, hour, sensorType);
+    if (chunks.length < COMPACT_FROM_CHUNKS || chunks.reduce((n, chunk) => n + chunk.count, 0) > COMPACT_UP_TO_READINGS) return;
+    const readings = chunks.flatMap(decodeChunk).sort((a, b) => a.seq - b.seq);
+    s.deleteChunksOfHour.run(deviceId, hour, sensorType);
+    for (let from = 0; from < readings.length; from += COMPACTED_PIECE) {
+      const piece = readings.slice(from, from + COMPACTED_PIECE).map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
+      insertChunk(s, deviceId, hour, sensorType, piece);
+    }
   };
 
   /**

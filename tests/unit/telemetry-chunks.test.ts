@@ -89,6 +89,51 @@ describe("a sensor's stored buckets are found again after it left memory", () =>
   });
 });
 
+describe('an hour a sensor has moved past is compacted', () => {
+  const HOUR = '2026-03-01T10:00:00.000Z';
+  /** One temperature reading per event, each `stepMs` after 10:00, then one at 11:00. */
+  const oneAtATime = (readings: number, stepMs: number): RecordedEvent[] => {
+    const times = Array.from({ length: readings }, (_, i) => new Date(Date.parse(HOUR) + i * stepMs).toISOString());
+    return [...times, '2026-03-01T11:00:00.000Z'].map((ts, i) => submission(i + 1, [i % 7], ts));
+  };
+  const rowsOfHour = (db: SqliteDatabase) => db.prepare<[string], { count: number }>('SELECT count FROM reading_chunks WHERE hour = ? ORDER BY seq').all(HOUR).map((r) => r.count);
+  const everyReading = (db: SqliteDatabase) => [...iterateReadings(new Sql(db), { deviceIds: ['d1'] })].flat();
+  /** Each event its own batch, as live single readings arrive. */
+  const live = (events: RecordedEvent[]) => storeIn(events.map((event) => [event]));
+
+  it('given a reading a minute, one batch each, when the next hour begins, then the hour is one chunk, read and digested as before', () => {
+    const events = oneAtATime(60, 60_000);
+    const db = live(events);
+    expect(rowsOfHour(db)).toEqual([60]);
+    const whole = storeIn([events]);
+    expect(everyReading(db)).toEqual(everyReading(whole));
+    expect(digestOf(db)).toBe(digestOf(whole));
+    expect(minutePage(db, 'minute')).toEqual(minutePage(whole, 'minute'));
+  });
+
+  it('given the hour still current, then its chunks wait', () => {
+    const db = live(oneAtATime(60, 60_000).slice(0, 60));
+    expect(rowsOfHour(db)).toHaveLength(60);
+  });
+
+  it('given a reading a second, then the hour is pieces of 500 readings in log order', () => {
+    const db = live(oneAtATime(3_600, 1_000));
+    expect(rowsOfHour(db)).toEqual([500, 500, 500, 500, 500, 500, 500, 100]);
+    const readings = everyReading(db);
+    expect(readings).toHaveLength(3_601);
+    expect(readings.map((r) => r.seq)).toEqual([...readings.map((r) => r.seq)].sort((a, b) => a - b));
+  });
+
+  it('given fewer than 8 chunks, or more than 4,000 readings, then the hour stays as it was', () => {
+    expect(rowsOfHour(live(oneAtATime(7, 60_000)))).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    const busy = oneAtATime(4_001, 800);
+    const db = storeIn([busy.slice(0, 500), busy.slice(500, 1_000), ...Array.from({ length: 6 }, (_, i) => busy.slice(1_000 + i * 500, 1_500 + i * 500)), busy.slice(4_000)]);
+    expect(rowsOfHour(db)).toEqual([500, 500, 500, 500, 500, 500, 500, 500, 1]);
+  });
+
+  const minutePage = (db: SqliteDatabase, interval: 'minute') => aggregatedReadings(new Sql(db), { deviceIds: ['d1'] }, interval, 100, 0);
+});
+
 describe('pages and totals of a range that cuts through stored groups', () => {
   /** Readings of one sensor at the given minutes past 10:00, one submission each. */
   const atMinutes = (minutes: number[]) => storeIn([minutes.map((minute, index) => submission(index + 1, [minute], at(minute)))]);
