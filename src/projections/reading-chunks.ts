@@ -28,8 +28,40 @@ export type RawRow = Omit<LatestReadingsTable, 'device_id'> & { quality_reasons:
 export const hourOf = (ts: string): string => `${ts.slice(0, 13)}:00:00.000Z`;
 
 /** The first reading's position is the chunk's key (`seq`); the readings share the hour `hourOf` gives. */
-export const encodeChunk = (firstSeq: number, readings: readonly ChunkReading[]): string =>
-  JSON.stringify(readings.map(([ts, seq, value, unit, qualityScore, qualityReasons]): StoredReading => [ts.slice(HOUR_PREFIX), seq - firstSeq, value, unit, qualityScore, qualityReasons]));
+export const encodeChunk = (firstSeq: number, readings: readonly ChunkReading[]): string => JSON.stringify(readings.map((reading) => storedForm(firstSeq, reading)));
+
+const storedForm = (firstSeq: number, [ts, seq, value, unit, qualityScore, qualityReasons]: ChunkReading): StoredReading => [
+  ts.slice(HOUR_PREFIX),
+  seq - firstSeq,
+  value,
+  unit,
+  qualityScore,
+  qualityReasons,
+];
+
+/**
+ * Readings cut, in their order, into chunks whose stored JSON stays within `maxBytes` (a reading
+ * longer than that alone in its own): a row of a WITHOUT ROWID table longer than about a quarter
+ * of a page spills onto an overflow page of its own, which took twice the space of the readings.
+ */
+export function chunksWithin(maxBytes: number, readings: readonly ChunkReading[]): ChunkReading[][] {
+  const chunks: ChunkReading[][] = [];
+  let current: ChunkReading[] = [];
+  let bytes = 1; // '[', then each reading and its ',' or ']'
+  for (const reading of readings) {
+    // Measured against the current chunk's first position: as a new chunk's first it is no longer.
+    const length = JSON.stringify(storedForm((current[0] ?? reading)[1], reading)).length + 1;
+    if (current.length > 0 && bytes + length > maxBytes) {
+      chunks.push(current);
+      current = [];
+      bytes = 1;
+    }
+    current.push(reading);
+    bytes += length;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
 
 const HOUR_PREFIX = 'YYYY-MM-DDTHH:'.length;
 

@@ -7,6 +7,7 @@ import { digestReadModels } from '../../src/projections/digest.js';
 import { ProjectionRunner, Sql } from '../../src/projections/index.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../src/projections/telemetry-queries.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
+import { chunksWithin, encodeChunk, type ChunkReading } from '../../src/projections/reading-chunks.js';
 
 const at = (minute: number) => new Date(Date.parse('2026-03-01T10:00:00.000Z') + minute * 60_000).toISOString();
 
@@ -101,10 +102,11 @@ describe('an hour a sensor has moved past is compacted', () => {
   /** Each event its own batch, as live single readings arrive. */
   const live = (events: RecordedEvent[]) => storeIn(events.map((event) => [event]));
 
-  it('given a reading a minute, one batch each, when the next hour begins, then the hour is one chunk, read and digested as before', () => {
+  it('given a reading a minute, one batch each, when the next hour begins, then the hour is three chunks, read and digested as before', () => {
     const events = oneAtATime(60, 60_000);
     const db = live(events);
-    expect(rowsOfHour(db)).toEqual([60]);
+    expect(rowsOfHour(db)).toHaveLength(3);
+    expect(rowsOfHour(db).reduce((a, b) => a + b)).toBe(60);
     const whole = storeIn([events]);
     expect(everyReading(db)).toEqual(everyReading(whole));
     expect(digestOf(db)).toBe(digestOf(whole));
@@ -116,9 +118,11 @@ describe('an hour a sensor has moved past is compacted', () => {
     expect(rowsOfHour(db)).toHaveLength(60);
   });
 
-  it('given a reading a second, then the hour is pieces of 500 readings in log order', () => {
+  it('given a reading a second, then the hour is chunks of at most 800 bytes of readings, in log order', () => {
     const db = live(oneAtATime(3_600, 1_000));
-    expect(rowsOfHour(db)).toEqual([500, 500, 500, 500, 500, 500, 500, 100]);
+    const sizes = db.prepare<[string], { count: number; bytes: number }>('SELECT count, length(readings) AS bytes FROM reading_chunks WHERE hour = ?').all(HOUR);
+    expect(sizes.length).toBeLessThan(3_600 / 20);
+    expect(Math.max(...sizes.map((c) => c.bytes))).toBeLessThanOrEqual(800);
     const readings = everyReading(db);
     expect(readings).toHaveLength(3_601);
     expect(readings.map((r) => r.seq)).toEqual([...readings.map((r) => r.seq)].sort((a, b) => a - b));
@@ -266,5 +270,24 @@ describe('a busy hour is read a minute at a time', () => {
     const page = rawReadings(new Sql(db), { deviceIds: ['d1'], ...range }, 20, 7);
     expect(page.total).toBe(inside.length);
     expect(page.rows.map(key)).toEqual([...inside].reverse().slice(7, 27).reverse());
+  });
+});
+
+describe('chunksWithin', () => {
+  const reading = (seq: number, reasons: string[] = []): ChunkReading => ['2026-03-01T10:00:01.000Z', seq, 21.5, 'C', 100, reasons];
+  const readings = Array.from({ length: 100 }, (_, i) => reading(5_000 + i, i % 9 === 0 ? ['jump'] : []));
+
+  it('given readings, then the chunks keep them in order and each encodes within the bound', () => {
+    const chunks = chunksWithin(300, readings);
+    expect(chunks.flat()).toEqual(readings);
+    for (const chunk of chunks) expect(encodeChunk(chunk[0]![1], chunk).length).toBeLessThanOrEqual(300);
+    // Full chunks: the next reading would not have fitted.
+    for (const [i, chunk] of chunks.slice(0, -1).entries()) expect(encodeChunk(chunk[0]![1], [...chunk, chunks[i + 1]![0]!]).length).toBeGreaterThan(300);
+  });
+
+  it('given a reading longer than the bound, then it is a chunk of its own', () => {
+    const long = reading(7_000, ['x'.repeat(400)]);
+    expect(chunksWithin(300, [reading(6_999), long, reading(7_001)])).toEqual([[reading(6_999)], [long], [reading(7_001)]]);
+    expect(chunksWithin(300, [long, reading(7_001)])).toEqual([[long], [reading(7_001)]]);
   });
 });
