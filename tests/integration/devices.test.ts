@@ -164,6 +164,14 @@ describe('devices', () => {
       expectValidation(await api.post('/api/devices', { name: 42, type: 'sensor' }, { token: alice.token }), 'name');
     });
 
+    it.each([
+      ['a NUL', 'pump\u0000room'],
+      ['a line break', 'pump\nroom'],
+      ['an unpaired surrogate', 'pump \ud800 room'],
+    ])('refuses a name with %s', async (_label, name) => {
+      expectValidation(await api.post('/api/devices', { name, type: 'sensor' }, { token: alice.token }), 'name');
+    });
+
     it.each(['999.1.1.1', '1.2.3', 'localhost', '192.168.1.1/24', '12345', ':::1', '1.2.3.4 '])('refuses the IP address %j', async (ip) => {
       expectValidation(await api.post('/api/devices', { name: 'bad-ip', type: 'sensor', ip_address: ip }, { token: alice.token }), 'ip_address');
     });

@@ -12,7 +12,17 @@ export const booleanQuery = z.enum(['true', 'false', '1', '0']).transform((value
 
 export const timestamp = z.string().describe('ISO 8601 UTC with milliseconds');
 export const uuid = z.uuid();
-export const nonBlank = (max: number) => z.string().trim().min(1).max(max);
+/**
+ * A name people read: control characters (a NUL cut names short in logs and CSV) and unpaired
+ * surrogates (SQLite stores them as U+FFFD, so the read model would differ from the event) are refused.
+ */
+export const nonBlank = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .refine((name) => !/[\p{Cc}\p{Cs}]/u.test(name), 'no control characters or unpaired surrogates');
 
 export const deleted = z.object({ id: z.string(), deleted: z.literal(true) });
 

@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { conditionSchema, isTooDeep } from '../../domain/conditions.js';
 import { actionsSchema, scheduleSchema } from '../../domain/rule-schema.js';
-import { booleanQuery, isoDate, isoEndDate, paging, timestamp, uuid } from './common.js';
+import { booleanQuery, isoDate, isoEndDate, nonBlank, paging, timestamp, uuid } from './common.js';
 
 const conditions = conditionSchema.refine((c) => !isTooDeep(c), 'conditions nested more than 8 levels deep');
 
 export const createRuleBody = z.object({
-  name: z.string().trim().min(1).max(100),
+  name: nonBlank(100),
   description: z.string().max(2000).nullable().optional(),
   trigger_conditions: conditions.nullable().optional(),
   actions: actionsSchema,
@@ -17,7 +17,7 @@ export const createRuleBody = z.object({
 });
 
 export const updateRuleBody = z.object({
-  name: z.string().trim().min(1).max(100).optional(),
+  name: nonBlank(100).optional(),
   description: z.string().max(2000).nullable().optional(),
   trigger_conditions: conditions.nullable().optional(),
   actions: actionsSchema.optional(),
