@@ -54,7 +54,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
     checkAccess(spec.access, principal);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
-    const query = spec.query ? parse(spec.query, singleValued(req.query), '') : {};
+    const query = spec.query ? parseQuery(spec.query, req.query) : {};
     const context: RequestContext = { principal: principal ?? anonymous, requestId: req.requestId };
     const reply = await run({ body: body as z.infer<B>, query: query as z.infer<Q>, params: req.params as Record<string, string>, context, req, res });
     if (!reply || res.headersSent) return;
@@ -75,21 +75,28 @@ function checkAccess(access: Access, principal: Principal | undefined): void {
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
 }
 
-/** Validates with zod; every problem becomes a detail naming its path. */
-/** A repeated query parameter arrives as a list, which no query schema takes: say so, not "expected number". */
-function singleValued(query: Request['query']): Request['query'] {
-  const repeated = Object.keys(query).filter((name) => Array.isArray(query[name]));
-  if (repeated.length === 0) return query;
-  throw validationFailed(repeated.map((path) => ({ path, message: 'given more than once: send it once (a list is comma-separated)' })));
-}
-
 const validationFailed = (details: Array<{ path: string; message: string }>) =>
   new DomainError('validation_failed', `invalid request: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details);
 
+/** Validates with zod; every problem becomes a detail naming its path. */
 export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   throw validationFailed(flattenIssues(result.error.issues, prefix ? [prefix] : []));
+}
+
+/**
+ * A query parameter the route knows, given more than once, arrives as a list, which no query
+ * schema takes: say so, not "expected number, received NaN". Unknown ones are ignored, repeated or not.
+ */
+function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.infer<S> {
+  const result = schema.safeParse(query);
+  if (result.success) return result.data;
+  const details = flattenIssues(result.error.issues, []).map((detail) => {
+    const name = detail.path.split('.')[0]!;
+    return Array.isArray(query[name]) ? { path: name, message: 'given more than once: send it once (a list is comma-separated)' } : detail;
+  });
+  throw validationFailed(details.filter((detail, index) => details.findIndex((d) => d.path === detail.path && d.message === detail.message) === index));
 }
 
 /** Parses an If-Match header holding an ETag ("3" or 3); absent means no precondition. */

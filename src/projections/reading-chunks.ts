@@ -40,17 +40,29 @@ const storedForm = (firstSeq: number, [ts, seq, value, unit, qualityScore, quali
 ];
 
 /**
- * Readings cut, in their order, into chunks whose stored JSON stays within `maxBytes` (a reading
- * longer than that alone in its own): a row of a WITHOUT ROWID table longer than about a quarter
- * of a page spills onto an overflow page of its own, which took twice the space of the readings.
+ * At most this much JSON a chunk when merged: with its key and counts a row then stays within the
+ * quarter page a WITHOUT ROWID row keeps in place (30 readings a row spilled onto overflow pages
+ * and took 2.7 times the space of 24).
  */
+export const COMPACTED_BYTES = 800;
+
+/** An hour's chunks merged: their readings in log order, cut into chunks of at most COMPACTED_BYTES. */
+export function compacted(chunks: readonly StoredChunk[]): ChunkReading[][] {
+  const readings = chunks
+    .flatMap(decodeChunk)
+    .sort((a, b) => a.seq - b.seq)
+    .map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
+  return chunksWithin(COMPACTED_BYTES, readings);
+}
+
+/** Readings cut, in their order, into chunks whose stored JSON stays within `maxBytes` of UTF-8 (a longer reading alone in its own). */
 export function chunksWithin(maxBytes: number, readings: readonly ChunkReading[]): ChunkReading[][] {
   const chunks: ChunkReading[][] = [];
   let current: ChunkReading[] = [];
   let bytes = 1; // '[', then each reading and its ',' or ']'
   for (const reading of readings) {
     // Measured against the current chunk's first position: as a new chunk's first it is no longer.
-    const length = JSON.stringify(storedForm((current[0] ?? reading)[1], reading)).length + 1;
+    const length = Buffer.byteLength(JSON.stringify(storedForm((current[0] ?? reading)[1], reading))) + 1;
     if (current.length > 0 && bytes + length > maxBytes) {
       chunks.push(current);
       current = [];

@@ -4,7 +4,7 @@ import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
-import { chunksWithin, decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
+import { compacted, decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
 import type { BucketTotals } from './schema.js';
 import type { Sql } from './sql.js';
 
@@ -31,15 +31,13 @@ interface Touched {
 }
 
 const HOUR_MS = 3_600_000;
-/** Compaction (see compactHour): an hour of at least this many chunks, ... */
+/** Fewer chunks than this in an hour are not worth merging: a rebuild leaves about three. */
 const COMPACT_FROM_CHUNKS = 8;
-/** ... and at most this many readings (a reading a second fills an hour with 3,600; queries read an hour of 10,000 a minute at a time), ... */
-const COMPACT_UP_TO_READINGS = 4_000;
 /**
- * ... is stored in chunks of at most this much JSON: with the key and counts, a row stays within
- * the quarter page a WITHOUT ROWID row keeps in place (30 readings spilled and took 2.7 times the space of 24).
+ * An hour of more readings stays as it is: a device reporting each second fills one with 3,600,
+ * and hours of over 10,000 are read a minute at a time, which merged chunks spanning the hour defeat.
  */
-const COMPACTED_BYTES = 800;
+const COMPACT_UP_TO_READINGS = 4_000;
 
 /** The buckets a reading's time falls in: all of them follow from its minute. */
 interface BucketKeys extends Record<RowBucket, string> {
@@ -54,6 +52,8 @@ interface Pending extends Touched {
   /**
    * The newest reading time folded for this sensor, stored or not: a bucket starting after it has
    * no row yet, so it is not looked up (in a rebuild, every new quarter hour and hour of every sensor).
+   * Stored, it is latest_readings.ts: that row must only ever go together with the sensor's
+   * rollups (forgetDevice), or a bucket it no longer covers would be overwritten instead of added to.
    */
   newest: string | null;
   /** The hour of `newest` when this batch first touched the sensor: once the sensor moves past it, that hour is compacted. */
@@ -133,9 +133,12 @@ export function telemetryProjection(retentionDays: number): Projection {
          quality_score = excluded.quality_score WHERE (excluded.ts, excluded.seq) > (ts, seq)`,
     ) as Statement<[string, string, string, number, number, string | null, number]>,
     devicesWithReadings: sql.db.prepare(`SELECT DISTINCT device_id FROM sensor_stats`).pluck() as Statement<[], string>,
-    chunksOfHour: sql.db.prepare(`SELECT sensor_type, hour, seq, count, readings FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`) as Statement<
+    sizeOfHour: sql.db.prepare(
+      `SELECT count(*) AS chunks, coalesce(sum(count), 0) AS readings FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`,
+    ) as Statement<[string, string, string], { chunks: number; readings: number }>,
+    chunksOfHour: sql.db.prepare(`SELECT sensor_type, hour, seq, readings FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`) as Statement<
       [string, string, string],
-      StoredChunk & { count: number }
+      StoredChunk
     >,
     deleteChunksOfHour: sql.db.prepare(`DELETE FROM reading_chunks WHERE device_id = ? AND hour = ? AND sensor_type = ?`) as Statement<[string, string, string]>,
     pruneDevice: sql.db.prepare(`DELETE FROM reading_chunks WHERE device_id = ? AND hour < ?`) as Statement<[string, string]>,
@@ -254,19 +257,16 @@ export function telemetryProjection(retentionDays: number): Projection {
 
   /**
    * A device sending a reading at a time leaves a chunk per reading in each hour, a row and a key
-   * per reading as before chunks. The hour a sensor has moved past is merged, in log order, into
-   * chunks of up to COMPACTED_BYTES (about 24 readings): three rows an hour for a device reporting
-   * each minute. Busier hours stay as they are, cut as the queries read them.
+   * per reading as before chunks: the hour a sensor has moved past is merged (see `compacted`),
+   * three rows for a device reporting each minute. Sized up first, from the columns before the
+   * readings, so a busy hour is not read just to be left alone.
    */
   const compactHour = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string) => {
-    const chunks = s.chunksOfHour.all(deviceId, hour, sensorType);
-    if (chunks.length < COMPACT_FROM_CHUNKS || chunks.reduce((n, chunk) => n + chunk.count, 0) > COMPACT_UP_TO_READINGS) return;
-    const readings = chunks
-      .flatMap(decodeChunk)
-      .sort((a, b) => a.seq - b.seq)
-      .map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
+    const size = s.sizeOfHour.get(deviceId, hour, sensorType)!;
+    if (size.chunks < COMPACT_FROM_CHUNKS || size.readings > COMPACT_UP_TO_READINGS) return;
+    const merged = compacted(s.chunksOfHour.all(deviceId, hour, sensorType));
     s.deleteChunksOfHour.run(deviceId, hour, sensorType);
-    for (const piece of chunksWithin(COMPACTED_BYTES, readings)) insertChunk(s, deviceId, hour, sensorType, piece);
+    for (const chunk of merged) insertChunk(s, deviceId, hour, sensorType, chunk);
   };
 
   /**
@@ -320,7 +320,10 @@ export function telemetryProjection(retentionDays: number): Projection {
 
     apply(sql, event) {
       // A batch again from where the last one began: that one rolled back, and what it left in memory never reached the tables.
-      if (event.position <= lastPosition) pending.clear();
+      if (event.position <= lastPosition) {
+        pending.clear();
+        prunedHour = '';
+      }
       lastPosition = event.position;
       if (event.type === 'device.decommissioned') {
         forgetDevice(sql, event.data.device_id);

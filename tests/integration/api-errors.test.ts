@@ -299,6 +299,10 @@ describe('hostile input and protocol errors', () => {
       const error = expectValidation(await api.get(path, { token: user.token }), name);
       expect(error.message).toContain('more than once');
     });
+
+    it('ignores a parameter the route does not know, repeated or not (a cache buster)', async () => {
+      expect((await api.get('/api/devices?_=1&_=2', { token: user.token })).status).toBe(200);
+    });
   });
 
   describe('routes and envelopes', () => {

@@ -210,6 +210,30 @@ describe('what the packed storage must not leave behind', () => {
     expect(db.prepare(`SELECT count, sum FROM rollups WHERE bucket = 'hour'`).get()).toEqual({ count: 2, sum: 3 });
     db.close();
   });
+
+  it('given a rolled-back batch that pruned, when it runs again, then it prunes again', () => {
+    const db = openDatabase(':memory:');
+    const projection = telemetryProjection(1);
+    db.exec(projection.ddl);
+    const sql = new Sql(db);
+    const runBatch = (events: RecordedEvent[]) => {
+      for (const event of events) projection.apply(sql, event);
+      projection.afterBatch?.(sql);
+    };
+    const dayLater = submission(2, [21], new Date(Date.parse(at(2)) + 26 * 3_600_000).toISOString());
+    db.transaction(() => runBatch([submission(1, [20])]))();
+    expect(() =>
+      db.transaction(() => {
+        runBatch([dayLater]);
+        throw new Error('a later projection failed');
+      })(),
+    ).toThrow();
+
+    db.transaction(() => runBatch([dayLater]))();
+
+    expect([...iterateReadings(new Sql(db), { deviceIds: ['d1'] })].flat().map((r) => r.value)).toEqual([21]);
+    db.close();
+  });
 });
 
 describe('a busy hour is read a minute at a time', () => {
@@ -274,15 +298,23 @@ describe('a busy hour is read a minute at a time', () => {
 });
 
 describe('chunksWithin', () => {
+  const bytes = (json: string) => Buffer.byteLength(json);
   const reading = (seq: number, reasons: string[] = []): ChunkReading => ['2026-03-01T10:00:01.000Z', seq, 21.5, 'C', 100, reasons];
   const readings = Array.from({ length: 100 }, (_, i) => reading(5_000 + i, i % 9 === 0 ? ['jump'] : []));
 
   it('given readings, then the chunks keep them in order and each encodes within the bound', () => {
     const chunks = chunksWithin(300, readings);
     expect(chunks.flat()).toEqual(readings);
-    for (const chunk of chunks) expect(encodeChunk(chunk[0]![1], chunk).length).toBeLessThanOrEqual(300);
+    for (const chunk of chunks) expect(bytes(encodeChunk(chunk[0]![1], chunk))).toBeLessThanOrEqual(300);
     // Full chunks: the next reading would not have fitted.
-    for (const [i, chunk] of chunks.slice(0, -1).entries()) expect(encodeChunk(chunk[0]![1], [...chunk, chunks[i + 1]![0]!]).length).toBeGreaterThan(300);
+    for (const [i, chunk] of chunks.slice(0, -1).entries()) expect(bytes(encodeChunk(chunk[0]![1], [...chunk, chunks[i + 1]![0]!]))).toBeGreaterThan(300);
+  });
+
+  it('given units of several bytes a character, then the bound holds in bytes', () => {
+    const micrograms = readings.map((r): ChunkReading => [r[0], r[1], r[2], 'µg/m³', r[4], r[5]]);
+    const chunks = chunksWithin(300, micrograms);
+    expect(chunks.flat()).toEqual(micrograms);
+    for (const chunk of chunks) expect(bytes(encodeChunk(chunk[0]![1], chunk))).toBeLessThanOrEqual(300);
   });
 
   it('given a reading longer than the bound, then it is a chunk of its own', () => {
