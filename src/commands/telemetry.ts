@@ -142,8 +142,12 @@ export class Telemetry {
       const quality = assessQuality(reading, before, now);
       // Spelt out: V8 copies a spread of these request-shaped objects field by field, slowly.
       const storedReading = { sensor_type: reading.sensor_type, value: reading.value, unit: reading.unit, timestamp: reading.timestamp, quality_score: quality.score, quality_reasons: quality.reasons };
-      const threshold = thresholds.success ? thresholds.data[reading.sensor_type] : undefined;
-      alertEvents.push(...alertsForReading({ device_id: device.id, user_id: device.user_id, reading: storedReading, threshold, statsBefore: before, anomalyZ, open, newId }));
+      // Alerts say how a sensor is now: a reading older than its newest (a backfill, or an
+      // earlier time later in a submission) is stored and scored out_of_order, but moves no alert.
+      if (before.last_timestamp === null || reading.timestamp >= before.last_timestamp) {
+        const threshold = thresholds.success ? thresholds.data[reading.sensor_type] : undefined;
+        alertEvents.push(...alertsForReading({ device_id: device.id, user_id: device.user_id, reading: storedReading, threshold, statsBefore: before, anomalyZ, open, newId }));
+      }
       stats.set(reading.sensor_type, updateStats(before, reading.value, reading.timestamp));
       return storedReading;
     });

@@ -136,6 +136,35 @@ describe('alerts and analytics', () => {
       expect(alerts[0]!.count).toBe(10);
     });
 
+    describe('readings older than the sensor\'s newest (backfills) move no alert', () => {
+      const ago = (ms: number) => new Date(server.clock.now().getTime() - ms).toISOString();
+      const sendAt = (device: { id: string; token: string }, readings: Array<[number, string]>) =>
+        submitOk(api, device.id, device.token, { sensor_readings: readings.map(([value, timestamp]) => ({ sensor_type: 'temperature', value, timestamp })) });
+      const statuses = async (deviceId: string) => (await deviceAlerts(deviceId)).map((a) => a.status);
+
+      it('given the newest reading over the max and an older one in range in the same submission, then the alert stays active', async () => {
+        const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 50 } } } });
+        await sendAt(device, [[99, ago(1_000)], [20, ago(10_000)]]);
+        expect(await statuses(device.id)).toEqual(['active']);
+      });
+
+      it('given an active alert, when an hour-old value in range is backfilled, then it stays active', async () => {
+        const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 50 } } } });
+        await sendAt(device, [[80, ago(0)]]);
+        await sendAt(device, [[1, ago(3_600_000)]]);
+        expect(await statuses(device.id)).toEqual(['active']);
+      });
+
+      it('given a value in range now, when a two-hour-old breach is backfilled, then nothing is raised; a newer breach still is', async () => {
+        const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 50 } } } });
+        await sendAt(device, [[20, ago(0)]]);
+        await sendAt(device, [[99, ago(7_200_000)]]);
+        expect(await statuses(device.id)).toEqual([]);
+        await sendAt(device, [[99, ago(0)]]);
+        expect(await statuses(device.id)).toEqual(['active']);
+      });
+    });
+
     it('raises for several breaches in one submission as one alert', async () => {
       const batch = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 30 } } } });
       await submitOk(api, batch.id, batch.token, { sensor_readings: [31, 32, 33].map((value) => ({ sensor_type: 'temperature', value })) });
