@@ -11,7 +11,8 @@ export const subscriberMessage = z.discriminatedUnion('type', [
     // An empty list would match nothing, forever: leaving it out means every one.
     event_types: z.array(z.enum(eventTypes as [string, ...string[]])).min(1, 'an empty list matches nothing; leave it out for every type').max(100).optional(),
     // Device ids are UUIDs, as REST's device_id filters check: anything else could never match.
-    device_ids: z.array(uuid).min(1, 'an empty list matches nothing; leave it out for every device').max(1000).optional(),
+    // Stored ids are lower case; an id in capitals names the same device.
+    device_ids: z.array(uuid.transform((id) => id.toLowerCase())).min(1, 'an empty list matches nothing; leave it out for every device').max(1000).optional(),
     from_position: z.number().int().min(0).optional(),
   }),
   z.object({ type: z.literal('unsubscribe') }),

@@ -189,7 +189,8 @@ describe('realtime subscribers (/ws)', () => {
     it('combines event_types and device_ids', async () => {
       const mine = await deviceOf(api, owner);
       const other = await deviceOf(api, owner);
-      const ws = await subscribed(owner.token, { device_ids: [mine.id], event_types: ['readings.recorded'] });
+      // An id in capitals names the same device.
+      const ws = await subscribed(owner.token, { device_ids: [mine.id.toUpperCase()], event_types: ['readings.recorded'] });
       await submitOk(api, other.id, other.token, { sensor_readings: { temperature: 1 } });
       await submitOk(api, mine.id, mine.token, { sensor_readings: { temperature: 2 } });
       await api.put(`/api/devices/${mine.id}`, { description: 'mine' }, { token: owner.token });

@@ -8,7 +8,6 @@ export const registerBody = z.object({
   password: z
     .string()
     .min(8, 'at least 8 characters')
-    .max(72, 'at most 72 characters')
     .refine((password) => Buffer.byteLength(password, 'utf8') <= 72, 'at most 72 bytes in UTF-8'),
 });
 
