@@ -1,4 +1,5 @@
 import cors from 'cors';
+import { originAllowed } from './origins.js';
 import express, { type Express } from 'express';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
@@ -51,9 +52,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   app.use(requestContext(logger, clock));
   app.use(
     cors({
-      // Without a list any origin is echoed, except the opaque "null" of sandboxed frames and files,
-      // which could be anybody's.
-      origin: config.corsOrigins ?? ((origin, allow) => allow(null, origin !== 'null')),
+      origin: config.corsOrigins ?? ((origin, allow) => allow(null, originAllowed(null, origin))),
       credentials: true,
       exposedHeaders: ['ETag', 'X-Request-Id', 'Retry-After'],
     }),

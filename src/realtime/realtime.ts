@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { originAllowed } from '../api/origins.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
@@ -65,6 +66,11 @@ export class Realtime {
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
     const queryToken = url.searchParams.get('token') ?? undefined;
     const credential = kind === 'user' ? subscriberCredentialOf(headers, queryToken) : credentialOf(headers, queryToken);
+    // A page of another site would ride on the user's cookie (cross-site WebSocket hijacking); a token it cannot know.
+    const byCookie = kind === 'user' && credential !== undefined && credential !== queryToken;
+    if (byCookie && !originAllowed(this.services.config.corsOrigins, firstHeader(req.headers.origin))) {
+      return refuse(socket, 403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
+    }
     let principal: Principal | null = null;
     try {
       principal = credential ? await this.accounts.authenticate(credential) : null;
@@ -133,8 +139,10 @@ function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-function refuse(socket: Duplex, status: 401 | 404, code: string, message: string): void {
+const REASONS = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' } as const;
+
+function refuse(socket: Duplex, status: keyof typeof REASONS, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message, details: [], request_id: randomUUID() } });
-  const reason = status === 401 ? 'Unauthorized' : 'Not Found';
+  const reason = REASONS[status];
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

@@ -120,6 +120,15 @@ describe('realtime subscribers (/ws)', () => {
       expect(await refusedStatus(wsUrl(server.url, '/ws/nope'))).toBe(404);
     });
 
+    it("refuses the session cookie from the opaque origin \"null\" (403), as CORS does; a token in ?token= from anywhere", async () => {
+      const cookie = `session=${encodeURIComponent(owner.token)}`;
+      expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { cookie, origin: 'null' } })).toBe(403);
+      expect(await refusedStatus(wsUrl(server.url, '/ws?token='), { headers: { cookie, origin: 'null' } })).toBe(403);
+      expect((await subscriber('', { cookie, origin: 'https://dashboard.example' })).ws.isOpen()).toBe(true);
+      expect((await subscriber(`?token=${encodeURIComponent(owner.token)}`, { origin: 'null' })).ws.isOpen()).toBe(true);
+      expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { origin: 'null' } })).toBe(401);
+    });
+
     it('accepts a session token or an API key in ?token=, or the session cookie, and welcomes with the position', async () => {
       const head = server.server.services.log.headPosition();
       const viaSession = await subscriber(`?token=${encodeURIComponent(owner.token)}`);
@@ -496,6 +505,28 @@ describe('session expiry', () => {
       await byApiKey.close();
     } finally {
       await short.close();
+    }
+  });
+});
+
+describe('/ws with CORS_ORIGINS set', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ CORS_ORIGINS: 'https://app.example' });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('given a session cookie, then only a listed origin (or none) may subscribe with it', async () => {
+    const api = client(() => server.url);
+    const user = await registerUser(api, uniqueName('corsws'));
+    const cookie = `session=${encodeURIComponent(user.token)}`;
+    expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { cookie, origin: 'https://evil.example' } })).toBe(403);
+    for (const headers of [{ cookie, origin: 'https://app.example' }, { cookie }] as Array<Record<string, string>>) {
+      const ws = await connect(wsUrl(server.url, '/ws'), { headers });
+      expect((await ws.next((m) => m.type === 'welcome')).type).toBe('welcome');
+      await ws.close();
     }
   });
 });
