@@ -205,6 +205,19 @@ export class AutomationEngine {
     const ruleId = (event.data as { rule_id: string }).rule_id;
     this.runtimes.delete(ruleId);
     this.services.sql.db.prepare(`DELETE FROM automation_runtime WHERE rule_id = ?`).run(ruleId);
+    this.startFromWhatHolds(ruleId);
+  }
+
+  /**
+   * A rule fires when its conditions become true: what already holds when it is created,
+   * changed or enabled is where it starts from, not a change (its for_seconds clocks start now).
+   */
+  private startFromWhatHolds(ruleId: string): void {
+    const rule = this.loadedRules().find((r) => r.row.id === ruleId);
+    const condition = rule?.definition.trigger_conditions;
+    if (!rule || !condition || rule.definition.schedule) return;
+    const { runtime } = observe(condition, rule.definition.cooldown_seconds, initialRuntime(), this.factsFor(condition, null));
+    this.setRuntime(ruleId, runtime);
   }
 
   private loadedRules(): LoadedRule[] {

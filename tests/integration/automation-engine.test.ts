@@ -148,6 +148,32 @@ describe('automation engine with the injected clock', () => {
       expect(await ruleAlerts(rule.id)).toHaveLength(2);
     });
 
+    it('given the condition already true when the rule is created, then the next reading still above does not fire it; the next crossing does', async () => {
+      const device = await deviceOf(api, owner);
+      await reading(device, 90);
+      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('already hot')] });
+      await reading(device, 95);
+      expect(await executions(rule.id)).toHaveLength(0);
+      await reading(device, 20);
+      await reading(device, 40);
+      expect(await executions(rule.id)).toHaveLength(1);
+    });
+
+    it('given the condition became true while the rule was disabled, when it is enabled, then it waits for the next crossing', async () => {
+      const device = await deviceOf(api, owner);
+      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('hot while off')] });
+      await updateRule(rule.id, { is_enabled: false });
+      await reading(device, 20);
+      await reading(device, 90);
+      await updateRule(rule.id, { is_enabled: true });
+      await settle();
+      await reading(device, 95);
+      expect(await executions(rule.id)).toHaveLength(0);
+      await reading(device, 20);
+      await reading(device, 40);
+      expect(await executions(rule.id)).toHaveLength(1);
+    });
+
     it('readings of another sensor or device do not fire it', async () => {
       const device = await deviceOf(api, owner);
       const other = await deviceOf(api, owner);
