@@ -137,6 +137,7 @@ export class Telemetry {
     const stats = sensorStatsOf(sql, device.id);
     const open = new Map<string, OpenAlert>(openDeviceAlerts(sql, device.id).map((a) => [`${a.kind}:${a.sensor_type}`, { alert_id: a.id }]));
     const alertEvents: DomainEvent[] = [];
+    const receivedAt = now.toISOString();
     const stored = readings.map((reading): StoredReading => {
       const before: SensorStats = stats.get(reading.sensor_type) ?? emptyStats;
       const quality = assessQuality(reading, before, now);
@@ -144,7 +145,8 @@ export class Telemetry {
       const storedReading = { sensor_type: reading.sensor_type, value: reading.value, unit: reading.unit, timestamp: reading.timestamp, quality_score: quality.score, quality_reasons: quality.reasons };
       // Alerts say how a sensor is now: a reading older than its newest (a backfill, or an
       // earlier time later in a submission) is stored and scored out_of_order, but moves no alert.
-      if (before.last_timestamp === null || reading.timestamp >= before.last_timestamp) {
+      // A newest stamped ahead (up to 5 minutes are accepted) counts as now, or it would silence them.
+      if (before.last_timestamp === null || reading.timestamp >= (before.last_timestamp < receivedAt ? before.last_timestamp : receivedAt)) {
         const threshold = thresholds.success ? thresholds.data[reading.sensor_type] : undefined;
         alertEvents.push(...alertsForReading({ device_id: device.id, user_id: device.user_id, reading: storedReading, threshold, statsBefore: before, anomalyZ, open, newId }));
       }

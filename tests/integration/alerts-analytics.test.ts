@@ -155,6 +155,13 @@ describe('alerts and analytics', () => {
         expect(await statuses(device.id)).toEqual(['active']);
       });
 
+      it('given a reading stamped minutes ahead, when a breach stamped now arrives, then it is judged', async () => {
+        const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 50 } } } });
+        await sendAt(device, [[20, ago(-4 * 60_000)]]);
+        await send(device, 99);
+        expect(await statuses(device.id)).toEqual(['active']);
+      });
+
       it('given a value in range now, when a two-hour-old breach is backfilled, then nothing is raised; a newer breach still is', async () => {
         const device = await deviceOf(api, alice, { configuration: { thresholds: { temperature: { max: 50 } } } });
         await sendAt(device, [[20, ago(0)]]);
