@@ -18,6 +18,12 @@ interface LoadedRule {
 }
 
 const CATCH_UP_PAGE = 500;
+/**
+ * Changes that make a rule start afresh (it fires at the first observation where its conditions
+ * hold). A new name, description or actions leave its state alone: renaming a rule whose
+ * conditions hold must not make it fire again while they stay true, nor restart its cooldown.
+ */
+const RESTARTING_CHANGES: ReadonlySet<string> = new Set(['trigger_conditions', 'schedule', 'cooldown_seconds', 'is_enabled']);
 
 /**
  * The automation engine: follows applied events past its own checkpoint and the clock,
@@ -27,6 +33,7 @@ const CATCH_UP_PAGE = 500;
  * schedules and delays survive a restart; it never reprocesses what it has seen, and a
  * replay of the log (which runs no engine) fires nothing.
  */
+
 export class AutomationEngine {
   private runtimes = new Map<string, RuleRuntime>();
   private readonly latest = new Map<string, { value: number; at: string }>();
@@ -202,22 +209,10 @@ export class AutomationEngine {
   /** A changed rule starts afresh: a disabled or deleted one stops at once. */
   private onRuleChanged(event: RecordedEvent): void {
     this.rules = null;
+    if (event.type === 'rule.updated' && !Object.keys(event.data.changes).some((field) => RESTARTING_CHANGES.has(field))) return;
     const ruleId = (event.data as { rule_id: string }).rule_id;
     this.runtimes.delete(ruleId);
     this.services.sql.db.prepare(`DELETE FROM automation_runtime WHERE rule_id = ?`).run(ruleId);
-    this.startFromWhatHolds(ruleId);
-  }
-
-  /**
-   * A rule fires when its conditions become true: what already holds when it is created,
-   * changed or enabled is where it starts from, not a change (its for_seconds clocks start now).
-   */
-  private startFromWhatHolds(ruleId: string): void {
-    const rule = this.loadedRules().find((r) => r.row.id === ruleId);
-    const condition = rule?.definition.trigger_conditions;
-    if (!rule || !condition || rule.definition.schedule) return;
-    const { runtime } = observe(condition, rule.definition.cooldown_seconds, initialRuntime(), this.factsFor(condition, null));
-    this.setRuntime(ruleId, runtime);
   }
 
   private loadedRules(): LoadedRule[] {

@@ -148,29 +148,33 @@ describe('automation engine with the injected clock', () => {
       expect(await ruleAlerts(rule.id)).toHaveLength(2);
     });
 
-    it('given the condition already true when the rule is created, then the next reading still above does not fire it; the next crossing does', async () => {
+    it('given a rule that fired and a reading still above, when only its name and actions change, then the next reading above does not fire it; a change of its conditions starts it afresh', async () => {
       const device = await deviceOf(api, owner);
-      await reading(device, 90);
-      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('already hot')] });
-      await reading(device, 95);
-      expect(await executions(rule.id)).toHaveLength(0);
-      await reading(device, 20);
+      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('hot')] });
       await reading(device, 40);
       expect(await executions(rule.id)).toHaveLength(1);
+      await updateRule(rule.id, { name: uniqueName('renamed'), actions: [alertAction('still hot')] });
+      await settle();
+      await reading(device, 45);
+      expect(await executions(rule.id)).toHaveLength(1);
+      await updateRule(rule.id, { trigger_conditions: hot(device, { value: 35 }) });
+      await settle();
+      await reading(device, 46);
+      expect(await executions(rule.id)).toHaveLength(2);
     });
 
-    it('given the condition became true while the rule was disabled, when it is enabled, then it waits for the next crossing', async () => {
+    it('for_seconds: renaming a rule whose window is running neither restarts the window nor fires it again', async () => {
       const device = await deviceOf(api, owner);
-      const rule = await createRule({ trigger_conditions: hot(device), actions: [alertAction('hot while off')] });
-      await updateRule(rule.id, { is_enabled: false });
-      await reading(device, 20);
-      await reading(device, 90);
-      await updateRule(rule.id, { is_enabled: true });
-      await settle();
-      await reading(device, 95);
-      expect(await executions(rule.id)).toHaveLength(0);
-      await reading(device, 20);
+      const rule = await createRule({ trigger_conditions: hot(device, { for_seconds: 30 }), actions: [alertAction('held hot')] });
       await reading(device, 40);
+      await advance(20 * SECOND);
+      await updateRule(rule.id, { name: uniqueName('renamed') });
+      await settle();
+      await advance(15 * SECOND);
+      expect(await executions(rule.id)).toHaveLength(1);
+      await updateRule(rule.id, { description: 'still holding' });
+      await settle();
+      await advance(60 * SECOND);
       expect(await executions(rule.id)).toHaveLength(1);
     });
 
