@@ -41,6 +41,19 @@ function storeIn(batches: RecordedEvent[][], retentionDays = 30): SqliteDatabase
 
 const digestOf = (db: SqliteDatabase) => digestReadModels(db, [telemetryProjection(30)]).telemetry;
 
+/** A fresh telemetry read model and a way to apply a batch to it, as the runner does inside its transaction. */
+function batchRunner(retentionDays: number) {
+  const db = openDatabase(':memory:');
+  const projection = telemetryProjection(retentionDays);
+  db.exec(projection.ddl);
+  const sql = new Sql(db);
+  const runBatch = (events: RecordedEvent[]) => {
+    for (const event of events) projection.apply(sql, event);
+    projection.afterBatch?.(sql);
+  };
+  return { db, runBatch };
+}
+
 describe('the telemetry digest reads the readings, not how batches cut them into chunks', () => {
   const events = [submission(1, [20, 40]), submission(2, [21.5, 41]), submission(3, [22.25]), submission(4, [23, 43, 19])];
 
@@ -189,14 +202,7 @@ describe('what the packed storage must not leave behind', () => {
   });
 
   it('given a batch rolled back after the projection folded it, when the batch runs again, then it counts once', () => {
-    const db = openDatabase(':memory:');
-    const projection = telemetryProjection(30);
-    db.exec(projection.ddl);
-    const sql = new Sql(db);
-    const runBatch = (events: RecordedEvent[]) => {
-      for (const event of events) projection.apply(sql, event);
-      projection.afterBatch?.(sql);
-    };
+    const { db, runBatch } = batchRunner(30);
     db.transaction(() => runBatch([submission(1, [1])]))();
     expect(() =>
       db.transaction(() => {
@@ -212,14 +218,7 @@ describe('what the packed storage must not leave behind', () => {
   });
 
   it('given a rolled-back batch that pruned, when it runs again, then it prunes again', () => {
-    const db = openDatabase(':memory:');
-    const projection = telemetryProjection(1);
-    db.exec(projection.ddl);
-    const sql = new Sql(db);
-    const runBatch = (events: RecordedEvent[]) => {
-      for (const event of events) projection.apply(sql, event);
-      projection.afterBatch?.(sql);
-    };
+    const { db, runBatch } = batchRunner(1);
     const dayLater = submission(2, [21], new Date(Date.parse(at(2)) + 26 * 3_600_000).toISOString());
     db.transaction(() => runBatch([submission(1, [20])]))();
     expect(() =>
