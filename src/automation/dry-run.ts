@@ -1,9 +1,9 @@
 import { displayedStatus, type Connectivity, type ReportedState } from '../domain/device-status.js';
 import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
-import type { RecordedEvent } from '../domain/events.js';
+import { deviceOf, type RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
-import { concerns, dependsOnTime, deviceOf, matchedFacts } from './facts.js';
+import { concerns, dependsOnTime, matchedFacts } from './facts.js';
 import { nextRun } from './schedule.js';
 
 export interface SimulatedFiring {

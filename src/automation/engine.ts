@@ -1,7 +1,7 @@
 import type { Subscription } from 'rxjs';
 import type { Services } from '../commands/services.js';
 import { evaluate, readingKey, type Condition, type Facts } from '../domain/conditions.js';
-import { streams, type RecordedEvent } from '../domain/events.js';
+import { deviceOf, streams, type RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime, type Verdict } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
@@ -9,7 +9,7 @@ import { decodeRule, dueActions, enabledRules, findExecution, findRule, type Rul
 import { streamOwner } from '../projections/stream-owners.js';
 import { latestReadings } from '../projections/telemetry-queries.js';
 import type { ActionRunner } from './actions.js';
-import { concerns, dependsOnTime, deviceOf, devicesIn, matchedFacts } from './facts.js';
+import { concerns, dependsOnTime, devicesIn, matchedFacts } from './facts.js';
 import { nextRun } from './schedule.js';
 
 interface LoadedRule {

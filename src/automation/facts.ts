@@ -1,11 +1,5 @@
 import { leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
-import type { RecordedEvent } from '../domain/events.js';
-
-/** The device an event concerns, if any. */
-export function deviceOf(event: RecordedEvent): string | null {
-  const data = event.data as { device_id?: unknown };
-  return typeof data.device_id === 'string' ? data.device_id : null;
-}
+import { deviceOf, type RecordedEvent } from '../domain/events.js';
 
 /** Events that change a device's status: its connectivity, or the operational state it reports. */
 const statusEvents = new Set(['device.came_online', 'device.went_offline', 'device.registered', 'device.state_reported']);

@@ -303,6 +303,12 @@ function isCurrentReading(reading: unknown): boolean {
   return typeof reading === 'object' && reading !== null && 'unit' in reading && 'quality_score' in reading && 'quality_reasons' in reading;
 }
 
+/** The device an event concerns, if its data names one. */
+export function deviceOf(event: RecordedEvent): string | null {
+  const data = event.data as { device_id?: unknown };
+  return typeof data.device_id === 'string' ? data.device_id : null;
+}
+
 /** Reads stored data through its upcaster, if its type has one. */
 export function upcast(type: string, data: unknown): unknown {
   const upcaster = isEventType(type) ? upcasters[type] : undefined;

@@ -1,15 +1,12 @@
 import { sql as raw } from 'kysely';
 import { displayedStatus } from '../domain/device-status.js';
-import type { RecordedEvent } from '../domain/events.js';
+import { deviceOf, type RecordedEvent } from '../domain/events.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
 /** Every reading moves last_seen: the hottest write of this read model, compiled once. */
 const heardFrom = prepared((at: string, id: string) => q.updateTable('devices').set({ last_seen: at }).where('id', '=', id));
 const connectivityOf = prepared((id: string) => q.selectFrom('devices').select('connectivity').where('id', '=', id));
-
-const deviceIdOf = (event: RecordedEvent): string | undefined =>
-  'device_id' in event.data && typeof event.data.device_id === 'string' ? event.data.device_id : undefined;
 
 /**
  * Devices as registered, updated and heard from. Readings only move last_seen, to the time of
@@ -35,8 +32,8 @@ export function devicesProjection(): Projection {
         heard.set(event.data.device_id, event.recorded_at);
         return;
       }
-      const deviceId = deviceIdOf(event);
-      if (deviceId === undefined) writeAllHeard(sql);
+      const deviceId = deviceOf(event);
+      if (deviceId === null) writeAllHeard(sql);
       else writeHeard(sql, deviceId);
       applyToDevices(sql, event);
     },

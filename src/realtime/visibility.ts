@@ -1,4 +1,4 @@
-import type { RecordedEvent } from '../domain/events.js';
+import { deviceOf, type RecordedEvent } from '../domain/events.js';
 import { streamOwner } from '../projections/stream-owners.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -11,9 +11,7 @@ export interface Audience {
 /** Whose event it is, from the stream it belongs to (read after the projections applied it). */
 export function audienceOf(sql: Sql, event: RecordedEvent): Audience {
   const owner = streamOwner(sql, event.stream_id);
-  const data = event.data as { device_id?: unknown };
-  const deviceId = owner?.device_id ?? (typeof data.device_id === 'string' ? data.device_id : null);
-  return { userId: owner?.user_id ?? null, deviceId };
+  return { userId: owner?.user_id ?? null, deviceId: owner?.device_id ?? deviceOf(event) };
 }
 
 const SECRET_FIELD = /(_hash|password|token|api_key)$/;
