@@ -48,12 +48,12 @@ export const COMPACTED_BYTES = 800;
 
 /** An hour's chunks merged: their readings in log order, cut into chunks of at most COMPACTED_BYTES. */
 export function compacted(chunks: readonly StoredChunk[]): ChunkReading[][] {
-  const readings = chunks
-    .flatMap(decodeChunk)
-    .sort((a, b) => a.seq - b.seq)
-    .map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
+  const readings = inLogOrder(chunks).map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
   return chunksWithin(COMPACTED_BYTES, readings);
 }
+
+/** The readings of chunks in the order the log recorded them, however the chunks were cut. */
+export const inLogOrder = (chunks: readonly StoredChunk[]): RawRow[] => chunks.flatMap(decodeChunk).sort((a, b) => a.seq - b.seq);
 
 /** Readings cut, in their order, into chunks whose stored JSON stays within `maxBytes` of UTF-8 (a longer reading alone in its own). */
 export function chunksWithin(maxBytes: number, readings: readonly ChunkReading[]): ChunkReading[][] {

@@ -4,7 +4,7 @@ import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
 import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
-import { compacted, decodeChunk, encodeChunk, hourOf, type ChunkReading, type StoredChunk } from './reading-chunks.js';
+import { compacted, encodeChunk, hourOf, inLogOrder, type ChunkReading, type StoredChunk } from './reading-chunks.js';
 import type { BucketTotals } from './schema.js';
 import type { Sql } from './sql.js';
 
@@ -377,7 +377,6 @@ function* readingsInLogOrder(db: SqliteDatabase): Iterable<unknown> {
     .raw();
   for (const { device_id, hour } of hours) {
     yield [device_id, hour, summaryOf.all(device_id, hour)];
-    const readings = chunksOf.all(device_id, hour).flatMap(decodeChunk);
-    for (const r of readings.sort((a, b) => a.seq - b.seq)) yield [device_id, r.sensor_type, r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons];
+    for (const r of inLogOrder(chunksOf.all(device_id, hour))) yield [device_id, r.sensor_type, r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons];
   }
 }
