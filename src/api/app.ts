@@ -1,5 +1,4 @@
 import cors from 'cors';
-import { originAllowed } from './origins.js';
 import express, { type Express } from 'express';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
@@ -14,6 +13,7 @@ import type { OfflineDetector } from '../automation/offline-detector.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
+import { originAllowed } from './origins.js';
 import { rateLimit } from './rate-limit.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';

@@ -33,7 +33,6 @@ const RESTARTING_CHANGES: ReadonlySet<string> = new Set(['trigger_conditions', '
  * schedules and delays survive a restart; it never reprocesses what it has seen, and a
  * replay of the log (which runs no engine) fires nothing.
  */
-
 export class AutomationEngine {
   private runtimes = new Map<string, RuleRuntime>();
   private readonly latest = new Map<string, { value: number; at: string }>();
@@ -206,7 +205,7 @@ export class AutomationEngine {
     }
   }
 
-  /** A changed rule starts afresh: a disabled or deleted one stops at once. */
+  /** A new or deleted rule, or a change in RESTARTING_CHANGES, starts it afresh: a disabled or deleted one stops at once. */
   private onRuleChanged(event: RecordedEvent): void {
     this.rules = null;
     if (event.type === 'rule.updated' && !Object.keys(event.data.changes).some((field) => RESTARTING_CHANGES.has(field))) return;

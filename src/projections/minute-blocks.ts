@@ -16,7 +16,6 @@ const STORED_FIELDS = FIELDS + 1;
 
 export type MinuteBlock = Float64Array;
 
-
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : `${n}`);
 
 /** The block holding a normalised ISO time: its quarter of the hour. */
