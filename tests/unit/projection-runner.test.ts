@@ -7,6 +7,7 @@ import { ManualClock } from '../../src/domain/clock.js';
 import type { DomainEvent } from '../../src/domain/events.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { ProjectionRunner, type Projection } from '../../src/projections/index.js';
+import { LIVE_BATCH_SIZE } from '../../src/projections/runner.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -192,6 +193,24 @@ describe('projection runner', () => {
     expect(log.headPosition()).toBe(1_240);
     expect(projection.calls).toEqual(range(1, 1_240));
     expect(checkpoint('alpha')?.position).toBe(1_240);
+    await runner.stop();
+  });
+
+  it('reads a gap a live batch at a time and applies it as one catch-up batch', async () => {
+    await append(1_200);
+    const limits: number[] = [];
+    const readAll = log.readAll.bind(log);
+    log.readAll = (filter) => {
+      limits.push(filter.limit);
+      return readAll(filter);
+    };
+    const projection = recorder('alpha', 1);
+    const batches: number[] = [];
+    const runner = run([{ ...projection, afterBatch: () => void batches.push(projection.calls.length) }]);
+    await runner.waitFor(1_200);
+    expect(Math.max(...limits)).toBeLessThanOrEqual(LIVE_BATCH_SIZE);
+    expect(batches).toEqual([1_200]);
+    expect(projection.calls).toEqual(range(1, 1_200));
     await runner.stop();
   });
 
