@@ -105,6 +105,8 @@ export interface MinuteRollupsTable {
   device_id: string;
   block_start: string;
   sensor_type: string;
+  /** Minutes of the block with readings: a range's minutes are counted without decoding blocks. */
+  minute_count: number;
   minutes: Buffer;
 }
 

@@ -1,6 +1,6 @@
 import { sql as raw } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
-import { blockStartOf, lastMinuteOf, minutesOf, minutesStoredIn } from './minute-blocks.js';
+import { blockStartOf, lastMinuteOf, minutesOf } from './minute-blocks.js';
 import { byTimeThenSeq, decodeChunk, hourOf, type RawRow, type StoredChunk } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
@@ -132,19 +132,19 @@ function minutesOfQuarter(sql: Sql, filter: DeviceRange, blockStart: string): Se
 
 /**
  * The quarter hours of a device's range that hold minutes, oldest first, each with how many
- * of its minutes fall in the range: counted off the stored sizes (a fixed size per minute
- * kept) where the quarter lies inside the range, decoded only where the range's ends cut it.
+ * of its minutes fall in the range: counted off the blocks' minute counts where the quarter
+ * lies inside the range, decoded only where the range's ends cut it.
  */
 function quartersIn(sql: Sql, filter: DeviceRange) {
   const quarters = sql.all(
     minuteBlocksIn(filter)
-      .select(['block_start', (eb) => eb.fn.sum<number>(eb.fn('length', ['minutes'])).as('bytes')])
+      .select(['block_start', (eb) => eb.fn.sum<number>('minute_count').as('minutes')])
       .groupBy('block_start')
       .orderBy('block_start'),
   );
-  return quarters.map(({ block_start, bytes }) => ({
+  return quarters.map(({ block_start, minutes }) => ({
     key: block_start,
-    count: inRange(block_start, filter) && inRange(lastMinuteOf(block_start), filter) ? minutesStoredIn(bytes) : minutesOfQuarter(sql, filter, block_start).length,
+    count: inRange(block_start, filter) && inRange(lastMinuteOf(block_start), filter) ? minutes : minutesOfQuarter(sql, filter, block_start).length,
   }));
 }
 

@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { SqliteDatabase } from '../eventlog/index.js';
 import type { StoredReading } from '../domain/events.js';
 import { emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
-import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, type MinuteBlock } from './minute-blocks.js';
+import { addToBlock, blockStartOf, decodeBlock, emptyBlock, encodeBlock, minutesUsed, type MinuteBlock } from './minute-blocks.js';
 import type { Projection } from './projection.js';
 import { compacted, encodeChunk, hourOf, inLogOrder, type ChunkReading, type StoredChunk } from './reading-chunks.js';
 import type { BucketTotals } from './schema.js';
@@ -116,7 +116,9 @@ export function telemetryProjection(retentionDays: number): Projection {
       Aggregate
     >,
     readMinuteBlock: sql.db.prepare(`SELECT minutes FROM minute_rollups WHERE device_id = ? AND block_start = ? AND sensor_type = ?`).pluck() as Statement<[string, string, string], Buffer>,
-    writeMinuteBlock: sql.db.prepare(`INSERT OR REPLACE INTO minute_rollups (device_id, block_start, sensor_type, minutes) VALUES (?, ?, ?, ?)`) as Statement<[string, string, string, Buffer]>,
+    writeMinuteBlock: sql.db.prepare(`INSERT OR REPLACE INTO minute_rollups (device_id, block_start, sensor_type, minute_count, minutes) VALUES (?, ?, ?, ?, ?)`) as Statement<
+      [string, string, string, number, Buffer]
+    >,
     writeRollup: sql.db.prepare(
       `INSERT OR REPLACE INTO rollups (device_id, sensor_type, bucket, bucket_start, count, sum, min, max, sum_sq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ) as Statement<[string, string, string, string, number, number, number, number, number]>,
@@ -233,7 +235,7 @@ export function telemetryProjection(retentionDays: number): Projection {
       }
     }
     for (const [blockStart, minutes] of entry.minuteBlocks) {
-      if (minutes.batch === batch) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, encodeBlock(minutes.block));
+      if (minutes.batch === batch) s.writeMinuteBlock.run(device_id, blockStart, sensor_type, minutesUsed(minutes.block), encodeBlock(minutes.block));
       else entry.minuteBlocks.delete(blockStart);
     }
     for (const [hour, readings] of entry.chunks) insertChunk(s, device_id, hour, sensor_type, readings);
@@ -291,8 +293,9 @@ export function telemetryProjection(retentionDays: number): Projection {
   return {
     name: 'telemetry',
     // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
-    // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks; 6: shorter chunks.
-    version: 6,
+    // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks; 6: shorter chunks;
+    // 7: a minute of one reading stored as its value, with the minutes counted in a column.
+    version: 7,
     tables,
     // Versions 1-3 kept a row per reading in a table "readings": a rebuild drops only the tables listed above.
     ddl: `
@@ -306,7 +309,7 @@ export function telemetryProjection(retentionDays: number): Projection {
         count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
         PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS minute_rollups (
-        device_id TEXT NOT NULL, block_start TEXT NOT NULL, sensor_type TEXT NOT NULL, minutes BLOB NOT NULL,
+        device_id TEXT NOT NULL, block_start TEXT NOT NULL, sensor_type TEXT NOT NULL, minute_count INTEGER NOT NULL, minutes BLOB NOT NULL,
         PRIMARY KEY (device_id, block_start, sensor_type)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS sensor_stats (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, count INTEGER NOT NULL, mean REAL NOT NULL, variance REAL NOT NULL,
