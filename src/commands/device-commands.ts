@@ -3,6 +3,7 @@ import { DomainError, notFound } from '../domain/errors.js';
 import { streams, type CommandPriority, type DomainEvent } from '../domain/events.js';
 import { ConcurrencyError } from '../eventlog/index.js';
 import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type CommandRow } from '../projections/commands.js';
+import { findDevice } from '../projections/devices.js';
 import { visibleDevice } from './devices.js';
 import { handle, metadataFor } from './handle.js';
 import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
@@ -60,24 +61,32 @@ export class DeviceCommands {
     return this.queueFor(device.id, device.user_id, input, context);
   }
 
-  /** Queues without an access check: for callers that already checked (configuration pushes, groups, rules). */
+  /**
+   * Queues without an access check: for callers that already checked (configuration pushes,
+   * groups, rules). Under the device's lock, as its deletion is, and only while it exists: a
+   * command queued during a deletion is either refused or among those the deletion cancels,
+   * never left pending for a device that is gone.
+   */
   async queueFor(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null, alongside: Alongside = []): Promise<CommandRow> {
     const { services } = this;
-    const commandId = services.newId();
-    const now = services.clock.now();
-    const { expires_in, ...rest } = input;
-    await handle(
-      services,
-      commandDecider,
-      streams.command(commandId),
-      {
-        type: 'queue_command',
-        data: { ...rest, command_id: commandId, device_id: deviceId, user_id: ownerId, expires_at: expires_in ? new Date(now.getTime() + expires_in * 1000).toISOString() : null },
-      },
-      context,
-      { alongside: [...alongside] },
-    );
-    return findCommand(services.sql, commandId)!;
+    return services.locks.devices.run(deviceId, async () => {
+      if (!findDevice(services.sql, deviceId)) throw notFound('device');
+      const commandId = services.newId();
+      const now = services.clock.now();
+      const { expires_in, ...rest } = input;
+      await handle(
+        services,
+        commandDecider,
+        streams.command(commandId),
+        {
+          type: 'queue_command',
+          data: { ...rest, command_id: commandId, device_id: deviceId, user_id: ownerId, expires_at: expires_in ? new Date(now.getTime() + expires_in * 1000).toISOString() : null },
+        },
+        context,
+        { alongside: [...alongside] },
+      );
+      return findCommand(services.sql, commandId)!;
+    });
   }
 
   /**

@@ -103,6 +103,7 @@ export class Devices {
     return visibleDevice(this.services, context.principal, deviceId);
   }
 
+  /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */
   async decommission(deviceId: string, context: RequestContext, ifMatch?: number): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
     await this.services.locks.devices.run(deviceId, () =>

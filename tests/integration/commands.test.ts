@@ -562,6 +562,32 @@ describe('commands', () => {
       expectError(await api.get(`/api/devices/${device.id}/commands/pending`, { token: device.credentials.auth_token }), 401, 'unauthenticated');
       expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: alice.token }), 404, 'not_found');
     });
+    it('given commands queued while their devices are deleted, then none is left pending: each is refused or cancelled', async () => {
+      const devices = await Promise.all(Array.from({ length: 24 }, () => createDevice(api, alice.token)));
+      // The server shares this event loop: each device's command precedes or follows its deletion
+      // by a different number of turns, so some land inside the deletion, whatever this machine's speed.
+      const turns = (n: number) => Array.from({ length: n }).reduce<Promise<unknown>>((after) => after.then(() => new Promise((resolve) => setImmediate(resolve))), Promise.resolve());
+      const raced = await Promise.all(
+        devices.map(async (device, index) => {
+          const [first, second] = [
+            () => api.post<Data<Command>>(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: alice.token }),
+            () => api.del(`/api/devices/${device.id}`, { token: alice.token }),
+          ];
+          const lead = index % 2 === 0 ? first() : second();
+          await turns(index >> 1);
+          const [queued, deleted] = index % 2 === 0 ? [await lead, await second()] : [await first(), await lead];
+          expect(deleted.status).toBe(200);
+          return queued as Awaited<ReturnType<typeof first>>;
+        }),
+      );
+
+      const statuses = raced.map((queued) => queued.status);
+      expect(statuses.every((status) => status === 202 || status === 404), String(statuses)).toBe(true);
+      expect(statuses).toContain(202);
+      for (const queued of raced.filter((q) => q.status === 202)) {
+        expect(await command(alice.token, queued.body.data.id)).toMatchObject({ status: 'cancelled', failure_reason: 'device_deleted' });
+      }
+    });
   });
 
   describe('group commands', () => {
