@@ -43,21 +43,20 @@ export class ActionRunner {
         const groupId = action.group_id!;
         const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
         const batchId = this.services.newId();
-        await Promise.all(targets.map((deviceId) => this.commands.queueFor(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
-        return { status: 'done', detail: `queued ${targets.length} commands in batch ${batchId}` };
+        // A device deleted since the group was read is refused alone; the others get theirs.
+        const outcomes = await Promise.allSettled(targets.map((deviceId) => this.commands.queueFor(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
+        const queued = outcomes.filter((outcome) => outcome.status === 'fulfilled').length;
+        return { status: 'done', detail: `queued ${queued} commands in batch ${batchId}` };
       }
       case 'alert': {
-        const alertId = this.services.newId();
-        const result = await this.services.log.append([
-          {
-            streamId: streams.alert(alertId),
-            expectedVersion: 'no_stream',
-            events: [{ type: 'alert.raised', data: { alert_id: alertId, device_id: action.device_id ?? null, user_id: rule.user_id, rule_id: rule.id, kind: 'rule', sensor_type: null, severity: action.severity, message: action.message, value: null } }],
-            metadata: { actor_type: 'system', causation_id: rule.id },
-          },
-        ]);
-        await this.services.runner.waitFor(result.lastPosition);
-        return { status: 'done', detail: `raised alert ${alertId}` };
+        const { device_id } = action;
+        if (device_id === undefined) return this.raiseAlert(action, rule);
+        // Under the device's lock, as its deletion is: a deleted device's alerts are gone, and none comes after.
+        return this.services.locks.devices.run(device_id, async () => {
+          const device = findDevice(sql, device_id);
+          if (!device || device.user_id !== rule.user_id) return { status: 'failed', detail: `device ${device_id} no longer exists` };
+          return this.raiseAlert(action, rule);
+        });
       }
       case 'enable_rule':
       case 'disable_rule': {
@@ -66,5 +65,19 @@ export class ActionRunner {
         return { status: 'done', detail: `${action.type === 'enable_rule' ? 'enabled' : 'disabled'} rule ${action.rule_id}` };
       }
     }
+  }
+
+  private async raiseAlert(action: Extract<RuleAction, { type: 'alert' }>, rule: { id: string; user_id: string }): Promise<ActionOutcome> {
+    const alertId = this.services.newId();
+    const result = await this.services.log.append([
+      {
+        streamId: streams.alert(alertId),
+        expectedVersion: 'no_stream',
+        events: [{ type: 'alert.raised', data: { alert_id: alertId, device_id: action.device_id ?? null, user_id: rule.user_id, rule_id: rule.id, kind: 'rule', sensor_type: null, severity: action.severity, message: action.message, value: null } }],
+        metadata: { actor_type: 'system', causation_id: rule.id },
+      },
+    ]);
+    await this.services.runner.waitFor(result.lastPosition);
+    return { status: 'done', detail: `raised alert ${alertId}` };
   }
 }

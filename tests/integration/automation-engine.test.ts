@@ -398,6 +398,27 @@ describe('automation engine with the injected clock', () => {
       expect((await ruleAlerts(rule.id)).map((a) => a.message).sort()).toEqual(['a', 'b', 'c']);
     });
 
+    it('given a device deleted after a rule named it, when the rule fires, then its alert and command for it fail and no alert for it is listed', async () => {
+      const sensor = await deviceOf(api, owner);
+      const gone = await deviceOf(api, owner);
+      const rule = await createRule({
+        trigger_conditions: hot(sensor),
+        actions: [alertAction('for a device that left', { device_id: gone.id }), { type: 'command', device_id: gone.id, command_type: 'reboot' }],
+      });
+      expect((await api.del(`/api/devices/${gone.id}`, { token: owner.token })).status).toBe(200);
+
+      await reading(sensor, 35);
+
+      const [execution] = await executions(rule.id);
+      expect(execution!.actions.map((a) => [a.status, a.detail])).toEqual([
+        ['failed', `device ${gone.id} no longer exists`],
+        ['failed', `device ${gone.id} no longer exists`],
+      ]);
+      expect(await ruleAlerts(rule.id)).toHaveLength(0);
+      const listed = await api.get<List<Alert>>('/api/alerts?limit=500', { token: owner.token });
+      expect(listed.body.data.filter((alert) => alert.device_id === gone.id)).toEqual([]);
+    });
+
     it('a command to a group queues one for each of its devices; enable_rule and disable_rule switch other rules', async () => {
       const groupAnswer = await api.post<Data<{ id: string }>>('/api/groups', { name: uniqueName('grp') }, { token: owner.token });
       expect(groupAnswer.status).toBe(201);
