@@ -5,14 +5,16 @@ import type { Clock } from '../domain/clock.js';
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
+/** The caller's request id when it is sane, else a new one. */
+export const requestIdOf = (offered: string | undefined): string => (offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID());
+
 /**
  * Gives each request an id (the caller's, when it is sane) and a logger that carries it. The
  * child logger is made on first use: most requests only log their one line when they finish.
  */
 export function requestContext(logger: Logger, clock: Clock): RequestHandler {
   return (req, res, next) => {
-    const offered = req.header('x-request-id');
-    const requestId = offered && SAFE_REQUEST_ID.test(offered) ? offered : randomUUID();
+    const requestId = requestIdOf(req.header('x-request-id'));
     req.requestId = requestId;
     let child: Logger | undefined;
     Object.defineProperty(req, 'log', { get: () => (child ??= logger.child({ request_id: requestId })), configurable: true });

@@ -1,10 +1,10 @@
 import type { IncomingMessage, Server } from 'node:http';
-import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
+import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
@@ -47,6 +47,11 @@ export class Realtime {
 
   attach(http: Server): void {
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head));
+    // The 101 answer carries the request id too, as every answer does.
+    this.wss.on('headers', (headers, req) => {
+      const requestId = upgradeIds.get(req);
+      if (requestId) headers.push(`X-Request-Id: ${requestId}`);
+    });
     this.subscription = this.services.runner.applied$.subscribe((events) => this.onApplied(events));
     this.pinger = setInterval(() => this.ping(), this.options.pingIntervalMs).unref();
   }
@@ -60,16 +65,23 @@ export class Realtime {
   /** Authenticates before the upgrade completes; anything else is answered 401 and dropped. */
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    const requestId = requestIdOf(firstHeader(req.headers['x-request-id']));
+    upgradeIds.set(req, requestId);
     const url = new URL(req.url ?? '/', 'http://localhost');
+    const refuse = (status: keyof typeof REASONS, code: string, message: string) => {
+      // The path only: the query may carry a token.
+      this.services.logger.info({ request_id: requestId, method: req.method, path: url.pathname, status }, 'websocket upgrade refused');
+      refuseUpgrade(socket, requestId, status, code, message);
+    };
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
-    if (!kind) return refuse(socket, 404, 'not_found', 'no WebSocket endpoint here');
+    if (!kind) return refuse(404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
     const queryToken = url.searchParams.get('token') ?? undefined;
     const credential = kind === 'user' ? subscriberCredentialOf(headers, queryToken) : credentialOf(headers, queryToken);
     // A page of another site would ride on the user's cookie (cross-site WebSocket hijacking); a token it cannot know.
     const byCookie = kind === 'user' && credential !== undefined && credential !== queryToken;
     if (byCookie && !originAllowed(this.services.config.corsOrigins, firstHeader(req.headers.origin))) {
-      return refuse(socket, 403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
+      return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
     try {
@@ -77,8 +89,7 @@ export class Realtime {
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
-    if (!principal || principal.kind !== kind) return refuse(socket, 401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
-    const requestId = randomUUID();
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }
 
@@ -141,8 +152,11 @@ function firstHeader(value: string | string[] | undefined): string | undefined {
 
 const REASONS = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' } as const;
 
-function refuse(socket: Duplex, status: keyof typeof REASONS, code: string, message: string): void {
-  const body = JSON.stringify({ error: { code, message, details: [], request_id: randomUUID() } });
-  const reason = REASONS[status];
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+/** Each upgrade's request id, for the 101 answer's headers. */
+const upgradeIds = new WeakMap<IncomingMessage, string>();
+
+function refuseUpgrade(socket: Duplex, requestId: string, status: keyof typeof REASONS, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message, details: [], request_id: requestId } });
+  const head = [`HTTP/1.1 ${status} ${REASONS[status]}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `X-Request-Id: ${requestId}`, 'Connection: close'];
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -22,6 +23,7 @@ interface LiveEvent {
 }
 
 const isEvent = (m: Message): boolean => m.type === 'event';
+const firstOf = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value);
 const eventsOf = (ws: WsClient): LiveEvent[] => ws.received.filter(isEvent) as LiveEvent[];
 const positionsOf = (ws: WsClient): number[] => eventsOf(ws).map((e) => e.position);
 const SECRET_KEY = /(_hash|password|token|api_key)$/i;
@@ -109,6 +111,36 @@ describe('realtime subscribers (/ws)', () => {
       // API.md: ?token= or the session cookie, "anything else is refused": a valid token in a header too.
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { authorization: `Bearer ${owner.token}` } })).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-api-key': owner.apiKey } })).toBe(401);
+    });
+
+    it('answers X-Request-Id on a refused upgrade (the id of its error body, or the caller\'s) and on the 101 of an accepted one', async () => {
+      const upgradeAnswer = (path: string, headers: Record<string, string> = {}) =>
+        new Promise<{ status: number; requestId: string | undefined; body: string }>((resolve, reject) => {
+          const request = httpRequest(`${server.url}${path}`, {
+            headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
+          });
+          request.on('response', (res) => {
+            let body = '';
+            res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, requestId: firstOf(res.headers['x-request-id']), body }));
+          });
+          request.on('upgrade', (res, socket) => {
+            socket.destroy();
+            resolve({ status: res.statusCode ?? 0, requestId: firstOf(res.headers['x-request-id']), body: '' });
+          });
+          request.on('error', reject);
+          request.end();
+        });
+
+      for (const path of ['/ws?token=not-a-token', '/ws/nope']) {
+        const refused = await upgradeAnswer(path);
+        expect(refused.status).toBeGreaterThanOrEqual(401);
+        expect(refused.requestId).toMatch(/^[0-9a-f-]{36}$/);
+        expect((JSON.parse(refused.body) as { error: { request_id: string } }).error.request_id).toBe(refused.requestId);
+      }
+      expect((await upgradeAnswer('/ws?token=not-a-token', { 'x-request-id': 'trace-42' })).requestId).toBe('trace-42');
+      const accepted = await upgradeAnswer(`/ws?token=${encodeURIComponent(owner.token)}`, { 'x-request-id': 'trace-43' });
+      expect(accepted).toMatchObject({ status: 101, requestId: 'trace-43' });
     });
 
     it('refuses /ws/device with a user session token or API key (401), and an unknown path with 404', async () => {
