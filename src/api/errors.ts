@@ -67,6 +67,10 @@ function describe(error: unknown): { code: ErrorCode; message: string; details: 
     }
     if ((error.status ?? 500) < 500) return { code: 'validation_failed', message: 'the body could not be read', details: [] };
   }
+  // zlib and brotli errors, passed on by the body parser with status 400: no JSON can be read.
+  if (error instanceof Error && typeof (error as { errno?: unknown }).errno === 'number' && (error as BodyParserError).status === 400) {
+    return { code: 'invalid_json', message: 'the body could not be decompressed (Content-Encoding)', details: [] };
+  }
   if (error instanceof URIError || (error instanceof Error && (error as BodyParserError).status === 400)) {
     return { code: 'validation_failed', message: 'the URL is malformed', details: [] };
   }

@@ -49,6 +49,13 @@ describe('hostile input and protocol errors', () => {
       expectError(await api.post('/api/devices', undefined, { raw: '{"name":', headers: JSON_TYPE, token: user.token }), 400, 'invalid_json');
     });
 
+    it('answers 400 invalid_json, naming the encoding, for a compressed body that does not decompress', async () => {
+      for (const encoding of ['gzip', 'deflate', 'br']) {
+        const answer = await api.post('/api/devices', undefined, { raw: 'abcde', headers: { ...JSON_TYPE, 'content-encoding': encoding }, token: user.token });
+        expect(expectError(answer, 400, 'invalid_json').message).toMatch(/decompress/);
+      }
+    });
+
     it('answers 400 validation_failed, not invalid_json, for JSON that is not an object', async () => {
       for (const raw of ['"a string"', 'null', '123', 'true', '[1, 2]']) {
         expectError(await api.post('/api/auth/register', undefined, { raw, headers: JSON_TYPE }), 400, 'validation_failed');
