@@ -1,6 +1,7 @@
 import type { Request, RequestHandler, Response, Router } from 'express';
 import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
+import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
 
 export type Method = 'get' | 'post' | 'put' | 'delete';
@@ -99,13 +100,16 @@ function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.
   throw validationFailed(details.filter((detail, index) => details.findIndex((d) => d.path === detail.path && d.message === detail.message) === index));
 }
 
-/** Parses an If-Match header holding an ETag ("3" or 3); absent means no precondition. */
-export function ifMatchVersion(req: Request): number | undefined {
+/**
+ * Parses an If-Match header: an ETag ("3" or 3) or a list of them ("2", "3"), any of which may
+ * match (RFC 9110); absent or * means no precondition.
+ */
+export function ifMatchVersion(req: Request): IfMatch | undefined {
   const header = req.header('if-match');
   if (header === undefined || header.trim() === '*') return undefined;
-  const version = Number(header.trim().replace(/^W\//, '').replace(/^"|"$/g, ''));
-  if (!Number.isInteger(version)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
-  return version;
+  const versions = header.split(',').map((tag) => Number(tag.trim().replace(/^W\//, '').replace(/^"|"$/g, '')));
+  if (!versions.every(Number.isInteger)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
+  return versions;
 }
 
 type Issue = z.core.$ZodIssue;

@@ -8,7 +8,7 @@ import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
 import { generateDeviceToken, hashSecret } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
-import { handle } from './handle.js';
+import { handle, type IfMatch } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { isAdmin, mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
@@ -86,7 +86,7 @@ export class Devices {
     });
   }
 
-  async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: number): Promise<DeviceRow> {
+  async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
     const device = visibleDevice(this.services, context.principal, deviceId);
     const apply = () =>
       this.services.locks.devices.run(deviceId, async () => {
@@ -104,7 +104,7 @@ export class Devices {
   }
 
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */
-  async decommission(deviceId: string, context: RequestContext, ifMatch?: number): Promise<void> {
+  async decommission(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
     await this.services.locks.devices.run(deviceId, () =>
       handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),

@@ -3,7 +3,7 @@ import { streams } from '../domain/events.js';
 import { groupDecider, type GroupChanges } from '../domain/group.js';
 import { ancestorsOf, countChildren, findGroup, findGroupByName, type GroupRow } from '../projections/groups.js';
 import { groupLockKey, requireUser } from './devices.js';
-import { handle } from './handle.js';
+import { handle, type IfMatch } from './handle.js';
 import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleGroup(services: Services, principal: Principal, groupId: string): GroupRow {
@@ -28,7 +28,7 @@ export class Groups {
     });
   }
 
-  async update(groupId: string, changes: GroupChanges, context: RequestContext, ifMatch?: number): Promise<GroupRow> {
+  async update(groupId: string, changes: GroupChanges, context: RequestContext, ifMatch?: IfMatch): Promise<GroupRow> {
     const group = visibleGroup(this.services, context.principal, groupId);
     return this.services.locks.owners.run(groupLockKey(group.user_id), async () => {
       if (changes.name !== undefined) this.checkName(group.user_id, changes.name, groupId);
@@ -46,7 +46,7 @@ export class Groups {
     });
   }
 
-  async delete(groupId: string, context: RequestContext, ifMatch?: number): Promise<void> {
+  async delete(groupId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     const group = visibleGroup(this.services, context.principal, groupId);
     // Children are counted under the lock: a subgroup created meanwhile must stop the delete.
     await this.services.locks.owners.run(groupLockKey(group.user_id), () => {

@@ -15,9 +15,12 @@ export interface Handled<State> {
   position: number;
 }
 
+/** The versions an If-Match header names: the resource must be at one of them. */
+export type IfMatch = readonly number[];
+
 export interface HandleOptions {
-  /** The version the client last saw (If-Match); a mismatch is a 412, never retried. */
-  ifMatch?: number;
+  /** The versions the client last saw (If-Match); a mismatch is a 412, never retried. */
+  ifMatch?: IfMatch;
   idempotencyKey?: string;
   /** Extra events to append atomically in the same transaction (other streams). */
   alongside?: Array<{ streamId: string; events: DomainEvent[] }>;
@@ -49,8 +52,8 @@ export async function handle<Command, State, Event extends DomainEvent>(
   for (let attempt = 1; ; attempt++) {
     const history = await services.log.readStream(streamId);
     const version = history.length;
-    if (options.ifMatch !== undefined && options.ifMatch !== version) {
-      throw new DomainError('precondition_failed', `the resource is at version ${version}, not ${options.ifMatch}`);
+    if (options.ifMatch !== undefined && !options.ifMatch.includes(version)) {
+      throw new DomainError('precondition_failed', `the resource is at version ${version}, not ${options.ifMatch.join(' or ')}`);
     }
     const state = fold(decider, history);
     const events = decideAll(decider, [commands].flat() as Command[], state);

@@ -9,7 +9,7 @@ import { findDevice } from '../projections/devices.js';
 import { devicesOfGroupTree } from '../projections/group-summaries.js';
 import { findGroup } from '../projections/groups.js';
 import { decodeRule, findRule, rulesOfUser, type RuleRow } from '../projections/rules.js';
-import { handle } from './handle.js';
+import { handle, type IfMatch } from './handle.js';
 import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 import { requireUser } from './devices.js';
 
@@ -33,7 +33,7 @@ export class Rules {
     });
   }
 
-  async update(ruleId: string, changes: Partial<RuleDefinition>, allowConflicts: boolean, context: RequestContext | null, ifMatch?: number): Promise<RuleRow> {
+  async update(ruleId: string, changes: Partial<RuleDefinition>, allowConflicts: boolean, context: RequestContext | null, ifMatch?: IfMatch): Promise<RuleRow> {
     const rule = context ? visibleRule(this.services, context.principal, ruleId) : findRule(this.services.sql, ruleId);
     if (!rule) throw notFound('rule');
     return this.services.locks.owners.run(`rules:${rule.user_id}`, async () => {

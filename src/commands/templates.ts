@@ -3,7 +3,7 @@ import { streams } from '../domain/events.js';
 import { templateDecider, type TemplateChanges } from '../domain/template.js';
 import { findTemplate, type TemplateRow } from '../projections/templates.js';
 import { requireUser } from './devices.js';
-import { handle } from './handle.js';
+import { handle, type IfMatch } from './handle.js';
 import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleTemplate(services: Services, principal: Principal, templateId: string): TemplateRow {
@@ -23,7 +23,7 @@ export class Templates {
     return findTemplate(this.services.sql, templateId)!;
   }
 
-  async update(templateId: string, changes: TemplateChanges, context: RequestContext, ifMatch?: number): Promise<TemplateRow> {
+  async update(templateId: string, changes: TemplateChanges, context: RequestContext, ifMatch?: IfMatch): Promise<TemplateRow> {
     visibleTemplate(this.services, context.principal, templateId);
     await handle(this.services, templateDecider, streams.template(templateId), { type: 'update_template', data: { changes } }, context, ifMatch !== undefined ? { ifMatch } : {});
     return findTemplate(this.services.sql, templateId)!;

@@ -406,6 +406,17 @@ describe('devices', () => {
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'again' }, { token: alice.token, headers: { 'if-match': etag } }), 412, 'precondition_failed');
     });
 
+    it('takes a list of ETags in If-Match: any one that matches lets the write through, none answers 412', async () => {
+      const { version } = (await api.get<Data<Detail>>(`/api/devices/${device.id}`, { token: alice.token })).body.data;
+      const noneMatch = `"${version - 1}", W/"${version + 5}"`;
+      expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, none current' }, { token: alice.token, headers: { 'if-match': noneMatch } }), 412, 'precondition_failed');
+      expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, garbage' }, { token: alice.token, headers: { 'if-match': `"${version}", "abc"` } }), 412, 'precondition_failed');
+
+      const listed = await api.put<Data<Device>>(`/api/devices/${device.id}`, { name: 'listed write' }, { token: alice.token, headers: { 'if-match': `"${version - 1}", "${version}"` } });
+      expect(listed.status, JSON.stringify(listed.body)).toBe(200);
+      expect(listed.body.data).toMatchObject({ name: 'listed write', version: version + 1 });
+    });
+
     it('honours If-Match on DELETE: a stale version answers 412 and deletes nothing, the current one deletes', async () => {
       const doomed = await createDevice(api, alice.token, { name: 'Doomed' });
       await api.put(`/api/devices/${doomed.id}`, { name: 'Doomed 2' }, { token: alice.token });
