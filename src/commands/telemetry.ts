@@ -170,12 +170,15 @@ function timedReadings(submission: Submission, now: Date): Array<Omit<StoredRead
   const problems: ErrorDetail[] = [];
   const fallback = submission.timestamp ?? now.toISOString();
   const latest = now.getTime() + MAX_FUTURE_MS;
+  const ahead = 'more than 5 minutes in the future';
+  // Refused even when every reading has its own time: a clock that far ahead is wrong all the same.
+  if (submission.timestamp !== null && Date.parse(submission.timestamp) > latest) problems.push({ path: 'timestamp', message: ahead });
   // The readings of a submission mostly share their times: each distinct one is parsed once.
   let last = { timestamp: '', ahead: false };
   const readings = submission.readings.map((reading, index) => {
     const timestamp = reading.timestamp ?? fallback;
     if (timestamp !== last.timestamp) last = { timestamp, ahead: Date.parse(timestamp) > latest };
-    if (last.ahead) problems.push({ path: reading.timestamp ? `sensor_readings.${index}.timestamp` : 'timestamp', message: 'more than 5 minutes in the future' });
+    if (last.ahead && reading.timestamp) problems.push({ path: `sensor_readings.${index}.timestamp`, message: ahead });
     return { sensor_type: reading.sensor_type, value: reading.value, unit: reading.unit, timestamp };
   });
   if (problems.length > 0) throw new DomainError('validation_failed', `invalid readings: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);

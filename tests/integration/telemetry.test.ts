@@ -255,6 +255,11 @@ describe('telemetry', () => {
       ['a reading on Feb 29 of a common year', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: '2025-02-29' }] }), 'sensor_readings.0.timestamp'],
       ['a reading more than 5 minutes ahead', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: at(server, 5 * MINUTE + 1000) }] }), 'sensor_readings.0.timestamp'],
       ['a submission timestamp more than 5 minutes ahead', () => ({ sensor_readings: { temperature: 1 }, timestamp: at(server, 6 * MINUTE) }), 'timestamp'],
+      [
+        'a submission timestamp more than 5 minutes ahead, though every reading has its own',
+        () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: at(server, -HOUR) }], timestamp: at(server, HOUR) }),
+        'timestamp',
+      ],
       ['a reading a day ahead', () => ({ sensor_readings: [{ sensor_type: 'temperature', value: 1, timestamp: at(server, 24 * HOUR) }] }), 'sensor_readings.0.timestamp'],
       [
         'one bad reading among good ones',
