@@ -56,6 +56,16 @@ describe('hostile input and protocol errors', () => {
       }
     });
 
+    it('refuses 1e999 (Infinity once parsed) anywhere in a free-form object, naming where, instead of storing null', async () => {
+      const device = await createDevice(api, user.token);
+      const before = await headPosition(api);
+      const create = `{"name":"${uniqueName('inf')}","type":"sensor","configuration":{"limits":{"high":1e999}}}`;
+      expectValidation(await api.post('/api/devices', undefined, { raw: create, headers: JSON_TYPE, token: user.token }), 'configuration.limits.high');
+      const command = '{"command_type":"set","parameters":{"steps":[1,-1e999]}}';
+      expectValidation(await api.post(`/api/devices/${device.id}/commands`, undefined, { raw: command, headers: JSON_TYPE, token: user.token }), 'parameters.steps.1');
+      expect(await headPosition(api)).toBe(before);
+    });
+
     it('answers 400 validation_failed, not invalid_json, for JSON that is not an object', async () => {
       for (const raw of ['"a string"', 'null', '123', 'true', '[1, 2]']) {
         expectError(await api.post('/api/auth/register', undefined, { raw, headers: JSON_TYPE }), 400, 'validation_failed');

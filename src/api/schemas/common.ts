@@ -94,7 +94,22 @@ function depthOf(value: unknown, limit: number): number {
   return deepest + 1;
 }
 
-/** A free-form JSON object (configuration, parameters, statuses), nested at most 128 levels deep. */
+/** Where a value holds a number JSON cannot carry: 1e999 parses to Infinity, which would be stored as null. */
+function nonFiniteAt(value: unknown, limit: number): PropertyKey[] | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : [];
+  if (value === null || typeof value !== 'object' || limit <= 0) return null;
+  for (const [key, child] of Object.entries(value)) {
+    const below = nonFiniteAt(child, limit - 1);
+    if (below) return [Array.isArray(value) ? Number(key) : key, ...below];
+  }
+  return null;
+}
+
+/** A free-form JSON object (configuration, parameters, statuses), nested at most 128 levels deep, its numbers finite. */
 export const jsonObject = z
   .record(z.string(), z.unknown())
-  .refine((value) => depthOf(value, MAX_JSON_DEPTH + 1) <= MAX_JSON_DEPTH, `nested more than ${MAX_JSON_DEPTH} levels deep`);
+  .refine((value) => depthOf(value, MAX_JSON_DEPTH + 1) <= MAX_JSON_DEPTH, `nested more than ${MAX_JSON_DEPTH} levels deep`)
+  .superRefine((value, ctx) => {
+    const at = nonFiniteAt(value, MAX_JSON_DEPTH);
+    if (at) ctx.addIssue({ code: 'custom', path: at, message: 'must be a finite number' });
+  });
