@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execution as executionSchema } from '../../src/api/schemas/rules.js';
 import { MAX_FIRINGS_PER_MINUTE } from '../../src/domain/rule.js';
 import { createProjections } from '../../src/projections/index.js';
 import { rebuildAndCompare } from '../../src/projections/rebuild.js';
@@ -38,6 +39,7 @@ interface ActionOutcome {
   due_at: string;
   status: 'pending' | 'done' | 'failed';
   detail: string | null;
+  completed_at: string | null;
 }
 
 interface Execution {
@@ -360,6 +362,10 @@ describe('automation engine with the injected clock', () => {
       let [execution] = await executions(rule.id);
       expect(execution!.actions.map((a) => a.status)).toEqual(['done', 'pending']);
       expect(execution!.actions[1]!.due_at).toBe(new Date(firedAt + 60 * SECOND).toISOString());
+      // Every field the OpenAPI document names, and none it does not.
+      const documented = Object.keys(executionSchema.shape.actions.element.shape).sort();
+      for (const action of execution!.actions) expect(Object.keys(action).sort()).toEqual(documented);
+      expect(execution!.actions.map((a) => a.completed_at)).toEqual([new Date(firedAt).toISOString(), null]);
       expect(execution!.actions[0]!.detail).toMatch(/queued command/);
       expect(await ruleAlerts(rule.id)).toHaveLength(0);
       await advance(59 * SECOND);
@@ -374,6 +380,7 @@ describe('automation engine with the injected clock', () => {
       [execution] = await executions(rule.id);
       expect(execution!.actions.map((a) => a.status)).toEqual(['done', 'done']);
       expect(execution!.actions[1]!.detail).toMatch(/raised alert/);
+      expect(execution!.actions[1]!.completed_at).toBe(new Date(firedAt + 60 * SECOND).toISOString());
       const alerts = await ruleAlerts(rule.id);
       expect(alerts).toHaveLength(1);
       expect(Date.parse(alerts[0]!.raised_at)).toBe(firedAt + 60 * SECOND);

@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import { visibleRule, type Rules } from '../../commands/rules.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { requireUser } from '../../commands/devices.js';
@@ -9,7 +10,9 @@ import { ownedStreamIds } from '../../projections/stream-owners.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
 import { createRuleBody, dryRunAnswer, dryRunBody, execution, listRulesQuery, rule, updateRuleBody } from '../schemas/rules.js';
-import type { z } from 'zod';
+
+/** An action as a rule's execution row stores it: completed_at only once it completed. */
+type ExecutionAction = Omit<z.infer<typeof execution>['actions'][number], 'completed_at'>;
 
 const presentRule = (row: RuleRow) => ({
   id: row.id,
@@ -102,7 +105,14 @@ export function ruleRoutes(services: Services, rules: Rules) {
         const row = visibleRule(services, context.principal, params.id!);
         const { rows, total } = listExecutions(services.sql, row.id, query.limit, query.offset);
         return {
-          data: rows.map((r) => ({ id: r.id, rule_id: r.rule_id, triggered_at: r.triggered_at, cause: JSON.parse(r.cause) as Record<string, unknown>, matched: JSON.parse(r.matched) as Record<string, unknown>, actions: JSON.parse(r.actions) as unknown[] })),
+          data: rows.map((r) => ({
+            id: r.id,
+            rule_id: r.rule_id,
+            triggered_at: r.triggered_at,
+            cause: JSON.parse(r.cause) as Record<string, unknown>,
+            matched: JSON.parse(r.matched) as Record<string, unknown>,
+            actions: (JSON.parse(r.actions) as Array<ExecutionAction & { completed_at?: string }>).map((a) => ({ ...a, completed_at: a.completed_at ?? null })),
+          })),
           meta: listMeta(total, query),
         };
       },

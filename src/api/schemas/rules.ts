@@ -61,7 +61,17 @@ export const execution = z.object({
   triggered_at: timestamp,
   cause: z.record(z.string(), z.unknown()),
   matched: z.record(z.string(), z.unknown()),
-  actions: z.array(z.object({ index: z.number().int(), type: z.string(), due_at: timestamp, status: z.enum(['pending', 'done', 'failed']), detail: z.string().nullable() })),
+  actions: z.array(
+    z.object({
+      index: z.number().int(),
+      type: z.string(),
+      due_at: timestamp,
+      status: z.enum(['pending', 'done', 'failed']),
+      detail: z.string().nullable(),
+      /** When its outcome was recorded; null while pending. */
+      completed_at: timestamp.nullable(),
+    }),
+  ),
 });
 
 export const dryRunAnswer = z.object({
