@@ -98,9 +98,18 @@ function depthOf(value: unknown, limit: number): number {
 function nonFiniteAt(value: unknown, limit: number): PropertyKey[] | null {
   if (typeof value === 'number') return Number.isFinite(value) ? null : [];
   if (value === null || typeof value !== 'object' || limit <= 0) return null;
-  for (const [key, child] of Object.entries(value)) {
-    const below = nonFiniteAt(child, limit - 1);
-    if (below) return [Array.isArray(value) ? Number(key) : key, ...below];
+  // By index and by key, no entry pairs: a 1 MiB array of numbers is walked in milliseconds.
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) {
+      const below = nonFiniteAt(value[index], limit - 1);
+      if (below) return [index, ...below];
+    }
+    return null;
+  }
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) {
+    const below = nonFiniteAt(record[key], limit - 1);
+    if (below) return [key, ...below];
   }
   return null;
 }
