@@ -43,10 +43,9 @@ export class ActionRunner {
         const groupId = action.group_id!;
         const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
         const batchId = this.services.newId();
-        // A device deleted since the group was read is refused alone; the others get theirs.
-        const outcomes = await Promise.allSettled(targets.map((deviceId) => this.commands.queueFor(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
-        const queued = outcomes.filter((outcome) => outcome.status === 'fulfilled').length;
-        return { status: 'done', detail: `queued ${queued} commands in batch ${batchId}` };
+        // A device deleted since the group was read is left out; any other failure fails the action.
+        const commands = await Promise.all(targets.map((deviceId) => this.commands.queueUnlessDeleted(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
+        return { status: 'done', detail: `queued ${commands.filter((command) => command !== null).length} commands in batch ${batchId}` };
       }
       case 'alert': {
         const { device_id } = action;

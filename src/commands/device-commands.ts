@@ -63,9 +63,9 @@ export class DeviceCommands {
 
   /**
    * Queues without an access check: for callers that already checked (configuration pushes,
-   * groups, rules). Under the device's lock, as its deletion is, and only while it exists: a
-   * command queued during a deletion is either refused or among those the deletion cancels,
-   * never left pending for a device that is gone.
+   * firmware updates, rollouts, rules). Under the device's lock, as its deletion is, and only
+   * while it exists: a command queued during a deletion is either refused (not_found) or among
+   * those the deletion cancels, never left pending for a device that is gone.
    */
   async queueFor(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null, alongside: Alongside = []): Promise<CommandRow> {
     const { services } = this;
@@ -87,6 +87,16 @@ export class DeviceCommands {
       );
       return findCommand(services.sql, commandId)!;
     });
+  }
+
+  /** For a fleet of devices: null for one deleted since the caller listed it; any other failure throws. */
+  async queueUnlessDeleted(deviceId: string, ownerId: string, input: QueueInput, context: RequestContext | null): Promise<CommandRow | null> {
+    try {
+      return await this.queueFor(deviceId, ownerId, input, context);
+    } catch (error) {
+      if (error instanceof DomainError && error.code === 'not_found') return null;
+      throw error;
+    }
   }
 
   /**

@@ -1,4 +1,4 @@
-import { DomainError, notFound } from '../domain/errors.js';
+import { notFound } from '../domain/errors.js';
 import { streams, type EventOfType } from '../domain/events.js';
 import { activeBatches, findBatch, type BatchRow } from '../projections/batches.js';
 import { commandsOfBatch } from '../projections/commands.js';
@@ -70,7 +70,7 @@ export class Rollouts {
     const allowed = batch.per_minute === null ? Infinity : 1 + Math.floor((batch.per_minute * elapsed) / MINUTE_MS) - queued.length;
     const command = JSON.parse(batch.command) as BatchCommand;
     const input: QueueInput = { ...command, batch_id: batch.id };
-    for (const deviceId of remaining.slice(0, Math.max(0, allowed))) await this.commands.queueFor(deviceId, batch.user_id, input, context).catch(skipDeleted);
+    for (const deviceId of remaining.slice(0, Math.max(0, allowed))) await this.commands.queueUnlessDeleted(deviceId, batch.user_id, input, context);
     const open = inStatus('pending', 'sent');
     if (remaining.length === 0 && open === 0) await this.finish(batch, 'completed', null, []);
   }
@@ -82,11 +82,6 @@ export class Rollouts {
     await this.services.runner.waitFor(result.lastPosition);
     await this.commands.cancelBatch(toCancel);
   }
-}
-
-/** A device deleted since the batch's devices were read is left out; the batch goes on. */
-function skipDeleted(error: unknown): void {
-  if (!(error instanceof DomainError && error.code === 'not_found')) throw error;
 }
 
 export function visibleBatch(services: Services, userId: string | null, batchId: string): BatchRow {
