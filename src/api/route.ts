@@ -100,16 +100,20 @@ function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.
   throw validationFailed(details.filter((detail, index) => details.findIndex((d) => d.path === detail.path && d.message === detail.message) === index));
 }
 
+/** An ETag as this server writes it ("3"), also accepted bare (3) or weak (W/"3"). */
+const VERSION_TAG = /^(?:W\/)?(?:"(\d{1,15})"|(\d{1,15}))$/;
+
 /**
- * Parses an If-Match header: an ETag ("3" or 3) or a list of them ("2", "3"), any of which may
- * match (RFC 9110); absent or * means no precondition.
+ * Parses an If-Match header: an ETag or a list of them ("2", "3"), any of which may match
+ * (RFC 9110); absent or * means no precondition. Anything else (an empty item, a tag that
+ * names no version) is refused, never read as some version.
  */
 export function ifMatchVersion(req: Request): IfMatch | undefined {
   const header = req.header('if-match');
   if (header === undefined || header.trim() === '*') return undefined;
-  const versions = header.split(',').map((tag) => Number(tag.trim().replace(/^W\//, '').replace(/^"|"$/g, '')));
-  if (!versions.every(Number.isInteger)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
-  return versions;
+  const tags = header.split(',').map((tag) => VERSION_TAG.exec(tag.trim()));
+  if (!tags.every((tag) => tag !== null)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
+  return tags.map((tag) => Number(tag[1] ?? tag[2]));
 }
 
 type Issue = z.core.$ZodIssue;

@@ -411,6 +411,10 @@ describe('devices', () => {
       const noneMatch = `"${version - 1}", W/"${version + 5}"`;
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, none current' }, { token: alice.token, headers: { 'if-match': noneMatch } }), 412, 'precondition_failed');
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, garbage' }, { token: alice.token, headers: { 'if-match': `"${version}", "abc"` } }), 412, 'precondition_failed');
+      // Malformed lists are refused, never read as some version (an empty item is not version 0).
+      for (const malformed of [`"${version}", `, `"${version - 1},${version}"`, `"${version}`, `"${version}.0"`, `"0x${version.toString(16)}"`, ',']) {
+        expectError(await api.put(`/api/devices/${device.id}`, { name: 'malformed' }, { token: alice.token, headers: { 'if-match': malformed } }), 412, 'precondition_failed');
+      }
 
       const listed = await api.put<Data<Device>>(`/api/devices/${device.id}`, { name: 'listed write' }, { token: alice.token, headers: { 'if-match': `"${version - 1}", "${version}"` } });
       expect(listed.status, JSON.stringify(listed.body)).toBe(200);
