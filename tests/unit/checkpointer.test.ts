@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { WRITER_CHECKPOINT_PAGES } from '../../src/eventlog/checkpointer.js';
+import { WRITER_ALONE_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES } from '../../src/eventlog/checkpointer.js';
 import { openDatabase, startCheckpointer, type SqliteDatabase } from '../../src/eventlog/index.js';
 
 describe('background checkpointer', () => {
@@ -54,6 +54,13 @@ describe('background checkpointer', () => {
     } finally {
       await checkpointer.stop();
     }
+  });
+
+  it('given the worker is gone, then the writer checkpoints sooner on its own, so no single copy grows long', async () => {
+    const checkpointer = startCheckpointer(db, { everyMs: 3_600_000 });
+    expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(WRITER_CHECKPOINT_PAGES);
+    await checkpointer.stop();
+    expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(WRITER_ALONE_CHECKPOINT_PAGES);
   });
 
   it('given it stopped, when the writer closes, then its connection was the last and the WAL is folded away', async () => {
