@@ -46,7 +46,13 @@ export class Realtime {
   ) {}
 
   attach(http: Server): void {
-    http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.upgrade(req, socket, head));
+    http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Whatever goes wrong, the socket is not left open unanswered.
+      this.upgrade(req, socket, head).catch((error: unknown) => {
+        this.services.logger.error({ err: error }, 'websocket upgrade failed');
+        socket.destroy();
+      });
+    });
     // The 101 answer carries the request id too, as every answer does.
     this.wss.on('headers', (headers, req) => {
       const requestId = upgradeIds.get(req);
@@ -67,12 +73,13 @@ export class Realtime {
     socket.on('error', () => socket.destroy());
     const requestId = requestIdOf(firstHeader(req.headers['x-request-id']));
     upgradeIds.set(req, requestId);
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = URL.canParse(req.url ?? '/', 'http://localhost') ? new URL(req.url ?? '/', 'http://localhost') : null;
     const refuse = (status: keyof typeof REASONS, code: string, message: string) => {
       // The path only: the query may carry a token.
-      this.services.logger.info({ request_id: requestId, method: req.method, path: url.pathname, status }, 'websocket upgrade refused');
+      this.services.logger.info({ request_id: requestId, method: req.method, path: url?.pathname ?? null, status }, 'websocket upgrade refused');
       refuseUpgrade(socket, requestId, status, code, message);
     };
+    if (!url) return refuse(400, 'validation_failed', 'the URL is malformed');
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
     if (!kind) return refuse(404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
@@ -150,7 +157,7 @@ function firstHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-const REASONS = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' } as const;
+const REASONS = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found' } as const;
 
 /** Each upgrade's request id, for the 101 answer's headers. */
 const upgradeIds = new WeakMap<IncomingMessage, string>();

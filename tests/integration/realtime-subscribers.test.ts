@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -141,6 +142,23 @@ describe('realtime subscribers (/ws)', () => {
       expect((await upgradeAnswer('/ws?token=not-a-token', { 'x-request-id': 'trace-42' })).requestId).toBe('trace-42');
       const accepted = await upgradeAnswer(`/ws?token=${encodeURIComponent(owner.token)}`, { 'x-request-id': 'trace-43' });
       expect(accepted).toMatchObject({ status: 101, requestId: 'trace-43' });
+    });
+
+    it('answers an upgrade whose URL does not parse with 400, not an open socket left unanswered', async () => {
+      const { port } = new URL(server.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connectTcp(Number(port), '127.0.0.1', () => {
+          socket.write('GET http://[ HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+        });
+        let received = '';
+        socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+        socket.on('close', () => resolve(received));
+        socket.on('error', reject);
+        socket.setTimeout(5_000, () => reject(new Error(`no answer, only: ${received}`)));
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer).toMatch(/X-Request-Id: [0-9a-f-]{36}/);
+      expect(answer).toContain('"code":"validation_failed"');
     });
 
     it('refuses /ws/device with a user session token or API key (401), and an unknown path with 404', async () => {
