@@ -149,9 +149,10 @@ export class ProjectionRunner {
   private async readGap(from: number): Promise<RecordedEvent[]> {
     const batch: RecordedEvent[] = [];
     for (let after = from; batch.length < CATCH_UP_BATCH_SIZE; ) {
-      const page = await this.log.readAll({ afterPosition: after, limit: LIVE_BATCH_SIZE });
+      const limit = Math.min(LIVE_BATCH_SIZE, CATCH_UP_BATCH_SIZE - batch.length);
+      const page = await this.log.readAll({ afterPosition: after, limit });
       batch.push(...page);
-      if (page.length < LIVE_BATCH_SIZE) break;
+      if (page.length < limit) break;
       after = page[page.length - 1]!.position;
     }
     return batch;

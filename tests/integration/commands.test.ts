@@ -563,7 +563,7 @@ describe('commands', () => {
       expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: alice.token }), 404, 'not_found');
     });
     it('given commands queued while their devices are deleted, then none is left pending: each is refused or cancelled', async () => {
-      const devices = await Promise.all(Array.from({ length: 24 }, () => createDevice(api, alice.token)));
+      const devices = await Promise.all(Array.from({ length: 48 }, () => createDevice(api, alice.token)));
       // The server shares this event loop: each device's command precedes or follows its deletion
       // by a different number of turns, so some land inside the deletion, whatever this machine's speed.
       const turns = (n: number) => Array.from({ length: n }).reduce<Promise<unknown>>((after) => after.then(() => new Promise((resolve) => setImmediate(resolve))), Promise.resolve());
