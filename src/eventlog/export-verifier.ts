@@ -14,18 +14,29 @@ export interface ExportedEvent {
 }
 
 export type ExportVerdict =
-  | { ok: true; checked: number; head_hash: string | null; complete_chain: boolean }
+  | {
+      ok: true;
+      checked: number;
+      head_hash: string | null;
+      /** Every position from 1 to the head, chained. */
+      complete_chain: boolean;
+      /** The last position before the first missing one, or null when none is missing. */
+      first_gap_after: number | null;
+    }
   | { ok: false; checked: number; line: number; position: number | null; reason: string };
 
 /**
  * Checks an NDJSON export offline: every line's hash recomputed from its own fields and
- * previous_hash, and consecutive positions chained to each other. An export with gaps
- * (one user's events) proves each event; a full export proves the whole chain.
+ * previous_hash, and consecutive positions chained to each other. Only an export without gaps
+ * proves the chain: the hash is unkeyed, so an edited event re-hashed from its own previous_hash
+ * passes alone, and only the next event's link (or the head hash) gives it away. An export with
+ * gaps (one user's events) shows each event consistent with itself, no more.
  */
 export function verifyExport(lines: Iterable<string>): ExportVerdict {
   let checked = 0;
   let previous: ExportedEvent | null = null;
   let complete = true;
+  let firstGapAfter: number | null = null;
   let lineNumber = 0;
   for (const line of lines) {
     lineNumber += 1;
@@ -50,9 +61,10 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
     if (previous && event.position === previous.position + 1 && event.previous_hash !== previous.hash) {
       return { ok: false, checked, line: lineNumber, position: event.position, reason: 'does not chain to the previous event' };
     }
+    if (previous && event.position !== previous.position + 1) firstGapAfter ??= previous.position;
     if (previous ? event.position !== previous.position + 1 : event.position !== 1) complete = false;
     previous = event;
     checked += 1;
   }
-  return { ok: true, checked, head_hash: previous?.hash ?? null, complete_chain: complete };
+  return { ok: true, checked, head_hash: previous?.hash ?? null, complete_chain: complete, first_gap_after: firstGapAfter };
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyExport, type ExportedEvent } from '../../src/eventlog/export-verifier.js';
+import { chainHash } from '../../src/eventlog/hash.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, createGroup, uniqueName, type Data } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -101,7 +102,7 @@ describe('offline export verification', () => {
 
   it('an untouched admin export verifies as a complete chain ending at the head hash', () => {
     expect(full.length).toBeGreaterThan(10);
-    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true });
+    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true, first_gap_after: null });
     // Blank lines (a trailing newline, CRLF-free padding) are skipped.
     expect(verifyExport(['', ...full, '', ''])).toMatchObject({ ok: true, checked: full.length });
   });
@@ -177,7 +178,7 @@ describe('offline export verification', () => {
   it('a deleted line breaks the complete chain; a cut end shows as a different head hash', () => {
     for (const index of [0, 1, Math.floor(full.length / 2)]) {
       const lines = full.filter((_, i) => i !== index);
-      expect(verifyExport(lines)).toMatchObject({ complete_chain: false });
+      expect(verifyExport(lines)).toMatchObject({ complete_chain: false, first_gap_after: index === 0 ? null : index });
     }
     const cut = verifyExport(full.slice(0, -1));
     expect(cut.ok && cut.head_hash).not.toBe(headHash);
@@ -189,10 +190,10 @@ describe('offline export verification', () => {
   });
 
   it('an empty export verifies as nothing checked', () => {
-    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true });
+    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true, first_gap_after: null });
   });
 
-  it('the CLI (node dist/src/verify-export.js FILE) exits 0 on an untouched export and 1 on a tampered one', (context) => {
+  it('the CLI (node dist/src/verify-export.js FILE) exits 0 on an untouched export, 1 on a tampered line, 2 on missing positions unless --allow-gaps', (context) => {
     if (!cli.available) context.skip(`dist/src/verify-export.js unavailable (${cli.note})`);
     const good = join(dir, 'good.ndjson');
     writeFileSync(good, `${full.join('\n')}\n`);
@@ -208,6 +209,24 @@ describe('offline export verification', () => {
     const failed = spawnSync(process.execPath, [CLI, bad], { encoding: 'utf8' });
     expect(failed.status).toBe(1);
     expect(failed.stderr).toContain('FAILED at line 7');
+
+    // An edited event re-hashed from its own previous_hash, the next line deleted so no link
+    // breaks: every line matches its hash and the head is unchanged. Only the gap shows.
+    const forged = [...full];
+    const victim = JSON.parse(forged[6]!) as ExportedEvent;
+    const rewritten = { ...victim, metadata: { ...(victim.metadata as object), actor_id: 'mallory' } };
+    const rehashed = { ...rewritten, hash: chainHash(rewritten.previous_hash, { ...rewritten, data: JSON.stringify(rewritten.data), metadata: JSON.stringify(rewritten.metadata) }) };
+    forged.splice(6, 2, JSON.stringify(rehashed));
+    expect(verifyExport(forged)).toMatchObject({ ok: true, head_hash: headHash, first_gap_after: victim.position });
+    const forgedFile = join(dir, 'forged.ndjson');
+    writeFileSync(forgedFile, `${forged.join('\n')}\n`);
+    const refused = spawnSync(process.execPath, [CLI, forgedFile], { encoding: 'utf8' });
+    expect(refused.status, refused.stdout).toBe(2);
+    expect(refused.stderr).toContain(`NOT PROVEN`);
+    expect(refused.stderr).toContain(`positions missing after ${victim.position}`);
+    const allowed = spawnSync(process.execPath, [CLI, '--allow-gaps', forgedFile], { encoding: 'utf8' });
+    expect(allowed.status, allowed.stderr).toBe(0);
+    expect(allowed.stdout).toContain('ok with gaps');
 
     const usage = spawnSync(process.execPath, [CLI], { encoding: 'utf8' });
     expect(usage.status).not.toBe(0);
