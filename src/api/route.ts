@@ -100,20 +100,23 @@ function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.
   throw validationFailed(details.filter((detail, index) => details.findIndex((d) => d.path === detail.path && d.message === detail.message) === index));
 }
 
-/** An ETag as this server writes it ("3"), also accepted bare (3) or weak (W/"3"). */
-const VERSION_TAG = /^(?:W\/)?(?:"(\d{1,15})"|(\d{1,15}))$/;
+/** An ETag as this server writes it ("3"), also accepted bare (3); a weak one (W/"3") is read but never matches. */
+const VERSION_TAG = /^(W\/)?(?:"(\d{1,15})"|(\d{1,15}))$/;
 
 /**
  * Parses an If-Match header: an ETag or a list of them ("2", "3"), any of which may match
- * (RFC 9110); absent or * means no precondition. Anything else (an empty item, a tag that
- * names no version) is refused, never read as some version.
+ * (RFC 9110, which compares them strongly: a weak tag matches nothing); absent or * means no
+ * precondition. Anything else (an empty item, a tag that names no version) is refused, never
+ * read as some version.
  */
 export function ifMatchVersion(req: Request): IfMatch | undefined {
   const header = req.header('if-match');
   if (header === undefined || header.trim() === '*') return undefined;
   const tags = header.split(',').map((tag) => VERSION_TAG.exec(tag.trim()));
   if (!tags.every((tag) => tag !== null)) throw new DomainError('precondition_failed', 'If-Match does not name a version of this resource');
-  return tags.map((tag) => Number(tag[1] ?? tag[2]));
+  const strong = tags.filter((tag) => tag[1] === undefined).map((tag) => Number(tag[2] ?? tag[3]));
+  if (strong.length === 0) throw new DomainError('precondition_failed', 'a weak ETag (W/) never matches in If-Match');
+  return strong;
 }
 
 type Issue = z.core.$ZodIssue;

@@ -411,6 +411,8 @@ describe('devices', () => {
       const noneMatch = `"${version - 1}", W/"${version + 5}"`;
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, none current' }, { token: alice.token, headers: { 'if-match': noneMatch } }), 412, 'precondition_failed');
       expectError(await api.put(`/api/devices/${device.id}`, { name: 'listed, garbage' }, { token: alice.token, headers: { 'if-match': `"${version}", "abc"` } }), 412, 'precondition_failed');
+      // A weak tag never matches (If-Match compares strongly), even naming the current version.
+      expectError(await api.put(`/api/devices/${device.id}`, { name: 'weak' }, { token: alice.token, headers: { 'if-match': `W/"${version}"` } }), 412, 'precondition_failed');
       // Malformed lists are refused, never read as some version (an empty item is not version 0).
       for (const malformed of [`"${version}", `, `"${version - 1},${version}"`, `"${version}`, `"${version}.0"`, `"0x${version.toString(16)}"`, ',']) {
         expectError(await api.put(`/api/devices/${device.id}`, { name: 'malformed' }, { token: alice.token, headers: { 'if-match': malformed } }), 412, 'precondition_failed');
