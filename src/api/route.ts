@@ -88,9 +88,13 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: st
 
 /**
  * A query parameter the route knows, given more than once, arrives as a list, which no query
- * schema takes: say so, not "expected number, received NaN". Unknown ones are ignored, repeated or not.
+ * schema takes: say so, not "expected number, received NaN". Unknown ones are ignored, repeated
+ * or not, unless their name holds brackets.
  */
 function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.infer<S> {
+  // `type[]=x` is how some clients send lists; read as an unknown name it would drop the filter silently.
+  const bracketed = Object.keys(query).filter((name) => name.includes('['));
+  if (bracketed.length > 0) throw validationFailed(bracketed.map((name) => ({ path: name, message: 'brackets are not understood: send name=value (a list is comma-separated)' })));
   const result = schema.safeParse(query);
   if (result.success) return result.data;
   const details = flattenIssues(result.error.issues, []).map((detail) => {

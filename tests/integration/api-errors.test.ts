@@ -317,6 +317,14 @@ describe('hostile input and protocol errors', () => {
       expect(error.message).toContain('more than once');
     });
 
+    it.each([['/api/events?type[]=device.registered', 'type[]'], ['/api/devices?status[]=online&limit=5', 'status[]'], ['/api/devices?q[name]=x', 'q[name]']])(
+      'refuses a bracketed parameter instead of dropping its filter: %s',
+      async (path, name) => {
+        const error = expectValidation(await api.get(path, { token: user.token }), name);
+        expect(error.message).toContain('brackets');
+      },
+    );
+
     it('ignores a parameter the route does not know, repeated or not (a cache buster)', async () => {
       expect((await api.get('/api/devices?_=1&_=2', { token: user.token })).status).toBe(200);
     });
