@@ -7,11 +7,17 @@ import type { RuleAction } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
 import { devicesOfGroupTree } from '../projections/group-summaries.js';
 import { findRule } from '../projections/rules.js';
+import type { Sql } from '../projections/sql.js';
 
 export interface ActionOutcome {
   status: 'done' | 'failed';
   detail: string;
 }
+
+/** Whether the device an action names is still there, its rule's owner's. */
+const ownsDevice = (sql: Sql, rule: { user_id: string }, deviceId: string): boolean => findDevice(sql, deviceId)?.user_id === rule.user_id;
+
+const deviceGone = (deviceId: string): ActionOutcome => ({ status: 'failed', detail: `device ${deviceId} no longer exists` });
 
 /** Carries out one rule action as the rule's owner; a failure is an outcome, not an exception. */
 export class ActionRunner {
@@ -35,10 +41,10 @@ export class ActionRunner {
       case 'command': {
         const input = { command_type: action.command_type, parameters: action.parameters ?? {}, priority: action.priority ?? 'normal', expires_in: null, timeout_seconds: DEFAULT_TIMEOUT_SECONDS, retries: 0 } as const;
         if (action.device_id !== undefined) {
-          const device = findDevice(sql, action.device_id);
-          if (!device || device.user_id !== rule.user_id) return { status: 'failed', detail: `device ${action.device_id} no longer exists` };
-          const command = await this.commands.queueFor(device.id, rule.user_id, { ...input, batch_id: null }, null);
-          return { status: 'done', detail: `queued command ${command.id}` };
+          if (!ownsDevice(sql, rule, action.device_id)) return deviceGone(action.device_id);
+          // Deleted in between, it is refused under its lock: the same outcome.
+          const command = await this.commands.queueUnlessDeleted(action.device_id, rule.user_id, { ...input, batch_id: null }, null);
+          return command ? { status: 'done', detail: `queued command ${command.id}` } : deviceGone(action.device_id);
         }
         const groupId = action.group_id!;
         const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
@@ -51,11 +57,7 @@ export class ActionRunner {
         const { device_id } = action;
         if (device_id === undefined) return this.raiseAlert(action, rule);
         // Under the device's lock, as its deletion is: a deleted device's alerts are gone, and none comes after.
-        return this.services.locks.devices.run(device_id, async () => {
-          const device = findDevice(sql, device_id);
-          if (!device || device.user_id !== rule.user_id) return { status: 'failed', detail: `device ${device_id} no longer exists` };
-          return this.raiseAlert(action, rule);
-        });
+        return this.services.locks.devices.run(device_id, async () => (ownsDevice(sql, rule, device_id) ? this.raiseAlert(action, rule) : deviceGone(device_id)));
       }
       case 'enable_rule':
       case 'disable_rule': {
