@@ -35,7 +35,7 @@ export type ExportVerdict =
 export function verifyExport(lines: Iterable<string>): ExportVerdict {
   let checked = 0;
   let previous: ExportedEvent | null = null;
-  let complete = true;
+  let firstPosition: number | null = null;
   let firstGapAfter: number | null = null;
   let lineNumber = 0;
   for (const line of lines) {
@@ -62,9 +62,10 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
       return { ok: false, checked, line: lineNumber, position: event.position, reason: 'does not chain to the previous event' };
     }
     if (previous && event.position !== previous.position + 1) firstGapAfter ??= previous.position;
-    if (previous ? event.position !== previous.position + 1 : event.position !== 1) complete = false;
+    firstPosition ??= event.position;
     previous = event;
     checked += 1;
   }
+  const complete = firstGapAfter === null && (firstPosition === null || firstPosition === 1);
   return { ok: true, checked, head_hash: previous?.hash ?? null, complete_chain: complete, first_gap_after: firstGapAfter };
 }
