@@ -161,7 +161,7 @@ const withMetadata = (requests: AppendRequest[], context: RequestContext): Appen
   requests.map((request) => ({ ...request, metadata: metadataFor(context) }));
 
 function alertIdOf(event: DomainEvent): string {
-  if (event.type === 'alert.raised' || event.type === 'alert.cleared' || event.type === 'alert.acknowledged') return event.data.alert_id;
+  if (event.type === 'alert.raised' || event.type === 'alert.repeated' || event.type === 'alert.cleared' || event.type === 'alert.acknowledged') return event.data.alert_id;
   throw new Error(`not an alert event: ${event.type}`);
 }
 

@@ -2,19 +2,21 @@ import type { Decider } from './decider.js';
 import { conflict, notFound } from './errors.js';
 import type { EventOfType } from './events.js';
 
-export type AlertEvent = EventOfType<'alert.raised' | 'alert.acknowledged' | 'alert.cleared'>;
+export type AlertEvent = EventOfType<'alert.raised' | 'alert.repeated' | 'alert.acknowledged' | 'alert.cleared'>;
 export type AlertCommand = { type: 'acknowledge_alert' } | { type: 'clear_alert' };
 export type AlertState = { status: 'none' } | { status: 'active' | 'acknowledged' | 'cleared'; alert_id: string };
 
 /** Raising happens at ingestion (see thresholds.ts); people acknowledge and clear. */
 export const alertDecider: Decider<AlertCommand, AlertState, AlertEvent> = {
-  eventTypes: new Set(['alert.raised', 'alert.acknowledged', 'alert.cleared']),
+  eventTypes: new Set(['alert.raised', 'alert.repeated', 'alert.acknowledged', 'alert.cleared']),
   initialState: () => ({ status: 'none' }),
 
   evolve(state, event) {
     switch (event.type) {
       case 'alert.raised':
         return state.status === 'acknowledged' ? state : { status: 'active', alert_id: event.data.alert_id };
+      case 'alert.repeated':
+        return state;
       case 'alert.acknowledged':
         return state.status === 'none' ? state : { ...state, status: 'acknowledged' };
       case 'alert.cleared':

@@ -104,7 +104,10 @@ const deviceWentOffline = z.object({ device_id: id, last_seen: isoTime.nullable(
 export const alertKindSchema = z.enum(['threshold', 'anomaly', 'rule']);
 export const alertSeveritySchema = z.enum(['info', 'warning', 'critical']);
 
-/** Raised anew, or again while still active (the read model then counts the repeat). */
+/**
+ * Raised anew. Logs written before `alert.repeated` existed also repeat an open alert with it:
+ * the read model counts such a second raise as a repeat.
+ */
 const alertRaised = z.object({
   alert_id: id,
   device_id: id.nullable(),
@@ -115,6 +118,15 @@ const alertRaised = z.object({
   severity: alertSeveritySchema,
   message: z.string(),
   value: z.number().nullable(),
+});
+/** The breach again while the alert is open: one alert counts its repeats, subscribers see each. */
+const alertRepeated = z.object({
+  alert_id: id,
+  device_id: id,
+  sensor_type: z.string(),
+  severity: alertSeveritySchema,
+  message: z.string(),
+  value: z.number(),
 });
 const alertAcknowledged = z.object({ alert_id: id });
 const alertCleared = z.object({ alert_id: id, reason: z.enum(['manual', 'back_in_range']) });
@@ -222,6 +234,7 @@ export const eventSchemas = {
   'device.firmware_progress': deviceFirmwareProgress,
   'device.went_offline': deviceWentOffline,
   'alert.raised': alertRaised,
+  'alert.repeated': alertRepeated,
   'alert.acknowledged': alertAcknowledged,
   'alert.cleared': alertCleared,
   'command.queued': commandQueued,

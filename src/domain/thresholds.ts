@@ -32,7 +32,7 @@ export interface AlertInput {
 }
 
 /**
- * The alert events one reading causes: raise (or repeat) when a threshold is crossed or the
+ * The alert events one reading causes: raise (or repeat an open one) when a threshold is crossed or the
  * value is anomalous, clear once it is back inside the band narrowed by the hysteresis.
  * Mutates `open` so the next reading of the same submission sees the outcome.
  */
@@ -86,7 +86,11 @@ function raise(
   newId: () => string,
 ): DomainEvent {
   const existing = open.get(key);
-  const alert_id = existing?.alert_id ?? newId();
-  if (!existing) open.set(key, { alert_id });
+  if (existing) {
+    const { device_id, sensor_type, severity, message, value } = alert;
+    return { type: 'alert.repeated', data: { alert_id: existing.alert_id, device_id, sensor_type, severity, message, value } };
+  }
+  const alert_id = newId();
+  open.set(key, { alert_id });
   return { type: 'alert.raised', data: { alert_id, rule_id: null, ...alert } };
 }

@@ -1,4 +1,5 @@
 import { sql as raw } from 'kysely';
+import type { EventOfType, RecordedEvent } from '../domain/events.js';
 import type { Projection } from './projection.js';
 import type { AlertsTable } from './schema.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
@@ -23,19 +24,14 @@ export const alertsProjection: Projection = {
           q
             .insertInto('alerts')
             .values({ id: alert_id, ...alert, status: 'active', count: 1, last_value: value, raised_at: event.recorded_at, updated_at: event.recorded_at, acknowledged_at: null, cleared_at: null, version: event.version })
-            .onConflict((oc) =>
-              oc.column('id').doUpdateSet({
-                count: raw`count + 1`,
-                last_value: value,
-                message: alert.message,
-                severity: alert.severity,
-                updated_at: event.recorded_at,
-                version: event.version,
-              }),
-            ),
+            // Older logs repeated an open alert by raising it again (see alert.repeated).
+            .onConflict((oc) => oc.column('id').doUpdateSet(repeated(event))),
         );
         return;
       }
+      case 'alert.repeated':
+        sql.run(q.updateTable('alerts').set(repeated(event)).where('id', '=', event.data.alert_id));
+        return;
       case 'alert.acknowledged':
         sql.run(q.updateTable('alerts').set({ status: 'acknowledged', acknowledged_at: event.recorded_at, updated_at: event.recorded_at, version: event.version }).where('id', '=', event.data.alert_id));
         return;
@@ -50,6 +46,16 @@ export const alertsProjection: Projection = {
     }
   },
 };
+
+/** A repeat counts on the open alert and shows the breach as it is now. */
+const repeated = ({ data, recorded_at, version }: EventOfType<'alert.raised' | 'alert.repeated'> & RecordedEvent) => ({
+  count: raw<number>`count + 1`,
+  last_value: data.value,
+  message: data.message,
+  severity: data.severity,
+  updated_at: recorded_at,
+  version,
+});
 
 export type AlertRow = NonNullable<ReturnType<typeof findAlert>>;
 

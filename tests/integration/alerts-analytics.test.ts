@@ -87,6 +87,9 @@ describe('alerts and analytics', () => {
       const alerts = await deviceAlerts(device.id);
       expect(alerts).toHaveLength(1);
       expect(alerts[0]).toMatchObject({ id: firstId, status: 'active', count: 2, last_value: 36 });
+      // The log says so too: subscribers and auditors see one raise and one repeat.
+      expect(alertEvents('alert.raised', firstId)).toBe(1);
+      expect(alertEvents('alert.repeated', firstId)).toBe(1);
     });
 
     it('does not clear inside the hysteresis band (29.9 with max 30 and a 1.5 band)', async () => {

@@ -36,6 +36,7 @@ function given({ threshold, stats = emptyStats, open = [], anomalyZ = DEFAULT_AN
 }
 
 const raised = (data: Partial<Extract<DomainEvent, { type: 'alert.raised' }>['data']>) => expect.objectContaining({ type: 'alert.raised', data: expect.objectContaining(data) });
+const repeated = (data: Partial<Extract<DomainEvent, { type: 'alert.repeated' }>['data']>) => expect.objectContaining({ type: 'alert.repeated', data: expect.objectContaining(data) });
 
 describe('alertsForReading: thresholds', () => {
   const band = { min: 0, max: 30 };
@@ -66,9 +67,14 @@ describe('alertsForReading: thresholds', () => {
     expect(given({ threshold: { max: 30, severity: 'critical' } }).when(31)).toEqual([raised({ severity: 'critical' })]);
   });
 
-  it('given an open alert, when the value breaches again, then the same alert is raised again (no new id)', () => {
+  it('given an open alert, when the value breaches again, then that alert is repeated, not raised anew', () => {
     const g = given({ threshold: band, open: [['threshold:temperature', 'existing']] });
-    expect(g.when(36)).toEqual([raised({ alert_id: 'existing', value: 36 })]);
+    expect(g.when(36)).toEqual([
+      {
+        type: 'alert.repeated',
+        data: { alert_id: 'existing', device_id: 'd1', sensor_type: 'temperature', severity: 'warning', message: expect.stringContaining('36') as string, value: 36 },
+      },
+    ]);
     expect(g.idsIssued()).toBe(0);
     expect(g.open.get('threshold:temperature')).toEqual({ alert_id: 'existing' });
   });
@@ -78,7 +84,7 @@ describe('alertsForReading: thresholds', () => {
     const first = g.when(35);
     const second = g.when(36);
     expect(first).toEqual([raised({ alert_id: 'alert-1' })]);
-    expect(second).toEqual([raised({ alert_id: 'alert-1', value: 36 })]);
+    expect(second).toEqual([repeated({ alert_id: 'alert-1', value: 36 })]);
   });
 
   it('given the exact bound, then it is not a breach', () => {
