@@ -26,6 +26,7 @@ import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { SqliteEventLog, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
+import type { RetryTimer } from './projections/runner.js';
 
 export interface RunningServer {
   url: string;
@@ -46,6 +47,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** How often live sockets are pinged (30 s); a peer silent for a whole interval is dropped. */
   pingIntervalMs?: number;
+  /** When a failed projection batch is tried again (a timer with backoff); tests run retries by hand. */
+  projectionRetryTimer?: RetryTimer;
 }
 
 export const DATABASE_FILE = 'iot.db';
@@ -72,12 +75,12 @@ interface Store {
  * then, since a stale session table would refuse valid tokens. A failure on the way (a
  * projection that cannot apply, a locked file) closes what was opened.
  */
-async function openStore(config: Config, clock: Clock, logger: Logger): Promise<Required<Store>> {
+async function openStore(config: Config, clock: Clock, logger: Logger, retryTimer: RetryTimer | undefined): Promise<Required<Store>> {
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
   const store: Store = { db, checkpointer: startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') }) };
   try {
     const log = (store.log = new SqliteEventLog(db, clock));
-    const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger));
+    const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger, retryTimer));
     runner.start();
     await runner.waitFor(log.headPosition());
     return { ...store, log, runner };
@@ -98,7 +101,7 @@ async function closeStore({ db, checkpointer, log, runner }: Store): Promise<voi
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
-  const store = await openStore(config, clock, logger);
+  const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
   const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };

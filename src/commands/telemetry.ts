@@ -5,6 +5,7 @@ import { assessQuality, emptyStats, updateStats, type SensorStats } from '../dom
 import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
 import { openDeviceAlerts } from '../projections/alerts.js';
+import { stalledAt } from '../projections/runner.js';
 import type { DeviceRow } from '../projections/devices.js';
 import { visibleDevice } from './devices.js';
 import { sensorStatsOf } from '../projections/telemetry-queries.js';
@@ -123,6 +124,8 @@ export class Telemetry {
   }
 
   private shedLoad(): void {
+    const stall = this.services.runner.stalled();
+    if (stall) throw stalledAt(stall.position);
     if (this.services.runner.lag() > MAX_PROJECTION_LAG) {
       throw new DomainError('service_unavailable', 'ingestion is saturated; retry shortly', [], 1);
     }

@@ -78,6 +78,8 @@ export function deviceHealthProjection(): Projection {
       for (const [deviceId, d] of deltas) sql.runRaw(UPSERT, [deviceId, d.last_status, d.error_count, d.quality_sum, d.quality_count, d.last_heartbeat_at, d.metrics]);
       deltas.clear();
     },
+
+    forget: () => deltas.clear(),
   };
 }
 

@@ -38,6 +38,7 @@ export function devicesProjection(): Projection {
       applyToDevices(sql, event);
     },
     afterBatch: writeAllHeard,
+    forget: () => heard.clear(),
   };
 }
 

@@ -22,4 +22,6 @@ export interface Projection {
   apply(sql: Sql, event: RecordedEvent): void;
   /** Writes what apply() gathered in memory (e.g. rollup deltas), still inside the batch's transaction. */
   afterBatch?(sql: Sql): void;
+  /** Drops what it keeps in memory between events and batches: a batch rolled back, and the tables are the truth again. */
+  forget?(): void;
 }

@@ -1,5 +1,6 @@
 import { Subject, type Subscription } from 'rxjs';
 import type { Logger } from 'pino';
+import { DomainError } from '../domain/errors.js';
 import type { RecordedEvent } from '../domain/events.js';
 import type { Statement } from 'better-sqlite3';
 import type { EventLog, SqliteDatabase } from '../eventlog/index.js';
@@ -14,6 +15,28 @@ interface Waiter {
   position: number;
   resolve: () => void;
   reject: (error: unknown) => void;
+}
+
+/** The first retry of a failed batch, doubling up to the last: a full disk or a lock held elsewhere passes. */
+const FIRST_RETRY_MS = 1_000;
+const LAST_RETRY_MS = 60_000;
+
+/** Runs `retry` after `delayMs`; the returned function cancels it. Injected by tests. */
+export type RetryTimer = (delayMs: number, retry: () => void) => () => void;
+
+const realTimer: RetryTimer = (delayMs, retry) => {
+  const timer = setTimeout(retry, delayMs);
+  // A stalled runner must not keep a stopping process alive.
+  timer.unref();
+  return () => clearTimeout(timer);
+};
+
+/** Why the read models stopped, since when, and how to stop retrying. */
+export interface Stall {
+  error: unknown;
+  position: number;
+  attempts: number;
+  cancelRetry: () => void;
 }
 
 /**
@@ -38,13 +61,15 @@ export class ProjectionRunner {
   private draining = false;
   private waiters: Waiter[] = [];
   private subscription: Subscription | undefined;
-  private failure: unknown;
+  private stall: Stall | undefined;
+  private stopped = false;
 
   constructor(
     db: SqliteDatabase,
     private readonly log: EventLog,
     readonly projections: readonly Projection[],
     private readonly logger: Logger,
+    private readonly retryTimer: RetryTimer = realTimer,
   ) {
     this.sql = new Sql(db);
     db.exec(`CREATE TABLE IF NOT EXISTS projection_checkpoints (name TEXT PRIMARY KEY, version INTEGER NOT NULL, position INTEGER NOT NULL)`);
@@ -69,7 +94,7 @@ export class ProjectionRunner {
 
   /** Resolves once every read model has applied the log up to `position` (read-your-writes). */
   waitFor(position: number): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.stall) return Promise.reject(stalledAt(this.stall.position));
     if (this.position() >= position) return Promise.resolve();
     return new Promise((resolve, reject) => this.waiters.push({ position, resolve, reject }));
   }
@@ -79,9 +104,19 @@ export class ProjectionRunner {
     return this.log.headPosition() - this.position();
   }
 
+  /** Set while a batch keeps failing: the read models stay at their checkpoint and retry. */
+  stalled(): Stall | undefined {
+    return this.stall;
+  }
+
   async stop(): Promise<void> {
-    await this.waitFor(this.log.headPosition());
-    this.subscription?.unsubscribe();
+    try {
+      await this.waitFor(this.log.headPosition());
+    } finally {
+      this.stopped = true;
+      this.stall?.cancelRetry();
+      this.subscription?.unsubscribe();
+    }
   }
 
   private prepare(projection: Projection): void {
@@ -105,7 +140,7 @@ export class ProjectionRunner {
   }
 
   private schedule(): void {
-    if (this.draining || this.failure) return;
+    if (this.draining || this.stall) return;
     this.draining = true;
     setImmediate(() => void this.drain());
   }
@@ -116,20 +151,46 @@ export class ProjectionRunner {
         const batch = await this.nextBatch();
         if (batch.length === 0) break;
         this.applyBatch(batch);
+        this.resume();
         this.releaseWaiters();
         this.applied$.next(batch);
         await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (error) {
-      // A projection that cannot apply an event must not silently skip it: stop and say so.
-      this.failure = error;
-      this.logger.error({ err: error }, 'projection failed; read models stopped at their checkpoint');
-      this.waiters.forEach((w) => w.reject(error));
-      this.waiters = [];
+      this.stallOn(error);
     } finally {
       this.draining = false;
     }
-    if (!this.failure && this.position() < this.log.headPosition()) this.schedule();
+    if (!this.stall && this.position() < this.log.headPosition()) this.schedule();
+  }
+
+  /**
+   * A batch that fails is never skipped: the read models stay at their checkpoint, waiting
+   * writers are told (their events are in the log, and will be applied), and the batch is tried
+   * again later, from what the database holds rather than what the failed attempt left in memory.
+   */
+  private stallOn(error: unknown): void {
+    const attempts = (this.stall?.attempts ?? 0) + 1;
+    const delayMs = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
+    this.logger.error({ err: error, position: this.position(), attempts, retry_in_ms: delayMs }, 'projection failed; read models stopped at their checkpoint');
+    const position = this.position();
+    this.waiters.forEach((w) => w.reject(stalledAt(position)));
+    this.waiters = [];
+    for (const projection of this.projections) projection.forget?.();
+    const cancelRetry = this.stopped ? () => undefined : this.retryTimer(delayMs, () => this.retry());
+    this.stall = { error, position, attempts, cancelRetry };
+  }
+
+  private retry(): void {
+    if (this.stopped || this.draining) return;
+    this.draining = true;
+    void this.drain();
+  }
+
+  private resume(): void {
+    if (!this.stall) return;
+    this.logger.info({ position: this.position(), attempts: this.stall.attempts }, 'read models resumed');
+    this.stall = undefined;
   }
 
   /** Takes live events when they continue the checkpoint, otherwise reads the gap from the log. */
@@ -188,3 +249,7 @@ export class ProjectionRunner {
     ready.forEach((w) => w.resolve());
   }
 }
+
+/** What a writer hears while the read models are stalled: a write stored then is not yet visible. */
+export const stalledAt = (position: number): DomainError =>
+  new DomainError('service_unavailable', `the read models are stalled at position ${position} and retrying; try again shortly`, [], 5);

@@ -86,7 +86,6 @@ export function telemetryProjection(retentionDays: number): Projection {
    */
   const pending = new Map<string, Map<string, Pending>>();
   let batch = 0;
-  let lastPosition = 0;
   /** Each event-hour's retention cutoff, computed once per hour instead of per event. */
   let cutoffOf = { hour: '', cutoff: '' };
   const tables = ['reading_chunks', 'rollups', 'minute_rollups', 'sensor_stats', 'latest_readings'];
@@ -322,12 +321,6 @@ export function telemetryProjection(retentionDays: number): Projection {
     canonicalRows: { reading_chunks: readingsInLogOrder },
 
     apply(sql, event) {
-      // A batch again from where the last one began: that one rolled back, and what it left in memory never reached the tables.
-      if (event.position <= lastPosition) {
-        pending.clear();
-        prunedHour = '';
-      }
-      lastPosition = event.position;
       if (event.type === 'device.decommissioned') {
         forgetDevice(sql, event.data.device_id);
         return;
@@ -363,6 +356,12 @@ export function telemetryProjection(retentionDays: number): Projection {
         if (sensors.size === 0) pending.delete(deviceId);
       }
       batch += 1;
+    },
+
+    // What a rolled-back batch folded in memory never reached the tables, and its pruning neither.
+    forget() {
+      pending.clear();
+      prunedHour = '';
     },
   };
 }

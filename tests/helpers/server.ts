@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config.js';
 import { ManualClock } from '../../src/domain/clock.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/server.js';
 
 export interface TestServer {
   url: string;
@@ -17,7 +17,11 @@ export interface TestServer {
 }
 
 /** The real server on an ephemeral port with a temporary data dir and a hand-moved clock. */
-export async function startTestServer(env: Record<string, string> = {}, clock = new ManualClock('2026-03-01T12:00:00.000Z')): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  clock = new ManualClock('2026-03-01T12:00:00.000Z'),
+  options: Pick<ServerOptions, 'projectionRetryTimer'> = {},
+): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'iot-test-'));
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
   const logger = pino({ level: 'silent' });
@@ -28,7 +32,7 @@ export async function startTestServer(env: Record<string, string> = {}, clock = 
     dataDir,
     async restart() {
       await handle.server.close();
-      handle.server = await startServer(config, { clock, logger });
+      handle.server = await startServer(config, { clock, logger, ...options });
       handle.url = handle.server.url;
     },
     async close() {
@@ -36,7 +40,7 @@ export async function startTestServer(env: Record<string, string> = {}, clock = 
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
-  handle.server = await startServer(config, { clock, logger });
+  handle.server = await startServer(config, { clock, logger, ...options });
   handle.url = handle.server.url;
   return handle;
 }

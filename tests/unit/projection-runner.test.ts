@@ -7,7 +7,7 @@ import { ManualClock } from '../../src/domain/clock.js';
 import type { DomainEvent } from '../../src/domain/events.js';
 import { SqliteEventLog, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { ProjectionRunner, type Projection } from '../../src/projections/index.js';
-import { LIVE_BATCH_SIZE } from '../../src/projections/runner.js';
+import { LIVE_BATCH_SIZE, type RetryTimer } from '../../src/projections/runner.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -17,8 +17,9 @@ interface Recorder extends Projection {
 }
 
 /** A tiny read model: one row per event it saw, keyed by position, so applying twice fails loudly. */
-function recorder(name: string, version: number, failOn?: DomainEvent['type']): Recorder {
+function recorder(name: string, version: number, failOn?: DomainEvent['type'] | (() => boolean)): Recorder {
   const calls: number[] = [];
+  const fails = (event: DomainEvent) => (typeof failOn === 'function' ? failOn() : event.type === failOn);
   return {
     name,
     version,
@@ -27,7 +28,7 @@ function recorder(name: string, version: number, failOn?: DomainEvent['type']): 
     calls,
     apply(sql, event) {
       calls.push(event.position);
-      if (event.type === failOn) throw new Error(`cannot apply ${event.type}`);
+      if (fails(event)) throw new Error(`cannot apply ${event.type}`);
       sql.db.prepare(`INSERT INTO "${name}_seen" (position, type, projection_version) VALUES (?, ?, ?)`).run(event.position, event.type, version);
     },
   };
@@ -64,8 +65,14 @@ describe('projection runner', () => {
     db.prepare<[], { position: number; projection_version: number }>(`SELECT position, projection_version FROM "${name}_seen" ORDER BY position`).all();
   const checkpoint = (name: string) =>
     db.prepare<[string], { name: string; version: number; position: number }>('SELECT name, version, position FROM projection_checkpoints WHERE name = ?').get(name);
+  /** Retries wait for the test to run them, and say how long the runner asked to wait. */
+  let retries: Array<{ delayMs: number; retry: () => void }> = [];
+  const heldRetries: RetryTimer = (delayMs, retry) => {
+    retries.push({ delayMs, retry });
+    return () => undefined;
+  };
   const run = (projections: Projection[]): ProjectionRunner => {
-    const runner = new ProjectionRunner(db, log, projections, silent);
+    const runner = new ProjectionRunner(db, log, projections, silent, heldRetries);
     runner.start();
     return runner;
   };
@@ -74,6 +81,7 @@ describe('projection runner', () => {
     dir = mkdtempSync(join(tmpdir(), 'runner-'));
     file = join(dir, 'iot.db');
     counter = 0;
+    retries = [];
     open();
   });
   afterEach(() => {
@@ -220,11 +228,49 @@ describe('projection runner', () => {
     await append(2);
     await runner.waitFor(2);
     const bad = await log.append([{ streamId: 'group-1', events: [groupDeleted(1)], expectedVersion: 1 }]);
-    await expect(runner.waitFor(bad.lastPosition)).rejects.toThrow(/cannot apply group.deleted/);
+    const stalled = { code: 'service_unavailable', message: expect.stringMatching(/stalled at position 2/) as string, retryAfterSeconds: 5 };
+    await expect(runner.waitFor(bad.lastPosition)).rejects.toMatchObject(stalled);
+    expect(runner.stalled()).toMatchObject({ position: 2, attempts: 1, error: expect.objectContaining({ message: 'cannot apply group.deleted' }) as Error });
     expect(checkpoint('alpha')?.position).toBe(2);
     expect(seen('alpha').map((r) => r.position)).toEqual([1, 2]);
     await append(1);
-    await expect(runner.waitFor(4)).rejects.toThrow(/cannot apply/);
+    await expect(runner.waitFor(4)).rejects.toMatchObject(stalled);
     expect(runner.position()).toBe(2);
+
+    // It never skips the event: each retry fails the same way, each waiting twice as long as the last.
+    retries.shift()!.retry();
+    await expect.poll(() => runner.stalled()?.attempts).toBe(2);
+    retries.shift()!.retry();
+    await expect.poll(() => runner.stalled()?.attempts).toBe(3);
+    expect(retries.map((r) => r.delayMs)).toEqual([4_000]);
+    expect(runner.position()).toBe(2);
+    await expect(runner.stop()).rejects.toMatchObject(stalled);
+  });
+
+  it('resumes from its checkpoint once a failed batch succeeds on a retry, having forgotten what the failure left in memory', async () => {
+    let failing = false;
+    const projection = recorder('alpha', 1, () => failing);
+    let forgotten = 0;
+    const runner = run([{ ...projection, forget: () => void (forgotten += 1) }]);
+    await append(2);
+    await runner.waitFor(2);
+    failing = true;
+    await append(2);
+    await expect(runner.waitFor(4)).rejects.toMatchObject({ code: 'service_unavailable' });
+    expect(forgotten).toBe(1);
+    expect(retries.map((r) => r.delayMs)).toEqual([1_000]);
+
+    failing = false;
+    retries.shift()!.retry();
+    await expect.poll(() => runner.stalled()).toBeUndefined();
+    await runner.waitFor(4);
+    expect(seen('alpha').map((r) => r.position)).toEqual([1, 2, 3, 4]);
+    expect(checkpoint('alpha')?.position).toBe(4);
+    // And it goes on following the log live.
+    await append(1);
+    await runner.waitFor(5);
+    expect(seen('alpha').map((r) => r.position)).toEqual(range(1, 5));
+    expect(retries).toEqual([]);
+    await runner.stop();
   });
 });

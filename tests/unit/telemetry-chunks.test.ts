@@ -51,7 +51,9 @@ function batchRunner(retentionDays: number) {
     for (const event of events) projection.apply(sql, event);
     projection.afterBatch?.(sql);
   };
-  return { db, runBatch };
+  /** As the runner does after a failed batch. */
+  const forget = () => projection.forget?.();
+  return { db, runBatch, forget };
 }
 
 describe('the telemetry digest reads the readings, not how batches cut them into chunks', () => {
@@ -202,7 +204,7 @@ describe('what the packed storage must not leave behind', () => {
   });
 
   it('given a batch rolled back after the projection folded it, when the batch runs again, then it counts once', () => {
-    const { db, runBatch } = batchRunner(30);
+    const { db, runBatch, forget } = batchRunner(30);
     db.transaction(() => runBatch([submission(1, [1])]))();
     expect(() =>
       db.transaction(() => {
@@ -210,6 +212,7 @@ describe('what the packed storage must not leave behind', () => {
         throw new Error('a later projection failed');
       })(),
     ).toThrow();
+    forget();
 
     db.transaction(() => runBatch([submission(2, [2])]))();
 
@@ -218,7 +221,7 @@ describe('what the packed storage must not leave behind', () => {
   });
 
   it('given a rolled-back batch that pruned, when it runs again, then it prunes again', () => {
-    const { db, runBatch } = batchRunner(1);
+    const { db, runBatch, forget } = batchRunner(1);
     const dayLater = submission(2, [21], new Date(Date.parse(at(2)) + 26 * 3_600_000).toISOString());
     db.transaction(() => runBatch([submission(1, [20])]))();
     expect(() =>
@@ -227,6 +230,7 @@ describe('what the packed storage must not leave behind', () => {
         throw new Error('a later projection failed');
       })(),
     ).toThrow();
+    forget();
 
     db.transaction(() => runBatch([dayLater]))();
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Services } from '../../commands/services.js';
+import { stalledAt } from '../../projections/runner.js';
 import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
@@ -7,7 +8,12 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
   return [
     defineRoute(
       { method: 'get', path: '/api/health', summary: 'Liveness and the last event position', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
-      () => ({ data: { status: 'ok', position: services.log.headPosition() } }),
+      () => {
+        // Read models that stopped answer every write with 503: whatever watches the health should know.
+        const stall = services.runner.stalled();
+        if (stall) throw stalledAt(stall.position);
+        return { data: { status: 'ok', position: services.log.headPosition() } };
+      },
     ),
     defineRoute(
       { method: 'get', path: '/api/openapi.json', summary: 'This document', tag: 'system', access: 'public' },
