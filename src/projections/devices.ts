@@ -38,7 +38,6 @@ export function devicesProjection(): Projection {
       applyToDevices(sql, event);
     },
     afterBatch: writeAllHeard,
-    forget: () => heard.clear(),
   };
 }
 

@@ -6,6 +6,7 @@ import { deviceHealthProjection } from '../../src/projections/device-health.js';
 import { devicesProjection } from '../../src/projections/devices.js';
 import { Sql } from '../../src/projections/index.js';
 import type { Projection } from '../../src/projections/projection.js';
+import { telemetryProjection } from '../../src/projections/telemetry.js';
 
 const USER = '00000000-0000-4000-8000-000000000001';
 const DEVICES = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b'] as const;
@@ -70,5 +71,66 @@ describe('devices and device health written once per batch', () => {
     const events = recorded([registered(DEVICES[0]), { type: 'readings.recorded', data: { device_id: DEVICES[0], device_status: null, readings: [] } }, { type: 'device.heartbeat', data: { device_id: DEVICES[0], device_status: null, firmware_version: null, metrics: null } }]);
     const rows = rowsAfter(events, new Set()) as { devices: Array<{ last_seen: string }> };
     expect(rows.devices[0]!.last_seen).toBe(events[2]!.recorded_at);
+  });
+});
+
+/** The read models that keep memory between events (the devices' last-heard times are rewritten whole by a rerun). */
+const remembering = (): Projection[] => [devicesProjection(), deviceHealthProjection(), telemetryProjection(30)];
+
+/**
+ * The rows after the events in the given batches, applied as the runner applies them (each
+ * projection over the whole batch, then its afterBatch, in one transaction). With `failure`, the
+ * projection of that index throws at that event once, the transaction rolls back, every
+ * projection is told to forget, and the batch runs again.
+ */
+function rowsThroughRunner(events: readonly RecordedEvent[], batchEnds: ReadonlySet<number>, failure?: { projection: number; event: number }): Record<string, unknown[]> {
+  const db = openDatabase(':memory:');
+  const projections = remembering();
+  const sql = new Sql(db);
+  for (const projection of projections) db.exec(projection.ddl);
+  let pendingFailure = failure;
+  const applyBatch = (batch: readonly RecordedEvent[], from: number) =>
+    db.transaction(() => {
+      projections.forEach((projection, p) => {
+        batch.forEach((event, offset) => {
+          if (pendingFailure?.projection === p && pendingFailure.event === from + offset) {
+            pendingFailure = undefined;
+            throw new Error('database or disk is full');
+          }
+          projection.apply(sql, event);
+        });
+        projection.afterBatch?.(sql);
+      });
+    })();
+  let from = 0;
+  events.forEach((_, index) => {
+    if (!batchEnds.has(index) && index !== events.length - 1) return;
+    const batch = events.slice(from, index + 1);
+    try {
+      applyBatch(batch, from);
+    } catch {
+      for (const projection of projections) projection.forget?.();
+      applyBatch(batch, from);
+    }
+    from = index + 1;
+  });
+  const tables = projections.flatMap((projection) => projection.tables);
+  const rows = Object.fromEntries(tables.map((table) => [table, db.prepare(`SELECT * FROM "${table}" ORDER BY 1, 2, 3`).all()]));
+  db.close();
+  return rows;
+}
+
+describe('a batch that rolled back runs again from the tables, not from what it left in memory', () => {
+  it('property: any history, batches and failing event, then the rows equal those of a run without the failure', () => {
+    const history = fc.array(fc.oneof(deviceEvent(DEVICES[0]), deviceEvent(DEVICES[1])), { minLength: 1, maxLength: 30 });
+    fc.assert(
+      fc.property(history, fc.array(fc.nat({ max: 33 }), { maxLength: 5 }), fc.nat({ max: 2 }), fc.nat({ max: 33 }), (middle, cuts, projection, at) => {
+        const events = recorded([registered(DEVICES[0]), registered(DEVICES[1]), ...middle]);
+        const batchEnds = new Set(cuts);
+        const failure = { projection, event: at % events.length };
+        expect(rowsThroughRunner(events, batchEnds, failure)).toEqual(rowsThroughRunner(events, batchEnds));
+      }),
+      { numRuns: 200 },
+    );
   });
 });
