@@ -39,9 +39,10 @@ export class Rules {
     return this.services.locks.owners.run(`rules:${rule.user_id}`, async () => {
       const current = findRule(this.services.sql, ruleId);
       if (!current) throw notFound('rule');
-      // A rule stored before empty triggers were refused stays editable (to disable it, say) until its trigger changes.
-      const triggerChanged = changes.trigger_conditions !== undefined || changes.schedule !== undefined;
-      this.validate(ruleId, rule.user_id, { ...decodeRule(current), ...changes }, allowConflicts, triggerChanged);
+      // What the request leaves as it was is not judged again: a rule stored before empty triggers
+      // were refused, or naming a device deleted since, stays editable (to disable it, say).
+      const changed = { conditions: changes.trigger_conditions !== undefined, schedule: changes.schedule !== undefined, actions: changes.actions !== undefined };
+      this.validate(ruleId, rule.user_id, { ...decodeRule(current), ...changes }, allowConflicts, changed);
       await handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'update_rule', data: { changes } }, context, ifMatch !== undefined ? { ifMatch } : {});
       return findRule(this.services.sql, ruleId)!;
     });
@@ -58,41 +59,43 @@ export class Rules {
   }
 
   /** Everything a rule refers to must exist and be the owner's; its logic must be able to run. */
-  private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean, triggerChanged = true): void {
+  private validate(ruleId: string, userId: string, definition: RuleDefinition, allowConflicts: boolean, changed: Changed = EVERYTHING): void {
     const others = rulesOfUser(this.services.sql, userId).filter((r) => r.id !== ruleId);
-    const problems = this.problemsOf(ruleId, userId, definition, triggerChanged);
+    const problems = this.problemsOf(ruleId, userId, definition, changed);
     const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
     if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
     refuseProblems(problems);
     if (!allowConflicts && definition.is_enabled) this.refuseConflicts(userId, definition, others);
   }
 
-  /** What is wrong with a definition, by path; `ruleId` is null for a draft that is no rule yet. */
-  private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition, triggerChanged = true): ErrorDetail[] {
+  /** What is wrong with the `changed` parts of a definition, by path; `ruleId` is null for a draft that is no rule yet. */
+  private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition, changed: Changed = EVERYTHING): ErrorDetail[] {
     const problems: ErrorDetail[] = [];
     const own = (device: string | undefined) => {
       const found = device ? findDevice(this.services.sql, device) : undefined;
       return found !== undefined && found.user_id === userId;
     };
     if (!definition.trigger_conditions && !definition.schedule) problems.push({ path: 'trigger_conditions', message: 'a rule needs trigger_conditions, a schedule, or both' });
-    if (triggerChanged && definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
+    if ((changed.conditions || changed.schedule) && definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
       problems.push({ path: 'trigger_conditions', message: 'a condition naming nothing never changes, so it could never fire' });
     }
-    if (definition.trigger_conditions) {
+    if (changed.conditions && definition.trigger_conditions) {
       for (const { path, leaf } of leavesOf(definition.trigger_conditions)) {
         const at = path.replace(/^root/, 'trigger_conditions');
         if ('device_id' in leaf && leaf.device_id !== undefined && !own(leaf.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
         if (leaf.type === 'event' && !isEventType(leaf.event_type)) problems.push({ path: `${at}.event_type`, message: 'no such event type; it could never happen' });
       }
     }
-    definition.actions.forEach((action, index) => {
-      const at = `actions.${index}`;
-      if ('device_id' in action && action.device_id !== undefined && !own(action.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
-      if (action.type === 'command' && action.group_id !== undefined && findGroup(this.services.sql, action.group_id)?.user_id !== userId) problems.push({ path: `${at}.group_id`, message: 'no such group of yours' });
-      if ((action.type === 'enable_rule' || action.type === 'disable_rule') && action.rule_id !== ruleId && findRule(this.services.sql, action.rule_id)?.user_id !== userId) {
-        problems.push({ path: `${at}.rule_id`, message: 'no such rule of yours' });
-      }
-    });
+    if (changed.actions) {
+      definition.actions.forEach((action, index) => {
+        const at = `actions.${index}`;
+        if ('device_id' in action && action.device_id !== undefined && !own(action.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
+        if (action.type === 'command' && action.group_id !== undefined && findGroup(this.services.sql, action.group_id)?.user_id !== userId) problems.push({ path: `${at}.group_id`, message: 'no such group of yours' });
+        if ((action.type === 'enable_rule' || action.type === 'disable_rule') && action.rule_id !== ruleId && findRule(this.services.sql, action.rule_id)?.user_id !== userId) {
+          problems.push({ path: `${at}.rule_id`, message: 'no such rule of yours' });
+        }
+      });
+    }
     if (definition.schedule && 'cron' in definition.schedule) {
       try {
         new Cron(definition.schedule.cron, { paused: true, ...(definition.schedule.timezone ? { timezone: definition.schedule.timezone } : {}) });
@@ -115,6 +118,14 @@ export class Rules {
     }
   }
 }
+
+/** The parts of a rule a request sets: only those are judged again. */
+interface Changed {
+  conditions: boolean;
+  schedule: boolean;
+  actions: boolean;
+}
+const EVERYTHING: Changed = { conditions: true, schedule: true, actions: true };
 
 function refuseProblems(problems: ErrorDetail[]): void {
   if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);

@@ -375,6 +375,22 @@ describe('automation over HTTP', () => {
       expect((swapped.body as Data<Rule>).data).toMatchObject({ trigger_conditions: null, schedule: { every_seconds: 3600 } });
       await put({ is_enabled: false });
     });
+
+    it('PUT judges only what it sends: a rule naming a device deleted since can still be disabled or edited', async () => {
+      const gone = await deviceOf(api, owner);
+      const rule = await createRule({ trigger_conditions: { any: [hot(gone), hot(mine)] }, actions: [fan(gone, { speed: 1 }), alert()] });
+      expect((await api.del(`/api/devices/${gone.id}`, { token: owner.token })).status).toBe(200);
+      const put = (body: Record<string, unknown>) => api.put<Data<Rule>>(`${RULES}/${rule.id}`, body, { token: owner.token });
+      const disabled = await put({ is_enabled: false });
+      expect(disabled.status, JSON.stringify(disabled.body)).toBe(200);
+      expect(disabled.body.data.is_enabled).toBe(false);
+      expect((await put({ cooldown_seconds: 5, name: uniqueName('renamed') })).status).toBe(200);
+      expect((await put({ schedule: { every_seconds: 600 } })).status).toBe(200);
+      // What it sends is judged as at creation.
+      expectValidation(await put({ trigger_conditions: { any: [hot(gone), hot(mine)] } }), 'trigger_conditions.any.0.device_id');
+      expectValidation(await put({ actions: [fan(gone, { speed: 1 })] }), 'actions.0.device_id');
+      expect((await put({ trigger_conditions: hot(mine), actions: [alert()] })).status).toBe(200);
+    });
   });
 
   describe('conflicts', () => {
