@@ -82,7 +82,7 @@ async function openStore(config: Config, clock: Clock, logger: Logger, retryTime
     const log = (store.log = new SqliteEventLog(db, clock));
     const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger, retryTimer));
     runner.start();
-    await runner.waitFor(log.headPosition());
+    await runner.caughtUp();
     return { ...store, log, runner };
   } catch (error) {
     await closeStore(store);
@@ -121,13 +121,17 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     pingIntervalMs: options.pingIntervalMs ?? 30_000,
   });
   realtime.attach(http);
-  const timers = new Timers(logger, [
-    { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep() },
-    { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines() },
-    { name: 'automation', everyMs: 1_000, run: () => automation.tick() },
-    { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick() },
-    { name: 'expired-sockets', everyMs: 1_000, run: async () => realtime.closeExpired() },
-  ]);
+  const timers = new Timers(
+    logger,
+    [
+      { name: 'offline-sweep', everyMs: 1_000, run: () => offline.sweep(), stores: true },
+      { name: 'command-deadlines', everyMs: 1_000, run: () => commands.checkDeadlines(), stores: true },
+      { name: 'automation', everyMs: 1_000, run: () => automation.tick(), stores: true },
+      { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick(), stores: true },
+      { name: 'expired-sockets', everyMs: 1_000, run: async () => realtime.closeExpired(), stores: false },
+    ],
+    () => runner.stalled() !== undefined,
+  );
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());

@@ -1,11 +1,12 @@
 import type { DeviceCommands } from '../commands/device-commands.js';
 import { DEFAULT_TIMEOUT_SECONDS } from '../commands/device-commands.js';
 import type { Rules } from '../commands/rules.js';
-import type { Services } from '../commands/services.js';
+import { storeEvents, type Services } from '../commands/services.js';
 import { streams } from '../domain/events.js';
 import type { RuleAction } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
 import { devicesOfGroupTree } from '../projections/group-summaries.js';
+import { findGroup } from '../projections/groups.js';
 import { findRule } from '../projections/rules.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -47,6 +48,7 @@ export class ActionRunner {
           return command ? { status: 'done', detail: `queued command ${command.id}` } : deviceGone(action.device_id);
         }
         const groupId = action.group_id!;
+        if (findGroup(sql, groupId)?.user_id !== rule.user_id) return { status: 'failed', detail: `group ${groupId} no longer exists` };
         const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
         const batchId = this.services.newId();
         // A device deleted since the group was read is left out; any other failure fails the action.
@@ -70,7 +72,7 @@ export class ActionRunner {
 
   private async raiseAlert(action: Extract<RuleAction, { type: 'alert' }>, rule: { id: string; user_id: string }): Promise<ActionOutcome> {
     const alertId = this.services.newId();
-    const result = await this.services.log.append([
+    const result = await storeEvents(this.services, [
       {
         streamId: streams.alert(alertId),
         expectedVersion: 'no_stream',

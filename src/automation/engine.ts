@@ -1,5 +1,5 @@
 import type { Subscription } from 'rxjs';
-import type { Services } from '../commands/services.js';
+import { storeEvents, type Services } from '../commands/services.js';
 import { evaluate, readingKey, type Condition, type Facts } from '../domain/conditions.js';
 import { deviceOf, streams, type RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime, type Verdict } from '../domain/rule.js';
@@ -38,6 +38,8 @@ export class AutomationEngine {
   private readonly latest = new Map<string, { value: number; at: string }>();
   private rules: LoadedRule[] | null = null;
   private checkpoint = 0;
+  /** A batch failed part way (a store refused, the read models stalled): what follows its checkpoint is read again from the log. */
+  private behind = false;
   private work: Promise<void> = Promise.resolve();
   private subscription: Subscription | undefined;
 
@@ -59,7 +61,7 @@ export class AutomationEngine {
     for (const row of db.prepare<[], { rule_id: string; runtime: string }>(`SELECT rule_id, runtime FROM automation_runtime`).all()) {
       this.runtimes.set(row.rule_id, JSON.parse(row.runtime) as RuleRuntime);
     }
-    this.subscription = this.services.runner.applied$.subscribe((events) => this.enqueue(() => this.process(events)));
+    this.subscription = this.services.runner.applied$.subscribe((events) => this.enqueue(() => (this.behind ? this.catchUp() : this.process(events))));
     this.enqueue(() => this.catchUp());
   }
 
@@ -79,12 +81,19 @@ export class AutomationEngine {
   }
 
   private enqueue(task: () => Promise<void>): Promise<void> {
-    this.work = this.work.then(task).catch((error: unknown) => this.services.logger.error({ err: error }, 'automation failed'));
+    this.work = this.work.then(task).catch((error: unknown) => {
+      this.behind = true;
+      this.services.logger.error({ err: error }, 'automation failed; it reads on from its checkpoint with the next events');
+    });
     return this.work;
   }
 
-  /** Events committed and applied before a crash, but not yet seen by the engine. */
+  /**
+   * Events applied but not yet seen by the engine: after a crash, or after a batch that failed
+   * part way. A rule that fired for an event before is not fired again (last_cause_position).
+   */
   private async catchUp(): Promise<void> {
+    this.behind = false;
     for (;;) {
       const ceiling = this.services.runner.position();
       const page = (await this.services.log.readAll({ afterPosition: this.checkpoint, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
@@ -174,7 +183,7 @@ export class AutomationEngine {
   }
 
   private async append(ruleId: string, event: Parameters<Services['log']['append']>[0][number]['events'][number]): Promise<void> {
-    const result = await this.services.log.append([{ streamId: streams.rule(ruleId), expectedVersion: 'any', events: [event], metadata: { actor_type: 'system', causation_id: ruleId } }]);
+    const result = await storeEvents(this.services, [{ streamId: streams.rule(ruleId), expectedVersion: 'any', events: [event], metadata: { actor_type: 'system', causation_id: ruleId } }]);
     await this.services.runner.waitFor(result.lastPosition);
     this.rules = null;
   }

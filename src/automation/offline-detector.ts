@@ -1,4 +1,4 @@
-import type { Services } from '../commands/services.js';
+import { storeEvents, type Services } from '../commands/services.js';
 import { streams } from '../domain/events.js';
 import { findDevice, onlineDevices } from '../projections/devices.js';
 
@@ -42,7 +42,7 @@ export class OfflineDetector {
       await this.services.locks.devices.run(candidate.id, async () => {
         const device = findDevice(this.services.sql, candidate.id);
         if (!device || device.connectivity !== 'online' || device.last_seen !== candidate.last_seen || this.connected.has(device.id)) return;
-        const result = await this.services.log.append([
+        const result = await storeEvents(this.services, [
           {
             streamId: streams.device(device.id),
             expectedVersion: 'stream_exists',

@@ -4,6 +4,8 @@ export interface TimerJob {
   name: string;
   everyMs: number;
   run: () => Promise<unknown>;
+  /** It stores events: skipped while the read models are stalled, where it would act again on the same unchanged state. */
+  stores: boolean;
 }
 
 /**
@@ -17,6 +19,7 @@ export class Timers {
   constructor(
     private readonly logger: Logger,
     private readonly jobs: readonly TimerJob[],
+    private readonly readModelsStalled: () => boolean,
   ) {}
 
   start(): void {
@@ -40,6 +43,7 @@ export class Timers {
   private runJob(job: TimerJob): Promise<void> {
     const current = this.running.get(job.name);
     if (current) return current;
+    if (job.stores && this.readModelsStalled()) return Promise.resolve();
     const run = job
       .run()
       .then(() => undefined)

@@ -6,7 +6,7 @@ import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type Com
 import { findDevice } from '../projections/devices.js';
 import { visibleDevice } from './devices.js';
 import { handle, metadataFor } from './handle.js';
-import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, storeEvents, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface QueueInput {
   command_type: string;
@@ -101,9 +101,10 @@ export class DeviceCommands {
 
   /**
    * Hands a device its pending commands, highest priority first then oldest, marking each
-   * sent. A command cancelled or expired meanwhile is skipped, not sent.
+   * sent: the first `limit` of the queue; `waiting` is how many were pending before. A command
+   * cancelled or expired meanwhile is skipped; any other failure (nothing could be stored)
+   * fails the delivery, or the device would be told of no commands while some were pending.
    */
-  /** The first `limit` commands of the queue become sent; `waiting` is how many were pending before. */
   async deliverPending(deviceId: string, context: RequestContext, limit: number): Promise<{ sent: CommandRow[]; waiting: number }> {
     const { services } = this;
     return services.locks.devices.run(`commands:${deviceId}`, async () => {
@@ -111,6 +112,8 @@ export class DeviceCommands {
       const taken = queue.slice(0, limit);
       const now = services.clock.now().toISOString();
       const outcomes = await Promise.allSettled(taken.map((command) => this.transition(command.id, { type: 'mark_sent', data: { now } }, context)));
+      const failure = outcomes.find((outcome) => outcome.status === 'rejected' && !(outcome.reason instanceof DomainError && outcome.reason.code === 'conflict'));
+      if (failure?.status === 'rejected') throw failure.reason;
       const sent = taken.filter((_, index) => outcomes[index]!.status === 'fulfilled');
       return { sent: sent.map((command) => findCommand(services.sql, command.id)!), waiting: queue.length };
     });
@@ -136,7 +139,7 @@ export class DeviceCommands {
   async reportFirmwareProgress(deviceId: string, progress: { version: string; status: 'downloading' | 'installing' | 'done' | 'failed'; detail: string | null }, context: RequestContext): Promise<void> {
     const principal = context.principal;
     if (principal.kind !== 'device' || principal.deviceId !== deviceId) throw new DomainError('forbidden', 'only the device itself reports its firmware progress');
-    const result = await this.services.log.append([
+    const result = await storeEvents(this.services, [
       { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events: [{ type: 'device.firmware_progress', data: { device_id: deviceId, ...progress } }], metadata: metadataFor(context) },
     ]);
     await this.services.runner.waitFor(result.lastPosition);

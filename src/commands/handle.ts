@@ -3,7 +3,7 @@ import { fold } from '../domain/decider.js';
 import type { DomainEvent, EventMetadata } from '../domain/events.js';
 import { DomainError } from '../domain/errors.js';
 import { ConcurrencyError, type AppendResult } from '../eventlog/index.js';
-import type { RequestContext, Services } from './services.js';
+import { storeEvents, type RequestContext, type Services } from './services.js';
 
 const MAX_ATTEMPTS = 5;
 
@@ -60,7 +60,7 @@ export async function handle<Command, State, Event extends DomainEvent>(
     if (events.length === 0) return { state, events, version, position: services.log.headPosition() };
     let result: AppendResult;
     try {
-      result = await services.log.append(
+      result = await storeEvents(services, 
         [
           { streamId, events, expectedVersion: version === 0 ? 'no_stream' : version, metadata: metadataFor(context) },
           ...(options.alongside ?? []).map((extra) => ({ ...extra, expectedVersion: 'any' as const, metadata: metadataFor(context) })),

@@ -5,7 +5,7 @@ import { commandsOfBatch } from '../projections/commands.js';
 import { findDevice } from '../projections/devices.js';
 import type { DeviceCommands, QueueInput } from './device-commands.js';
 import { metadataFor } from './handle.js';
-import type { RequestContext, Services } from './services.js';
+import { storeEvents, type RequestContext, type Services } from './services.js';
 
 type BatchCommand = EventOfType<'batch.started'>['data']['command'];
 
@@ -30,7 +30,7 @@ export class Rollouts {
     context: RequestContext,
   ): Promise<BatchRow> {
     const batchId = this.services.newId();
-    const result = await this.services.log.append([
+    const result = await storeEvents(this.services, [
       {
         streamId: streams.batch(batchId),
         expectedVersion: 'no_stream',
@@ -76,7 +76,7 @@ export class Rollouts {
   }
 
   private async finish(batch: BatchRow, outcome: 'completed' | 'aborted', reason: string | null, toCancel: readonly string[]): Promise<void> {
-    const result = await this.services.log.append([
+    const result = await storeEvents(this.services, [
       { streamId: streams.batch(batch.id), expectedVersion: 'stream_exists', events: [{ type: 'batch.finished', data: { batch_id: batch.id, outcome, reason } }], metadata: { actor_type: 'system' } },
     ]);
     await this.services.runner.waitFor(result.lastPosition);

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
-import type { EventLog } from '../eventlog/index.js';
-import type { ProjectionRunner } from '../projections/runner.js';
+import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
+import { stalledAt, type ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
 import type { DeviceLocks } from './device-locks.js';
 import type { KeyedLock } from './keyed-lock.js';
@@ -21,6 +21,17 @@ export interface Services {
    * offline sweep); owners: a user's group hierarchy.
    */
   locks: { devices: DeviceLocks; owners: KeyedLock };
+}
+
+/**
+ * Appends to the log unless the read models are stalled: stored then, an event would not show
+ * (its writer told 503 only afterwards, a client retrying it storing it twice), and timers and
+ * rules reading the unchanged read models would act again. Every writer stores through here.
+ */
+export function storeEvents(services: Pick<Services, 'log' | 'runner'>, requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult> {
+  const stall = services.runner.stalled();
+  if (stall) return Promise.reject(stalledAt(stall.position));
+  return services.log.append(requests, options);
 }
 
 export type Principal =

@@ -5,12 +5,11 @@ import { assessQuality, emptyStats, updateStats, type SensorStats } from '../dom
 import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
 import { openDeviceAlerts } from '../projections/alerts.js';
-import { stalledAt } from '../projections/runner.js';
 import type { DeviceRow } from '../projections/devices.js';
 import { visibleDevice } from './devices.js';
 import { sensorStatsOf } from '../projections/telemetry-queries.js';
 import { metadataFor } from './handle.js';
-import type { RequestContext, Services } from './services.js';
+import { storeEvents, type RequestContext, type Services } from './services.js';
 
 export interface ReadingInput {
   sensor_type: string;
@@ -71,7 +70,7 @@ export class Telemetry {
       };
       const alerts = alertEvents.map((event): AppendRequest => ({ streamId: streams.alert(alertIdOf(event)), expectedVersion: 'any', events: [event] }));
       const requests = withMetadata([recorded, ...this.stateChange(device, submission.device_status), ...this.cameOnline(device), ...alerts], context);
-      const result = await services.log.append(requests, idempotencyKey ? { idempotencyKey: `readings:${deviceId}:${idempotencyKey}` } : {});
+      const result = await storeEvents(services, requests, idempotencyKey ? { idempotencyKey: `readings:${deviceId}:${idempotencyKey}` } : {});
       await services.runner.waitFor(result.lastPosition);
       if (!result.duplicate) return { accepted: stored.length, position: result.firstPosition };
       const [first] = await services.log.readAll({ afterPosition: result.firstPosition - 1, limit: 1 });
@@ -89,7 +88,7 @@ export class Telemetry {
       if (configuration) events.push({ type: 'device.configuration_reported', data: { device_id: deviceId, configuration, source: 'heartbeat' } });
       const beat: AppendRequest = { streamId: streams.telemetry(deviceId), expectedVersion: 'any', events };
       const requests = withMetadata([beat, ...this.stateChange(device, input.device_status), ...this.cameOnline(device)], context);
-      const result = await services.log.append(requests);
+      const result = await storeEvents(services, requests);
       await services.runner.waitFor(result.lastPosition);
       return { position: result.firstPosition };
     });
@@ -101,7 +100,7 @@ export class Telemetry {
       const device = visibleDevice(this.services, context.principal, deviceId);
       const requests = withMetadata(this.cameOnline(device), context);
       if (requests.length === 0) return;
-      const result = await this.services.log.append(requests);
+      const result = await storeEvents(this.services, requests);
       await this.services.runner.waitFor(result.lastPosition);
     });
   }
@@ -124,8 +123,6 @@ export class Telemetry {
   }
 
   private shedLoad(): void {
-    const stall = this.services.runner.stalled();
-    if (stall) throw stalledAt(stall.position);
     if (this.services.runner.lag() > MAX_PROJECTION_LAG) {
       throw new DomainError('service_unavailable', 'ingestion is saturated; retry shortly', [], 1);
     }

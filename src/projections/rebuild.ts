@@ -35,8 +35,12 @@ export async function rebuildAndCompare(
     const reopened = new SqliteEventLog(fresh, new ManualClock());
     const runner = new ProjectionRunner(fresh, reopened, projections, logger);
     runner.start();
-    await runner.waitFor(reopened.headPosition());
-    await runner.stop();
+    try {
+      await runner.caughtUp();
+    } finally {
+      // Also when a batch failed: no retry may run on once the file is closed.
+      await runner.stop().catch(() => undefined);
+    }
     copyLog.close();
     const rebuilt = digestReadModels(fresh, projections);
     const current = digestReadModels(live.db, projections);

@@ -59,6 +59,8 @@ export class ProjectionRunner {
   private reached = 0;
   private live: RecordedEvent[] = [];
   private draining = false;
+  /** The drain under way (or the last one): stopping waits for it, so it never runs on a closed database. */
+  private drained: Promise<void> = Promise.resolve();
   private waiters: Waiter[] = [];
   private subscription: Subscription | undefined;
   private stall: Stall | undefined;
@@ -104,6 +106,16 @@ export class ProjectionRunner {
     return this.log.headPosition() - this.position();
   }
 
+  /**
+   * Once the read models have reached the log's head as it is now; fails with the cause itself
+   * if a batch fails on the way (for a start or a replay, which has nobody to retry for).
+   */
+  async caughtUp(): Promise<void> {
+    await this.waitFor(this.log.headPosition()).catch((error: unknown) => {
+      throw this.stall?.error ?? error;
+    });
+  }
+
   /** Set while a batch keeps failing: the read models stay at their checkpoint and retry. */
   stalled(): Stall | undefined {
     return this.stall;
@@ -116,6 +128,7 @@ export class ProjectionRunner {
       this.stopped = true;
       this.stall?.cancelRetry();
       this.subscription?.unsubscribe();
+      await this.drained;
     }
   }
 
@@ -142,7 +155,7 @@ export class ProjectionRunner {
   private schedule(): void {
     if (this.draining || this.stall) return;
     this.draining = true;
-    setImmediate(() => void this.drain());
+    this.drained = new Promise((resolve) => setImmediate(() => void this.drain().then(resolve)));
   }
 
   private async drain(): Promise<void> {
@@ -184,7 +197,7 @@ export class ProjectionRunner {
   private retry(): void {
     if (this.stopped || this.draining) return;
     this.draining = true;
-    void this.drain();
+    this.drained = this.drain();
   }
 
   private resume(): void {

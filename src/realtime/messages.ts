@@ -30,5 +30,5 @@ export const deviceMessage = z.discriminatedUnion('type', [
 ]);
 export type DeviceMessage = z.infer<typeof deviceMessage>;
 
-/** Closes that say why: 1008 policy (repeated garbage), 1013 try again later (too slow), 4401 credentials gone. */
+/** Closes that say why: 1008 policy (repeated garbage), 1013 try again later (too slow, or no writes taken now), 4401 credentials gone. */
 export const CLOSE = { policy: 1008, tryAgainLater: 1013, credentialsRevoked: 4401, goingAway: 1001 } as const;

@@ -7,6 +7,7 @@ import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
+import { DomainError } from '../domain/errors.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { findSession } from '../projections/users.js';
 import type { DeviceChannel } from './device-channel.js';
@@ -111,7 +112,9 @@ export class Realtime {
     if (principal.kind === 'device') {
       void this.devices.connect(ws, principal, requestId).catch((error: unknown) => {
         this.services.logger.warn({ err: error }, 'device connect failed');
-        ws.close(CLOSE.credentialsRevoked, 'device unavailable');
+        // Told its credentials are gone, a device stops reconnecting: only when they are.
+        if (error instanceof DomainError && error.code === 'service_unavailable') ws.close(CLOSE.tryAgainLater, 'the server cannot take writes now; reconnect shortly');
+        else ws.close(CLOSE.credentialsRevoked, 'device unavailable');
       });
       return;
     }

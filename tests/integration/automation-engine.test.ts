@@ -405,14 +405,20 @@ describe('automation engine with the injected clock', () => {
       expect((await ruleAlerts(rule.id)).map((a) => a.message).sort()).toEqual(['a', 'b', 'c']);
     });
 
-    it('given a device deleted after a rule named it, when the rule fires, then its alert and command for it fail and no alert for it is listed', async () => {
+    it('given a device and a group deleted after a rule named them, when the rule fires, then its actions on them fail and no alert for the device is listed', async () => {
       const sensor = await deviceOf(api, owner);
       const gone = await deviceOf(api, owner);
+      const group = await api.post<Data<{ id: string }>>('/api/groups', { name: uniqueName('gone') }, { token: owner.token });
       const rule = await createRule({
         trigger_conditions: hot(sensor),
-        actions: [alertAction('for a device that left', { device_id: gone.id }), { type: 'command', device_id: gone.id, command_type: 'reboot' }],
+        actions: [
+          alertAction('for a device that left', { device_id: gone.id }),
+          { type: 'command', device_id: gone.id, command_type: 'reboot' },
+          { type: 'command', group_id: group.body.data.id, command_type: 'reboot' },
+        ],
       });
       expect((await api.del(`/api/devices/${gone.id}`, { token: owner.token })).status).toBe(200);
+      expect((await api.del(`/api/groups/${group.body.data.id}`, { token: owner.token })).status).toBe(200);
 
       await reading(sensor, 35);
 
@@ -420,6 +426,7 @@ describe('automation engine with the injected clock', () => {
       expect(execution!.actions.map((a) => [a.status, a.detail])).toEqual([
         ['failed', `device ${gone.id} no longer exists`],
         ['failed', `device ${gone.id} no longer exists`],
+        ['failed', `group ${group.body.data.id} no longer exists`],
       ]);
       expect(await ruleAlerts(rule.id)).toHaveLength(0);
       const listed = await api.get<List<Alert>>('/api/alerts?limit=500', { token: owner.token });

@@ -1,31 +1,50 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser } from '../helpers/client.js';
-import { createDevice, expectError, type Data, type Group, type List } from '../helpers/fixtures.js';
+import { createDevice, expectError, uniqueName, type Data, type Group, type List } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { connect, wsUrl } from '../helpers/ws-client.js';
 
 /**
- * A trigger refusing inserts into the groups read model stands in for a full disk or a broken
- * file: the batch holding a group.created fails, and the read models stall at their checkpoint.
+ * A trigger refusing inserts into a read model stands in for a full disk or a broken file: the
+ * batch holding the event fails, and the read models stall at their checkpoint until a retry.
  */
+const failInsertsInto = (server: TestServer, table: string) =>
+  server.server.db.exec(`CREATE TRIGGER disk_full BEFORE INSERT ON ${table} BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
+const healAndRetry = async (server: TestServer, retries: Array<() => void>, api: ReturnType<typeof client>) => {
+  server.server.db.exec(`DROP TRIGGER disk_full`);
+  retries.shift()!();
+  await expect.poll(async () => (await api.get('/api/health')).status).toBe(200);
+};
+/** Retries wait for the test to run them. */
+const startHeld = (retries: Array<() => void>) =>
+  startTestServer({}, undefined, {
+    projectionRetryTimer: (_delayMs, retry) => {
+      retries.push(retry);
+      return () => undefined;
+    },
+  });
+
 describe('read models stalled by a failing batch', () => {
   let server: TestServer;
   const api = client(() => server.url);
   const retries: Array<() => void> = [];
   let owner: Awaited<ReturnType<typeof registerUser>>;
   let device: Awaited<ReturnType<typeof createDevice>>;
+  let fetched: string;
+  let expiring: string;
   const headPosition = () => server.server.services.log.headPosition();
   const groupNames = async () => (await api.get<List<Group>>('/api/groups', { token: owner.token })).body.data.map((g) => g.name);
+  const commandStatus = async (id: string) => (await api.get<Data<{ status: string }>>(`/api/commands/${id}`, { token: owner.token })).body.data.status;
+  const queue = async (body: Record<string, unknown>) => (await api.post<Data<{ id: string }>>(`/api/devices/${device.id}/commands`, body, { token: owner.token })).body.data.id;
 
   beforeAll(async () => {
-    server = await startTestServer({}, undefined, {
-      projectionRetryTimer: (_delayMs, retry) => {
-        retries.push(retry);
-        return () => undefined;
-      },
-    });
+    server = await startHeld(retries);
+    server.server.timers.stop(); // the tests run the timer jobs themselves
     owner = await registerUser(api);
     device = await createDevice(api, owner.token);
-    server.server.db.exec(`CREATE TRIGGER disk_full BEFORE INSERT ON groups BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
+    fetched = await queue({ command_type: 'reboot' });
+    expiring = await queue({ command_type: 'blink', expires_in: 1 });
+    failInsertsInto(server, 'groups');
   });
   afterAll(() => server.close());
 
@@ -40,14 +59,16 @@ describe('read models stalled by a failing batch', () => {
     expectError(await api.get('/api/health'), 503, 'service_unavailable');
   });
 
-  it('refuses writes before storing them, readings included, and keeps answering reads', async () => {
+  it('refuses every write before storing it, and keeps answering reads', async () => {
     const head = headPosition();
     expectError(await api.post('/api/groups', { name: 'Floor 2' }, { token: owner.token }), 503, 'service_unavailable');
     // Writes decided from their own stream, which would otherwise be stored and only then refused.
     expectError(await api.put(`/api/devices/${device.id}`, { description: 'moved' }, { token: owner.token }), 503, 'service_unavailable');
     expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: owner.token }), 503, 'service_unavailable');
-    const reading = await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token: device.credentials.auth_token });
-    expectError(reading, 503, 'service_unavailable');
+    const token = device.credentials.auth_token;
+    expectError(await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token }), 503, 'service_unavailable');
+    // A GET that stores (fetched commands become sent): the device must not lose them.
+    expectError(await api.get(`/api/devices/${device.id}/commands/pending`, { token }), 503, 'service_unavailable');
     expect(headPosition()).toBe(head);
     const read = await api.get<Data<{ id: string }>>(`/api/devices/${device.id}`, { token: owner.token });
     expect(read.status).toBe(200);
@@ -55,14 +76,84 @@ describe('read models stalled by a failing batch', () => {
     expect(await groupNames()).toEqual([]);
   });
 
-  it('resumes on a retry once the cause is gone: the stored write appears once, and writes are taken again', async () => {
-    server.server.db.exec(`DROP TRIGGER disk_full`);
-    retries.shift()!();
-    await expect.poll(async () => (await api.get('/api/health')).status).toBe(200);
+  it('tells a device connecting over /ws/device to come back later (1013), not that its credentials are gone', async () => {
+    const head = headPosition();
+    const ws = await connect(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(device.credentials.auth_token)}`));
+    expect((await ws.waitForClose()).code).toBe(1013);
+    expect(headPosition()).toBe(head);
+  });
+
+  it('runs no timer job that stores: a command past its expiry waits, rather than being expired again and again', async () => {
+    const head = headPosition();
+    server.clock.advance(10_000);
+    await server.server.timers.runAll();
+    await server.server.timers.runAll();
+    expect(headPosition()).toBe(head);
+  });
+
+  it('resumes on a retry once the cause is gone: the stored write appears once, nothing was lost, writes are taken again', async () => {
+    await healAndRetry(server, retries, api);
     expect(await groupNames()).toEqual(['Floor 1']);
+    expect(await commandStatus(fetched)).toBe('pending');
+    await server.server.timers.runAll();
+    expect(await commandStatus(expiring)).toBe('expired');
     expect((await api.post('/api/groups', { name: 'Floor 2' }, { token: owner.token })).status).toBe(201);
     expect((await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token: device.credentials.auth_token })).status).toBe(201);
     expect((await groupNames()).sort()).toEqual(['Floor 1', 'Floor 2']);
     expect(retries).toEqual([]);
+  });
+});
+
+describe('the automation engine across a stall', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  const retries: Array<() => void> = [];
+
+  beforeAll(async () => {
+    server = await startHeld(retries);
+    server.server.timers.stop();
+  });
+  afterAll(() => server.close());
+
+  let owner: Awaited<ReturnType<typeof registerUser>>;
+  const createRule = async (triggerConditions: Record<string, unknown>) =>
+    (
+      await api.post<Data<{ id: string }>>(
+        '/api/automation/rules',
+        { name: uniqueName('rule'), trigger_conditions: triggerConditions, actions: [{ type: 'alert', severity: 'warning', message: 'fired' }] },
+        { token: owner.token },
+      )
+    ).body.data.id;
+  const executions = async (ruleIds: readonly string[]) => {
+    await server.server.automation.idle();
+    return Promise.all(ruleIds.map(async (id) => (await api.get<List<unknown>>(`/api/automation/rules/${id}/executions`, { token: owner.token })).body.data.length));
+  };
+
+  it('given two rules on one reading and a stall when the first fires, then after the retry the second fires too, and the first once', async () => {
+    owner = await registerUser(api);
+    const device = await createDevice(api, owner.token);
+    const hot = { type: 'reading', device_id: device.id, sensor_type: 'temperature', operator: '>', value: 30 };
+    const rules = [await createRule(hot), await createRule(hot)];
+    failInsertsInto(server, 'rule_executions');
+
+    const reading = await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 35 } }, { token: device.credentials.auth_token });
+    expect(reading.status).toBe(201);
+    await server.server.automation.idle();
+    expect(server.server.services.runner.stalled()).toBeDefined();
+
+    await healAndRetry(server, retries, api);
+    await expect.poll(() => executions(rules)).toEqual([1, 1]);
+  });
+
+  it('given a time rule whose window opens during a stall, then it fires once the read models resume, not never', async () => {
+    const rule = await createRule({ type: 'time', after: '13:00' });
+    await server.server.timers.runAll();
+    failInsertsInto(server, 'groups');
+    expect((await api.post('/api/groups', { name: 'stall' }, { token: owner.token })).status).toBe(503);
+    server.clock.set('2026-03-01T13:30:00.000Z');
+    await server.server.timers.runAll();
+    await healAndRetry(server, retries, api);
+    await server.server.timers.runAll();
+    expect(await executions([rule])).toEqual([1]);
   });
 });

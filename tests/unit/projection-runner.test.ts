@@ -66,10 +66,11 @@ describe('projection runner', () => {
   const checkpoint = (name: string) =>
     db.prepare<[string], { name: string; version: number; position: number }>('SELECT name, version, position FROM projection_checkpoints WHERE name = ?').get(name);
   /** Retries wait for the test to run them, and say how long the runner asked to wait. */
-  let retries: Array<{ delayMs: number; retry: () => void }> = [];
+  let retries: Array<{ delayMs: number; retry: () => void; cancelled: boolean }> = [];
   const heldRetries: RetryTimer = (delayMs, retry) => {
-    retries.push({ delayMs, retry });
-    return () => undefined;
+    const held = { delayMs, retry, cancelled: false };
+    retries.push(held);
+    return () => void (held.cancelled = true);
   };
   const run = (projections: Projection[]): ProjectionRunner => {
     const runner = new ProjectionRunner(db, log, projections, silent, heldRetries);
@@ -244,7 +245,10 @@ describe('projection runner', () => {
     await expect.poll(() => runner.stalled()?.attempts).toBe(3);
     expect(retries.map((r) => r.delayMs)).toEqual([4_000]);
     expect(runner.position()).toBe(2);
+    // A start or a replay hears the cause itself; stopping cancels the retry that was due.
+    await expect(runner.caughtUp()).rejects.toThrow('cannot apply group.deleted');
     await expect(runner.stop()).rejects.toMatchObject(stalled);
+    expect(retries.map((r) => r.cancelled)).toEqual([true]);
   });
 
   it('resumes from its checkpoint once a failed batch succeeds on a retry, having forgotten what the failure left in memory', async () => {
@@ -255,22 +259,33 @@ describe('projection runner', () => {
     await append(2);
     await runner.waitFor(2);
     failing = true;
-    await append(2);
-    await expect(runner.waitFor(4)).rejects.toMatchObject({ code: 'service_unavailable' });
+    // More than a live batch: the retry drains in two, yielding between them.
+    const head = await append(LIVE_BATCH_SIZE + 2);
+    await expect(runner.waitFor(head)).rejects.toMatchObject({ code: 'service_unavailable' });
     expect(forgotten).toBe(1);
     expect(retries.map((r) => r.delayMs)).toEqual([1_000]);
 
     failing = false;
     retries.shift()!.retry();
-    await expect.poll(() => runner.stalled()).toBeUndefined();
-    await runner.waitFor(4);
-    expect(seen('alpha').map((r) => r.position)).toEqual([1, 2, 3, 4]);
-    expect(checkpoint('alpha')?.position).toBe(4);
-    // And it goes on following the log live.
-    await append(1);
-    await runner.waitFor(5);
-    expect(seen('alpha').map((r) => r.position)).toEqual(range(1, 5));
+    // Stopping now waits for the retry under way, which must not run on a closed database.
+    await runner.stop().catch(() => undefined);
+    expect(runner.stalled()).toBeUndefined();
+    expect(seen('alpha').map((r) => r.position)).toEqual(range(1, head));
+    expect(checkpoint('alpha')?.position).toBe(head);
     expect(retries).toEqual([]);
+  });
+
+  it('resumes following the log live after a retry succeeds', async () => {
+    let failing = true;
+    const runner = run([recorder('alpha', 1, () => failing)]);
+    await append(1);
+    await expect(runner.waitFor(1)).rejects.toMatchObject({ code: 'service_unavailable' });
+    failing = false;
+    retries.shift()!.retry();
+    await expect.poll(() => runner.stalled()).toBeUndefined();
+    await append(1);
+    await runner.waitFor(2);
+    expect(seen('alpha').map((r) => r.position)).toEqual([1, 2]);
     await runner.stop();
   });
 });

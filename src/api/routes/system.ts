@@ -7,7 +7,7 @@ import { defineRoute, type RouteDefinition } from '../route.js';
 export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[]) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/health', summary: 'Liveness and the last event position', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
+      { method: 'get', path: '/api/health', summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
       () => {
         // Read models that stopped answer every write with 503: whatever watches the health should know.
         const stall = services.runner.stalled();
