@@ -48,9 +48,11 @@ export class Rules {
     });
   }
 
-  async delete(ruleId: string, context: RequestContext): Promise<void> {
+  async delete(ruleId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     const rule = visibleRule(this.services, context.principal, ruleId);
-    await this.services.locks.owners.run(`rules:${rule.user_id}`, () => handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'delete_rule' }, context));
+    await this.services.locks.owners.run(`rules:${rule.user_id}`, () =>
+      handle(this.services, ruleDecider, streams.rule(ruleId), { type: 'delete_rule' }, context, ifMatch !== undefined ? { ifMatch } : {}),
+    );
   }
 
   /** A draft for a dry run is checked as a rule is (its references are the user's), except for conflicts. */

@@ -520,6 +520,13 @@ describe('automation over HTTP', () => {
       expect(enabled.body.data.is_enabled).toBe(true);
       expect(enabled.body.data.updated_at >= rule.updated_at).toBe(true);
       expectValidation(await api.put(`${RULES}/${rule.id}`, { is_enabled: 'yes' }, { token: owner.token }), 'is_enabled');
+      expectValidation(await api.put(`${RULES}/${rule.id}`, { is_enabled: true, enabled_status: false }, { token: owner.token }), 'enabled_status');
+      expect((await api.put(`${RULES}/${rule.id}`, { is_enabled: false, enabled_status: false }, { token: owner.token })).status).toBe(200);
+
+      // DELETE honours If-Match too, as devices and groups do.
+      const current = (await api.get(`${RULES}/${rule.id}`, { token: owner.token })).headers.get('etag')!;
+      expectError(await api.del(`${RULES}/${rule.id}`, { token: owner.token, headers: { 'if-match': etag! } }), 412, 'precondition_failed');
+      expect((await api.del(`${RULES}/${rule.id}`, { token: owner.token, headers: { 'if-match': current } })).status).toBe(200);
     });
 
     it('DELETE answers {id, deleted: true}; afterwards the rule is 404 everywhere and leaves the list', async () => {

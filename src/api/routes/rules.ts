@@ -93,9 +93,9 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'delete', path: '/api/automation/rules/:id', summary: 'Delete a rule; its schedule stops', tag: 'automation', access: 'user', response: deleted },
-      async ({ params, context }) => {
-        await rules.delete(params.id!, context);
+      { method: 'delete', path: '/api/automation/rules/:id', summary: 'Delete a rule; its schedule stops (honours If-Match)', tag: 'automation', access: 'user', response: deleted },
+      async ({ req, params, context }) => {
+        await rules.delete(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
       },
     ),

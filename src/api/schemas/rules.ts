@@ -16,17 +16,23 @@ export const createRuleBody = z.object({
   allow_conflicts: z.boolean().optional(),
 });
 
-export const updateRuleBody = z.object({
-  name: nonBlank(100).optional(),
-  description: z.string().max(2000).nullable().optional(),
-  trigger_conditions: conditions.nullable().optional(),
-  actions: actionsSchema.optional(),
-  schedule: scheduleSchema.nullable().optional(),
-  is_enabled: z.boolean().optional(),
-  enabled_status: z.boolean().optional(),
-  cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
-  allow_conflicts: z.boolean().optional(),
-});
+export const updateRuleBody = z
+  .object({
+    name: nonBlank(100).optional(),
+    description: z.string().max(2000).nullable().optional(),
+    trigger_conditions: conditions.nullable().optional(),
+    actions: actionsSchema.optional(),
+    schedule: scheduleSchema.nullable().optional(),
+    is_enabled: z.boolean().optional(),
+    enabled_status: z.boolean().optional(),
+    cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
+    allow_conflicts: z.boolean().optional(),
+  })
+  // The same switch under two names: given both, they must agree, or one would silently lose.
+  .refine((body) => body.is_enabled === undefined || body.enabled_status === undefined || body.is_enabled === body.enabled_status, {
+    message: 'is_enabled and enabled_status disagree',
+    path: ['enabled_status'],
+  });
 
 export const listRulesQuery = paging.extend({
   device_id: uuid.optional(),
