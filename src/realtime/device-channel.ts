@@ -75,8 +75,9 @@ export class DeviceChannel {
     for (const set of this.sockets.values()) set.forEach((ws) => ws.close(CLOSE.goingAway, 'server shutting down'));
   }
 
+  /** To the newest open socket: a device that reconnected may leave a half-open old one behind. */
   private async push(deviceId: string): Promise<void> {
-    const target = [...(this.sockets.get(deviceId) ?? [])].find((ws) => ws.readyState === ws.OPEN);
+    const target = [...(this.sockets.get(deviceId) ?? [])].reverse().find((ws) => ws.readyState === ws.OPEN);
     if (!target) return;
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `ws-push-${deviceId}` };
     try {

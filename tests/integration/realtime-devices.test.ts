@@ -113,6 +113,16 @@ describe('device channel (/ws/device)', () => {
     expect(ws.received.filter(isCommand).map((m) => m.command.id as string)).toEqual([queued.id, second.command.id]);
   });
 
+  it('pushes to the newest of two connections of one device: after a reconnect, the old one is most likely dead', async () => {
+    const device = await deviceOf(api, owner);
+    const old = await connectDevice(device);
+    await eventually(async () => (await deviceStatus(device.id)) === 'online');
+    const fresh = await connectDevice(device);
+    const queued = await queue(device.id, { command_type: 'after_reconnect' });
+    expect((await fresh.next(isCommand)).command.id).toBe(queued.id);
+    expect(old.received.filter(isCommand)).toEqual([]);
+  });
+
   it('pushes commands queued while it was away on connect, highest priority first, then oldest', async () => {
     const device = await deviceOf(api, owner);
     const low = await queue(device.id, { command_type: 'c_low', priority: 'low' });
