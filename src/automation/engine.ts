@@ -148,26 +148,37 @@ export class AutomationEngine {
     const facts = this.factsFor(condition ?? { all: [] }, null);
     if (condition && !evaluate(condition, facts)) return this.setRuntime(rule.row.id, due);
     const { verdict, runtime: next } = gate(rule.definition.cooldown_seconds, due, now);
-    this.setRuntime(rule.row.id, next);
-    await this.act(rule, verdict, condition, facts, { kind: 'schedule', position: null, event_type: null });
+    await this.act(rule, verdict, next, condition, facts, { kind: 'schedule', position: null, event_type: null });
   }
 
   private async observeRule(rule: LoadedRule, condition: Condition, facts: Facts, cause: { kind: 'condition' | 'timer'; position: number | null; event_type: string | null }): Promise<void> {
     const { verdict, runtime } = observe(condition, rule.definition.cooldown_seconds, this.runtime(rule.row.id), facts);
-    this.setRuntime(rule.row.id, runtime);
-    await this.act(rule, verdict, condition, facts, cause);
+    await this.act(rule, verdict, runtime, condition, facts, cause);
   }
 
-  private async act(rule: LoadedRule, verdict: Verdict, condition: Condition | null, facts: Facts, cause: { kind: 'condition' | 'timer' | 'schedule'; position: number | null; event_type: string | null }): Promise<void> {
+  /**
+   * Records the verdict, and keeps the rule's new runtime once it is stored: a firing that could
+   * not be stored leaves the rule as it was, to fire at its next observation, instead of having
+   * used up its rising edge or its schedule slot for nothing.
+   */
+  private async act(
+    rule: LoadedRule,
+    verdict: Verdict,
+    runtime: RuleRuntime,
+    condition: Condition | null,
+    facts: Facts,
+    cause: { kind: 'condition' | 'timer' | 'schedule'; position: number | null; event_type: string | null },
+  ): Promise<void> {
     if (verdict.kind === 'throttled' && verdict.record) {
       await this.append(rule.row.id, { type: 'rule.throttled', data: { rule_id: rule.row.id, firings_last_minute: verdict.firings } });
     }
-    if (verdict.kind !== 'fire') return;
+    if (verdict.kind !== 'fire') return this.setRuntime(rule.row.id, runtime);
     const firedAt = facts.now.getTime();
     const executionId = this.services.newId();
     const due = actionSchedule(rule.definition.actions, firedAt);
     const actions = rule.definition.actions.map((action, index) => ({ index, type: action.type, due_at: new Date(due[index]!).toISOString(), status: 'pending' as const, detail: null }));
-    await this.append(rule.row.id, { type: 'rule.triggered', data: { rule_id: rule.row.id, execution_id: executionId, user_id: rule.row.user_id, cause, matched: matchedFacts(condition, facts), actions } });
+    const triggered = { type: 'rule.triggered', data: { rule_id: rule.row.id, execution_id: executionId, user_id: rule.row.user_id, cause, matched: matchedFacts(condition, facts), actions } } as const;
+    await this.append(rule.row.id, triggered, () => this.setRuntime(rule.row.id, runtime));
     await this.runDueActions(facts.now.toISOString());
   }
 
@@ -182,10 +193,12 @@ export class AutomationEngine {
     }
   }
 
-  private async append(ruleId: string, event: Parameters<Services['log']['append']>[0][number]['events'][number]): Promise<void> {
+  /** Stores an event of the rule's stream; `onStored` runs once it is in the log, before the read models show it (they may be stalled). */
+  private async append(ruleId: string, event: Parameters<Services['log']['append']>[0][number]['events'][number], onStored?: () => void): Promise<void> {
     const result = await storeEvents(this.services, [{ streamId: streams.rule(ruleId), expectedVersion: 'any', events: [event], metadata: { actor_type: 'system', causation_id: ruleId } }]);
-    await this.services.runner.waitFor(result.lastPosition);
     this.rules = null;
+    onStored?.();
+    await this.services.runner.waitFor(result.lastPosition);
   }
 
   private factsFor(condition: Condition, event: Facts['event']): Facts {

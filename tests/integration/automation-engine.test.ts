@@ -291,6 +291,21 @@ describe('automation engine with the injected clock', () => {
     });
   });
 
+  describe('a firing the log could not store', () => {
+    it('given a rule whose firing was refused by the log, then it fires at its next observation instead of never', async () => {
+      const rule = await createRule({ trigger_conditions: { type: 'time', after: '00:00' }, actions: [alertAction('always')] });
+      server.server.db.exec(`CREATE TRIGGER refuse_firing BEFORE INSERT ON events WHEN NEW.type = 'rule.triggered' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
+      await advance(SECOND);
+      expect(await executions(rule.id)).toHaveLength(0);
+      server.server.db.exec(`DROP TRIGGER refuse_firing`);
+      await advance(SECOND);
+      expect(await executions(rule.id)).toHaveLength(1);
+      await advance(SECOND);
+      expect(await executions(rule.id)).toHaveLength(1);
+      await updateRule(rule.id, { is_enabled: false });
+    });
+  });
+
   describe('schedules', () => {
     it('a cron "0 * * * *" fires 24 times across a day advanced hour by hour, and a Paris cron at Paris time', async () => {
       await toNextHour();
