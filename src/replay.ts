@@ -15,7 +15,7 @@ async function replay(): Promise<number> {
   const log = new SqliteEventLog(db, systemClock);
   const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
-  await runner.waitFor(log.headPosition());
+  await runner.caughtUp();
   await runner.stop();
   const freshFile = join(config.dataDir, `replay-${Date.now()}.db`);
   try {

@@ -152,6 +152,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     (closing ??= (async () => {
       timers.stop();
       realtime.close();
+      runner.beginStop();
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();

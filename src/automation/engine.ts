@@ -127,6 +127,8 @@ export class AutomationEngine {
   }
 
   private async onTick(): Promise<void> {
+    // On a quiet system no applied batch may come to make up for one that failed.
+    if (this.behind) await this.catchUp();
     const now = this.services.clock.now();
     for (const rule of this.loadedRules()) {
       const { trigger_conditions: condition, schedule } = rule.definition;
@@ -169,16 +171,17 @@ export class AutomationEngine {
     facts: Facts,
     cause: { kind: 'condition' | 'timer' | 'schedule'; position: number | null; event_type: string | null },
   ): Promise<void> {
+    const keepRuntime = () => this.setRuntime(rule.row.id, runtime);
     if (verdict.kind === 'throttled' && verdict.record) {
-      await this.append(rule.row.id, { type: 'rule.throttled', data: { rule_id: rule.row.id, firings_last_minute: verdict.firings } });
+      return this.append(rule.row.id, { type: 'rule.throttled', data: { rule_id: rule.row.id, firings_last_minute: verdict.firings } }, keepRuntime);
     }
-    if (verdict.kind !== 'fire') return this.setRuntime(rule.row.id, runtime);
+    if (verdict.kind !== 'fire') return keepRuntime();
     const firedAt = facts.now.getTime();
     const executionId = this.services.newId();
     const due = actionSchedule(rule.definition.actions, firedAt);
     const actions = rule.definition.actions.map((action, index) => ({ index, type: action.type, due_at: new Date(due[index]!).toISOString(), status: 'pending' as const, detail: null }));
     const triggered = { type: 'rule.triggered', data: { rule_id: rule.row.id, execution_id: executionId, user_id: rule.row.user_id, cause, matched: matchedFacts(condition, facts), actions } } as const;
-    await this.append(rule.row.id, triggered, () => this.setRuntime(rule.row.id, runtime));
+    await this.append(rule.row.id, triggered, keepRuntime);
     await this.runDueActions(facts.now.toISOString());
   }
 

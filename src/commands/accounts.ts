@@ -9,7 +9,7 @@ import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './cre
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
-import type { Principal, RequestContext, Services } from './services.js';
+import { readModelsCaughtUp, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface Session {
   user: UserRow;
@@ -34,8 +34,8 @@ export class Accounts {
   async register(input: { username: string; email: string; password: string }, requestId: string): Promise<Session & { api_key: string }> {
     const passwordHash = await bcrypt.hash(input.password, this.services.config.bcryptRounds);
     return this.lock.run('registry', async () => {
-      const { sql, runner, log, newId, config } = this.services;
-      await runner.waitFor(log.headPosition());
+      const { sql, newId, config } = this.services;
+      await readModelsCaughtUp(this.services);
       const taken = isUsernameOrEmailTaken(sql, input.username, input.email);
       if (taken) {
         const field = nameKey(taken.username) === nameKey(input.username) ? 'username' : 'email';

@@ -10,7 +10,7 @@ import { generateDeviceToken, hashSecret } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
-import { isAdmin, mayAccess, type Principal, type RequestContext, type Services } from './services.js';
+import { isAdmin, mayAccess, readModelsCaughtUp, type Principal, type RequestContext, type Services } from './services.js';
 
 export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
   group_id: string | null;
@@ -40,7 +40,7 @@ export class Devices {
     const ownerId = requireUser(context.principal);
     // One key for the whole registry: MACs and tokens are unique across users, quotas per user.
     return this.lock.run('registry', async () => {
-      await this.services.runner.waitFor(this.services.log.headPosition());
+      await readModelsCaughtUp(this.services);
       if (input.mac_address && findDeviceByMac(this.services.sql, input.mac_address)) {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
       }
@@ -74,7 +74,7 @@ export class Devices {
   async provision(input: RegisterDeviceInput & { mac_address: string }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
     const ownerId = requireUser(context.principal);
     return this.lock.run('registry', async () => {
-      await this.services.runner.waitFor(this.services.log.headPosition());
+      await readModelsCaughtUp(this.services);
       const existing = findDeviceByMac(this.services.sql, input.mac_address);
       if (!existing) return { ...(await this.registerNow(input, ownerId, context)), created: true };
       if (existing.user_id !== ownerId) {

@@ -4,7 +4,7 @@ import { groupDecider, type GroupChanges } from '../domain/group.js';
 import { ancestorsOf, countChildren, findGroup, findGroupByName, type GroupRow } from '../projections/groups.js';
 import { groupLockKey, requireUser } from './devices.js';
 import { handle, type IfMatch } from './handle.js';
-import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
+import { mayAccess, readModelsCaughtUp, type Principal, type RequestContext, type Services } from './services.js';
 
 export function visibleGroup(services: Services, principal: Principal, groupId: string): GroupRow {
   const group = findGroup(services.sql, groupId);
@@ -19,7 +19,7 @@ export class Groups {
   async create(input: { name: string; description: string | null; parent_id: string | null }, context: RequestContext): Promise<GroupRow> {
     const userId = requireUser(context.principal);
     return this.services.locks.owners.run(groupLockKey(userId), async () => {
-      await this.services.runner.waitFor(this.services.log.headPosition());
+      await readModelsCaughtUp(this.services);
       this.checkName(userId, input.name, null);
       this.checkParent(input.parent_id, userId);
       const groupId = this.services.newId();

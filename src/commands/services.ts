@@ -28,10 +28,23 @@ export interface Services {
  * (its writer told 503 only afterwards, a client retrying it storing it twice), and timers and
  * rules reading the unchanged read models would act again. Every writer stores through here.
  */
-export function storeEvents(services: Pick<Services, 'log' | 'runner'>, requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult> {
-  const stall = services.runner.stalled();
-  if (stall) return Promise.reject(stalledAt(stall.position));
+export async function storeEvents(services: Pick<Services, 'log' | 'runner'>, requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult> {
+  refuseWhileStalled(services.runner);
   return services.log.append(requests, options);
+}
+
+/**
+ * Before deciding from the read models: once they include every stored event. Refused at once
+ * while they are stalled (nothing decided could be stored), rather than waiting for the retry.
+ */
+export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runner'>): Promise<void> {
+  refuseWhileStalled(services.runner);
+  await services.runner.waitFor(services.log.headPosition());
+}
+
+function refuseWhileStalled(runner: ProjectionRunner): void {
+  const stall = runner.stalled();
+  if (stall) throw stalledAt(stall.position);
 }
 
 export type Principal =

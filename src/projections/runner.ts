@@ -15,6 +15,8 @@ interface Waiter {
   position: number;
   resolve: () => void;
   reject: (error: unknown) => void;
+  /** Rejected with the cause when a batch fails, instead of waiting for the retry. */
+  failFast: boolean;
 }
 
 /** The first retry of a failed batch, doubling up to the last: a full disk or a lock held elsewhere passes. */
@@ -64,6 +66,9 @@ export class ProjectionRunner {
   private waiters: Waiter[] = [];
   private subscription: Subscription | undefined;
   private stall: Stall | undefined;
+  private started = false;
+  /** Set when the server begins to stop: a writer then hears 503 at a stall instead of waiting for a retry. */
+  private stopping = false;
   private stopped = false;
 
   constructor(
@@ -86,6 +91,7 @@ export class ProjectionRunner {
       this.live.push(...events);
       this.schedule();
     });
+    this.started = true;
     this.schedule();
   }
 
@@ -94,11 +100,14 @@ export class ProjectionRunner {
     return this.reached;
   }
 
-  /** Resolves once every read model has applied the log up to `position` (read-your-writes). */
+  /**
+   * Resolves once every read model has applied the log up to `position` (read-your-writes).
+   * A writer whose event was stored waits through a stall for the retry that shows it, so what
+   * it does next (answering, cancelling, recording an outcome) happens once, after the event;
+   * new writes are refused meanwhile (storeEvents), which bounds how many wait.
+   */
   waitFor(position: number): Promise<void> {
-    if (this.stall) return Promise.reject(stalledAt(this.stall.position));
-    if (this.position() >= position) return Promise.resolve();
-    return new Promise((resolve, reject) => this.waiters.push({ position, resolve, reject }));
+    return this.wait(position, false);
   }
 
   /** How far the read models trail the log, for back-pressure at ingestion. */
@@ -110,10 +119,8 @@ export class ProjectionRunner {
    * Once the read models have reached the log's head as it is now; fails with the cause itself
    * if a batch fails on the way (for a start or a replay, which has nobody to retry for).
    */
-  async caughtUp(): Promise<void> {
-    await this.waitFor(this.log.headPosition()).catch((error: unknown) => {
-      throw this.stall?.error ?? error;
-    });
+  caughtUp(): Promise<void> {
+    return this.wait(this.log.headPosition(), true);
   }
 
   /** Set while a batch keeps failing: the read models stay at their checkpoint and retry. */
@@ -121,15 +128,38 @@ export class ProjectionRunner {
     return this.stall;
   }
 
+  /**
+   * The server stops taking requests and waits for those in flight: those waiting for a retry
+   * would hold it up for as long as the stall lasts, so they hear 503 now, and at any stall to come.
+   */
+  beginStop(): void {
+    this.stopping = true;
+    if (this.stall) this.rejectWaiters(() => true, stalledAt(this.position()));
+  }
+
+  /** Lets the read models finish what the log holds, unless they are stalled or never started; then waiters hear 503. */
   async stop(): Promise<void> {
     try {
-      await this.waitFor(this.log.headPosition());
+      if (this.started && !this.stall) await this.caughtUp();
     } finally {
       this.stopped = true;
       this.stall?.cancelRetry();
       this.subscription?.unsubscribe();
       await this.drained;
+      this.rejectWaiters(() => true, stalledAt(this.position()));
     }
+  }
+
+  private rejectWaiters(which: (waiter: Waiter) => boolean, error: unknown): void {
+    this.waiters.filter(which).forEach((w) => w.reject(error));
+    this.waiters = this.waiters.filter((w) => !which(w));
+  }
+
+  private wait(position: number, failFast: boolean): Promise<void> {
+    if (failFast && this.stall) return Promise.reject(this.stall.error);
+    if (this.position() >= position) return Promise.resolve();
+    if (this.stopped) return Promise.reject(stalledAt(this.position()));
+    return new Promise((resolve, reject) => this.waiters.push({ position, resolve, reject, failFast }));
   }
 
   private prepare(projection: Projection): void {
@@ -178,17 +208,17 @@ export class ProjectionRunner {
   }
 
   /**
-   * A batch that fails is never skipped: the read models stay at their checkpoint, waiting
-   * writers are told (their events are in the log, and will be applied), and the batch is tried
-   * again later, from what the database holds rather than what the failed attempt left in memory.
+   * A batch that fails is never skipped: the read models stay at their checkpoint and the batch
+   * is tried again later, from what the database holds rather than what the failed attempt left
+   * in memory. Writers waiting for it go on waiting; a start hears the cause at once.
    */
   private stallOn(error: unknown): void {
     const attempts = (this.stall?.attempts ?? 0) + 1;
     const delayMs = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
-    this.logger.error({ err: error, position: this.position(), attempts, retry_in_ms: delayMs }, 'projection failed; read models stopped at their checkpoint');
+    this.logger.error({ err: error, position: this.position(), attempts, retry_in_ms: delayMs }, 'projection failed; read models wait at their checkpoint for a retry');
     const position = this.position();
-    this.waiters.forEach((w) => w.reject(stalledAt(position)));
-    this.waiters = [];
+    this.rejectWaiters((w) => w.failFast, error);
+    if (this.stopping) this.rejectWaiters(() => true, stalledAt(position));
     for (const projection of this.projections) projection.forget?.();
     const cancelRetry = this.stopped ? () => undefined : this.retryTimer(delayMs, () => this.retry());
     this.stall = { error, position, attempts, cancelRetry };

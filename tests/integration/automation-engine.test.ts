@@ -304,6 +304,21 @@ describe('automation engine with the injected clock', () => {
       expect(await executions(rule.id)).toHaveLength(1);
       await updateRule(rule.id, { is_enabled: false });
     });
+
+    it('given two rules on a reading whose firings the log refused, then the next tick judges that reading again: each fires once', async () => {
+      const device = await deviceOf(api, owner);
+      const rules = [await createRule({ trigger_conditions: hot(device), actions: [alertAction('a')] }), await createRule({ trigger_conditions: hot(device), actions: [alertAction('b')] })];
+      server.server.db.exec(`CREATE TRIGGER refuse_firing BEFORE INSERT ON events WHEN NEW.type = 'rule.triggered' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
+      await reading(device, 35);
+      expect(ruleEvents('rule.triggered', rules[0]!.id) + ruleEvents('rule.triggered', rules[1]!.id)).toBe(0);
+      server.server.db.exec(`DROP TRIGGER refuse_firing`);
+      // Nothing else is written: only the tick can make up for the failed batch.
+      await advance(SECOND);
+      expect([(await executions(rules[0]!.id)).length, (await executions(rules[1]!.id)).length]).toEqual([1, 1]);
+      await reading(device, 36);
+      expect([(await executions(rules[0]!.id)).length, (await executions(rules[1]!.id)).length]).toEqual([1, 1]);
+      for (const rule of rules) await updateRule(rule.id, { is_enabled: false });
+    });
   });
 
   describe('schedules', () => {

@@ -1,4 +1,10 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { openDatabase } from '../../src/eventlog/index.js';
+import { DATABASE_FILE, startServer } from '../../src/server.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, expectError, uniqueName, type Data, type Group, type List } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -14,6 +20,10 @@ const healAndRetry = async (server: TestServer, retries: Array<() => void>, api:
   server.server.db.exec(`DROP TRIGGER disk_full`);
   retries.shift()!();
   await expect.poll(async () => (await api.get('/api/health')).status).toBe(200);
+};
+/** Until the batch holding the failing write has failed: turns of the event loop, no sleep. */
+const untilStalled = async (server: TestServer) => {
+  while (!server.server.services.runner.stalled()) await new Promise((resolve) => setImmediate(resolve));
 };
 /** Retries wait for the test to run them. */
 const startHeld = (retries: Array<() => void>) =>
@@ -32,6 +42,8 @@ describe('read models stalled by a failing batch', () => {
   let device: Awaited<ReturnType<typeof createDevice>>;
   let fetched: string;
   let expiring: string;
+  /** The write whose batch fails: stored, it waits for the retry that shows it. */
+  let firstWrite: ReturnType<typeof api.post>;
   const headPosition = () => server.server.services.log.headPosition();
   const groupNames = async () => (await api.get<List<Group>>('/api/groups', { token: owner.token })).body.data.map((g) => g.name);
   const commandStatus = async (id: string) => (await api.get<Data<{ status: string }>>(`/api/commands/${id}`, { token: owner.token })).body.data.status;
@@ -44,24 +56,23 @@ describe('read models stalled by a failing batch', () => {
     device = await createDevice(api, owner.token);
     fetched = await queue({ command_type: 'reboot' });
     expiring = await queue({ command_type: 'blink', expires_in: 1 });
+    // Heard from: online, so connecting later stores nothing of its own.
+    expect((await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 19 } }, { token: device.credentials.auth_token })).status).toBe(201);
     failInsertsInto(server, 'groups');
+    firstWrite = api.post('/api/groups', { name: 'Floor 1' }, { token: owner.token });
+    await untilStalled(server);
   });
   afterAll(() => server.close());
-
-  it('answers 503 with Retry-After for the write whose batch failed, without SQL in the message', async () => {
-    const failed = await api.post('/api/groups', { name: 'Floor 1' }, { token: owner.token });
-    const error = expectError(failed, 503, 'service_unavailable');
-    expect(error.message).not.toMatch(/disk|SQL/i);
-    expect(failed.headers.get('retry-after')).toBe('5');
-  });
 
   it('says so at /api/health, so whatever watches the server knows', async () => {
     expectError(await api.get('/api/health'), 503, 'service_unavailable');
   });
 
-  it('refuses every write before storing it, and keeps answering reads', async () => {
+  it('refuses every write before storing it, with Retry-After and no SQL in the message, and keeps answering reads', async () => {
     const head = headPosition();
-    expectError(await api.post('/api/groups', { name: 'Floor 2' }, { token: owner.token }), 503, 'service_unavailable');
+    const refused = await api.post('/api/groups', { name: 'Floor 2' }, { token: owner.token });
+    expect(expectError(refused, 503, 'service_unavailable').message).not.toMatch(/disk|SQL/i);
+    expect(refused.headers.get('retry-after')).toBe('5');
     // Writes decided from their own stream, which would otherwise be stored and only then refused.
     expectError(await api.put(`/api/devices/${device.id}`, { description: 'moved' }, { token: owner.token }), 503, 'service_unavailable');
     expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'reboot' }, { token: owner.token }), 503, 'service_unavailable');
@@ -76,7 +87,7 @@ describe('read models stalled by a failing batch', () => {
     expect(await groupNames()).toEqual([]);
   });
 
-  it('tells a device connecting over /ws/device to come back later (1013), not that its credentials are gone', async () => {
+  it('tells a device connecting over /ws/device to come back later (1013), not that its credentials are gone, though it is online', async () => {
     const head = headPosition();
     const ws = await connect(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(device.credentials.auth_token)}`));
     expect((await ws.waitForClose()).code).toBe(1013);
@@ -91,8 +102,9 @@ describe('read models stalled by a failing batch', () => {
     expect(headPosition()).toBe(head);
   });
 
-  it('resumes on a retry once the cause is gone: the stored write appears once, nothing was lost, writes are taken again', async () => {
+  it('resumes on a retry once the cause is gone: the write that waited is answered and appears once, nothing was lost, writes are taken again', async () => {
     await healAndRetry(server, retries, api);
+    expect((await firstWrite).status).toBe(201);
     expect(await groupNames()).toEqual(['Floor 1']);
     expect(await commandStatus(fetched)).toBe('pending');
     await server.server.timers.runAll();
@@ -138,8 +150,7 @@ describe('the automation engine across a stall', () => {
 
     const reading = await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 35 } }, { token: device.credentials.auth_token });
     expect(reading.status).toBe(201);
-    await server.server.automation.idle();
-    expect(server.server.services.runner.stalled()).toBeDefined();
+    await untilStalled(server);
 
     await healAndRetry(server, retries, api);
     await expect.poll(() => executions(rules)).toEqual([1, 1]);
@@ -149,11 +160,45 @@ describe('the automation engine across a stall', () => {
     const rule = await createRule({ type: 'time', after: '13:00' });
     await server.server.timers.runAll();
     failInsertsInto(server, 'groups');
-    expect((await api.post('/api/groups', { name: 'stall' }, { token: owner.token })).status).toBe(503);
+    const stalling = api.post('/api/groups', { name: 'stall' }, { token: owner.token });
+    await untilStalled(server);
     server.clock.set('2026-03-01T13:30:00.000Z');
     await server.server.timers.runAll();
     await healAndRetry(server, retries, api);
+    expect((await stalling).status).toBe(201);
     await server.server.timers.runAll();
     expect(await executions([rule])).toEqual([1]);
+  });
+});
+
+describe('a start whose catch-up fails', () => {
+  it('stops the start with the cause itself, and starts once the cause is gone, the stored write shown', async () => {
+    const retries: Array<() => void> = [];
+    const server = await startHeld(retries);
+    const api = client(() => server.url);
+    const owner = await registerUser(api);
+    failInsertsInto(server, 'groups');
+    const stored = api.post('/api/groups', { name: 'Basement' }, { token: owner.token });
+    await untilStalled(server);
+    await server.server.close();
+    // Stopped while stalled: the write that waited hears 503, its event stays in the log.
+    expect((await stored).status).toBe(503);
+
+    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const options = { logger: pino({ level: 'silent' }), projectionRetryTimer: () => () => undefined };
+    await expect(startServer(config, options)).rejects.toThrow('database or disk is full');
+
+    const db = openDatabase(join(server.dataDir, DATABASE_FILE));
+    db.exec(`DROP TRIGGER disk_full`);
+    db.close();
+    const restarted = await startServer(config, options);
+    try {
+      // By API key: a session token is signed with a secret each configuration loads afresh.
+      const groups = await client(() => restarted.url).get<List<Group>>('/api/groups', { headers: { 'x-api-key': owner.apiKey } });
+      expect(groups.body.data.map((g) => g.name)).toEqual(['Basement']);
+    } finally {
+      await restarted.close();
+      rmSync(server.dataDir, { recursive: true, force: true });
+    }
   });
 });
