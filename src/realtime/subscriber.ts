@@ -103,6 +103,9 @@ export class Subscriber {
         this.deliver({ event, audience: audienceOf(sql, event), message: '' });
       }
       if (page.length === 0 || this.lastPosition >= ceiling) break;
+      // Reading and sending never waits on I/O while the socket drains: without a turn of the
+      // event loop between pages, a replay of the whole log held up every other request.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     const pending = this.buffer;
     this.buffer = [];

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { ManualClock } from '../../src/domain/clock.js';
+import { streams } from '../../src/domain/events.js';
 import { startServer } from '../../src/server.js';
 import { client, registerUser, type Client } from '../helpers/client.js';
 import { uniqueName, type Data, type List, type StoredEvent } from '../helpers/fixtures.js';
@@ -527,6 +528,36 @@ describe('realtime catch-up of a large history (default WS_MAX_BUFFERED_BYTES)',
       await reader.until((received) => received.some((m) => isEvent(m) && m.position === expected[expected.length - 1]), 20_000);
       expect(positionsOf(reader)).toEqual(expected);
       expect(reader.isOpen()).toBe(true);
+      await reader.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('a replay of the whole log', () => {
+  it('leaves the server answering other requests while it runs, page after page', async () => {
+    const server = await startTestServer();
+    const api = client(() => server.url);
+    try {
+      const user = await registerUser(api, uniqueName('replayer'));
+      const device = await deviceOf(api, user);
+      const { log, runner } = server.server.services;
+      const beat = { type: 'device.heartbeat', data: { device_id: device.id, device_status: null, firmware_version: null, metrics: null } } as const;
+      // Ten catch-up pages of history, stored straight into the log.
+      for (let i = 0; i < 50; i++) await log.append([{ streamId: streams.telemetry(device.id), expectedVersion: 'any', events: Array.from({ length: 100 }, () => beat) }]);
+      await runner.waitFor(log.headPosition());
+      const total = 5_000;
+
+      const reader = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+      reader.send({ type: 'subscribe', event_types: ['device.heartbeat'], from_position: 0 });
+      await reader.next(isEvent);
+      const health = await api.get('/api/health');
+      expect(health.status).toBe(200);
+      // Answered while the replay was still under way: without a turn of the event loop between
+      // pages, the health request waited for all of it, and every event had arrived first.
+      expect(reader.received.filter(isEvent).length).toBeLessThan(total);
+      await reader.until((received) => received.filter(isEvent).length === total, 20_000);
       await reader.close();
     } finally {
       await server.close();
