@@ -49,7 +49,12 @@ export interface ServerOptions {
   pingIntervalMs?: number;
   /** When a failed projection batch is tried again (a timer with backoff); tests run retries by hand. */
   projectionRetryTimer?: RetryTimer;
+  /** How long a stop waits for requests in flight before closing their connections (10 s). */
+  shutdownGraceMs?: number;
 }
+
+/** A whole request, body included, within a minute: a body trickled in a byte at a time is cut off, not waited for. */
+const REQUEST_TIMEOUT_MS = 60_000;
 
 export const DATABASE_FILE = 'iot.db';
 
@@ -114,7 +119,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   automation.start();
   const rollouts = new Rollouts(services, commands);
   const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
-  const http = createServer(app);
+  const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, app);
   answerClientErrors(http);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
@@ -156,6 +161,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();
+        // A client that never finishes its request must not hold the stop up for as long as it likes.
+        setTimeout(() => http.closeAllConnections(), options.shutdownGraceMs ?? 10_000).unref();
       });
       await timers.idle();
       await automation.stop();
