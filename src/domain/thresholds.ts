@@ -3,16 +3,35 @@ import type { DomainEvent, StoredReading } from './events.js';
 import type { SensorStats } from './quality.js';
 
 /** `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
-export const thresholdSchema = z.object({
-  min: z.number().optional(),
-  max: z.number().optional(),
-  hysteresis: z.number().nonnegative().optional(),
-  severity: z.enum(['info', 'warning', 'critical']).optional(),
-});
+export const thresholdSchema = z
+  .object({
+    min: z.number().optional(),
+    max: z.number().optional(),
+    hysteresis: z.number().nonnegative().optional(),
+    severity: z.enum(['info', 'warning', 'critical']).optional(),
+  })
+  // Every value would breach one bound or the other: an alert that never clears, surely a typo.
+  .refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] });
 export type Threshold = z.infer<typeof thresholdSchema>;
 export const thresholdsSchema = z.record(z.string(), thresholdSchema);
 
 export const DEFAULT_ANOMALY_Z = 4;
+
+/**
+ * A configuration is the device's own and stored as given, but the server reads two of its
+ * keys: `thresholds` and `anomaly_z`. Refused when those make no sense, or a typo would switch
+ * a device's alerts off without a word.
+ */
+export function configurationProblems(configuration: Record<string, unknown>): Array<{ path: PropertyKey[]; message: string }> {
+  const problems: Array<{ path: PropertyKey[]; message: string }> = [];
+  if (configuration.thresholds !== undefined) {
+    const parsed = thresholdsSchema.safeParse(configuration.thresholds);
+    if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['thresholds', ...issue.path], message: issue.message })));
+  }
+  const anomalyZ = configuration.anomaly_z;
+  if (anomalyZ !== undefined && !(typeof anomalyZ === 'number' && anomalyZ > 0)) problems.push({ path: ['anomaly_z'], message: 'must be a positive number' });
+  return problems;
+}
 const MIN_SAMPLES_FOR_ANOMALY = 10;
 
 /** An open (active or acknowledged) alert, keyed by `${kind}:${sensor_type}`. */

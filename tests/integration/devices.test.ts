@@ -164,6 +164,20 @@ describe('devices', () => {
       expectValidation(await api.post('/api/devices', { name: 42, type: 'sensor' }, { token: alice.token }), 'name');
     });
 
+    it('refuses thresholds and an anomaly_z in the configuration that would silently switch alerts off, and takes sensible ones', async () => {
+      const register = (configuration: Record<string, unknown>) => api.post('/api/devices', { name: 'alarmed', type: 'sensor', configuration }, { token: alice.token });
+      expectValidation(await register({ thresholds: { temperature: { min: 50, max: 10 } } }), 'configuration.thresholds.temperature.min');
+      expectValidation(await register({ thresholds: { humidity: { max: 'hot' } } }), 'configuration.thresholds.humidity.max');
+      expectValidation(await register({ thresholds: ['temperature'] }), 'configuration.thresholds');
+      expectValidation(await register({ anomaly_z: -1 }), 'configuration.anomaly_z');
+      expect((await register({ thresholds: { temperature: { min: 10, max: 50, severity: 'critical' } }, anomaly_z: 3, firmware: { channel: 'beta' } })).status).toBe(201);
+      const device = await createDevice(api, alice.token);
+      expectValidation(await api.put(`/api/devices/${device.id}`, { configuration: { thresholds: { temperature: { min: 5, max: 1 } } } }, { token: alice.token }), 'configuration.thresholds.temperature.min');
+      expectValidation(await api.put(`/api/devices/${device.id}`, { settings: { anomaly_z: 'high' } }, { token: alice.token }), 'settings.anomaly_z');
+      const template = await api.post('/api/templates', { name: 'bad template', device_type: 'sensor', configuration: { thresholds: { temperature: { max: 'hot' } } } }, { token: alice.token });
+      expectValidation(template, 'configuration.thresholds.temperature.max');
+    });
+
     it.each([
       ['a NUL', 'pump\u0000room'],
       ['a line break', 'pump\nroom'],

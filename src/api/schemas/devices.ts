@@ -1,12 +1,17 @@
 import { z } from 'zod';
 import { deviceStatusSchema } from '../../domain/events.js';
+import { configurationProblems } from '../../domain/thresholds.js';
 import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
 import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
 
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
 const macAddress = z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)');
 const deviceType = z.string().trim().min(1).max(64);
-const configuration = jsonObject;
+/** What the server reads of a configuration (thresholds, anomaly_z) must make sense; the rest is the device's. */
+export const deviceConfiguration = jsonObject.superRefine((value, ctx) => {
+  for (const { path, message } of configurationProblems(value)) ctx.addIssue({ code: 'custom', path, message });
+});
+const configuration = deviceConfiguration;
 
 const editable = {
   name: nonBlank(100),

@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import { thresholdsSchema } from '../../domain/thresholds.js';
-import { jsonObject, nonBlank, timestamp } from './common.js';
+import { nonBlank, timestamp } from './common.js';
+import { deviceConfiguration } from './devices.js';
 
 const fields = {
   name: nonBlank(100),
   device_type: z.string().trim().min(1).max(64),
   description: z.string().max(2000).nullable(),
-  configuration: jsonObject,
+  configuration: deviceConfiguration,
   thresholds: thresholdsSchema,
 };
 
