@@ -24,7 +24,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, claimDataDir, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 
@@ -69,6 +69,7 @@ export function createLogger(level: Config['logLevel']): Logger {
 }
 
 interface Store {
+  release: () => void;
   db: SqliteDatabase;
   checkpointer: Checkpointer;
   log?: SqliteEventLog;
@@ -81,8 +82,9 @@ interface Store {
  * projection that cannot apply, a locked file) closes what was opened.
  */
 async function openStore(config: Config, clock: Clock, logger: Logger, retryTimer: RetryTimer | undefined): Promise<Required<Store>> {
-  const db = openDatabase(join(config.dataDir, DATABASE_FILE));
-  const store: Store = { db, checkpointer: startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') }) };
+  const release = claimDataDir(config.dataDir);
+  const db = openOrRelease(join(config.dataDir, DATABASE_FILE), release);
+  const store: Store = { release, db, checkpointer: startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') }) };
   try {
     const log = (store.log = new SqliteEventLog(db, clock));
     const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger, retryTimer));
@@ -95,12 +97,22 @@ async function openStore(config: Config, clock: Clock, logger: Logger, retryTime
   }
 }
 
+function openOrRelease(file: string, release: () => void): SqliteDatabase {
+  try {
+    return openDatabase(file);
+  } catch (error) {
+    release();
+    throw error;
+  }
+}
+
 /** Lets the read models finish what the log holds (unless they failed), then closes in order. */
-async function closeStore({ db, checkpointer, log, runner }: Store): Promise<void> {
+async function closeStore({ release, db, checkpointer, log, runner }: Store): Promise<void> {
   await runner?.stop().catch(() => undefined);
   log?.close();
   await checkpointer.stop();
   db.close();
+  release();
 }
 
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {

@@ -1,5 +1,9 @@
+import { rmSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startServer } from '../../src/server.js';
 import { startTestServer } from '../helpers/server.js';
 
 describe('stopping with a request that never finishes', () => {
@@ -15,5 +19,20 @@ describe('stopping with a request that never finishes', () => {
     await server.close();
     await closed;
     expect(socket.destroyed).toBe(true);
+  });
+});
+
+describe('one server per data directory', () => {
+  it('refuses a second server on a data directory in use, and lets one start once the first stopped', async () => {
+    const first = await startTestServer();
+    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: first.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const options = { logger: pino({ level: 'silent' }) };
+    await expect(startServer(config, options)).rejects.toThrow(/in use by another server/);
+    const dataDir = first.dataDir;
+    await first.server.close();
+    const second = await startServer(config, options);
+    expect((await fetch(`${second.url}/api/health`)).status).toBe(200);
+    await second.close();
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });

@@ -1,0 +1,25 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const LOCK_FILE = 'server.lock';
+
+/**
+ * One server per data directory. A second would append to the same log with its own idea of
+ * the head and of each stream's version, and its writes would fail or race the first's. The
+ * claim is an exclusive SQLite lock on a file of its own, held while the server runs: the
+ * operating system drops it when the process dies, so a restart after kill -9 claims it again.
+ * Returns the release.
+ */
+export function claimDataDir(dir: string): () => void {
+  mkdirSync(dir, { recursive: true });
+  const lock = new Database(join(dir, LOCK_FILE));
+  try {
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN EXCLUSIVE');
+  } catch (error) {
+    lock.close();
+    throw new Error(`the data directory ${dir} is in use by another server`, { cause: error });
+  }
+  return () => lock.close();
+}
