@@ -2,7 +2,7 @@ import { DomainError, type ErrorDetail } from '../domain/errors.js';
 import { streams, type DomainEvent, type StoredReading } from '../domain/events.js';
 import { reportedState } from '../domain/device-status.js';
 import { assessQuality, emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
-import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert } from '../domain/thresholds.js';
+import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsOf, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
 import { openDeviceAlerts } from '../projections/alerts.js';
 import type { DeviceRow } from '../projections/devices.js';
@@ -132,7 +132,7 @@ export class Telemetry {
   private assess(device: DeviceRow, readings: Array<Omit<StoredReading, 'quality_score' | 'quality_reasons'>>, now: Date) {
     const { sql, newId } = this.services;
     const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
-    const thresholds = thresholdsSchema.safeParse(configuration.thresholds ?? {});
+    const thresholds = thresholdsOf(configuration.thresholds);
     const anomalyZ = typeof configuration.anomaly_z === 'number' && configuration.anomaly_z > 0 ? configuration.anomaly_z : DEFAULT_ANOMALY_Z;
     const stats = sensorStatsOf(sql, device.id);
     const open = new Map<string, OpenAlert>(openDeviceAlerts(sql, device.id).map((a) => [`${a.kind}:${a.sensor_type}`, { alert_id: a.id }]));
@@ -147,7 +147,7 @@ export class Telemetry {
       // earlier time later in a submission) is stored and scored out_of_order, but moves no alert.
       // A newest stamped ahead (up to 5 minutes are accepted) counts as now, or it would silence them.
       if (before.last_timestamp === null || reading.timestamp >= (before.last_timestamp < receivedAt ? before.last_timestamp : receivedAt)) {
-        const threshold = thresholds.success ? thresholds.data[reading.sensor_type] : undefined;
+        const threshold = thresholds.get(reading.sensor_type);
         alertEvents.push(...alertsForReading({ device_id: device.id, user_id: device.user_id, reading: storedReading, threshold, statsBefore: before, anomalyZ, open, newId }));
       }
       stats.set(reading.sensor_type, updateStats(before, reading.value, reading.timestamp));

@@ -2,18 +2,35 @@ import { z } from 'zod';
 import type { DomainEvent, StoredReading } from './events.js';
 import type { SensorStats } from './quality.js';
 
-/** `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
-export const thresholdSchema = z
-  .object({
-    min: z.number().optional(),
-    max: z.number().optional(),
-    hysteresis: z.number().nonnegative().optional(),
-    severity: z.enum(['info', 'warning', 'critical']).optional(),
-  })
-  // Every value would breach one bound or the other: an alert that never clears, surely a typo.
-  .refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] });
+/** One sensor's entry of `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
+export const thresholdSchema = z.object({
+  min: z.number().optional(),
+  max: z.number().optional(),
+  hysteresis: z.number().nonnegative().optional(),
+  severity: z.enum(['info', 'warning', 'critical']).optional(),
+});
 export type Threshold = z.infer<typeof thresholdSchema>;
-export const thresholdsSchema = z.record(z.string(), thresholdSchema);
+
+/**
+ * Thresholds as a request may give them. Stricter than what ingestion reads (thresholdsOf), so
+ * a configuration stored before a rule was added keeps its alerts.
+ */
+export const thresholdsInput = z.record(
+  z.string(),
+  // Every value would breach one bound or the other: an alert that never clears, surely a typo.
+  thresholdSchema.refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
+);
+
+/** The thresholds ingestion can read from a stored configuration: a sensor's entry that cannot be read drops that sensor alone. */
+export function thresholdsOf(stored: unknown): Map<string, Threshold> {
+  const thresholds = new Map<string, Threshold>();
+  if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) return thresholds;
+  for (const [sensorType, entry] of Object.entries(stored)) {
+    const parsed = thresholdSchema.safeParse(entry);
+    if (parsed.success) thresholds.set(sensorType, parsed.data);
+  }
+  return thresholds;
+}
 
 export const DEFAULT_ANOMALY_Z = 4;
 
@@ -24,8 +41,9 @@ export const DEFAULT_ANOMALY_Z = 4;
  */
 export function configurationProblems(configuration: Record<string, unknown>): Array<{ path: PropertyKey[]; message: string }> {
   const problems: Array<{ path: PropertyKey[]; message: string }> = [];
-  if (configuration.thresholds !== undefined) {
-    const parsed = thresholdsSchema.safeParse(configuration.thresholds);
+  // null, as absent, means none.
+  if (configuration.thresholds !== undefined && configuration.thresholds !== null) {
+    const parsed = thresholdsInput.safeParse(configuration.thresholds);
     if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['thresholds', ...issue.path], message: issue.message })));
   }
   const anomalyZ = configuration.anomaly_z;

@@ -171,6 +171,7 @@ describe('devices', () => {
       expectValidation(await register({ thresholds: ['temperature'] }), 'configuration.thresholds');
       expectValidation(await register({ anomaly_z: -1 }), 'configuration.anomaly_z');
       expect((await register({ thresholds: { temperature: { min: 10, max: 50, severity: 'critical' } }, anomaly_z: 3, firmware: { channel: 'beta' } })).status).toBe(201);
+      expect((await register({ thresholds: null })).status).toBe(201);
       const device = await createDevice(api, alice.token);
       expectValidation(await api.put(`/api/devices/${device.id}`, { configuration: { thresholds: { temperature: { min: 5, max: 1 } } } }, { token: alice.token }), 'configuration.thresholds.temperature.min');
       expectValidation(await api.put(`/api/devices/${device.id}`, { settings: { anomaly_z: 'high' } }, { token: alice.token }), 'settings.anomaly_z');

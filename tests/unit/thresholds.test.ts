@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DomainEvent, StoredReading } from '../../src/domain/events.js';
 import { emptyStats, type SensorStats } from '../../src/domain/quality.js';
-import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsSchema, type OpenAlert, type Threshold } from '../../src/domain/thresholds.js';
+import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsInput, thresholdsOf, type OpenAlert, type Threshold } from '../../src/domain/thresholds.js';
 
 const reading = (value: number, sensor_type = 'temperature'): StoredReading => ({
   sensor_type,
@@ -140,10 +140,21 @@ describe('alertsForReading: thresholds', () => {
   });
 
   it('validates the thresholds of a configuration', () => {
-    expect(thresholdsSchema.safeParse({ temperature: { min: 0, max: 30 } }).success).toBe(true);
-    expect(thresholdsSchema.safeParse({ temperature: { max: 'hot' } }).success).toBe(false);
-    expect(thresholdsSchema.safeParse({ temperature: { max: 30, hysteresis: -1 } }).success).toBe(false);
-    expect(thresholdsSchema.safeParse({ temperature: { max: 30, severity: 'apocalyptic' } }).success).toBe(false);
+    expect(thresholdsInput.safeParse({ temperature: { min: 0, max: 30 } }).success).toBe(true);
+    expect(thresholdsInput.safeParse({ temperature: { max: 'hot' } }).success).toBe(false);
+    expect(thresholdsInput.safeParse({ temperature: { max: 30, hysteresis: -1 } }).success).toBe(false);
+    expect(thresholdsInput.safeParse({ temperature: { max: 30, severity: 'apocalyptic' } }).success).toBe(false);
+    expect(thresholdsInput.safeParse({ temperature: { min: 50, max: 10 } }).success).toBe(false);
+  });
+
+  it('given a stored configuration with one unreadable entry (stored before a rule was added, say), then ingestion keeps the other sensors\' thresholds', () => {
+    const stored = { temperature: { min: 50, max: 10 }, humidity: { max: 'hot' }, pressure: { max: 1100 } };
+    expect([...thresholdsOf(stored)]).toEqual([
+      ['temperature', { min: 50, max: 10 }],
+      ['pressure', { max: 1100 }],
+    ]);
+    expect(thresholdsOf(null).size).toBe(0);
+    expect(thresholdsOf(['temperature']).size).toBe(0);
   });
 });
 

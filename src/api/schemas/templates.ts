@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { thresholdsSchema } from '../../domain/thresholds.js';
+import { thresholdsInput } from '../../domain/thresholds.js';
 import { nonBlank, timestamp } from './common.js';
 import { deviceConfiguration } from './devices.js';
 
@@ -8,7 +8,7 @@ const fields = {
   device_type: z.string().trim().min(1).max(64),
   description: z.string().max(2000).nullable(),
   configuration: deviceConfiguration,
-  thresholds: thresholdsSchema,
+  thresholds: thresholdsInput,
 };
 
 export const createTemplateBody = z.object({
