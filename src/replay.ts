@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config.js';
 import { systemClock } from './domain/clock.js';
-import { SqliteEventLog, openDatabase } from './eventlog/index.js';
+import { DataDirInUse, SqliteEventLog, claimDataDir, openDatabase } from './eventlog/index.js';
 import { ProjectionRunner, createProjections } from './projections/index.js';
 import { rebuildAndCompare } from './projections/rebuild.js';
 import { DATABASE_FILE, createLogger } from './server.js';
@@ -11,6 +11,8 @@ import { DATABASE_FILE, createLogger } from './server.js';
 async function replay(): Promise<number> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  // It brings the live read models up to the log first: that must not race a running server's runner.
+  const release = claimDataDir(config.dataDir);
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
   const log = new SqliteEventLog(db, systemClock);
   const runner = new ProjectionRunner(db, log, createProjections(config), logger);
@@ -28,6 +30,7 @@ async function replay(): Promise<number> {
     return result.differing.length === 0 ? 0 : 2;
   } finally {
     db.close();
+    release();
     for (const suffix of ['', '-wal', '-shm']) rmSync(freshFile + suffix, { force: true });
   }
 }
@@ -35,7 +38,7 @@ async function replay(): Promise<number> {
 replay().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    console.error(error instanceof ConfigError ? error.message : error);
+    console.error(error instanceof ConfigError || error instanceof DataDirInUse ? error.message : error);
     process.exit(1);
   },
 );

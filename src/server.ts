@@ -171,10 +171,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       realtime.close();
       runner.beginStop();
       await new Promise<void>((resolve) => {
-        http.close(() => resolve());
-        http.closeIdleConnections();
         // A client that never finishes its request must not hold the stop up for as long as it likes.
-        setTimeout(() => http.closeAllConnections(), options.shutdownGraceMs ?? 10_000).unref();
+        const grace = setTimeout(() => http.closeAllConnections(), options.shutdownGraceMs ?? 10_000);
+        http.close(() => {
+          clearTimeout(grace);
+          resolve();
+        });
+        http.closeIdleConnections();
       });
       await timers.idle();
       await automation.stop();

@@ -15,7 +15,7 @@ import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
 import { originAllowed } from './origins.js';
 import { rateLimit } from './rate-limit.js';
-import { refuseWritesWhileStalled } from './stall-guard.js';
+import { refuseWhileStalled } from './stall-guard.js';
 import { requestContext } from './request-context.js';
 import { mount, type RouteDefinition } from './route.js';
 import { accountRoutes } from './routes/accounts.js';
@@ -58,7 +58,6 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
       exposedHeaders: ['ETag', 'X-Request-Id', 'Retry-After'],
     }),
   );
-  app.use(refuseWritesWhileStalled(services.runner));
   app.use(requireJsonBody);
   // Not strict: a JSON string or number is JSON, and answers validation_failed like any other wrong shape.
   app.use(express.json({ limit: MAX_BODY_BYTES, strict: false, verify: inspectBody }));
@@ -80,7 +79,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...ruleRoutes(services, handlers.rules),
   );
   const router = express.Router();
-  mount(router, routes);
+  mount(router, routes, refuseWhileStalled(services.runner));
   app.use(router);
   app.use(notFoundRoute);
   app.use(errorHandler);

@@ -20,6 +20,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   response?: z.ZodType;
   status?: number;
   list?: boolean;
+  /** A POST that stores nothing (a dry run): answered while the read models are stalled, as GETs are. */
+  storesNothing?: boolean;
 }
 
 export interface Reply {
@@ -65,8 +67,12 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
   return { spec: spec as unknown as RouteSpec<z.ZodType, z.ZodType>, handler };
 }
 
-export function mount(router: Router, routes: readonly RouteDefinition[]): void {
-  for (const { spec, handler } of routes) router[spec.method](spec.path, handler);
+/** Mounts each route; those that store go through `guardStores` first. */
+export function mount(router: Router, routes: readonly RouteDefinition[], guardStores: RequestHandler): void {
+  for (const { spec, handler } of routes) {
+    if (spec.method === 'get' || spec.storesNothing) router[spec.method](spec.path, handler);
+    else router[spec.method](spec.path, guardStores, handler);
+  }
 }
 
 function checkAccess(access: Access, principal: Principal | undefined): void {

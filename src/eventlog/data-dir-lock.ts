@@ -4,6 +4,9 @@ import { join } from 'node:path';
 
 const LOCK_FILE = 'server.lock';
 
+/** Said to whoever starts a second server (or a replay) on a directory in use: an answer, not a crash. */
+export class DataDirInUse extends Error {}
+
 /**
  * One server per data directory. A second would append to the same log with its own idea of
  * the head and of each stream's version, and its writes would fail or race the first's. The
@@ -13,13 +16,14 @@ const LOCK_FILE = 'server.lock';
  */
 export function claimDataDir(dir: string): () => void {
   mkdirSync(dir, { recursive: true });
-  const lock = new Database(join(dir, LOCK_FILE));
+  // No busy wait: a second server should hear at once that the directory is taken.
+  const lock = new Database(join(dir, LOCK_FILE), { timeout: 0 });
   try {
     lock.pragma('locking_mode = EXCLUSIVE');
     lock.exec('BEGIN EXCLUSIVE');
   } catch (error) {
     lock.close();
-    throw new Error(`the data directory ${dir} is in use by another server`, { cause: error });
+    throw new DataDirInUse(`the data directory ${dir} is in use by another server`, { cause: error });
   }
   return () => lock.close();
 }

@@ -1,6 +1,6 @@
 export { startCheckpointer, type Checkpointer } from './checkpointer.js';
 export { openDatabase, type SqliteDatabase } from './database.js';
-export { claimDataDir } from './data-dir-lock.js';
+export { DataDirInUse, claimDataDir } from './data-dir-lock.js';
 export { ConcurrencyError } from './errors.js';
 export { chainHash, GENESIS_HASH } from './hash.js';
 export { SqliteEventLog, STREAM_SCAN_WINDOW } from './sqlite-event-log.js';

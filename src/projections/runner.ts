@@ -158,7 +158,8 @@ export class ProjectionRunner {
   private wait(position: number, failFast: boolean): Promise<void> {
     if (failFast && this.stall) return Promise.reject(this.stall.error);
     if (this.position() >= position) return Promise.resolve();
-    if (this.stopped) return Promise.reject(stalledAt(this.position()));
+    // Stopping, a writer must not wait for a retry that the stop will cancel.
+    if (this.stopped || (this.stopping && this.stall)) return Promise.reject(stalledAt(this.position()));
     return new Promise((resolve, reject) => this.waiters.push({ position, resolve, reject, failFast }));
   }
 

@@ -84,6 +84,10 @@ describe('read models stalled by a failing batch', () => {
     const read = await api.get<Data<{ id: string }>>(`/api/devices/${device.id}`, { token: owner.token });
     expect(read.status).toBe(200);
     expect(read.body.data.id).toBe(device.id);
+    // A POST that stores nothing is a read: a dry run still answers.
+    const draft = { name: 'draft', trigger_conditions: { type: 'reading', device_id: device.id, sensor_type: 'temperature', operator: '>', value: 30 }, actions: [{ type: 'alert', severity: 'info', message: 'x' }] };
+    const dryRun = await api.post('/api/automation/rules/test', { rule: draft, start_date: '2026-03-01', end_date: '2026-03-02' }, { token: owner.token });
+    expect(dryRun.status, JSON.stringify(dryRun.body)).toBe(200);
     expect(await groupNames()).toEqual([]);
   });
 

@@ -293,6 +293,21 @@ describe('projection runner', () => {
     await runner.stop();
   });
 
+  it('once the server is stopping, a writer that waits after a stall hears 503 at once instead of waiting for a retry the stop cancels', async () => {
+    let failing = false;
+    const runner = run([recorder('alpha', 1, () => failing)]);
+    await append(1);
+    await runner.waitFor(1);
+    runner.beginStop();
+    failing = true;
+    const stored = await append(1);
+    await expect(runner.waitFor(stored)).rejects.toMatchObject({ code: 'service_unavailable' });
+    // Stored after the stall began (its check passed before): it would otherwise wait until stop().
+    const later = await append(1);
+    await expect(runner.waitFor(later)).rejects.toMatchObject({ code: 'service_unavailable' });
+    await runner.stop();
+  });
+
   it('stops at once when it never started (a projection whose tables could not be made)', async () => {
     const broken: Projection = { ...recorder('alpha', 1), ddl: 'CREATE TABLE (' };
     await append(1);
