@@ -1,5 +1,5 @@
 import type { RequestHandler } from 'express';
-import { stalledAt, type ProjectionRunner } from '../projections/runner.js';
+import type { ProjectionRunner } from '../projections/runner.js';
 
 /**
  * While the read models are stalled, the routes that store are refused before they start.
@@ -11,6 +11,6 @@ import { stalledAt, type ProjectionRunner } from '../projections/runner.js';
 export const refuseWhileStalled =
   (runner: ProjectionRunner): RequestHandler =>
   (_req, _res, next) => {
-    const stall = runner.stalled();
-    next(stall ? stalledAt(stall.position) : undefined);
+    runner.refuseWhileStalled();
+    next();
   };

@@ -60,7 +60,8 @@ export async function handle<Command, State, Event extends DomainEvent>(
     if (events.length === 0) return { state, events, version, position: services.log.headPosition() };
     let result: AppendResult;
     try {
-      result = await storeEvents(services, 
+      result = await storeEvents(
+        services,
         [
           { streamId, events, expectedVersion: version === 0 ? 'no_stream' : version, metadata: metadataFor(context) },
           ...(options.alongside ?? []).map((extra) => ({ ...extra, expectedVersion: 'any' as const, metadata: metadataFor(context) })),

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
-import { stalledAt, type ProjectionRunner } from '../projections/runner.js';
+import type { ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
 import type { DeviceLocks } from './device-locks.js';
 import type { KeyedLock } from './keyed-lock.js';
@@ -29,7 +29,7 @@ export interface Services {
  * rules reading the unchanged read models would act again. Every writer stores through here.
  */
 export async function storeEvents(services: Pick<Services, 'log' | 'runner'>, requests: readonly AppendRequest[], options?: AppendOptions): Promise<AppendResult> {
-  refuseWhileStalled(services.runner);
+  services.runner.refuseWhileStalled();
   return services.log.append(requests, options);
 }
 
@@ -38,13 +38,8 @@ export async function storeEvents(services: Pick<Services, 'log' | 'runner'>, re
  * while they are stalled (nothing decided could be stored), rather than waiting for the retry.
  */
 export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runner'>): Promise<void> {
-  refuseWhileStalled(services.runner);
+  services.runner.refuseWhileStalled();
   await services.runner.waitFor(services.log.headPosition());
-}
-
-function refuseWhileStalled(runner: ProjectionRunner): void {
-  const stall = runner.stalled();
-  if (stall) throw stalledAt(stall.position);
 }
 
 export type Principal =

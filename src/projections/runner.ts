@@ -128,6 +128,11 @@ export class ProjectionRunner {
     return this.stall;
   }
 
+  /** Throws the 503 a writer hears while the read models are stalled (see stalledAt). */
+  refuseWhileStalled(): void {
+    if (this.stall) throw stalledAt(this.stall.position);
+  }
+
   /**
    * The server stops taking requests and waits for those in flight: those waiting for a retry
    * would hold it up for as long as the stall lasts, so they hear 503 now, and at any stall to come.
@@ -216,8 +221,8 @@ export class ProjectionRunner {
   private stallOn(error: unknown): void {
     const attempts = (this.stall?.attempts ?? 0) + 1;
     const delayMs = Math.min(LAST_RETRY_MS, FIRST_RETRY_MS * 2 ** (attempts - 1));
-    this.logger.error({ err: error, position: this.position(), attempts, retry_in_ms: delayMs }, 'projection failed; read models wait at their checkpoint for a retry');
     const position = this.position();
+    this.logger.error({ err: error, position, attempts, retry_in_ms: delayMs }, 'projection failed; read models wait at their checkpoint for a retry');
     this.rejectWaiters((w) => w.failFast, error);
     if (this.stopping) this.rejectWaiters(() => true, stalledAt(position));
     for (const projection of this.projections) projection.forget?.();

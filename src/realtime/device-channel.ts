@@ -5,7 +5,6 @@ import type { Principal, RequestContext, Services } from '../commands/services.j
 import { readingInputs, type Telemetry } from '../commands/telemetry.js';
 import { DomainError } from '../domain/errors.js';
 import type { RecordedEvent } from '../domain/events.js';
-import { stalledAt } from '../projections/runner.js';
 import { presentCommand } from '../api/routes/commands.js';
 import { CLOSE, deviceMessage, type DeviceMessage } from './messages.js';
 
@@ -32,8 +31,7 @@ export class DeviceChannel {
 
   async connect(ws: WebSocket, principal: DevicePrincipal, requestId: string): Promise<void> {
     // Its pending commands could not be marked sent, and nothing would push them once the read models resume.
-    const stall = this.services.runner.stalled();
-    if (stall) throw stalledAt(stall.position);
+    this.services.runner.refuseWhileStalled();
     const id = principal.deviceId;
     const context: RequestContext = { principal, requestId };
     const open = this.sockets.get(id) ?? new Set();

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import type { Services } from '../../commands/services.js';
-import { stalledAt } from '../../projections/runner.js';
 import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
@@ -10,8 +9,7 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
       { method: 'get', path: '/api/health', summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
       () => {
         // Read models that stopped answer every write with 503: whatever watches the health should know.
-        const stall = services.runner.stalled();
-        if (stall) throw stalledAt(stall.position);
+        services.runner.refuseWhileStalled();
         return { data: { status: 'ok', position: services.log.headPosition() } };
       },
     ),
