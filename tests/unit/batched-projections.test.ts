@@ -37,21 +37,32 @@ const deviceEvent = (deviceId: string): fc.Arbitrary<DomainEvent> =>
 const recorded = (events: readonly DomainEvent[]): RecordedEvent[] =>
   events.map((event, index) => ({ ...event, position: index + 1, stream_id: 's', version: index + 1, metadata: {}, recorded_at: new Date(START + index * 1000).toISOString(), hash: '' }) as RecordedEvent);
 
+/** The projections' tables in a fresh in-memory database. */
+function readModelsOf(projections: readonly Projection[]): { db: SqliteDatabase; sql: Sql } {
+  const db = openDatabase(':memory:');
+  for (const projection of projections) db.exec(projection.ddl);
+  return { db, sql: new Sql(db) };
+}
+
+/** Every row of the projections' tables, each table in its key's order; the database is closed. */
+function rowsAndClose(db: SqliteDatabase, projections: readonly Projection[]): Record<string, unknown[]> {
+  const tables = projections.flatMap((projection) => projection.tables);
+  const rows = Object.fromEntries(tables.map((table) => [table, db.prepare(`SELECT * FROM "${table}" ORDER BY 1, 2, 3`).all()]));
+  db.close();
+  return rows;
+}
+
 /** The rows of the read models after the events, applied in batches that end after the given indexes. */
 function rowsAfter(events: readonly RecordedEvent[], batchEnds: ReadonlySet<number>): Record<string, unknown[]> {
-  const db: SqliteDatabase = openDatabase(':memory:');
   const projections: Projection[] = [devicesProjection(), deviceHealthProjection()];
-  const sql = new Sql(db);
-  for (const projection of projections) db.exec(projection.ddl);
+  const { db, sql } = readModelsOf(projections);
   for (const projection of projections) {
     events.forEach((event, index) => {
       projection.apply(sql, event);
       if (batchEnds.has(index) || index === events.length - 1) projection.afterBatch?.(sql);
     });
   }
-  const rows = { devices: db.prepare('SELECT * FROM devices ORDER BY id').all(), device_health: db.prepare('SELECT * FROM device_health ORDER BY device_id').all() };
-  db.close();
-  return rows;
+  return rowsAndClose(db, projections);
 }
 
 describe('devices and device health written once per batch', () => {
@@ -84,10 +95,8 @@ const remembering = (): Projection[] => [devicesProjection(), deviceHealthProjec
  * projection is told to forget, and the batch runs again.
  */
 function rowsThroughRunner(events: readonly RecordedEvent[], batchEnds: ReadonlySet<number>, failure?: { projection: number; event: number }): Record<string, unknown[]> {
-  const db = openDatabase(':memory:');
   const projections = remembering();
-  const sql = new Sql(db);
-  for (const projection of projections) db.exec(projection.ddl);
+  const { db, sql } = readModelsOf(projections);
   let pendingFailure = failure;
   const applyBatch = (batch: readonly RecordedEvent[], from: number) =>
     db.transaction(() => {
@@ -114,10 +123,7 @@ function rowsThroughRunner(events: readonly RecordedEvent[], batchEnds: Readonly
     }
     from = index + 1;
   });
-  const tables = projections.flatMap((projection) => projection.tables);
-  const rows = Object.fromEntries(tables.map((table) => [table, db.prepare(`SELECT * FROM "${table}" ORDER BY 1, 2, 3`).all()]));
-  db.close();
-  return rows;
+  return rowsAndClose(db, projections);
 }
 
 describe('a batch that rolled back runs again from the tables, not from what it left in memory', () => {
