@@ -670,23 +670,23 @@ const MONTH_QUERIES = envInt('BENCH_MONTH_QUERIES', 300);
 const QUERY_GROUP = 10;
 const RSS_LIMIT = 300 * MB;
 
-function monthTimeline(total: number, monthStart: number): ReadingsSpec {
+function timeline(total: number, start: number, spanMs: number): ReadingsSpec {
   const timestamps = total / SENSORS.length;
-  return { submissions: total / MONTH_PER_SUBMISSION, perSubmission: MONTH_PER_SUBMISSION, sensors: SENSORS, startMs: monthStart, stepMs: (30 * DAY_MS) / timestamps };
+  return { submissions: total / MONTH_PER_SUBMISSION, perSubmission: MONTH_PER_SUBMISSION, sensors: SENSORS, startMs: start, stepMs: spanMs / timestamps };
 }
 
 /**
  * Loads `total` readings into the server's only device through HTTP, 1,000 per submission, and
  * checks them in the daily rollups (every 201 is answered once its readings are projected).
  */
-async function loadMonth(load: LoadGenerator, ours: { url: string; userToken: string; devices: Ours['devices'] }, total: number, monthStart: number, connections: number): Promise<LoadResult> {
+async function loadMonth(load: LoadGenerator, ours: { url: string; userToken: string; devices: Ours['devices'] }, total: number, monthStart: number, connections: number, spanMs = 30 * DAY_MS): Promise<LoadResult> {
   const device = ours.devices[0]!;
   const result = await load.run({
     url: ours.url,
     connections,
     amount: total / MONTH_PER_SUBMISSION,
     targets: [{ path: dataPath(device.id), token: device.token }],
-    body: { kind: 'readings', spec: monthTimeline(total, monthStart) },
+    body: { kind: 'readings', spec: timeline(total, monthStart, spanMs) },
   });
   const days = await call<{ data: Array<{ count: number }> }>(ours.url, 'GET', `${dataPath(device.id)}?interval=day&limit=500`, undefined, ours.userToken);
   const stored = days.body.data.reduce((sum, day) => sum + day.count, 0);
@@ -838,4 +838,64 @@ const memory: Benchmark = {
   },
 };
 
-export const telemetryBenchmarks: readonly Benchmark[] = [httpIngest, batched, month, memory];
+const RAW_DAY = 100_000;
+const RAW_PAGE = 500;
+const PAGE_REPEATS = 5;
+
+/** One page's answer time: the median of a few fetches, so one slow moment of a shared machine does not decide it. */
+async function timePage(url: string, path: string, token: string): Promise<{ ms: number; next: string | null; rows: number }> {
+  const times: number[] = [];
+  let answer: { data: unknown[]; meta: { next_cursor: string | null } } | undefined;
+  for (let i = 0; i < PAGE_REPEATS; i++) {
+    const started = performance.now();
+    const response = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    answer = (await response.json()) as typeof answer;
+    times.push(performance.now() - started);
+    if (response.status !== 200) throw new Error(`raw page answered ${response.status}: ${JSON.stringify(answer)}`);
+  }
+  return { ms: summarise(times).median, next: answer!.meta.next_cursor, rows: answer!.data.length };
+}
+
+const rawPages: Benchmark = {
+  name: 'telemetry-raw-pages',
+  description: `GET /api/devices/:id/data?interval=raw&limit=${RAW_PAGE} through one device with ${int(RAW_DAY)} readings in one day (loaded through HTTP, 1,000 a submission), by cursor from the newest page to the oldest; each page the median of ${PAGE_REPEATS} fetches, the slowest page against twice the first; the same pages by offset beside it`,
+  async run(reporter) {
+    const dayStart = Math.floor(Date.now() / DAY_MS) * DAY_MS - DAY_MS;
+    const ours = await startOurs('bench-telemetry-raw-pages', 1);
+    const load = new LoadGenerator();
+    try {
+      await loadMonth(load, { url: ours.server.url, ...ours }, RAW_DAY, dayStart, 4, DAY_MS);
+      const base = `${dataPath(ours.devices[0]!.id)}?interval=raw&limit=${RAW_PAGE}`;
+      const byCursor: number[] = [];
+      let read = 0;
+      for (let path: string | null = base; path !== null; ) {
+        const page = await timePage(ours.server.url, path, ours.userToken);
+        byCursor.push(page.ms);
+        read += page.rows;
+        path = page.next === null ? null : `${base}&cursor=${encodeURIComponent(page.next)}`;
+      }
+      if (read !== RAW_DAY) throw new Error(`paging by cursor read ${int(read)} readings of ${int(RAW_DAY)}`);
+      const byOffset: number[] = [];
+      for (let offset = 0; offset < RAW_DAY; offset += RAW_PAGE * 10) byOffset.push((await timePage(ours.server.url, `${base}&offset=${offset}`, ours.userToken)).ms);
+      const first = byCursor[0]!;
+      const slowest = Math.max(...byCursor);
+      recordLimit(reporter, rawPages.name, {
+        name: `raw pages by cursor, slowest of ${byCursor.length} (2x first/slowest)`,
+        unit: 'ms',
+        ours: slowest,
+        oursText: `${slowest.toFixed(2)} ms slowest, ${summarise(byCursor).median.toFixed(2)} ms median`,
+        limit: 2 * first,
+        limitText: `2 x ${first.toFixed(2)} ms (first page)`,
+        ratio: (2 * first) / slowest,
+        minRatio: 1,
+        targetText: '>=100%',
+        note: `by offset (every 10th page): first ${byOffset[0]!.toFixed(2)} ms, last ${byOffset.at(-1)!.toFixed(2)} ms, slowest ${Math.max(...byOffset).toFixed(2)} ms`,
+      });
+    } finally {
+      await load.close();
+      await ours.close();
+    }
+  },
+};
+
+export const telemetryBenchmarks: readonly Benchmark[] = [httpIngest, batched, month, memory, rawPages];

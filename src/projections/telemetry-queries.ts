@@ -1,10 +1,10 @@
-import { sql as raw } from 'kysely';
+import { sql as raw, type ExpressionBuilder } from 'kysely';
 import type { SensorStats } from '../domain/quality.js';
 import { blockStartOf, lastMinuteOf, minutesOf } from './minute-blocks.js';
 import { byTimeThenSeq, decodeChunk, hourOf, type RawRow, type StoredChunk } from './reading-chunks.js';
 import { bucketStart, type BucketSize } from './telemetry.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
-import type { BucketTotals } from './schema.js';
+import type { BucketTotals, ReadModels } from './schema.js';
 
 export interface RangeFilter {
   deviceIds: readonly string[];
@@ -13,8 +13,14 @@ export interface RangeFilter {
   end?: string;
 }
 
-/** One device's range: raw readings are only ever read per device. */
-export type DeviceRange = RangeFilter & { deviceIds: [string] };
+/** Where a raw page resumes: just before this reading, in the newest-first order pages walk. */
+export interface RawCursor {
+  ts: string;
+  seq: number;
+}
+
+/** One device's range: raw readings are only ever read per device; `before` narrows it to readings older than a cursor. */
+export type DeviceRange = RangeFilter & { deviceIds: [string]; before?: RawCursor };
 
 const chunksIn = (filter: DeviceRange) => {
   let query = q.selectFrom('reading_chunks').where('device_id', '=', filter.deviceIds[0]);
@@ -26,22 +32,37 @@ const chunksIn = (filter: DeviceRange) => {
 
 const inRange = (ts: string, filter: RangeFilter) => (!filter.start || ts >= filter.start) && (!filter.end || ts <= filter.end);
 
+const isBefore = (row: RawRow, cursor: RawCursor | undefined) => !cursor || row.ts < cursor.ts || (row.ts === cursor.ts && row.seq < cursor.seq);
+
+/** The range narrowed to the readings older than the cursor: its end moves to the cursor's time, so later hours are never read. */
+const olderThan = (filter: DeviceRange, cursor: RawCursor): DeviceRange => ({ ...filter, end: filter.end && filter.end < cursor.ts ? filter.end : cursor.ts, before: cursor });
+
+/** A chunk cut by the range's ends: its readings must be decoded to know which are in. */
+const cutByRange = (filter: RangeFilter) => (eb: ExpressionBuilder<ReadModels, 'reading_chunks'>) =>
+  eb.or([...(filter.start ? [eb('first_ts', '<', filter.start)] : []), ...(filter.end ? [eb('last_ts', '>', filter.end)] : [])]);
+
+interface HourOfReadings {
+  hour: string;
+  /** Readings the hour stores, which sets how it is read. */
+  stored: number;
+  /** Of those, the readings in the range. */
+  count: number;
+}
+
 /**
- * The hours of a device's range that hold readings, oldest first, each with how many of its
- * readings fall in the range: from the chunks' counts where the hour lies wholly inside it,
- * decoding only the hours the range's ends cut through.
+ * The hours of a device's range that hold readings, oldest first: what each stores, and how many
+ * of its readings fall in the range, from the chunks' counts, decoding only the chunks the range's
+ * ends cut through (a start inside a busy hour decodes a chunk or two, not the hour).
  */
-function hoursIn(sql: Sql, filter: DeviceRange) {
-  const hours = sql.all(
-    chunksIn(filter)
-      .select(['hour', (eb) => eb.fn.sum<number>('count').as('count'), (eb) => eb.fn.min<string>('first_ts').as('first_ts'), (eb) => eb.fn.max<string>('last_ts').as('last_ts')])
-      .groupBy('hour')
-      .orderBy('hour'),
-  );
-  return hours.map(({ hour, count, first_ts, last_ts }) => ({
-    hour,
-    count: inRange(first_ts, filter) && inRange(last_ts, filter) ? count : piecesOfHour(sql, filter, hour, count).reduce((n, piece) => n + piece().length, 0),
-  }));
+function hoursIn(sql: Sql, filter: DeviceRange): HourOfReadings[] {
+  const stored = sql.all(chunksIn(filter).select(['hour', (eb) => eb.fn.sum<number>('count').as('stored')]).groupBy('hour').orderBy('hour'));
+  const cut = filter.start || filter.end ? sql.all(chunksIn(filter).where(cutByRange(filter)).select(['sensor_type', 'hour', 'seq', 'readings', 'count'])) : [];
+  const outside = new Map<string, number>();
+  for (const chunk of cut) {
+    const readingsOut = chunk.count - decodeChunk(chunk).filter((reading) => inRange(reading.ts, filter)).length;
+    outside.set(chunk.hour, (outside.get(chunk.hour) ?? 0) + readingsOut);
+  }
+  return stored.map(({ hour, stored }) => ({ hour, stored, count: stored - (outside.get(hour) ?? 0) })).filter(({ count }) => count > 0);
 }
 
 /** Beyond this many readings an hour is read a minute at a time: a busy device's hour can hold hundreds of thousands. */
@@ -54,21 +75,24 @@ const chunksOfHour = (filter: DeviceRange, hour: string) => chunksIn({ ...filter
 /** A chunk whose readings all fall in one minute (a live submission, mostly). */
 const withinOneMinute = raw<boolean>`substr(first_ts, 1, 16) = substr(last_ts, 1, 16)`;
 
-const decodedInRange = (chunks: StoredChunk[], filter: RangeFilter): RawRow[] => chunks.flatMap(decodeChunk).filter((reading) => inRange(reading.ts, filter));
+const decodedInRange = (chunks: StoredChunk[], filter: DeviceRange): RawRow[] =>
+  chunks.flatMap(decodeChunk).filter((reading) => inRange(reading.ts, filter) && isBefore(reading, filter.before));
 
 /**
  * An hour's readings of the range in time order, as pieces each read when called: the whole
  * hour, or, when it is busy, minute by minute. Then the chunks within one minute are read with
  * their minute, and the chunks spanning minutes (backfilled submissions) once for the hour, so
- * no chunk is decoded twice and memory holds a minute plus those.
+ * no chunk is decoded twice and memory holds a minute plus those. Minutes outside the range
+ * are not read at all, so a page resuming inside a busy hour costs what it returns.
  */
-function piecesOfHour(sql: Sql, filter: DeviceRange, hour: string, count: number): Piece[] {
-  if (count <= WHOLE_HOUR_READINGS) return [() => decodedInRange(sql.all(chunksOfHour(filter, hour)), filter).sort(byTimeThenSeq)];
+function piecesOfHour(sql: Sql, filter: DeviceRange, hour: string, stored: number): Piece[] {
+  if (stored <= WHOLE_HOUR_READINGS) return [() => decodedInRange(sql.all(chunksOfHour(filter, hour)), filter).sort(byTimeThenSeq)];
   let spanning: RawRow[] | undefined;
   const spanningReadings = () => (spanning ??= decodedInRange(sql.all(chunksOfHour(filter, hour).where(raw<boolean>`not ${withinOneMinute}`)), filter).sort(byTimeThenSeq));
   return Array.from({ length: 60 }, (_, minute) => () => {
     const from = `${hour.slice(0, 14)}${String(minute).padStart(2, '0')}:00.000Z`;
     const to = `${from.slice(0, 17)}59.999Z`;
+    if ((filter.start && to < filter.start) || (filter.end && from > filter.end)) return [];
     const within = sql.all(chunksOfHour(filter, hour).where(withinOneMinute).where('first_ts', '>=', from).where('first_ts', '<=', to));
     return [...decodedInRange(within, filter), ...between(spanningReadings(), from, to)].sort(byTimeThenSeq);
   });
@@ -90,8 +114,8 @@ function between(sorted: readonly RawRow[], from: string, to: string): RawRow[] 
 }
 
 /** An hour as groups of rows, newest first, each decoded only when a page reaches it. */
-const hourNewestFirst = (sql: Sql, filter: DeviceRange, hour: string, count: number): Array<Group<RawRow>> =>
-  piecesOfHour(sql, filter, hour, count)
+const hourNewestFirst = (sql: Sql, filter: DeviceRange, hour: string, stored: number): Array<Group<RawRow>> =>
+  piecesOfHour(sql, filter, hour, stored)
     .reverse()
     .map((piece) => ({ rows: () => piece().reverse() }));
 
@@ -196,13 +220,26 @@ const summed = (grouped: ReturnType<typeof rollupsIn>) =>
     (eb) => eb.fn.sum<number>('sum_sq').as('sum_sq'),
   ]);
 
-/** The newest `limit` raw readings of the range (after `offset`), answered oldest first. Hours the offset skips whole are not decoded. */
-export function rawReadings(sql: Sql, filter: DeviceRange, limit: number, offset: number) {
+/** A raw page is found by how many newer readings it skips, or resumed from the cursor the page before returned. */
+export type RawPage = { offset: number } | { cursor: RawCursor };
+
+/**
+ * The newest `limit` raw readings of the range (after `offset`, or older than `cursor`), answered
+ * oldest first, with the cursor that resumes after them when older readings remain. Hours an
+ * offset skips whole are counted, never decoded; a cursor starts in its own hour and minute.
+ */
+export function rawReadings(sql: Sql, filter: DeviceRange, limit: number, page: RawPage) {
   const hours = hoursIn(sql, filter);
-  const groups = hours.toReversed().map(({ hour, count }) => ({ count, parts: () => hourNewestFirst(sql, filter, hour, count) }));
-  const newest = pageOfGroups(groups, limit, offset);
-  const rows = newest.reverse().map(({ sensor_type, value, unit, ts, quality_score, quality_reasons }) => ({ sensor_type, value, unit, timestamp: ts, quality_score, quality_reasons }));
-  return { total: totalOf(hours), rows };
+  const walked = 'cursor' in page ? hoursIn(sql, olderThan(filter, page.cursor)) : hours;
+  const range = 'cursor' in page ? olderThan(filter, page.cursor) : filter;
+  const groups = walked.toReversed().map(({ hour, stored, count }) => ({ count, parts: () => hourNewestFirst(sql, range, hour, stored) }));
+  // One more than asked tells whether a next page exists without counting what lies past it.
+  const newest = pageOfGroups(groups, limit + 1, 'cursor' in page ? 0 : page.offset);
+  const returned = newest.slice(0, limit);
+  const oldest = returned.at(-1);
+  const nextCursor: RawCursor | null = newest.length > limit && oldest ? { ts: oldest.ts, seq: oldest.seq } : null;
+  const rows = returned.reverse().map(({ sensor_type, value, unit, ts, quality_score, quality_reasons }) => ({ sensor_type, value, unit, timestamp: ts, quality_score, quality_reasons }));
+  return { total: totalOf(hours), rows, nextCursor };
 }
 
 /**
@@ -255,7 +292,7 @@ export function sensorStatsOf(sql: Sql, deviceId: string): Map<string, SensorSta
 
 /** Every reading of a range in time order, an hour (or a minute of a busy hour) at a time, for streaming exports. */
 export function* iterateReadings(sql: Sql, filter: DeviceRange) {
-  for (const { hour, count } of hoursIn(sql, filter)) {
-    for (const piece of piecesOfHour(sql, filter, hour, count)) yield piece();
+  for (const { hour, stored } of hoursIn(sql, filter)) {
+    for (const piece of piecesOfHour(sql, filter, hour, stored)) yield piece();
   }
 }

@@ -70,6 +70,8 @@ export interface Meta {
   total: number;
   limit: number;
   offset: number;
+  /** Raw readings only: resumes after the page's last reading; null on the last page. */
+  next_cursor?: string | null;
 }
 
 export interface Data<T> {

@@ -491,7 +491,7 @@ describe('telemetry', () => {
 
     it('answers raw readings oldest first with quality_score and list meta', async () => {
       const answer = await readData(api, device.id, alice.token);
-      expect(answer.meta).toEqual({ total: 5, limit: 50, offset: 0 });
+      expect(answer.meta).toEqual({ total: 5, limit: 50, offset: 0, next_cursor: null });
       expect(answer.data.map((r) => r.value)).toEqual([1, 2, 40, 3, 10]);
       for (const r of answer.data) {
         expect(Object.keys(r)).toEqual(expect.arrayContaining(['sensor_type', 'value', 'unit', 'timestamp', 'quality_score']));
@@ -505,12 +505,34 @@ describe('telemetry', () => {
       const seen: RawReading[] = [];
       for (let offset = 0; offset < 5; offset += 2) {
         const page = await readData(api, device.id, alice.token, `limit=2&offset=${offset}`);
-        expect(page.meta).toEqual({ total: 5, limit: 2, offset });
+        expect(page.meta).toMatchObject({ total: 5, limit: 2, offset });
         const times = page.data.map((r) => r.timestamp);
         expect(times).toEqual([...times].sort());
         seen.push(...page.data);
       }
       expect(seen.map((r) => r.value).sort((a, b) => a - b)).toEqual([1, 2, 3, 10, 40]);
+    });
+
+    it('pages by cursor: each page resumes just after the last, newest page first, and the last has none', async () => {
+      const pages: number[][] = [];
+      let query = 'limit=2';
+      for (;;) {
+        const page = await readData(api, device.id, alice.token, query);
+        expect(page.meta).toMatchObject({ total: 5, limit: 2 });
+        pages.push(page.data.map((r) => r.value));
+        const next = page.meta.next_cursor;
+        if (!next) break;
+        query = `limit=2&cursor=${encodeURIComponent(next)}`;
+      }
+      expect(pages).toEqual([[3, 10], [2, 40], [1]]);
+    });
+
+    it('refuses a cursor it did not give, a cursor with an offset, and a cursor on aggregates', async () => {
+      const first = await readData(api, device.id, alice.token, 'limit=2');
+      const cursor = encodeURIComponent(first.meta.next_cursor!);
+      for (const query of ['cursor=not-a-cursor', `cursor=${Buffer.from('[1,2]').toString('base64url')}`, `cursor=${cursor}&offset=2`, `cursor=${cursor}&interval=hour`]) {
+        expectValidation(await api.get(`/api/devices/${device.id}/data?${query}`, { token: alice.token }), 'cursor');
+      }
     });
 
     it('filters by sensor_type and by date range (inclusive)', async () => {

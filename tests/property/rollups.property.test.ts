@@ -230,10 +230,19 @@ describe('rollups equal a naive aggregate, whatever the arrival order (projectio
             .filter(({ r }) => r.device_id === range.device && (range.sensor === undefined || r.sensor_type === range.sensor) && Date.parse(r.timestamp) >= minuteFrom && Date.parse(r.timestamp) <= minuteTo)
             .sort((a, b) => Date.parse(a.r.timestamp) - Date.parse(b.r.timestamp) || a.logIndex - b.logIndex)
             .map(({ r }) => shape(r, r.timestamp));
-          const page = rawReadings(h.sql, rawFilter, range.limit, range.offset);
+          const page = rawReadings(h.sql, rawFilter, range.limit, { offset: range.offset });
           expect(page.total).toBe(inTimeOrder.length);
           const newestFirst = [...inTimeOrder].reverse();
           expect(page.rows.map((r) => shape(r, r.timestamp)), 'raw page').toEqual(newestFirst.slice(range.offset, range.offset + range.limit).reverse());
+          // Walking by cursor from the first page reaches every reading once, in the same order as offsets.
+          const walked: string[] = [];
+          for (let cursorPage = rawReadings(h.sql, rawFilter, range.limit, { offset: 0 }); ; ) {
+            walked.push(...cursorPage.rows.map((r) => shape(r, r.timestamp)).reverse());
+            expect(cursorPage.total, 'a cursor page counts the whole range').toBe(inTimeOrder.length);
+            if (!cursorPage.nextCursor) break;
+            cursorPage = rawReadings(h.sql, rawFilter, range.limit, { cursor: cursorPage.nextCursor });
+          }
+          expect(walked, 'pages by cursor').toEqual(newestFirst);
           expect([...iterateReadings(h.sql, rawFilter)].flat().map((r) => shape(r, r.ts)), 'export').toEqual(inTimeOrder);
         } finally {
           await h.close();

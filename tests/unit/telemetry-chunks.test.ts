@@ -285,16 +285,36 @@ describe('a busy hour is read a minute at a time', () => {
     expect([...iterateReadings(sql, { deviceIds: ['d1'] })].flat().map(key)).toEqual(naive.map((r) => r.ts));
     const newestFirst = naive.map((r) => r.ts).reverse();
     for (const [offset, limit] of [[0, 100], [150, 100], [5_999, 3], [12_490, 50], [12_505, 10]] as const) {
-      const page = rawReadings(sql, { deviceIds: ['d1'] }, limit, offset);
+      const page = rawReadings(sql, { deviceIds: ['d1'] }, limit, { offset });
       expect(page.total).toBe(naive.length);
       expect(page.rows.map(key), `offset ${offset}`).toEqual(newestFirst.slice(offset, offset + limit).reverse());
     }
   });
 
+  it('given 12,505 readings in one hour, when paged by cursor, then every reading comes once, newest page first', () => {
+    const sql = new Sql(db);
+    const seen: string[] = [];
+    let page = rawReadings(sql, { deviceIds: ['d1'] }, 500, { offset: 0 });
+    for (;;) {
+      seen.push(...page.rows.map(key).reverse() as string[]);
+      if (!page.nextCursor) break;
+      page = rawReadings(sql, { deviceIds: ['d1'] }, 500, { cursor: page.nextCursor });
+    }
+    expect(seen).toEqual(naive.map((r) => r.ts).reverse());
+  });
+
+  it('given a cursor at readings sharing one timestamp, then the next page resumes at the next reading of that instant', () => {
+    const sql = new Sql(db);
+    const shared = naive.findIndex((r, i) => i >= 3 && naive[i - 1]!.ts === r.ts);
+    const cursor = naive[shared]!;
+    const page = rawReadings(sql, { deviceIds: ['d1'] }, 3, { cursor });
+    expect(page.rows.map(key)).toEqual(naive.slice(shared - 3, shared).map((r) => r.ts));
+  });
+
   it('given a range cutting the busy hour, then the total and pages count only the readings inside it', () => {
     const range = { start: '2026-03-01T10:20:30.000Z', end: '2026-03-01T10:40:00.000Z' };
     const inside = naive.map((r) => r.ts).filter((ts) => ts >= range.start && ts <= range.end);
-    const page = rawReadings(new Sql(db), { deviceIds: ['d1'], ...range }, 20, 7);
+    const page = rawReadings(new Sql(db), { deviceIds: ['d1'], ...range }, 20, { offset: 7 });
     expect(page.total).toBe(inside.length);
     expect(page.rows.map(key)).toEqual([...inside].reverse().slice(7, 27).reverse());
   });

@@ -11,7 +11,7 @@ import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
-import { bucketReading, dataQuery, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
+import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
@@ -61,8 +61,12 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!);
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
-        const { rows, total } = query.interval === 'raw' ? rawReadings(services.sql, filter, query.limit, query.offset) : aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
-        return { data: rows, meta: listMeta(total, query) };
+        if (query.interval !== 'raw') {
+          const { rows, total } = aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
+          return { data: rows, meta: listMeta(total, query) };
+        }
+        const { rows, total, nextCursor } = rawReadings(services.sql, filter, query.limit, query.cursor ? { cursor: query.cursor } : { offset: query.offset });
+        return { data: rows, meta: { ...listMeta(total, query), next_cursor: nextCursor && encodeCursor(nextCursor) } };
       },
     ),
     defineRoute(

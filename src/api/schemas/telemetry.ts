@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
+import type { RawCursor } from '../../projections/telemetry-queries.js';
 import { dateRange, isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
 
 /** Names that would reach an object's prototype rather than a key of it. */
@@ -47,14 +48,41 @@ export const heartbeatBody = z.object({
 
 export const heartbeatAnswer = z.object({ device_id: z.string(), status: z.string(), position: z.number().int(), server_time: timestamp });
 
+/** A raw page's cursor, opaque to clients: the time and log sequence of the oldest reading the page returned. */
+const cursorForm = z.tuple([z.iso.datetime({ precision: 3 }), z.number().int().min(0)]);
+
+export const encodeCursor = ({ ts, seq }: RawCursor): string => Buffer.from(JSON.stringify([ts, seq])).toString('base64url');
+
+const rawCursor = z
+  .string()
+  .max(200)
+  .transform((text, ctx): RawCursor => {
+    const parsed = cursorForm.safeParse(parseJsonOrNull(Buffer.from(text, 'base64url').toString('utf8')));
+    if (parsed.success) return { ts: parsed.data[0], seq: parsed.data[1] };
+    ctx.addIssue({ code: 'custom', message: 'not a cursor this server gave (pass meta.next_cursor as it is)' });
+    return z.NEVER;
+  })
+  .describe('meta.next_cursor of the previous raw page: resumes just after its last reading');
+
+function parseJsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 export const dataQuery = dateRange
   .extend({
     sensor_type: sensorType.optional(),
     interval: z.enum(['raw', 'minute', 'hour', 'day']).default('raw'),
     limit: paging.shape.limit,
     offset: paging.shape.offset,
+    cursor: rawCursor.optional(),
   })
-  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
+  .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] })
+  .refine((query) => query.cursor === undefined || query.interval === 'raw', { message: 'a cursor pages raw readings only', path: ['cursor'] })
+  .refine((query) => query.cursor === undefined || query.offset === 0, { message: 'give a cursor or an offset, not both', path: ['cursor'] });
 
 export const rawReading = z.object({ sensor_type: z.string(), value: z.number(), unit: z.string().nullable(), timestamp, quality_score: z.number().int(), quality_reasons: z.array(z.string()) });
 export const bucketReading = z.object({ sensor_type: z.string(), bucket_start: timestamp, count: z.number().int(), avg: z.number(), min: z.number(), max: z.number(), sum: z.number() });
