@@ -143,9 +143,14 @@ export class Realtime {
     for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'session expired');
   }
 
-  /** Every interval: a peer that did not answer the last ping is dropped. */
+  /**
+   * Every interval: a peer that did not answer the last ping is dropped. A closing socket is
+   * left to its close handshake: a slow reader's pong waits behind the data before the close
+   * frame, and dropping it would turn its 1013 into a 1006.
+   */
   private ping(): void {
     for (const t of this.tracked) {
+      if (t.ws.readyState !== t.ws.OPEN) continue;
       if (!t.alive) {
         t.ws.terminate();
         continue;

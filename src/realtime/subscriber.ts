@@ -22,13 +22,18 @@ interface Filter {
 
 /**
  * One subscriber: nothing until it subscribes; then, with from_position, the matching
- * events of the log after it, then live ones, with no gap and no duplicate (live events
- * arriving during the catch-up wait in a buffer and are sent past the last position read).
+ * events of the log after it, then live ones, with no gap and no duplicate.
+ *
+ * Memory per subscriber is bounded by `maxBufferedBytes` twice over: the socket's unsent bytes,
+ * and, while it catches up, the live tail (matching live events waiting for the catch-up to
+ * reach them). A tail that passes the bound is dropped, since the log still holds its events and
+ * the catch-up reads them in pages; a subscriber that has fallen further behind by the next
+ * time the tail fills cannot keep up, and is closed with 1013 like a live one.
  */
 export class Subscriber {
   private filter: Filter | null = null;
   private mode: 'idle' | 'catching_up' | 'live' = 'idle';
-  private buffer: LiveItem[] = [];
+  private tail = new LiveTail();
   private lastPosition = 0;
   private garbage = 0;
   private generation = 0;
@@ -45,8 +50,10 @@ export class Subscriber {
   }
 
   onLive(item: LiveItem): void {
-    if (this.mode === 'catching_up') this.buffer.push(item);
-    else if (this.mode === 'live' && item.event.position > this.lastPosition) this.deliver(item);
+    if (this.mode === 'live' && item.event.position > this.lastPosition) this.deliver(item);
+    if (this.mode !== 'catching_up' || !this.matches(item)) return;
+    const lag = this.services.runner.position() - this.lastPosition;
+    if (this.tail.push(item, this.maxBufferedBytes, lag) === 'falling_behind') this.closeTooSlow();
   }
 
   async onMessage(raw: string): Promise<void> {
@@ -84,31 +91,38 @@ export class Subscriber {
           return;
         }
         this.mode = 'catching_up';
-        this.buffer = [];
+        this.tail = new LiveTail();
         this.lastPosition = message.from_position;
         await this.catchUp(generation);
       }
     }
   }
 
-  /** Reads the log up to what the read models have applied; the rest arrives live. */
+  /**
+   * Reads the log in pages up to what the read models have applied, and past every live event
+   * the tail has dropped; the rest is in the tail, or arrives live.
+   */
   private async catchUp(generation: number): Promise<void> {
     const { log, runner, sql } = this.services;
     for (;;) {
       const ceiling = runner.position();
       const page = (await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
       for (const event of page) {
-        // A reader that keeps up is never closed for the size of the history: wait for it.
-        if (!(await this.drained()) || generation !== this.generation) return;
-        this.deliver({ event, audience: audienceOf(sql, event), message: '' });
+        const item: LiveItem = { event, audience: audienceOf(sql, event), message: '' };
+        if (this.matches(item)) {
+          item.message = liveMessage(event);
+          // A reader that keeps up is never closed for the size of the history: wait for it.
+          if (!(await this.drained(Buffer.byteLength(item.message))) || generation !== this.generation) return;
+        }
+        this.deliver(item);
       }
-      if (page.length === 0 || this.lastPosition >= ceiling) break;
+      if (generation !== this.generation) return;
+      if ((page.length === 0 || this.lastPosition >= ceiling) && this.lastPosition >= this.tail.droppedUpTo) break;
       // Reading and sending never waits on I/O while the socket drains: without a turn of the
       // event loop between pages, a replay of the whole log held up every other request.
       await new Promise((resolve) => setImmediate(resolve));
     }
-    const pending = this.buffer;
-    this.buffer = [];
+    const pending = this.tail.take();
     this.mode = 'live';
     for (const item of pending) if (item.event.position > this.lastPosition) this.deliver(item);
   }
@@ -128,24 +142,29 @@ export class Subscriber {
     return true;
   }
 
-  /** A reader that cannot keep up is closed (1013) and resumes with from_position; memory stays bounded. */
+  /**
+   * A reader that cannot keep up is closed (1013) and resumes with from_position; memory stays
+   * bounded. The close is decided before a message would pass the bound, so the close frame
+   * waits behind at most the bound's worth of data and a reader that is slow, not dead, reads it.
+   */
   private send(message: string): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    if (this.ws.bufferedAmount > this.maxBufferedBytes) return this.closeTooSlow();
+    if (this.ws.bufferedAmount + Buffer.byteLength(message) > this.maxBufferedBytes && this.ws.bufferedAmount > 0) return this.closeTooSlow();
     this.ws.send(message);
   }
 
   private closeTooSlow(): void {
     this.mode = 'idle';
     this.generation += 1;
+    this.tail = new LiveTail();
     if (this.ws.readyState === this.ws.OPEN) this.ws.close(CLOSE.tryAgainLater, 'too slow; reconnect with from_position');
   }
 
-  /** During catch-up, waits for the socket to drain instead of queueing the whole log; false once closed. */
-  private async drained(): Promise<boolean> {
+  /** During catch-up, waits until a message of `bytes` fits under the bound instead of queueing the whole log; false once closed. */
+  private async drained(bytes: number): Promise<boolean> {
     if (this.ws.readyState !== this.ws.OPEN) return false;
     const deadline = Date.now() + DRAIN_GIVE_UP_MS;
-    while (this.ws.bufferedAmount > this.maxBufferedBytes / 2) {
+    while (this.ws.bufferedAmount > 0 && this.ws.bufferedAmount + bytes > this.maxBufferedBytes) {
       if (Date.now() > deadline || this.ws.readyState !== this.ws.OPEN) {
         this.closeTooSlow();
         return false;
@@ -159,5 +178,37 @@ export class Subscriber {
     this.garbage += 1;
     this.send(JSON.stringify({ type: 'error', code, message }));
     if (this.garbage >= MAX_GARBAGE) this.ws.close(CLOSE.policy, 'too many invalid messages');
+  }
+}
+
+/**
+ * Live events held for a subscriber while it catches up, bounded in bytes. When the bound is
+ * passed the tail is emptied (the catch-up reads those events from the log instead, up to
+ * `droppedUpTo`); if the subscriber is further behind the head than when the tail last
+ * overflowed, it reads slower than events arrive and will never catch up.
+ */
+class LiveTail {
+  private items: LiveItem[] = [];
+  private bytes = 0;
+  private lagAtLastOverflow: number | null = null;
+  droppedUpTo = 0;
+
+  push(item: LiveItem, maxBytes: number, lag: number): 'kept' | 'dropped' | 'falling_behind' {
+    this.items.push(item);
+    this.bytes += item.message.length;
+    if (this.bytes <= maxBytes) return 'kept';
+    const fallingBehind = this.lagAtLastOverflow !== null && lag > this.lagAtLastOverflow;
+    this.lagAtLastOverflow = lag;
+    this.droppedUpTo = item.event.position;
+    this.items = [];
+    this.bytes = 0;
+    return fallingBehind ? 'falling_behind' : 'dropped';
+  }
+
+  take(): LiveItem[] {
+    const items = this.items;
+    this.items = [];
+    this.bytes = 0;
+    return items;
   }
 }

@@ -509,6 +509,71 @@ describe('realtime slow reader', () => {
   });
 });
 
+describe('realtime subscriber that stalls while catching up', () => {
+  const MAX_BUFFERED = 64 * 1024;
+  let server: TestServer;
+  const api = client(() => server.url);
+
+  beforeAll(async () => {
+    server = await startTestServer({ WS_MAX_BUFFERED_BYTES: String(MAX_BUFFERED) });
+  });
+  afterAll(() => server.close());
+
+  it('holds a bounded live tail, closes it with 1013 once it falls further behind, and it resumes without loss', async () => {
+    const user = await registerUser(api, uniqueName('stalled'));
+    const device = await deviceOf(api, user);
+    const capture = captureServerSockets(server.server.http);
+    const start = server.server.services.log.headPosition();
+    // History larger than the socket buffers, so the catch-up waits on the paused reader.
+    for (let round = 0; round < 12; round++) {
+      const answer = await api.put(`/api/devices/${device.id}`, { configuration: { round, blob: 'x'.repeat(300_000) } }, { token: user.token });
+      expect(answer.status).toBe(200);
+    }
+    const reader = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}&tag=stalled`));
+    const serverSide = await capture.socket('stalled');
+    reader.ws.pause();
+    reader.send({ type: 'subscribe', from_position: start });
+    await eventually(() => serverSide.writableLength > 0, 10_000);
+
+    // Live events worth eight times the bound arrive while it is stalled in the catch-up.
+    const batch = (round: number) => ({ sensor_readings: Array.from({ length: 100 }, (_, i) => ({ sensor_type: `s${i}`, value: round + i / 100, unit: 'unit' })) });
+    for (let round = 0; round < 80; round++) await submitOk(api, device.id, device.token, batch(round));
+    const expected = (await logEvents(api, user.token, start)).map((e) => e.position);
+
+    reader.ws.resume();
+    const closed = await reader.waitForClose(15_000);
+    expect(closed.code, 'the close frame reaches a reader that reads again').toBe(1013);
+    const got = positionsOf(reader);
+    expectStrictlyIncreasing(got);
+    expect(got.length).toBeLessThan(expected.length);
+    expect(got).toEqual(expected.slice(0, got.length));
+
+    const again = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+    again.send({ type: 'subscribe', from_position: got.at(-1) ?? start });
+    await again.until((received) => received.some((m) => isEvent(m) && m.position === expected.at(-1)), 20_000);
+    expect([...got, ...positionsOf(again)]).toEqual(expected);
+    capture.stop();
+    await again.close();
+  });
+
+  it('keeps a reader that catches up faster than events arrive, dropping only its live tail', async () => {
+    const user = await registerUser(api, uniqueName('sprinter'));
+    const device = await deviceOf(api, user);
+    const start = server.server.services.log.headPosition();
+    const batch = (round: number) => ({ sensor_readings: Array.from({ length: 100 }, (_, i) => ({ sensor_type: `s${i}`, value: round + i / 100, unit: 'unit' })) });
+    for (let round = 0; round < 200; round++) await submitOk(api, device.id, device.token, batch(round));
+    const reader = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+    reader.send({ type: 'subscribe', event_types: ['readings.recorded'], from_position: start });
+    // Live events keep arriving, several bounds' worth, while it reads the history.
+    for (let round = 200; round < 260; round++) await submitOk(api, device.id, device.token, batch(round));
+    const expected = (await logEvents(api, user.token, start, 'type=readings.recorded')).map((e) => e.position);
+    await reader.until((received) => received.some((m) => isEvent(m) && m.position === expected.at(-1)), 20_000);
+    expect(positionsOf(reader)).toEqual(expected);
+    expect(reader.isOpen()).toBe(true);
+    await reader.close();
+  });
+});
+
 describe('realtime catch-up of a large history (default WS_MAX_BUFFERED_BYTES)', () => {
   it('does not close a reader that keeps reading while it catches up', async () => {
     const server = await startTestServer();
