@@ -4,7 +4,11 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startServer } from '../../src/server.js';
-import { startTestServer } from '../helpers/server.js';
+import { client, registerUser } from '../helpers/client.js';
+import { createDevice } from '../helpers/fixtures.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { storedReadingValues } from '../helpers/stored-readings.js';
+import { connect, wsUrl } from '../helpers/ws-client.js';
 
 describe('stopping with a request that never finishes', () => {
   it('closes its connection after the grace period instead of waiting for it', async () => {
@@ -34,5 +38,78 @@ describe('one server per data directory', () => {
     expect((await fetch(`${second.url}/api/health`)).status).toBe(200);
     await second.close();
     rmSync(dataDir, { recursive: true, force: true });
+  });
+});
+
+
+/** A raw connection to the server, collecting whatever it answers until it closes. */
+async function rawConnection(server: TestServer): Promise<{ write(text: string): void; ended: Promise<string> }> {
+  const socket = connectTcp(server.server.port, '127.0.0.1');
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  socket.on('error', () => undefined);
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString('utf8')));
+  const ended = new Promise<string>((resolve) => socket.once('close', () => resolve(answer)));
+  return { write: (text) => socket.write(text), ended };
+}
+
+/** One round trip on another connection: by its answer the server has read what was written before. */
+const settle = (server: TestServer) => fetch(`${server.url}/api/health`).then((answer) => answer.text());
+
+describe('a stop with requests in flight', () => {
+  async function serverWithDevice() {
+    const server = await startTestServer();
+    const api = client(() => server.url);
+    const user = await registerUser(api);
+    const device = await createDevice(api, user.token);
+    const body = (value: number) => JSON.stringify({ sensor_readings: [{ sensor_type: 'seq', value }] });
+    const head = (body: string) =>
+      `POST /api/devices/${device.id}/data HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${device.credentials.auth_token}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
+    return { server, user, device, body, head };
+  }
+
+  it('answers a request whose body was still arriving, with Connection: close, and stores it once', async () => {
+    const { server, body, head } = await serverWithDevice();
+    const connection = await rawConnection(server);
+    const payload = body(41);
+    connection.write(`${head(payload)}\r\n${payload.slice(0, 10)}`);
+    await settle(server);
+    const stopped = server.server.close();
+    connection.write(payload.slice(10));
+    const answer = await connection.ended;
+    await stopped;
+    expect(answer).toMatch(/^HTTP\/1\.1 201 /);
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(storedReadingValues(server.dataDir)).toEqual([41]);
+    await server.close();
+  });
+
+  it('refuses a request whose headers complete after the stop began by closing its connection unanswered, storing nothing', async () => {
+    const { server, body, head } = await serverWithDevice();
+    const kept = await rawConnection(server);
+    const payload = body(42);
+    // A kept-alive connection: one request answered, the next one's headers begun.
+    kept.write(`GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n${head(payload)}`);
+    await settle(server);
+    const stopped = server.server.close();
+    kept.write(`\r\n${payload}`);
+    const answer = await kept.ended;
+    await stopped;
+    expect(answer.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    expect(storedReadingValues(server.dataDir)).toEqual([]);
+    await server.close();
+  });
+
+  it('says going-away (1001) to /ws and /ws/device sockets', async () => {
+    const { server, user, device } = await serverWithDevice();
+    const subscriber = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+    const deviceSocket = await connect(wsUrl(server.url, `/ws/device?token=${encodeURIComponent(device.credentials.auth_token)}`));
+    const stopped = server.server.close();
+    expect((await subscriber.waitForClose()).code).toBe(1001);
+    expect((await deviceSocket.waitForClose()).code).toBe(1001);
+    await stopped;
+    await server.close();
   });
 });
