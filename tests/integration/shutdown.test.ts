@@ -27,6 +27,31 @@ describe('stopping with a request that never finishes', () => {
   });
 });
 
+describe('stopping with a socket whose peer never answers going-away', () => {
+  it('drops it when the grace is over instead of waiting for it', async () => {
+    const server = await startTestServer({}, undefined, { shutdownGraceMs: 100 });
+    const api = client(() => server.url);
+    const user = await registerUser(api);
+    const socket = connectTcp(server.server.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    // A WebSocket peer that completes the handshake, then reads nothing and answers nothing.
+    const upgraded = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.write(
+      `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await upgraded;
+    socket.on('data', () => undefined);
+    const began = Date.now();
+    await server.close();
+    await closed;
+    // Well short of the socket library's own 30 s wait for a close handshake.
+    expect(Date.now() - began).toBeLessThan(5_000);
+  });
+});
+
 describe('one server per data directory', () => {
   it('refuses a second server on a data directory in use, and lets one start once the first stopped', async () => {
     const first = await startTestServer();
@@ -94,6 +119,17 @@ describe('a stop with requests in flight', () => {
     const stopped = server.server.close();
     expect((await subscriber.waitForClose()).code).toBe(1001);
     expect((await deviceSocket.waitForClose()).code).toBe(1001);
+    await stopped;
+    await server.close();
+  });
+
+  it('says going-away to a socket whose upgrade was still authenticating when the stop began', async () => {
+    const { server, user } = await serverWithDevice();
+    // The stop begins as the upgrade request arrives, before its session token is verified.
+    let stopped: Promise<void> | undefined;
+    server.server.http.prependOnceListener('upgrade', () => (stopped = server.server.close()));
+    const subscriber = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
+    expect((await subscriber.waitForClose()).code).toBe(1001);
     await stopped;
     await server.close();
   });
