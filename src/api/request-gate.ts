@@ -4,8 +4,8 @@ import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'n
  * Stands between the HTTP server and the app so that a stop is clean on kept-alive connections:
  * once closed, a request already in flight is answered (with `Connection: close`, so its
  * client opens no further request on it), and a request whose headers arrive afterwards is
- * refused by closing its connection before any of its body is read, so it stored nothing and the
- * client may send it again elsewhere. Without it Node goes on serving a busy kept-alive
+ * refused by closing its connection before any of its body is read (after the answer in flight
+ * on it, if any), so it stored nothing and the client may send it again elsewhere. Without it Node goes on serving a busy kept-alive
  * connection for the whole grace period.
  */
 export class RequestGate {
@@ -16,7 +16,8 @@ export class RequestGate {
 
   readonly listener = (req: IncomingMessage, res: ServerResponse): void => {
     if (this.closed) {
-      req.socket.destroy();
+      // Pipelined behind a request in flight: left unanswered, the connection ends after that one's answer.
+      if (![...this.inFlight].some((other) => other.req.socket === req.socket)) req.socket.destroy();
       return;
     }
     this.inFlight.add(res);

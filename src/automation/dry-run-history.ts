@@ -19,7 +19,7 @@ export interface History {
 
 const PAGE = 5_000;
 /** Rows of the log a dry run may read: it runs on the event loop, between other requests. */
-export const MAX_HISTORY_ROWS = 200_000;
+const MAX_HISTORY_ROWS = 200_000;
 
 const READINGS = 'readings.recorded';
 const OTHER_TYPES = eventTypes.filter((type) => type !== READINGS);
@@ -44,12 +44,14 @@ export async function readHistory(services: Services, streamIds: readonly string
 }
 
 /** An event's readings timed inside the window, one moment per distinct timestamp (a submission of a buffered hour is many moments). */
-export function readingMoments(event: RecordedEvent, start: string, end: string): Moment[] {
+function readingMoments(event: RecordedEvent, start: string, end: string): Moment[] {
   if (event.type !== READINGS) return [];
   const byTime = new Map<string, typeof event.data.readings>();
   for (const reading of event.data.readings) {
     if (reading.timestamp < start || reading.timestamp > end) continue;
-    byTime.set(reading.timestamp, [...(byTime.get(reading.timestamp) ?? []), reading]);
+    const together = byTime.get(reading.timestamp);
+    if (together) together.push(reading);
+    else byTime.set(reading.timestamp, [reading]);
   }
   return [...byTime].map(([at, readings]) => ({ at, event: { ...event, data: { ...event.data, readings } } }));
 }

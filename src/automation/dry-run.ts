@@ -1,9 +1,9 @@
 import { displayedStatus, type Connectivity, type ReportedState } from '../domain/device-status.js';
 import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../domain/conditions.js';
 import { deviceOf, type RecordedEvent } from '../domain/events.js';
-import type { Moment } from './dry-run-history.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
+import type { Moment } from './dry-run-history.js';
 import { concerns, dependsOnTime, matchedFacts } from './facts.js';
 import { nextRun } from './schedule.js';
 

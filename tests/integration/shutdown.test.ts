@@ -112,6 +112,22 @@ describe('a stop with requests in flight', () => {
     await server.close();
   });
 
+  it('answers a request in flight when a pipelined one arrives behind it after the stop began, and refuses only the later one', async () => {
+    const { server, body, head } = await serverWithDevice();
+    const connection = await keptAliveConnection(server.server.port);
+    const [first, second] = [body(43), body(44)];
+    connection.write(`${head(first)}\r\n${first.slice(0, 10)}`);
+    await settle(server.url);
+    const stopped = server.server.close();
+    connection.write(`${first.slice(10)}${head(second)}\r\n${second}`);
+    const answer = await connection.ended;
+    await stopped;
+    expect(answer.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect(answer).toMatch(/^HTTP\/1\.1 201 /);
+    expect(storedReadingValues(server.dataDir)).toEqual([43]);
+    await server.close();
+  });
+
   it('says going-away (1001) to /ws and /ws/device sockets', async () => {
     const { server, user, device } = await serverWithDevice();
     const subscriber = await connect(wsUrl(server.url, `/ws?token=${encodeURIComponent(user.token)}`));
