@@ -299,6 +299,24 @@ describe('automation over HTTP', () => {
       const firstHalf = await dryRun(times[0]!, times[8]!);
       expect(firstHalf.body.data.firings.map((f) => f.at)).toEqual([times[5]]);
     });
+    it('interleaves late readings with a state report by time: the reading taken after the report fires, not the one before it', async () => {
+      const device = await deviceOf(api, owner);
+      server.clock.advance(MINUTE);
+      const reported = server.clock.now().getTime();
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 21 }, device_status: { status: 'error' } });
+      server.clock.advance(5 * MINUTE);
+      const at = (offset: number) => new Date(reported + offset).toISOString();
+      await submitOk(api, device.id, device.token, {
+        sensor_readings: [
+          { sensor_type: 'temperature', value: 35, timestamp: at(-10 * MINUTE) },
+          { sensor_type: 'temperature', value: 36, timestamp: at(2 * MINUTE) },
+        ],
+      });
+      const definition = { name: uniqueName('hot-broken'), trigger_conditions: { all: [hot(device), { type: 'device_status', device_id: device.id, status: 'error' }] }, actions: [alert('hot and broken')] };
+      const dry = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: at(-15 * MINUTE), end_date: server.clock.now().toISOString() }, { token: owner.token });
+      expect(dry.body.data.firings.map((f) => f.at)).toEqual([at(2 * MINUTE)]);
+    });
+
     it('finds a reading timed ahead of its arrival (within the 5 minutes allowed) in a window that starts after it arrived', async () => {
       const device = await deviceOf(api, owner);
       const arrival = server.clock.now().getTime();
