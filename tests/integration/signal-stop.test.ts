@@ -19,6 +19,8 @@ const REFUSALS = ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'];
 interface Started {
   child: ChildProcess;
   port: number;
+  /** Node's own process (npm's child, the start script's shell exec'ed into node). */
+  nodePid: number;
   logs: Array<{ msg?: string }>;
   exited: Promise<{ code: number | null; at: number }>;
 }
@@ -50,23 +52,23 @@ async function npmStart(dataDir: string): Promise<Started> {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info' },
   });
-  const logs: Array<{ msg?: string; port?: number }> = [];
+  const logs: Array<{ msg?: string; port?: number; pid?: number }> = [];
   const exited = new Promise<{ code: number | null; at: number }>((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() })));
-  const port = await new Promise<number>((resolve, reject) => {
+  const listening = await new Promise<{ port: number; pid: number }>((resolve, reject) => {
     let pending = '';
     child.stdout?.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
       const lines = pending.split('\n');
       pending = lines.pop() ?? '';
       for (const line of lines.filter((l) => l.startsWith('{'))) {
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
+        const entry = JSON.parse(line) as { msg?: string; port?: number; pid?: number };
         logs.push(entry);
-        if (entry.msg === 'listening' && entry.port) resolve(entry.port);
+        if (entry.msg === 'listening' && entry.port && entry.pid) resolve({ port: entry.port, pid: entry.pid });
       }
     });
     void exited.then(({ code }) => reject(new Error(`npm start exited (${code}) before listening`)));
   });
-  return { child, port, logs, exited };
+  return { child, port: listening.port, nodePid: listening.pid, logs, exited };
 }
 
 type Outcome = { value: number; answered: true; status: number; at: number } | { value: number; answered: false; code: string };
@@ -111,7 +113,7 @@ describe('SIGTERM to the process group of npm start', () => {
 
   it('stops once, within the grace, answering or cleanly refusing every request and storing each answered one once', { timeout: 30_000 }, async () => {
     started = await npmStart(dataDir);
-    const { child, port, logs, exited } = started;
+    const { child, port, nodePid, logs, exited } = started;
     const base = `http://127.0.0.1:${port}`;
     const api = client(() => base);
     const user = await registerUser(api);
@@ -132,6 +134,8 @@ describe('SIGTERM to the process group of npm start', () => {
 
     const signalledAt = Date.now();
     process.kill(-child.pid!, 'SIGTERM');
+    // And Ctrl-C pressed on top, to node alone: it joins the stop under way.
+    process.kill(nodePid, 'SIGINT');
     partial.write(partialBody.slice(12));
     const outcomes = (await Promise.all(clients)).flat();
     const partialAnswer = await partial.ended;
@@ -140,6 +144,7 @@ describe('SIGTERM to the process group of npm start', () => {
     expect(code).toBe(0);
     expect(exitedAt - signalledAt).toBeLessThan(GRACE_MS);
     expect(logs.filter((entry) => entry.msg === 'shutting down')).toHaveLength(1);
+    expect(logs.filter((entry) => entry.msg === 'already stopping').length).toBeGreaterThanOrEqual(1);
     expect(logs.some((entry) => entry.msg === 'stopped')).toBe(true);
     expect((await deviceSocket.waitForClose()).code).toBe(1001);
 
