@@ -15,7 +15,15 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'));
   const server = await startServer(config, { logger });
-  const shutdown = (signal: string) => {
+  // A service manager or a terminal signals the whole process group, so node hears SIGTERM from it
+  // and again from npm, which forwards it: every signal after the first joins the stop under way.
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.info({ signal }, 'already stopping');
+      return;
+    }
+    stopping = true;
     logger.info({ signal }, 'shutting down');
     server.close().then(
       () => process.exit(0),
@@ -25,8 +33,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
 }
 
 main().catch((error: unknown) => {

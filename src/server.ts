@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { answerClientErrors } from './api/client-errors.js';
+import { RequestGate } from './api/request-gate.js';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -38,7 +39,11 @@ export interface RunningServer {
   timers: Timers;
   /** The rule engine; idle() resolves once it has handled everything applied so far. */
   automation: AutomationEngine;
-  /** Stops accepting, lets in-flight requests finish, flushes projections, closes the database. */
+  /**
+   * One graceful stop however often it is called: stops accepting, answers requests in flight with
+   * `Connection: close` and refuses later ones on kept-alive connections, says going-away to the
+   * sockets, flushes the read models, closes the database and releases the data directory.
+   */
   close(): Promise<void>;
 }
 
@@ -131,7 +136,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   automation.start();
   const rollouts = new Rollouts(services, commands);
   const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
-  const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, app);
+  const gate = new RequestGate(app);
+  const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
   answerClientErrors(http);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
@@ -168,17 +174,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const close = () =>
     (closing ??= (async () => {
       timers.stop();
+      // A client that never finishes its request, or never answers going-away, must not hold the stop up.
+      const drained = gate.close(http, options.shutdownGraceMs ?? 10_000, () => realtime.terminate());
       realtime.close();
       runner.beginStop();
-      await new Promise<void>((resolve) => {
-        // A client that never finishes its request must not hold the stop up for as long as it likes.
-        const grace = setTimeout(() => http.closeAllConnections(), options.shutdownGraceMs ?? 10_000);
-        http.close(() => {
-          clearTimeout(grace);
-          resolve();
-        });
-        http.closeIdleConnections();
-      });
+      await drained;
       await timers.idle();
       await automation.stop();
       await closeStore(store);

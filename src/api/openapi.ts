@@ -30,9 +30,11 @@ export function openApiDocument(routes: readonly RouteDefinition[]): Record<stri
     const queryProperties = (query?.properties ?? {}) as Record<string, unknown>;
     const queryParams = Object.entries(queryProperties).map(([name, schema]) => ({ name, in: 'query', required: false, schema }));
     const data = spec.response ? toSchema(spec.response, 'output') : {};
+    const paging = spec.list ? { total: { type: 'integer' }, limit: { type: 'integer' }, offset: { type: 'integer' } } : {};
+    const metaProperties = { ...paging, ...((spec.meta ? toSchema(spec.meta, 'output').properties : {}) as Record<string, unknown>) };
     const envelope = {
       type: 'object',
-      properties: { data, ...(spec.list ? { meta: { type: 'object', properties: { total: { type: 'integer' }, limit: { type: 'integer' }, offset: { type: 'integer' } } } } : {}) },
+      properties: { data, ...(Object.keys(metaProperties).length > 0 ? { meta: { type: 'object', properties: metaProperties } } : {}) },
       required: ['data'],
     };
     (paths[path] ??= {})[spec.method] = {

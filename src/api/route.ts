@@ -20,6 +20,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   response?: z.ZodType;
   status?: number;
   list?: boolean;
+  /** Fields of `meta` a success answer carries beside the paging ones (an object schema). */
+  meta?: z.ZodObject;
   /** A POST that stores nothing (a dry run): answered while the read models are stalled, as GETs are. */
   storesNothing?: boolean;
 }

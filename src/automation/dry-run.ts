@@ -3,6 +3,7 @@ import { evaluate, leavesOf, readingKey, type Condition, type Facts } from '../d
 import { deviceOf, type RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
+import type { Moment } from './dry-run-history.js';
 import { concerns, dependsOnTime, matchedFacts } from './facts.js';
 import { nextRun } from './schedule.js';
 
@@ -31,9 +32,11 @@ export interface Simulation {
 /**
  * Replays recorded history through a draft rule, purely: when it would have fired and what
  * it would have done. Facts are rebuilt from the events themselves (readings, statuses);
- * for_seconds is checked at each event's moment; schedules run at their occurrences.
+ * for_seconds is checked at each moment; schedules run at their occurrences. The moments are
+ * in time order (readings at their own timestamps, see readHistory), so each reading is judged
+ * as the sensor's value from its time on, as if it had arrived when it was taken.
  */
-export function simulate(definition: RuleDefinition, events: readonly RecordedEvent[], start: string, end: string): Simulation {
+export function simulate(definition: RuleDefinition, moments: readonly Moment[], start: string, end: string): Simulation {
   const readings = new Map<string, number>();
   const statuses = new Map<string, string>();
   const devices = new Map<string, DeviceStatusParts>();
@@ -86,15 +89,16 @@ export function simulate(definition: RuleDefinition, events: readonly RecordedEv
     }
   };
   let lastMoment = Date.parse(start);
-  for (const event of events) {
-    runScheduleUntil(Date.parse(event.recorded_at) - 1);
-    tickUntil(Date.parse(event.recorded_at));
+  for (const { at, event } of moments) {
+    const time = Date.parse(at);
+    runScheduleUntil(time - 1);
+    tickUntil(time);
     if (!mayGoOn()) break;
     looks += 1;
-    lastMoment = Math.max(lastMoment, Date.parse(event.recorded_at));
+    lastMoment = Math.max(lastMoment, time);
     learn(event, readings, devices, statuses);
     if (!condition || definition.schedule || !concerns(condition, event)) continue;
-    const facts = factsAt(event.recorded_at, { type: event.type, device_id: deviceOf(event) });
+    const facts = factsAt(at, { type: event.type, device_id: deviceOf(event) });
     const observed = observe(condition, definition.cooldown_seconds, runtime, facts);
     runtime = observed.runtime;
     if (observed.verdict.kind === 'fire') record(facts, { kind: 'condition', position: event.position, event_type: event.type });

@@ -42,7 +42,8 @@ export interface HeartbeatInput {
 }
 
 export const MAX_READINGS_PER_SUBMISSION = 1_000;
-const MAX_FUTURE_MS = 5 * 60 * 1000;
+/** How far ahead of the server's clock a reading may be timed; a dry run relies on it to bound where readings sit in the log. */
+export const MAX_FUTURE_MS = 5 * 60 * 1000;
 /** Past this many events between the log and the read models, ingestion sheds load. */
 export const MAX_PROJECTION_LAG = 20_000;
 

@@ -38,6 +38,7 @@ export class Realtime {
   private readonly tracked = new Set<Tracked>();
   private subscription: Subscription | undefined;
   private pinger: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(
     private readonly services: Services,
@@ -63,10 +64,17 @@ export class Realtime {
     this.pinger = setInterval(() => this.ping(), this.options.pingIntervalMs).unref();
   }
 
+  /** Says going-away (1001) to every socket; one whose upgrade was still authenticating hears it on arrival. */
   close(): void {
+    this.closed = true;
     clearInterval(this.pinger);
     this.subscription?.unsubscribe();
     for (const { ws } of this.tracked) ws.close(CLOSE.goingAway, 'server shutting down');
+  }
+
+  /** Drops the sockets whose peers never answered the going-away (the stop's grace is over). */
+  terminate(): void {
+    for (const { ws } of this.tracked) ws.terminate();
   }
 
   /** Authenticates before the upgrade completes; anything else is answered 401 and dropped. */
@@ -104,6 +112,10 @@ export class Realtime {
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
     const sessionId = principal.kind === 'user' ? principal.sessionId : null;
     const expiresAt = sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
+    if (this.closed) {
+      ws.close(CLOSE.goingAway, 'server shutting down');
+      return;
+    }
     const tracked: Tracked = { ws, alive: true, sessionId, expiresAt };
     this.tracked.add(tracked);
     ws.on('pong', () => (tracked.alive = true));

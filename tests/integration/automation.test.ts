@@ -270,6 +270,65 @@ describe('automation over HTTP', () => {
     });
   });
 
+  describe("dry run on the readings' own time", () => {
+    it('finds backfilled readings by their timestamps and fires at the crossings, not at their arrival', async () => {
+      const device = await deviceOf(api, owner);
+      server.clock.advance(3 * 60 * MINUTE);
+      const arrival = server.clock.now();
+      // Thirteen readings 10 minutes apart over the two hours before a flush, above 30 twice.
+      const values = [20, 22, 24, 26, 28, 31, 33, 35, 32, 29, 27, 31, 33];
+      const times = values.map((_, i) => new Date(arrival.getTime() - (130 - 10 * i) * MINUTE).toISOString());
+      const readingsOf = (from: number, to: number) => values.slice(from, to).map((value, i) => ({ sensor_type: 'temperature', value, timestamp: times[from + i] }));
+      // The newer half arrives first: the log's order is not the readings' order.
+      await submitOk(api, device.id, device.token, { sensor_readings: readingsOf(7, 13) });
+      await submitOk(api, device.id, device.token, { sensor_readings: readingsOf(0, 7) });
+      server.clock.advance(MINUTE);
+      const definition = { name: uniqueName('backfill'), trigger_conditions: hot(device), actions: [alert('hot')] };
+      const dryRun = (start: Date | number | string, end: Date | number | string) =>
+        api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: new Date(start).toISOString(), end_date: new Date(end).toISOString() }, { token: owner.token });
+
+      // Every timestamp inside, the arrival outside.
+      const readingTime = await dryRun(Date.parse(times[0]!) - MINUTE, arrival.getTime() - 5 * MINUTE);
+      expect(readingTime.status, JSON.stringify(readingTime.body)).toBe(200);
+      expect(readingTime.body.data.firings.map((f) => f.at)).toEqual([times[5], times[11]]);
+      expect(readingTime.body.data.events_examined).toBe(2);
+      expect(readingTime.body.data.firings[1]!.matched['trigger_conditions']).toMatchObject({ value: 31 });
+      // The arrival alone holds none of them (only the device coming online, on its recorded time); a window over the first crossing finds that one.
+      const arrivalOnly = await dryRun(arrival.getTime() - 1, server.clock.now());
+      expect(arrivalOnly.body.data).toMatchObject({ count: 0, events_examined: 1 });
+      const firstHalf = await dryRun(times[0]!, times[8]!);
+      expect(firstHalf.body.data.firings.map((f) => f.at)).toEqual([times[5]]);
+    });
+    it('interleaves late readings with a state report by time: the reading taken after the report fires, not the one before it', async () => {
+      const device = await deviceOf(api, owner);
+      server.clock.advance(MINUTE);
+      const reported = server.clock.now().getTime();
+      await submitOk(api, device.id, device.token, { sensor_readings: { temperature: 21 }, device_status: { status: 'error' } });
+      server.clock.advance(5 * MINUTE);
+      const at = (offset: number) => new Date(reported + offset).toISOString();
+      await submitOk(api, device.id, device.token, {
+        sensor_readings: [
+          { sensor_type: 'temperature', value: 35, timestamp: at(-10 * MINUTE) },
+          { sensor_type: 'temperature', value: 36, timestamp: at(2 * MINUTE) },
+        ],
+      });
+      const definition = { name: uniqueName('hot-broken'), trigger_conditions: { all: [hot(device), { type: 'device_status', device_id: device.id, status: 'error' }] }, actions: [alert('hot and broken')] };
+      const dry = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: at(-15 * MINUTE), end_date: server.clock.now().toISOString() }, { token: owner.token });
+      expect(dry.body.data.firings.map((f) => f.at)).toEqual([at(2 * MINUTE)]);
+    });
+
+    it('finds a reading timed ahead of its arrival (within the 5 minutes allowed) in a window that starts after it arrived', async () => {
+      const device = await deviceOf(api, owner);
+      const arrival = server.clock.now().getTime();
+      const ahead = new Date(arrival + 4 * MINUTE).toISOString();
+      await submitOk(api, device.id, device.token, { sensor_readings: [{ sensor_type: 'temperature', value: 40, timestamp: ahead }] });
+      server.clock.advance(10 * MINUTE);
+      const definition = { name: uniqueName('ahead'), trigger_conditions: hot(device), actions: [alert('hot')] };
+      const dry = await api.post<Data<DryRun>>(`${RULES}/test`, { rule: definition, start_date: new Date(arrival + 3 * MINUTE).toISOString(), end_date: server.clock.now().toISOString() }, { token: owner.token });
+      expect(dry.body.data.firings.map((f) => f.at)).toEqual([ahead]);
+    });
+  });
+
   describe('validation at POST and PUT', () => {
     let mine: Device;
     let theirs: Device;

@@ -7,7 +7,7 @@ import { devicesOfGroupTree } from '../../projections/group-summaries.js';
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
-import { command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
+import { batchMeta, command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 import type { Rollouts } from '../../commands/rollouts.js';
 import { findBatch } from '../../projections/batches.js';
 
@@ -71,7 +71,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/commands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true },
+      { method: 'get', path: '/api/commands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
       ({ query, context }) => {
         const { rows, total } = listCommands(services.sql, {
           userId: ownerScope(context.principal),
@@ -125,7 +125,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
 }
 
 /** How a batch is doing: its state and its commands counted by status. */
-function batchSummary(services: Services, batchId: string, userId: string | null) {
+function batchSummary(services: Services, batchId: string, userId: string | null): NonNullable<z.infer<typeof batchMeta>['batch']> {
   const batch = findBatch(services.sql, batchId);
   const visible = batch && (userId === null || batch.user_id === userId);
   return {

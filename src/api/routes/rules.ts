@@ -3,7 +3,7 @@ import { visibleRule, type Rules } from '../../commands/rules.js';
 import { ownerScope, type Services } from '../../commands/services.js';
 import { requireUser } from '../../commands/devices.js';
 import { simulate } from '../../automation/dry-run.js';
-import type { RecordedEvent } from '../../domain/events.js';
+import { readHistory } from '../../automation/dry-run-history.js';
 import type { RuleDefinition } from '../../domain/rule-schema.js';
 import { decodeRule, listExecutions, listRules, type RuleRow } from '../../projections/rules.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
@@ -35,9 +35,6 @@ const definitionOf = (body: z.infer<typeof createRuleBody>): RuleDefinition => (
   cooldown_seconds: body.cooldown_seconds ?? 0,
 });
 
-const DRY_RUN_PAGE = 5_000;
-const DRY_RUN_MAX_EVENTS = 200_000;
-
 export function ruleRoutes(services: Services, rules: Rules) {
   return [
     defineRoute(
@@ -67,12 +64,11 @@ export function ruleRoutes(services: Services, rules: Rules) {
         const userId = requireUser(context.principal);
         const definition = definitionOf(body.rule);
         rules.checkDraft(userId, definition);
-        const events = await historyBetween(services, ownedStreamIds(services.sql, userId), body.start_date, body.end_date);
+        const history = await readHistory(services, ownedStreamIds(services.sql, userId), body.start_date, body.end_date);
         // History cut at its cap: the run covers only what was read, and says so.
-        const cut = events.length >= DRY_RUN_MAX_EVENTS;
-        const end = cut ? events[events.length - 1]!.recorded_at : body.end_date;
-        const { firings, complete, until } = simulate(definition, events, body.start_date, end);
-        return { data: { events_examined: events.length, count: firings.length, firings, complete: complete && !cut, simulated_until: until } };
+        const end = history.cut ? (history.moments.at(-1)?.at ?? body.start_date) : body.end_date;
+        const { firings, complete, until } = simulate(definition, history.moments, body.start_date, end);
+        return { data: { events_examined: history.events, count: firings.length, firings, complete: complete && !history.cut, simulated_until: until } };
       },
     ),
     defineRoute(
@@ -118,18 +114,4 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
   ];
-}
-
-/** The recorded events of some streams within a time range, read page by page. */
-async function historyBetween(services: Services, streamIds: string[], start: string, end: string): Promise<RecordedEvent[]> {
-  const events: RecordedEvent[] = [];
-  for (let after = 0; events.length < DRY_RUN_MAX_EVENTS; ) {
-    const page = await services.log.readAll({ afterPosition: after, limit: DRY_RUN_PAGE, streamIds, since: start, until: end });
-    events.push(...page);
-    if (page.length < DRY_RUN_PAGE) break;
-    after = page[page.length - 1]!.position;
-    // Reads are synchronous: between pages, let other requests in.
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  return events;
 }

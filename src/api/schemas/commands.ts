@@ -63,12 +63,30 @@ export const groupCommandBody = queueCommandBody.extend({
   abort_failure_percent: z.number().min(0).max(100).optional(),
 });
 
+const batchStatus = z.enum(['active', 'completed', 'aborted']);
+
 export const groupCommandAnswer = z.object({
   batch_id: z.string(),
   count: z.number().int(),
   total_devices: z.number().int(),
-  status: z.enum(['active', 'completed', 'aborted']),
+  status: batchStatus,
   commands: z.array(command),
+});
+
+/** `meta.batch` of GET /api/commands?batch_id=: how a batch is doing. */
+export const batchMeta = z.object({
+  batch: z
+    .object({
+      batch_id: z.string(),
+      by_status: z.record(z.string(), z.number().int()).describe('the batch\'s commands you may see, counted by status'),
+      status: batchStatus.optional().describe('active while commands are still queued at the rollout rate; aborted past the failure share. This and the fields below only to the batch\'s owner or an admin'),
+      reason: z.string().nullable().optional().describe('why the batch stopped, when it was aborted'),
+      total_devices: z.number().int().optional().describe('devices the batch was started for'),
+      rollout_per_minute: z.number().int().nullable().optional(),
+      abort_failure_percent: z.number().nullable().optional(),
+    })
+    .optional()
+    .describe('only when batch_id is given'),
 });
 
 export const firmwareBody = z.object({

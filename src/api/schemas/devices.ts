@@ -125,16 +125,26 @@ export const provisionBody = z.object({
 
 export const MAX_BULK_OPERATIONS = 100;
 
-/** The envelope only; each operation is validated on its own so one bad item fails alone. */
-export const bulkBody = z.object({
-  operations: z
-    .array(z.object({ action: z.enum(['register', 'update', 'delete']) }).loose())
-    .min(1, 'at least one operation')
-    .max(MAX_BULK_OPERATIONS, `at most ${MAX_BULK_OPERATIONS} operations`),
-});
-export const bulkRegister = z.object({ action: z.literal('register'), device: registerDeviceBody });
-export const bulkUpdate = z.object({ action: z.literal('update'), id: z.string().min(1).max(64), changes: updateDeviceBody });
+export const bulkRegister = z.object({ action: z.literal('register'), device: registerDeviceBody.describe('the device, as POST /api/devices takes it') });
+export const bulkUpdate = z.object({ action: z.literal('update'), id: z.string().min(1).max(64), changes: updateDeviceBody.describe('the changes, as PUT /api/devices/{id} takes them') });
 export const bulkDelete = z.object({ action: z.literal('delete'), id: z.string().min(1).max(64) });
+
+const operationShapes = z.discriminatedUnion('action', [bulkRegister, bulkUpdate, bulkDelete]);
+const operationAction = z.object({ action: z.enum(['register', 'update', 'delete']) }).loose();
+
+/**
+ * One operation: the document shows its three shapes, the envelope checks only its action. The
+ * rest is validated with the operation (bulkRegister ...), so one bad item fails alone under its
+ * own path; an item that does not fit its shape passes here as sent.
+ */
+const bulkOperation = z.pipe(
+  operationShapes.catch((ctx) => ctx.value as z.output<typeof operationShapes>),
+  operationAction as unknown as z.ZodType<z.output<typeof operationAction>, z.output<typeof operationShapes>>,
+);
+
+export const bulkBody = z.object({
+  operations: z.array(bulkOperation).min(1, 'at least one operation').max(MAX_BULK_OPERATIONS, `at most ${MAX_BULK_OPERATIONS} operations`),
+});
 
 export const bulkAnswer = z.array(
   z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() }),

@@ -81,9 +81,9 @@ export const execution = z.object({
 });
 
 export const dryRunAnswer = z.object({
-  events_examined: z.number().int(),
+  events_examined: z.number().int().describe('events with something inside the window: readings by their own timestamps, other events by when they were recorded'),
   count: z.number().int(),
   firings: z.array(z.object({ at: timestamp, cause: z.record(z.string(), z.unknown()), matched: z.record(z.string(), z.unknown()), actions: z.array(z.record(z.string(), z.unknown())) })),
-  complete: z.boolean().describe('false when the run stopped early: at 1,000 firings, 200,000 moments looked at, or 200,000 events'),
+  complete: z.boolean().describe('false when the run stopped early: at 1,000 firings, 200,000 moments looked at, or 200,000 events read from the log'),
   simulated_until: timestamp.describe('how far the run got; end_date when complete'),
 });
