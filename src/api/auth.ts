@@ -1,5 +1,8 @@
 import type { RequestHandler } from 'express';
+import type { Logger } from 'pino';
 import type { Accounts } from '../commands/accounts.js';
+import type { Principal } from '../commands/services.js';
+import { clientCertificateOf } from '../transport/tls.js';
 
 export const SESSION_COOKIE = 'session';
 
@@ -37,14 +40,24 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-/** Resolves the caller, if any; routes that need one refuse with 401 themselves. */
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves. A token goes before a client certificate. */
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
-    if (credential) {
-      const principal = await accounts.authenticate(credential);
-      if (principal) req.principal = principal;
-    }
+    const principal = credential ? await accounts.authenticate(credential) : certificatePrincipal(accounts, req.socket, req.log);
+    if (principal) req.principal = principal;
     next();
   };
+}
+
+/**
+ * The device a connection's client certificate speaks for (mutual TLS), or null. A certificate
+ * that is presented and refused (unknown CA, expired, bound to no device) is logged with why.
+ */
+export function certificatePrincipal(accounts: Accounts, socket: unknown, log: Logger): Principal | null {
+  const certificate = clientCertificateOf(socket);
+  if (!certificate) return null;
+  const principal = accounts.authenticateCertificate(certificate);
+  if (!principal) log.info({ fingerprint: certificate.fingerprint, problem: certificate.problem ?? 'bound to no device' }, 'client certificate refused');
+  return principal;
 }

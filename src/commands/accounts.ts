@@ -2,10 +2,10 @@ import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
-import { findDeviceByTokenHash } from '../projections/devices.js';
+import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
-import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
+import { SessionTokens, credentialKind, generateApiKey, hashSecret, type ClientCertificate } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -108,6 +108,16 @@ export class Accounts {
       case 'device_token':
         return this.deviceFor(token);
     }
+  }
+
+  /**
+   * A device by the client certificate of its connection (mutual TLS): only a certificate that
+   * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
+   */
+  authenticateCertificate(certificate: ClientCertificate): Principal | null {
+    if (!certificate.authorized) return null;
+    const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
+    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: certificate.fingerprint } : null;
   }
 
   me(principal: Principal): UserRow {

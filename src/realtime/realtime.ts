@@ -2,7 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
@@ -101,11 +101,12 @@ export class Realtime {
     }
     let principal: Principal | null = null;
     try {
-      principal = credential ? await this.accounts.authenticate(credential) : null;
+      // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
+      principal = credential ? await this.accounts.authenticate(credential) : kind === 'device' ? certificatePrincipal(this.accounts, req.socket, this.services.logger) : null;
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
-    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }
 

@@ -80,6 +80,15 @@ describe('TLS: HTTPS and WSS on the HTTP port', () => {
     await expect(startTestServer({ TLS_CERT_FILE: serverCert.certFile, TLS_KEY_FILE: ca.root.keyFile })).rejects.toThrow(/TLS_KEY_FILE .*does not fit/);
   });
 
+  it('without TLS_CLIENT_CA a client certificate speaks for no device', async () => {
+    const token = (await register()).body.data.token as string;
+    const deviceCert = ca.issue('device');
+    const created = await httpsCall(`${server.url}/api/devices`, { method: 'POST', ca: ca.root.cert, token, body: { name: 'no mtls', device_type: 'sensor', certificate_fingerprint: deviceCert.fingerprint } });
+    expect(created.status).toBe(201);
+    const answer = await httpsCall(`${server.url}/api/devices/${created.body.data.id}/data`, { method: 'POST', ca: ca.root.cert, client: deviceCert, body: { sensor_readings: [{ sensor_type: 't', value: 1 }] } });
+    expect(answer.status).toBe(401);
+  });
+
   it('opens /ws and /ws/device over WSS', async () => {
     const registered = await register();
     const token = registered.body.data.token as string;
