@@ -108,6 +108,8 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
     expect((await call(`/api/devices/${device.id}/certificate`, { method: 'DELETE', token: owner })).status).toBe(404);
     const after = await call(`/api/devices/${device.id}`, { token: owner });
     expect([after.body.data.certificate_fingerprint, after.body.data.version]).toEqual([null, device.data.version]);
+    const malformed = await call('/api/devices', { method: 'POST', token: owner, body: { name: 'bad', device_type: 'sensor', certificate_fingerprint: 'f'.repeat(10_000) } });
+    expect([malformed.status, malformed.body.error.details[0].path]).toEqual([400, 'certificate_fingerprint']);
     const registered = await call('/api/devices', { method: 'POST', token: owner, body: { name: 'dup', device_type: 'sensor', certificate_fingerprint: valid.fingerprint } });
     expect(registered.status).toBe(409);
     expect(registered.body.error.details[0].path).toBe('certificate_fingerprint');
