@@ -115,9 +115,11 @@ export class Accounts {
    * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
    */
   authenticateCertificate(certificate: ClientCertificate): Principal | null {
-    if (!certificate.authorized) return null;
+    // The handshake checked the validity when the connection opened; a kept-alive one may outlive it.
+    if (!certificate.authorized || certificate.validTo <= this.services.clock.now().toISOString()) return null;
     const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
-    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: certificate.fingerprint } : null;
+    if (!device) return null;
+    return { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } };
   }
 
   me(principal: Principal): UserRow {

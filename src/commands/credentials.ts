@@ -62,4 +62,6 @@ export interface ClientCertificate {
   authorized: boolean;
   /** Why it is not authorized (e.g. CERT_HAS_EXPIRED), for the logs. */
   problem: string | null;
+  /** The end of its validity (ISO): a connection made with it lives no longer. */
+  validTo: string;
 }

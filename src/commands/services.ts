@@ -44,8 +44,8 @@ export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runne
 
 export type Principal =
   | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null }
-  /** `certificate`: the fingerprint of the client certificate it authenticated with (mutual TLS), if that is how. */
-  | { kind: 'device'; deviceId: string; userId: string; certificate?: string };
+  /** `certificate`: the client certificate it authenticated with (mutual TLS), if that is how. */
+  | { kind: 'device'; deviceId: string; userId: string; certificate?: { fingerprint: string; expiresAt: string } };
 
 export interface RequestContext {
   principal: Principal;

@@ -39,7 +39,7 @@ export class DeviceChannel {
     const open = this.sockets.get(id) ?? new Set();
     open.add(ws);
     this.sockets.set(id, open);
-    if (principal.certificate) this.certificates.set(ws, principal.certificate);
+    if (principal.certificate) this.certificates.set(ws, principal.certificate.fingerprint);
     this.offline.connected.add(id);
     let garbage = 0;
     // One message at a time, as over one HTTP connection: answers come in the order the messages did.

@@ -27,7 +27,7 @@ interface Tracked {
   ws: WebSocket;
   alive: boolean;
   sessionId: string | null;
-  /** When its session token stops being valid (ISO); API keys and devices have none. */
+  /** When its session token or client certificate stops being valid (ISO); API keys and device tokens have none. */
   expiresAt: string | null;
 }
 
@@ -112,7 +112,7 @@ export class Realtime {
 
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
     const sessionId = principal.kind === 'user' ? principal.sessionId : null;
-    const expiresAt = sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
+    const expiresAt = principal.kind === 'device' ? (principal.certificate?.expiresAt ?? null) : sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
     if (this.closed) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
@@ -150,10 +150,10 @@ export class Realtime {
     this.devices.onApplied(events);
   }
 
-  /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
+  /** A socket lives no longer than the session or certificate it was opened with, as a REST call with it would not. */
   closeExpired(): void {
     const now = this.services.clock.now().toISOString();
-    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'session expired');
+    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, t.sessionId === null ? 'client certificate expired' : 'session expired');
   }
 
   /**

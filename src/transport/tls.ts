@@ -149,5 +149,6 @@ export function clientCertificateOf(socket: unknown): ClientCertificate | null {
     fingerprint: normalizeFingerprint(peer.fingerprint256),
     authorized: socket.authorized,
     problem: socket.authorized ? null : error instanceof Error ? error.message : String(error ?? 'not verified'),
+    validTo: new Date(peer.valid_to).toISOString(),
   };
 }

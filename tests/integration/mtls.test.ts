@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa, httpsCall, type HttpsOptions, type Issued } from '../helpers/certificates.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -162,6 +163,20 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
     const device = await createDevice(owner, { certificate_fingerprint: cert.fingerprint });
     expect((await call(`/api/devices/${device.id}`, { method: 'DELETE', token: owner })).status).toBe(200);
     expect((await submit(device.id, as(cert))).status).toBe(401);
+  });
+
+  // Last: it moves the server's clock past every certificate (and session) made here.
+  it('a socket opened with a certificate is closed when the certificate expires, and the certificate is refused from then on', async () => {
+    const cert = ca.issue('device-expiring');
+    const device = await createDevice(owner, { certificate_fingerprint: cert.fingerprint });
+    const socket = await connect(wsUrl(server.url, '/ws/device'), deviceSocketOptions(cert));
+    const byToken = await connect(wsUrl(server.url, '/ws/device'), { ca: ca.root.cert, headers: { authorization: `Bearer ${device.token}` } });
+    server.clock.set(new Date(new X509Certificate(cert.cert).validTo));
+    await server.server.timers.runAll();
+    expect(await socket.waitForClose()).toMatchObject({ code: 4401, reason: 'client certificate expired' });
+    expect(byToken.isOpen()).toBe(true);
+    expect((await submit(device.id, as(cert))).status).toBe(401);
+    await byToken.close();
   });
 
   it('lists the certificate routes in the OpenAPI document', async () => {
