@@ -116,6 +116,16 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
     expect(registered.body.error.details[0].path).toBe('certificate_fingerprint');
   });
 
+  it('binds a certificate to one device only, also when two owners race for it', async () => {
+    const cert = ca.issue('device-raced');
+    const [first, second] = [await createDevice(owner), await createDevice(other)];
+    const answers = await Promise.all([bind(first.id, cert.fingerprint, owner), bind(second.id, cert.fingerprint, other)]);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 409]);
+    const winner = answers[0]!.status === 200 ? first : second;
+    const stored = await submit(winner.id, as(cert));
+    expect(stored.status).toBe(201);
+  });
+
   it('opens /ws/device with the certificate alone, never /ws', async () => {
     const cert = ca.issue('device-socket');
     const device = await createDevice(owner, { certificate_fingerprint: cert.fingerprint });
