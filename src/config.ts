@@ -5,7 +5,7 @@ import { z } from 'zod';
 
 const optionalPositiveInt = z.coerce.number().int().positive().optional();
 
-/** Every setting of API.md's "Running"; the only place that reads process.env. */
+/** Every setting the server reads (README.md's configuration table); the only place that reads process.env. */
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),

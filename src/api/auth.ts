@@ -17,7 +17,7 @@ export function credentialOf(req: HeaderSource, queryToken?: unknown): string | 
   return firstUsable([bearer, req.header('x-api-key'), req.header('x-device-token'), typeof queryToken === 'string' ? queryToken : undefined, cookieValue(req.header('cookie'), SESSION_COOKIE)]);
 }
 
-/** A subscriber's credential: API.md admits only `?token=` and the session cookie on /ws (what a browser's WebSocket can send). */
+/** A subscriber's credential: /ws admits only `?token=` and the session cookie (what a browser's WebSocket can send; docs/guide.md). */
 export function subscriberCredentialOf(req: HeaderSource, queryToken: string | undefined): string | undefined {
   return firstUsable([queryToken, cookieValue(req.header('cookie'), SESSION_COOKIE)]);
 }

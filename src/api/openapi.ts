@@ -51,7 +51,7 @@ export function openApiDocument(routes: readonly RouteDefinition[]): Record<stri
   }
   return {
     openapi: '3.0.3',
-    info: { title: 'IoT controller', version: '0.1.0', description: 'Event-sourced IoT controller: see API.md for the contract.' },
+    info: { title: 'IoT controller', version: '0.1.0', description: 'Event-sourced IoT controller. The guide to HTTP and WebSocket use is docs/guide.md in the repository.' },
     servers: [{ url: '/' }],
     components: {
       securitySchemes: {

@@ -21,7 +21,7 @@ export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> 
 
 /**
  * A device as its owner, an admin, or the device itself may see it. Another user gets 404
- * (no existence leak); a device token on another device gets 403, as API.md lists.
+ * (no existence leak); a device token on another device gets 403, as the guide (docs/guide.md) says.
  */
 export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');

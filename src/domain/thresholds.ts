@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { DomainEvent, StoredReading } from './events.js';
-import type { SensorStats } from './quality.js';
+import { rangeSchema, type SensorStats } from './quality.js';
 
 /** One sensor's entry of `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
 export const thresholdSchema = z.object({
@@ -35,8 +35,8 @@ export function thresholdsOf(stored: unknown): Map<string, Threshold> {
 export const DEFAULT_ANOMALY_Z = 4;
 
 /**
- * A configuration is the device's own and stored as given, but the server reads two of its
- * keys: `thresholds` and `anomaly_z`. Refused when those make no sense, or a typo would switch
+ * A configuration is the device's own and stored as given, but the server reads three of its
+ * keys: `thresholds`, `ranges` and `anomaly_z`. Refused when those make no sense, or a typo would switch
  * a device's alerts off without a word.
  */
 export function configurationProblems(configuration: Record<string, unknown>): Array<{ path: PropertyKey[]; message: string }> {
@@ -45,6 +45,10 @@ export function configurationProblems(configuration: Record<string, unknown>): A
   if (configuration.thresholds !== undefined && configuration.thresholds !== null) {
     const parsed = thresholdsInput.safeParse(configuration.thresholds);
     if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['thresholds', ...issue.path], message: issue.message })));
+  }
+  if (configuration.ranges !== undefined && configuration.ranges !== null) {
+    const parsed = z.record(z.string(), rangeSchema).safeParse(configuration.ranges);
+    if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['ranges', ...issue.path], message: issue.message })));
   }
   const anomalyZ = configuration.anomaly_z;
   if (anomalyZ !== undefined && !(typeof anomalyZ === 'number' && anomalyZ > 0)) problems.push({ path: ['anomaly_z'], message: 'must be a positive number' });

@@ -197,7 +197,13 @@ export class SqliteEventLog implements EventLog {
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {
     const { where, params } = whereClause(filter);
     const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ? OFFSET ?`;
-    const rows = this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit, filter.offset ?? 0);
+    const rows: StoredRow[] = [];
+    let bytes = 0;
+    for (const row of this.db.prepare<Array<string | number>, StoredRow>(sql).iterate(...params, filter.limit, filter.offset ?? 0)) {
+      rows.push(row);
+      bytes += row.data.length;
+      if (filter.maxBytes !== undefined && bytes >= filter.maxBytes) break;
+    }
     return rows.map((row) => toRecorded(row, filter.asStored === true));
   }
 

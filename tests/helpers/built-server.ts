@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const ROOT = join(import.meta.dirname, '../..');
@@ -21,16 +22,26 @@ export function buildWhenStale(): void {
 export type LogEntry = Record<string, unknown> & { msg?: string };
 
 export interface BuiltServer {
+  /** http://, or https:// when the server said it listens with TLS. */
+  url: string;
   child: ChildProcess;
+  /** Its JSON log lines so far. */
   logs: LogEntry[];
   /** Resolves with the first log entry (past or future) that matches. */
   waitForLog(match: (entry: LogEntry) => boolean, timeoutMs?: number): Promise<LogEntry>;
-  exited: Promise<number | null>;
+  /** SIGTERM, then waits for the exit; removes the data directory. */
+  stop(): Promise<void>;
 }
 
-/** The built server (`node dist/src/main.js`) with `env`, its JSON log lines collected as they come. */
-export function spawnBuilt(env: Record<string, string>): BuiltServer {
-  const child = spawn(process.execPath, [join(ROOT, 'dist/src/main.js')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+/** The built server (`node dist/src/main.js`, as `npm start` runs it) on a free port with a fresh data directory, once it says it listens. */
+export async function startBuiltServer(env: Record<string, string> = {}): Promise<BuiltServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'iot-built-'));
+  const child = spawn(process.execPath, ['dist/src/main.js'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', ...env },
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const logs: LogEntry[] = [];
   const waiters = new Set<() => void>();
   let pending = '';
@@ -41,7 +52,6 @@ export function spawnBuilt(env: Record<string, string>): BuiltServer {
     for (const line of lines.filter((l) => l.startsWith('{'))) logs.push(JSON.parse(line) as LogEntry);
     for (const wake of [...waiters]) wake();
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const waitForLog = (match: (entry: LogEntry) => boolean, timeoutMs = 10_000) =>
     new Promise<LogEntry>((resolve, reject) => {
       const timer = setTimeout(() => finish(new Error(`no matching log line within ${timeoutMs} ms; last: ${JSON.stringify(logs.slice(-3))}`)), timeoutMs);
@@ -59,5 +69,16 @@ export function spawnBuilt(env: Record<string, string>): BuiltServer {
       void exited.then((code) => finish(new Error(`the server exited (${code}) before the log line`)));
       check();
     });
-  return { child, logs, waitForLog, exited };
+  const listening = await waitForLog((entry) => entry.msg === 'listening' && typeof entry.port === 'number', 60_000);
+  return {
+    url: `${listening.tls === true ? 'https' : 'http'}://127.0.0.1:${String(listening.port)}`,
+    child,
+    logs,
+    waitForLog,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,8 +1,7 @@
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildWhenStale, spawnBuilt, type BuiltServer } from '../helpers/built-server.js';
+import { buildWhenStale, startBuiltServer, type BuiltServer } from '../helpers/built-server.js';
 import { TestCa, httpsCall, type Issued } from '../helpers/certificates.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { connect, wsUrl, type WsClient } from '../helpers/ws-client.js';
@@ -80,19 +79,13 @@ describe('TLS reload in the running server', () => {
 
 describe('SIGHUP to the built server', () => {
   let ca: TestCa;
-  let dataDir: string;
   let started: BuiltServer | undefined;
   beforeAll(() => {
     buildWhenStale();
     ca = new TestCa();
-    dataDir = mkdtempSync(join(tmpdir(), 'iot-sighup-'));
   }, 180_000);
   afterAll(async () => {
-    if (started && started.child.exitCode === null) {
-      started.child.kill('SIGTERM');
-      await started.exited;
-    }
-    rmSync(dataDir, { recursive: true, force: true });
+    await started?.stop();
     ca?.cleanup();
   });
 
@@ -100,10 +93,9 @@ describe('SIGHUP to the built server', () => {
     const files = liveFiles(ca);
     const first = ca.issue('localhost', { server: true });
     files.install(first);
-    started = spawnBuilt({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', TLS_CERT_FILE: files.certFile, TLS_KEY_FILE: files.keyFile });
-    const listening = await started.waitForLog((entry) => entry.msg === 'listening');
-    expect(listening.tls).toBe(true);
-    const url = `https://127.0.0.1:${String(listening.port)}`;
+    started = await startBuiltServer({ TLS_CERT_FILE: files.certFile, TLS_KEY_FILE: files.keyFile });
+    const { url } = started;
+    expect(url).toMatch(/^https:/);
     const socket = await connect(wsUrl(url, '/ws/device'), { ca: ca.root.cert, headers: { authorization: `Bearer ${await registerWithDevice(url, ca.root.cert)}` } });
 
     const renewed = ca.issue('localhost', { server: true });
