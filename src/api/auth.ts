@@ -44,20 +44,26 @@ export function cookieValue(header: string | undefined, name: string): string | 
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
-    const principal = credential ? await accounts.authenticate(credential) : certificatePrincipal(accounts, req.socket, req.log);
+    const { principal, refused } = credential ? { principal: await accounts.authenticate(credential), refused: null } : certificatePrincipal(accounts, req.socket, req.log);
     if (principal) req.principal = principal;
+    if (refused) req.refusedCertificate = refused;
     next();
   };
 }
 
 /**
- * The device a connection's client certificate speaks for (mutual TLS), or null. A certificate
- * that is presented and refused (unknown CA, expired, bound to no device) is logged with why.
+ * The device a connection's client certificate speaks for (mutual TLS), or why it was refused
+ * (another CA, expired, bound to no device: logged, and told to the device in the 401); both
+ * null when no certificate was presented.
  */
-export function certificatePrincipal(accounts: Accounts, socket: unknown, log: Logger): Principal | null {
+export function certificatePrincipal(accounts: Accounts, socket: unknown, log: Logger): { principal: Principal | null; refused: string | null } {
   const certificate = clientCertificateOf(socket);
-  if (!certificate) return null;
-  const principal = accounts.authenticateCertificate(certificate);
-  if (!principal) log.info({ fingerprint: certificate.fingerprint, problem: certificate.problem ?? 'bound to no device' }, 'client certificate refused');
-  return principal;
+  if (!certificate) return { principal: null, refused: null };
+  const outcome = accounts.authenticateCertificate(certificate);
+  if ('principal' in outcome) return { principal: outcome.principal, refused: null };
+  log.info({ fingerprint: certificate.fingerprint, problem: certificate.problem, refused: outcome.refused }, 'client certificate refused');
+  return { principal: null, refused: outcome.refused };
 }
+
+/** The 401 message when a client certificate was all a request carried and it was refused. */
+export const certificateRefusal = (reason: string): string => `the client certificate was refused: ${reason}`;

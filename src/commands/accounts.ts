@@ -17,6 +17,9 @@ export interface Session {
   expires_at: string;
 }
 
+/** What a device is told of a certificate the handshake did not verify (OpenSSL's codes); any other: not our CA's. */
+const HANDSHAKE_REFUSALS: Record<string, string> = { CERT_HAS_EXPIRED: 'it has expired', CERT_NOT_YET_VALID: 'it is not valid yet' };
+
 /** Registration, login, logout and resolving a credential to who is calling. */
 export class Accounts {
   private readonly lock = new KeyedLock();
@@ -114,12 +117,13 @@ export class Accounts {
    * A device by the client certificate of its connection (mutual TLS): only a certificate that
    * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
    */
-  authenticateCertificate(certificate: ClientCertificate): Principal | null {
+  authenticateCertificate(certificate: ClientCertificate): { principal: Principal } | { refused: string } {
+    if (!certificate.authorized) return { refused: HANDSHAKE_REFUSALS[certificate.problem ?? ''] ?? 'it is not signed by the trusted CA' };
     // The handshake checked the validity when the connection opened; a kept-alive one may outlive it.
-    if (!certificate.authorized || certificate.validTo <= this.services.clock.now().toISOString()) return null;
+    if (certificate.validTo <= this.services.clock.now().toISOString()) return { refused: HANDSHAKE_REFUSALS.CERT_HAS_EXPIRED! };
     const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
-    if (!device) return null;
-    return { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } };
+    if (!device) return { refused: 'it is bound to no device' };
+    return { principal: { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } } };
   }
 
   me(principal: Principal): UserRow {

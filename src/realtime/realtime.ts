@@ -2,7 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { certificatePrincipal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
@@ -100,12 +100,15 @@ export class Realtime {
       return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
+    let refusedCertificate: string | null = null;
     try {
+      if (credential) principal = await this.accounts.authenticate(credential);
       // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
-      principal = credential ? await this.accounts.authenticate(credential) : kind === 'device' ? certificatePrincipal(this.accounts, req.socket, this.services.logger) : null;
+      else if (kind === 'device') ({ principal, refused: refusedCertificate } = certificatePrincipal(this.accounts, req.socket, this.services.logger));
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
+    if (refusedCertificate) return refuse(401, 'unauthenticated', certificateRefusal(refusedCertificate));
     if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }

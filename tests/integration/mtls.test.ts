@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestCa, httpsCall, type HttpsOptions, type Issued } from '../helpers/certificates.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { connect, refusedStatus, wsUrl } from '../helpers/ws-client.js';
+import { UpgradeRefused, connect, refusedStatus, wsUrl } from '../helpers/ws-client.js';
 
 /** `AB:CD:...`, as openssl and browsers print a fingerprint. */
 const colonForm = (fingerprint: string) => fingerprint.toUpperCase().match(/../g)!.join(':');
@@ -74,13 +74,15 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
 
   it('refuses an unbound, an expired and another CA\'s certificate with 401, even when their fingerprint is bound', async () => {
     const device = await createDevice(owner);
-    expect((await submit(device.id, as(unbound))).status).toBe(401);
-    for (const refused of [expired, foreign]) {
+    const refusal = await submit(device.id, as(unbound));
+    expect([refusal.status, refusal.body.error.message]).toEqual([401, 'the client certificate was refused: it is bound to no device']);
+    for (const [refused, why] of [[expired, 'it has expired'], [foreign, 'it is not signed by the trusted CA']] as const) {
       expect((await bind(device.id, refused.fingerprint)).status).toBe(200);
       const answer = await submit(device.id, as(refused));
-      expect(answer.status).toBe(401);
-      expect(answer.body.error.code).toBe('unauthenticated');
+      expect([answer.status, answer.body.error.code, answer.body.error.message]).toEqual([401, 'unauthenticated', `the client certificate was refused: ${why}`]);
     }
+    // Without a certificate the answer stays the usual one.
+    expect((await submit(device.id, {})).body.error.message).toBe('authentication required');
   });
 
   it('binds at registration, and a token still works beside the certificate', async () => {
@@ -133,7 +135,9 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
     socket.send({ type: 'heartbeat', id: 'by-certificate' });
     expect(await socket.next((m) => m.type === 'ack')).toMatchObject({ ref: 'by-certificate' });
     expect(await refusedStatus(wsUrl(server.url, '/ws'), deviceSocketOptions(cert))).toBe(401);
-    expect(await refusedStatus(wsUrl(server.url, '/ws/device'), deviceSocketOptions(expired))).toBe(401);
+    const refused = await connect(wsUrl(server.url, '/ws/device'), deviceSocketOptions(expired)).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(UpgradeRefused);
+    expect(JSON.parse((refused as UpgradeRefused).body).error.message).toBe('the client certificate was refused: it has expired');
     expect(await refusedStatus(wsUrl(server.url, '/ws/device'), deviceSocketOptions(unbound))).toBe(401);
     await socket.close();
     expect(device.id).toBeTruthy();
