@@ -20,7 +20,24 @@ const envSchema = z.object({
   SESSION_TTL_SECONDS: z.coerce.number().int().positive().default(7 * 24 * 3600),
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  TLS_KEY_FILE: z.string().min(1).optional(),
+  TLS_CLIENT_CA: z.string().min(1).optional(),
+  MQTT_TLS_PORT: z.coerce.number().int().min(0).max(65535).default(8883),
+}).superRefine((env, ctx) => {
+  // One file alone would start a plaintext server the operator believes is encrypted.
+  if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) {
+    ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'], message: 'TLS_CERT_FILE and TLS_KEY_FILE go together: set both (PEM files) or neither' });
+  }
+  if (env.TLS_CLIENT_CA && !env.TLS_CERT_FILE) ctx.addIssue({ code: 'custom', path: ['TLS_CLIENT_CA'], message: 'mutual TLS needs TLS_CERT_FILE and TLS_KEY_FILE too' });
 });
+
+/** PEM files of the server's certificate, its key, and the CA that signs device certificates (mutual TLS). */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  clientCaFile: string | null;
+}
 
 export interface Config {
   port: number;
@@ -37,6 +54,10 @@ export interface Config {
   defaultDeviceQuota: number;
   /** A live subscriber with more unsent bytes than this is closed (1013) and resumes. */
   wsMaxBufferedBytes: number;
+  /** null: plain HTTP. */
+  tls: TlsFiles | null;
+  /** MQTT over TLS, opened only when `tls` is set. */
+  mqttTlsPort: number;
 }
 
 export class ConfigError extends Error {}
@@ -69,6 +90,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionTtlSeconds: e.SESSION_TTL_SECONDS,
     defaultDeviceQuota: e.DEFAULT_DEVICE_QUOTA,
     wsMaxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+    tls: e.TLS_CERT_FILE && e.TLS_KEY_FILE ? { certFile: resolve(e.TLS_CERT_FILE), keyFile: resolve(e.TLS_KEY_FILE), clientCaFile: e.TLS_CLIENT_CA ? resolve(e.TLS_CLIENT_CA) : null } : null,
+    mqttTlsPort: e.MQTT_TLS_PORT,
   };
 }
 

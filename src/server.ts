@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { answerClientErrors } from './api/client-errors.js';
 import { RequestGate } from './api/request-gate.js';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +29,7 @@ import { systemClock, type Clock } from './domain/clock.js';
 import { SqliteEventLog, claimDataDir, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
+import { TlsCredentials } from './transport/tls.js';
 
 export interface RunningServer {
   url: string;
@@ -35,6 +37,8 @@ export interface RunningServer {
   services: Services;
   db: SqliteDatabase;
   http: Server;
+  /** The certificate served when TLS is on (null: plain HTTP); `reload()` is what SIGHUP does. */
+  tls: TlsCredentials | null;
   /** Timer-driven work (offline sweep, ...); tests run it by hand after moving the clock. */
   timers: Timers;
   /** The rule engine; idle() resolves once it has handled everything applied so far. */
@@ -120,9 +124,19 @@ async function closeStore({ release, db, checkpointer, log, runner }: Store): Pr
   release();
 }
 
+/** HTTPS (and so WSS) when TLS is configured; each reload of the certificate reaches its next handshakes. */
+function createListener(tls: TlsCredentials | null, listener: RequestGate['listener']): Server {
+  if (!tls) return createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, listener);
+  const server = createHttpsServer({ ...tls.serverOptions(), requestTimeout: REQUEST_TIMEOUT_MS }, listener);
+  tls.attach(server);
+  return server;
+}
+
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
+  // Before the data directory is claimed: a certificate that cannot be read stops the start at once.
+  const tls = config.tls ? new TlsCredentials(config.tls, logger) : null;
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
@@ -137,7 +151,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const rollouts = new Rollouts(services, commands);
   const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
   const gate = new RequestGate(app);
-  const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
+  const http = createListener(tls, gate.listener);
   answerClientErrors(http);
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
@@ -167,7 +181,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   });
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  logger.info({ port, position: log.headPosition() }, 'listening');
+  logger.info({ port, tls: tls !== null, position: log.headPosition() }, 'listening');
   timers.start();
 
   let closing: Promise<void> | undefined;
@@ -185,5 +199,5 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       logger.info('stopped');
     })());
 
-  return { url: `http://${host}:${port}`, port, services, db, http, timers, automation, close };
+  return { url: `${tls ? 'https' : 'http'}://${host}:${port}`, port, services, db, http, tls, timers, automation, close };
 }

@@ -43,6 +43,12 @@ export interface AppHandlers {
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/** Served over TLS, browsers are told to come back only over TLS (a year, renewed by every answer). */
+const strictTransportSecurity: express.RequestHandler = (_req, res, next) => {
+  res.setHeader('Strict-Transport-Security', 'max-age=31536000');
+  next();
+};
+
 export function createApp(services: Services, handlers: AppHandlers): Express {
   const { config, logger, clock } = services;
   const app = express();
@@ -51,6 +57,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   app.set('etag', false);
 
   app.use(requestContext(logger, clock));
+  if (config.tls) app.use(strictTransportSecurity);
   app.use(
     cors({
       origin: config.corsOrigins ?? ((origin, allow) => allow(null, originAllowed(null, origin))),

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
+import { certificateRefusal } from './auth.js';
 
 export type Method = 'get' | 'post' | 'put' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
@@ -56,7 +57,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
 ): RouteDefinition {
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
-    checkAccess(spec.access, principal);
+    checkAccess(spec.access, principal, req.refusedCertificate);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
     const query = spec.query ? parseQuery(spec.query, req.query) : {};
@@ -77,9 +78,9 @@ export function mount(router: Router, routes: readonly RouteDefinition[], guardS
   }
 }
 
-function checkAccess(access: Access, principal: Principal | undefined): void {
+function checkAccess(access: Access, principal: Principal | undefined, refusedCertificate: string | undefined): void {
   if (access === 'public') return;
-  if (!principal) throw new DomainError('unauthenticated', 'authentication required');
+  if (!principal) throw new DomainError('unauthenticated', refusedCertificate ? certificateRefusal(refusedCertificate) : 'authentication required');
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
 }

@@ -2,10 +2,10 @@ import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
-import { findDeviceByTokenHash } from '../projections/devices.js';
+import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
-import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
+import { SessionTokens, credentialKind, generateApiKey, hashSecret, type ClientCertificate } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -16,6 +16,9 @@ export interface Session {
   token: string;
   expires_at: string;
 }
+
+/** What a device is told of a certificate the handshake did not verify (OpenSSL's codes); any other: not our CA's. */
+const HANDSHAKE_REFUSALS: Record<string, string> = { CERT_HAS_EXPIRED: 'it has expired', CERT_NOT_YET_VALID: 'it is not valid yet' };
 
 /** Registration, login, logout and resolving a credential to who is calling. */
 export class Accounts {
@@ -108,6 +111,19 @@ export class Accounts {
       case 'device_token':
         return this.deviceFor(token);
     }
+  }
+
+  /**
+   * A device by the client certificate of its connection (mutual TLS): only a certificate that
+   * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
+   */
+  authenticateCertificate(certificate: ClientCertificate): { principal: Principal } | { refused: string } {
+    if (!certificate.authorized) return { refused: HANDSHAKE_REFUSALS[certificate.problem ?? ''] ?? 'it is not signed by the trusted CA' };
+    // The handshake checked the validity when the connection opened; a kept-alive one may outlive it.
+    if (certificate.validTo <= this.services.clock.now().toISOString()) return { refused: HANDSHAKE_REFUSALS.CERT_HAS_EXPIRED! };
+    const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
+    if (!device) return { refused: 'it is bound to no device' };
+    return { principal: { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } } };
   }
 
   me(principal: Principal): UserRow {

@@ -53,3 +53,15 @@ export class SessionTokens {
     }
   }
 }
+
+/** A client certificate as a TLS transport saw it; the handshake itself refuses none (mutual TLS is judged here). */
+export interface ClientCertificate {
+  /** SHA-256, normalized (64 lowercase hex digits). */
+  fingerprint: string;
+  /** Chains to TLS_CLIENT_CA and is within its validity. */
+  authorized: boolean;
+  /** Why it is not authorized (e.g. CERT_HAS_EXPIRED), for the logs. */
+  problem: string | null;
+  /** The end of its validity (ISO): a connection made with it lives no longer. */
+  validTo: string;
+}

@@ -1,9 +1,9 @@
 import { fold } from '../domain/decider.js';
-import { deviceDecider, type DeviceChanges } from '../domain/device.js';
+import { deviceDecider, type DeviceChanges, type DeviceCommand } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
 import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/events.js';
-import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
+import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
 import { generateDeviceToken, hashSecret } from './credentials.js';
@@ -15,6 +15,8 @@ import { isAdmin, mayAccess, readModelsCaughtUp, type Principal, type RequestCon
 export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
   group_id: string | null;
   auth_token: string | null;
+  /** A client certificate bound from the start (normalized SHA-256). */
+  certificate_fingerprint?: string | null;
 }
 
 /**
@@ -55,13 +57,14 @@ export class Devices {
     this.checkQuota(ownerId);
     if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
     this.checkGroup(input.group_id, ownerId);
+    const { auth_token: _token, certificate_fingerprint = null, ...attributes } = input;
+    this.checkCertificateFree(certificate_fingerprint, null, 'certificate_fingerprint');
     const deviceId = newId();
-    const { auth_token: _token, ...attributes } = input;
     await handle(
       this.services,
       deviceDecider,
       streams.device(deviceId),
-      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) } },
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) }, certificate_fingerprint },
       context,
     );
     return { device: findDevice(sql, deviceId)!, token };
@@ -106,10 +109,40 @@ export class Devices {
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */
   async decommission(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
-    await this.services.locks.devices.run(deviceId, () =>
-      handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
-    );
+    await this.onDevice(deviceId, { type: 'decommission_device' }, context, ifMatch);
     await this.commands.cancelAllOf(deviceId, context);
+  }
+
+  /**
+   * Lets a client certificate (by fingerprint) speak for the device under mutual TLS; one bound
+   * before is retired. Under the registry lock, as a certificate speaks for one device only.
+   */
+  async bindCertificate(deviceId: string, fingerprint: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkCertificateFree(fingerprint, deviceId, 'fingerprint');
+      await this.onDevice(deviceId, { type: 'bind_certificate', data: { fingerprint } }, context, ifMatch);
+    });
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  /** The device's certificate stops working at once; its open connections are cut (see DeviceChannel). */
+  async unbindCertificate(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.onDevice(deviceId, { type: 'unbind_certificate' }, context, ifMatch);
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  private onDevice(deviceId: string, command: DeviceCommand, context: RequestContext, ifMatch: IfMatch | undefined) {
+    return this.services.locks.devices.run(deviceId, () =>
+      handle(this.services, deviceDecider, streams.device(deviceId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
+    );
+  }
+
+  private checkCertificateFree(fingerprint: string | null, deviceId: string | null, path: string): void {
+    const holder = fingerprint === null ? undefined : findDeviceByCertificate(this.services.sql, fingerprint);
+    if (holder && holder.id !== deviceId) throw new DomainError('already_exists', 'this certificate is bound to another device', [{ path, message: 'already bound' }]);
   }
 
   /** A changed configuration goes to the device as a queued update_configuration command. */
@@ -208,6 +241,7 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
     last_seen: lastHeard(heard?.recorded_at, events.filter((e) => e.type === 'device.came_online').pop()?.recorded_at),
+    certificate_fingerprint: state.certificate,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,
     version: last.version,

@@ -52,6 +52,9 @@ const deviceUpdated = z.object({
 const deviceDecommissioned = z.object({ device_id: id, user_id: id });
 /** Provisioning again hands out a fresh token; the old one stops working. */
 const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
+/** A client certificate (by its SHA-256 fingerprint) speaks for the device under mutual TLS; unbinding takes that back. */
+const deviceCertificateBound = z.object({ device_id: id, fingerprint: z.string() });
+const deviceCertificateUnbound = z.object({ device_id: id, fingerprint: z.string() });
 
 const groupCreated = z.object({
   group_id: id,
@@ -223,6 +226,8 @@ export const eventSchemas = {
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
   'device.token_rotated': deviceTokenRotated,
+  'device.certificate_bound': deviceCertificateBound,
+  'device.certificate_unbound': deviceCertificateUnbound,
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,

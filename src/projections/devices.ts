@@ -43,7 +43,7 @@ export function devicesProjection(): Projection {
 
 const devicesReadModel = {
   name: 'devices',
-  version: 4,
+  version: 5,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
@@ -51,10 +51,12 @@ const devicesReadModel = {
       description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
       firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL,
-      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT);
+      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT,
+      certificate_fingerprint TEXT);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
+    CREATE INDEX IF NOT EXISTS devices_certificate ON devices (certificate_fingerprint) WHERE certificate_fingerprint IS NOT NULL;
     CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
 };
 
@@ -73,6 +75,7 @@ function applyToDevices(sql: Sql, event: RecordedEvent): void {
           last_seen: null,
           reported_configuration: null,
           firmware_state: null,
+          certificate_fingerprint: null,
           created_at: event.recorded_at,
           updated_at: event.recorded_at,
           version: event.version,
@@ -101,6 +104,12 @@ function applyToDevices(sql: Sql, event: RecordedEvent): void {
     case 'device.token_rotated':
       sql.run(q.updateTable('devices').set({ token_hash: event.data.token_hash, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
+    case 'device.certificate_bound':
+    case 'device.certificate_unbound': {
+      const fingerprint = event.type === 'device.certificate_bound' ? event.data.fingerprint : null;
+      sql.run(q.updateTable('devices').set({ certificate_fingerprint: fingerprint, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
+    }
     case 'group.deleted':
       sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
       return;
@@ -168,6 +177,10 @@ export const findDevice = (sql: Sql, id: string) => byId.first(sql, id);
 // Every device request authenticates through this: only what a principal needs, not the whole row.
 const byTokenHash = prepared((tokenHash: string) => q.selectFrom('devices').select(['id', 'user_id']).where('token_hash', '=', tokenHash));
 export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) => byTokenHash.first(sql, tokenHash);
+
+// Every request on a mutual TLS connection without a token authenticates through this.
+const byCertificate = prepared((fingerprint: string) => q.selectFrom('devices').select(['id', 'user_id']).where('certificate_fingerprint', '=', fingerprint));
+export const findDeviceByCertificate = (sql: Sql, fingerprint: string) => byCertificate.first(sql, fingerprint);
 
 export const findDeviceByMac = (sql: Sql, mac: string) =>
   sql.first(q.selectFrom('devices').select(['id', 'user_id']).where(raw<string>`lower(replace(mac_address, '-', ':'))`, '=', mac.toLowerCase().replaceAll('-', ':')));

@@ -21,6 +21,8 @@ export class DeviceChannel {
   private readonly sockets = new Map<string, Set<WebSocket>>();
   /** Sockets closed because their credentials went (or for garbage): what they queued is dropped. */
   private readonly revoked = new WeakSet<WebSocket>();
+  /** The client certificate a socket authenticated with: unbinding it cuts that socket, not one opened with a token. */
+  private readonly certificates = new WeakMap<WebSocket, string>();
 
   constructor(
     private readonly services: Services,
@@ -37,6 +39,7 @@ export class DeviceChannel {
     const open = this.sockets.get(id) ?? new Set();
     open.add(ws);
     this.sockets.set(id, open);
+    if (principal.certificate) this.certificates.set(ws, principal.certificate.fingerprint);
     this.offline.connected.add(id);
     let garbage = 0;
     // One message at a time, as over one HTTP connection: answers come in the order the messages did.
@@ -65,6 +68,10 @@ export class DeviceChannel {
       if (event.type === 'command.queued' && this.sockets.has(event.data.device_id)) void this.push(event.data.device_id);
       if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device deleted'));
       if (event.type === 'device.token_rotated') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device token replaced'));
+      if (event.type === 'device.certificate_unbound') {
+        const { device_id, fingerprint } = event.data;
+        for (const ws of this.sockets.get(device_id) ?? []) if (this.certificates.get(ws) === fingerprint) this.cutOff(ws, CLOSE.credentialsRevoked, 'client certificate unbound');
+      }
     }
   }
 

@@ -2,7 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
@@ -27,7 +27,7 @@ interface Tracked {
   ws: WebSocket;
   alive: boolean;
   sessionId: string | null;
-  /** When its session token stops being valid (ISO); API keys and devices have none. */
+  /** When its session token or client certificate stops being valid (ISO); API keys and device tokens have none. */
   expiresAt: string | null;
 }
 
@@ -100,18 +100,22 @@ export class Realtime {
       return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
+    let refusedCertificate: string | null = null;
     try {
-      principal = credential ? await this.accounts.authenticate(credential) : null;
+      if (credential) principal = await this.accounts.authenticate(credential);
+      // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
+      else if (kind === 'device') ({ principal, refused: refusedCertificate } = certificatePrincipal(this.accounts, req.socket, this.services.logger));
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
-    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
+    if (refusedCertificate) return refuse(401, 'unauthenticated', certificateRefusal(refusedCertificate));
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }
 
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
     const sessionId = principal.kind === 'user' ? principal.sessionId : null;
-    const expiresAt = sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
+    const expiresAt = principal.kind === 'device' ? (principal.certificate?.expiresAt ?? null) : sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
     if (this.closed) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
@@ -149,10 +153,10 @@ export class Realtime {
     this.devices.onApplied(events);
   }
 
-  /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
+  /** A socket lives no longer than the session or certificate it was opened with, as a REST call with it would not. */
   closeExpired(): void {
     const now = this.services.clock.now().toISOString();
-    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'session expired');
+    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, t.sessionId === null ? 'client certificate expired' : 'session expired');
   }
 
   /**

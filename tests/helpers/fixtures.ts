@@ -32,6 +32,7 @@ export interface Device {
   firmware_version: string | null;
   group_id: string | null;
   configuration: Record<string, unknown>;
+  certificate_fingerprint: string | null;
   created_at: string;
   updated_at: string;
   version: number;

@@ -9,8 +9,9 @@ import { defineRoute } from '../route.js';
 import { currentUser, loginBody, registerBody, sessionAnswer } from '../schemas/accounts.js';
 
 export function accountRoutes(services: Services, accounts: Accounts) {
-  const setCookie = (res: Response, session: Session) =>
-    res.cookie(SESSION_COOKIE, session.token, { httpOnly: true, sameSite: 'lax', path: '/', expires: new Date(session.expires_at) });
+  // Over TLS the cookie is never sent in plaintext, not even to a plain-HTTP page of the same host.
+  const cookieOptions = { httpOnly: true, sameSite: 'lax', path: '/', secure: services.config.tls !== null } as const;
+  const setCookie = (res: Response, session: Session) => res.cookie(SESSION_COOKIE, session.token, { ...cookieOptions, expires: new Date(session.expires_at) });
 
   return [
     defineRoute(
@@ -34,7 +35,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       { method: 'post', path: '/api/auth/logout', summary: 'End this session everywhere', tag: 'auth', access: 'user', response: z.object({ logged_out: z.literal(true) }) },
       async ({ context, res }) => {
         await accounts.logout(context);
-        res.clearCookie(SESSION_COOKIE, { path: '/' });
+        res.clearCookie(SESSION_COOKIE, cookieOptions);
         return { data: { logged_out: true } };
       },
     ),

@@ -21,6 +21,7 @@ import {
   bulkDelete,
   bulkRegister,
   bulkUpdate,
+  certificateBody,
   device,
   deviceDetail,
   deviceDetailQuery,
@@ -109,6 +110,20 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
+      { method: 'put', path: '/api/devices/:id/certificate', summary: 'Bind a client certificate (SHA-256 fingerprint) that may speak for the device under mutual TLS; replaces one bound before', tag: 'devices', access: 'user', body: certificateBody, response: device },
+      async ({ params, body, context, req }) => {
+        const row = await devices.bindCertificate(params.id!, body.fingerprint, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'delete', path: '/api/devices/:id/certificate', summary: "Unbind the device's client certificate; connections made with it are closed at once", tag: 'devices', access: 'user', response: device },
+      async ({ params, context, req }) => {
+        const row = await devices.unbindCertificate(params.id!, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
       { method: 'get', path: '/api/devices/:id/history', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
         const row = visibleDevice(services, context.principal, params.id!);
@@ -163,6 +178,7 @@ function registrationInput(body: RegisterBody, template: TemplateRow | null = nu
     configuration: { ...fromTemplate, ...body.configuration },
     firmware_version: body.firmware_version ?? null,
     auth_token: body.auth_token ?? null,
+    certificate_fingerprint: body.certificate_fingerprint ?? null,
   };
 }
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { fingerprintSchema } from '../../domain/certificates.js';
 import { deviceStatusSchema } from '../../domain/events.js';
 import { configurationProblems } from '../../domain/thresholds.js';
 import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
@@ -42,6 +43,8 @@ export const registerDeviceBody = z
     firmware_version: editable.firmware_version.optional(),
     /** Start from a template: its type, configuration and thresholds, overridden by what is given. */
     template_id: z.uuid().optional(),
+    /** A client certificate that may speak for the device under mutual TLS, by its SHA-256 fingerprint. */
+    certificate_fingerprint: fingerprintSchema.optional(),
   })
   .refine((body) => body.type !== undefined || body.device_type !== undefined || body.template_id !== undefined, {
     message: 'type or device_type is required (or a template_id)',
@@ -83,10 +86,13 @@ export const device = z.object({
   firmware_version: z.string().nullable(),
   group_id: z.string().nullable(),
   configuration,
+  certificate_fingerprint: z.string().nullable().describe('SHA-256 of the bound client certificate (mutual TLS), 64 lowercase hex digits'),
   created_at: timestamp,
   updated_at: timestamp,
   version: z.number().int(),
 });
+
+export const certificateBody = z.object({ fingerprint: fingerprintSchema });
 
 export const registeredDevice = device.extend({ credentials: z.object({ device_id: z.string(), auth_token: z.string() }) });
 
