@@ -1,4 +1,5 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { decimalsOf } from './decimal-scale.js';
 
 /**
  * How readings.recorded keeps its readings in the log: columns instead of an object per
@@ -33,11 +34,18 @@ export interface ReadingColumns {
   sensor?: number[];
   /** The first time, in ms since the epoch. */
   start: number;
-  /** Milliseconds from the previous time (the first step is from `start`, so 0). */
-  times: number[];
+  /** Milliseconds from the previous time (the first step is from `start`, so 0); absent when `every` says them. */
+  times?: number[];
+  /** Every step the same (a device reading on a timer): that step, in place of `times`. */
+  every?: number;
   /** The times as given, in place of start and steps, should any not survive a trip through milliseconds. */
   stamps?: string[];
+  /**
+   * The values; with `scale`, each one's step from the previous value of its sensor (or from 0),
+   * in units of 10^-scale: a two-decimal random walk is a character or two a value, not six.
+   */
   values: number[];
+  scale?: number;
   /** [reading index, score, reasons] of each reading whose quality is not 100 with no reasons. */
   quality?: Array<[number, number, string[]]>;
 }
@@ -82,13 +90,44 @@ export function toColumns(readings: readonly ColumnReading[]): ReadingColumns {
   });
   const ms = readings.map((reading) => Date.parse(reading.timestamp));
   if (!ms.every((t, i) => Number.isFinite(t) && new Date(t).toISOString() === readings[i]!.timestamp)) {
-    return { sensors, sensor, start: 0, times: [], stamps: readings.map((r) => r.timestamp), values, ...(quality.length > 0 ? { quality } : {}) };
+    return { sensors, sensor, start: 0, stamps: readings.map((r) => r.timestamp), values, ...(quality.length > 0 ? { quality } : {}) };
   }
   const rows = inRows(sensor, ms, sensors.length);
   const stepped = rows ? ms.filter((_, i) => i % sensors.length === 0) : ms;
   const start = stepped[0] ?? 0;
   const times = stepped.map((t, i) => (i === 0 ? 0 : t - stepped[i - 1]!));
-  return { sensors, ...(rows ? {} : { sensor }), start, times, values, ...(quality.length > 0 ? { quality } : {}) };
+  return { sensors, ...(rows ? {} : { sensor }), start, ...timeSteps(times), ...valueSteps(values, sensor), ...(quality.length > 0 ? { quality } : {}) };
+}
+
+function timeSteps(times: number[]): Pick<ReadingColumns, 'times' | 'every'> {
+  const every = times[1];
+  return every !== undefined && times.every((t, i) => i === 0 || t === every) ? { every } : { times };
+}
+
+function valueSteps(values: number[], sensor: readonly number[]): Pick<ReadingColumns, 'values' | 'scale'> {
+  const scale = decimalsOf(values);
+  if (scale === null) return { values };
+  const factor = 10 ** scale;
+  const last = new Map<number, number>();
+  const steps = values.map((value, i) => {
+    const scaled = Math.round(value * factor);
+    const step = scaled - (last.get(sensor[i]!) ?? 0);
+    last.set(sensor[i]!, scaled);
+    return step;
+  });
+  return { values: steps, scale };
+}
+
+/** The values again, from their steps when scaled. */
+function valuesOf(columns: ReadingColumns, sensorOf: (i: number) => number): number[] {
+  if (columns.scale === undefined) return columns.values;
+  const factor = 10 ** columns.scale;
+  const last = new Map<number, number>();
+  return columns.values.map((step, i) => {
+    const scaled = (last.get(sensorOf(i)) ?? 0) + step;
+    last.set(sensorOf(i), scaled);
+    return scaled / factor;
+  });
 }
 
 /** Whether readings are whole rows of sensors 0..k-1 in order, each row at one time. */
@@ -103,8 +142,9 @@ export function fromColumns(columns: ReadingColumns): ColumnReading[] {
   const stepOf = columns.sensor ? (i: number) => i : (i: number) => Math.floor(i / k);
   const times: string[] = columns.stamps ?? [];
   let t = columns.start;
-  if (!columns.stamps) for (const step of columns.times) times.push(new Date((t += step)).toISOString());
-  const readings = columns.values.map((value, i): ColumnReading => {
+  const steps = columns.times ?? Array.from({ length: columns.sensor ? columns.values.length : columns.values.length / k }, (_, i) => (i === 0 ? 0 : columns.every!));
+  if (!columns.stamps) for (const step of steps) times.push(new Date((t += step)).toISOString());
+  const readings = valuesOf(columns, sensorOf).map((value, i): ColumnReading => {
     const [sensor_type, unit] = columns.sensors[sensorOf(i)]!;
     return { sensor_type, value, unit, timestamp: times[stepOf(i)]!, quality_score: 100, quality_reasons: [] };
   });

@@ -10,6 +10,7 @@
  * times, positions, unit indexes (when more than one unit), quality indexes (likewise), values.
  * Every integer a LEB128 varint, signed ones zigzagged; strings UTF-8 with their byte length.
  */
+import { decimalsOf } from '../domain/decimal-scale.js';
 
 export interface CodecReading {
   /** Milliseconds into the chunk's hour. */
@@ -24,9 +25,6 @@ export interface CodecReading {
 
 const FORMAT = 1;
 const RAW_DOUBLES = 255;
-const MAX_DECIMALS = 6;
-/** Scaled values stay below this, so that their steps are exact doubles too. */
-const MAX_SCALED = 2 ** 50;
 
 class Writer {
   private bytes = Buffer.allocUnsafe(256);
@@ -107,19 +105,7 @@ class Reader {
   }
 }
 
-/** The fewest decimals (0..6) that turn every value into an integer exactly, or RAW_DOUBLES. */
-function scaleOf(readings: readonly CodecReading[]): number {
-  for (let decimals = 0; decimals <= MAX_DECIMALS; decimals++) {
-    const factor = 10 ** decimals;
-    if (readings.every(({ value }) => fitsScaled(value, factor))) return decimals;
-  }
-  return RAW_DOUBLES;
-}
-
-function fitsScaled(value: number, factor: number): boolean {
-  const scaled = Math.round(value * factor);
-  return Math.abs(scaled) < MAX_SCALED && scaled / factor === value;
-}
+const scaleOf = (readings: readonly CodecReading[]): number => decimalsOf(readings.map((r) => r.value)) ?? RAW_DOUBLES;
 
 /** Distinct values of a column (compared by `key`), and each reading's index into them. */
 function dictionary<T>(items: readonly T[], key: (item: T) => string): { values: T[]; indexes: number[] } {
