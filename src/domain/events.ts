@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decodeColumns, encodeColumns, isStoredColumns, type StoredColumns } from './reading-columns.js';
 import { ruleDefinitionSchema } from './rule-schema.js';
 
 /**
@@ -301,7 +302,9 @@ type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
  */
 const upcasters: { [K in EventType]?: Upcaster } = {
   'readings.recorded': (data) =>
-    isCurrentRecording(data)
+    isStoredColumns(data)
+      ? fromStoredColumns(data)
+      : isCurrentRecording(data)
       ? data
       : {
           device_status: null,
@@ -311,6 +314,28 @@ const upcasters: { [K in EventType]?: Upcaster } = {
             : data.readings,
         },
 };
+
+/** The stored form's readings as objects again, beside the fields it keeps as they are. */
+function fromStoredColumns({ columns, deflated, ...rest }: Record<string, unknown>): Record<string, unknown> {
+  const stored = (deflated === undefined ? { columns } : { deflated }) as StoredColumns;
+  // The catalogue's key order (device_id, readings, device_status), as a live event has it.
+  return { device_id: rest.device_id, readings: decodeColumns(stored), ...rest };
+}
+
+/**
+ * The form an event's data is stored in: readings.recorded keeps its readings as columns (see
+ * reading-columns.ts), its other fields as they are, so SQL can still find a device's status in it.
+ * The upcaster above turns it back; everything else is stored as given.
+ */
+export function storedForm(event: DomainEvent): unknown {
+  if (event.type !== 'readings.recorded') return event.data;
+  const { readings, ...rest } = event.data;
+  return { ...rest, ...encodeColumns(readings) };
+}
+
+/** Whether data as stored differs from the shape it is read as (so an export carries both). */
+export const isCompactForm = (type: string, data: unknown): boolean =>
+  type === 'readings.recorded' && data !== null && typeof data === 'object' && isStoredColumns(data as Record<string, unknown>);
 
 /** Nearly every stored event has the current shape: read as it is, a rebuild copies no reading. */
 function isCurrentRecording(data: Record<string, unknown>): boolean {

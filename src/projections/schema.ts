@@ -87,7 +87,7 @@ export interface ReadingChunksTable {
   count: number;
   first_ts: string;
   last_ts: string;
-  readings: string;
+  readings: Buffer;
 }
 
 export interface RollupsTable {

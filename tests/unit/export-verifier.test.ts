@@ -18,7 +18,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'verify-export.js');
-const CLI_SOURCES = ['src/verify-export.ts', 'src/eventlog/export-verifier.ts', 'src/eventlog/hash.ts'].map((f) => join(ROOT, f));
+const CLI_SOURCES = ['src/verify-export.ts', 'src/eventlog/export-verifier.ts', 'src/eventlog/hash.ts', 'src/domain/events.ts', 'src/domain/reading-columns.ts'].map((f) => join(ROOT, f));
 
 type Field = 'data' | 'type' | 'hash' | 'previous_hash' | 'position' | 'stream_id' | 'version' | 'metadata' | 'recorded_at';
 
@@ -116,6 +116,19 @@ describe('offline export verification', () => {
     const tampered = [...mine];
     tampered[index] = edit(tampered[index]!, 'data');
     expect(verifyExport(tampered)).toMatchObject({ ok: false, line: index + 1 });
+  });
+
+  it('readings read in today\'s shape, the stored columns beside them; an edit of either is found', () => {
+    const index = full.findIndex((line) => (JSON.parse(line) as ExportedEvent).type === 'readings.recorded');
+    const event = JSON.parse(full[index]!) as ExportedEvent & { data: { device_id: string; readings: Array<{ value: number }> } };
+    expect(event.data.readings).toEqual([{ sensor_type: 'temperature', value: 21.5, unit: 'C', timestamp: expect.any(String), quality_score: 100, quality_reasons: [] }]);
+    expect(event.stored_data).toMatchObject({ device_id: event.data.device_id, columns: { sensors: [['temperature', 'C']], values: [215], scale: 1 } });
+    const lines = (changed: ExportedEvent) => full.map((line, i) => (i === index ? JSON.stringify(changed) : line));
+    const shown = { ...event, data: { ...event.data, readings: [{ ...event.data.readings[0]!, value: 99 }] } };
+    expect(verifyExport(lines(shown))).toMatchObject({ ok: false, line: index + 1, reason: 'data does not match the stored form the hash covers' });
+    const stored = event.stored_data as { columns: { values: number[] } };
+    const restored = { ...event, stored_data: { ...stored, columns: { ...stored.columns, values: [990] } }, data: shown.data };
+    expect(verifyExport(lines(restored))).toMatchObject({ ok: false, line: index + 1, reason: 'hash does not match the event' });
   });
 
   it('a range export (after_position) verifies, not as a complete chain', async () => {
