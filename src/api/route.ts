@@ -24,6 +24,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   meta?: z.ZodObject;
   /** A POST that stores nothing (a dry run): answered while the read models are stalled, as GETs are. */
   storesNothing?: boolean;
+  /** The answer carries a credential (a token or key shown once): no cache may keep it. */
+  secret?: boolean;
 }
 
 export interface Reply {
@@ -56,6 +58,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
 ): RouteDefinition {
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
+    if (spec.secret) res.setHeader('Cache-Control', 'no-store');
     checkAccess(spec.access, principal);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;

@@ -184,6 +184,6 @@ const upgradeIds = new WeakMap<IncomingMessage, string>();
 
 function refuseUpgrade(socket: Duplex, requestId: string, status: keyof typeof REASONS, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message, details: [], request_id: requestId } });
-  const head = [`HTTP/1.1 ${status} ${REASONS[status]}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `X-Request-Id: ${requestId}`, 'Connection: close'];
+  const head = [`HTTP/1.1 ${status} ${REASONS[status]}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `X-Request-Id: ${requestId}`, 'X-Content-Type-Options: nosniff', 'Connection: close'];
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }
