@@ -25,7 +25,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, claimDataDir, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, claimDataDir, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 
@@ -126,7 +126,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
-  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets: secretBoxFor(config), locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
   const telemetry = new Telemetry(services);
   const commands = new DeviceCommands(services);

@@ -1,3 +1,5 @@
+import { SECRET_FIELDS } from '../domain/events.js';
+import { isSealed } from '../eventlog/index.js';
 import type { DeviceRow } from '../projections/devices.js';
 import type { GroupSummary } from '../projections/group-summaries.js';
 import type { UserRow } from '../projections/users.js';
@@ -59,3 +61,16 @@ export const presentGroup = (group: GroupSummary, nested = false): PresentedGrou
   version: group.version,
   ...(nested ? { children: group.children.map((child) => presentGroup(child, true)) } : {}),
 });
+
+export const REDACTED = '[redacted]';
+
+/**
+ * An event's data as any client may see it: secret fields only sealed. One written before
+ * sealing holds them plain: they are replaced, and `redacted` names them.
+ */
+export function withoutPlainSecrets<E extends { data: unknown }>(event: E): E & { redacted?: string[] } {
+  const data = event.data as Record<string, unknown>;
+  const plain = Object.keys(data).filter((key) => SECRET_FIELDS.has(key) && !isSealed(data[key]));
+  if (plain.length === 0) return event;
+  return { ...event, data: { ...data, ...Object.fromEntries(plain.map((key) => [key, REDACTED])) }, redacted: plain };
+}

@@ -5,7 +5,7 @@ import { userDecider, type UserCommand } from '../domain/user.js';
 import { findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
-import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
+import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -50,8 +50,8 @@ export class Accounts {
           username: input.username,
           email: input.email,
           role: countUsers(sql) === 0 ? 'admin' : 'user',
-          password_hash: passwordHash,
-          api_key_hash: hashSecret(apiKey),
+          password_hash: this.services.secrets.seal(passwordHash, 'password_hash'),
+          api_key_hash: sealedDigest(this.services.secrets, apiKey, 'api_key_hash'),
           device_quota: config.defaultDeviceQuota,
         },
       };
@@ -70,7 +70,8 @@ export class Accounts {
       { key: `address:${input.clientAddress}`, limit: LOGIN_FAILURE_LIMITS.address },
     ];
     this.throttle.check(throttleKeys);
-    const matches = await bcrypt.compare(input.password, user?.password_hash ?? (await this.decoyHash));
+    const stored = user ? this.services.secrets.openIfSealed(user.password_hash, 'password_hash') : await this.decoyHash;
+    const matches = await bcrypt.compare(input.password, stored);
     if (!user || !matches) {
       this.throttle.fail(throttleKeys);
       throw new DomainError('invalid_credentials', 'invalid username or password');
@@ -101,7 +102,7 @@ export class Accounts {
         return user ? { kind: 'user', userId: user.id, role: user.role, sessionId: claims!.sessionId } : null;
       }
       case 'api_key': {
-        const user = findUserByApiKeyHash(sql, hashSecret(token));
+        const user = findUserByApiKeyHash(sql, credentialDigests(this.services.secrets, token));
         if (user) return { kind: 'user', userId: user.id, role: user.role, sessionId: null };
         return this.deviceFor(token);
       }
@@ -117,7 +118,7 @@ export class Accounts {
   }
 
   private deviceFor(token: string): Principal | null {
-    const device = findDeviceByTokenHash(this.services.sql, hashSecret(token));
+    const device = findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, token));
     return device ? { kind: 'device', deviceId: device.id, userId: device.user_id } : null;
   }
 

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
+import type { SecretBox } from '../eventlog/index.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
 import type { ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
@@ -16,6 +17,8 @@ export interface Services {
   sql: Sql;
   logger: Logger;
   newId: () => string;
+  /** Seals credential material in events and keys the digests credentials are looked up by. */
+  secrets: SecretBox;
   /**
    * devices: everything deciding from one device's read models (ingestion, updates, the
    * offline sweep); owners: a user's group hierarchy.

@@ -13,6 +13,13 @@ export const roleSchema = z.enum(['admin', 'user']);
 export type Role = z.infer<typeof roleSchema>;
 export const deviceStatusSchema = z.enum(['online', 'offline', 'error', 'maintenance']);
 
+/**
+ * Fields holding credential material (a bcrypt hash, a credential's keyed digest). Written
+ * sealed (authenticated encryption under a key kept outside the log); logs written before
+ * sealing hold them plain, and nothing serves those.
+ */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set(['password_hash', 'api_key_hash', 'token_hash', 'key_hash']);
+
 const userRegistered = z.object({
   user_id: id,
   username: z.string(),

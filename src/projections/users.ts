@@ -1,8 +1,13 @@
+import type { SecretBox } from '../eventlog/index.js';
 import { nameKey } from './groups.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
-export const usersProjection: Projection = {
+/**
+ * Users and sessions. The password hash stays sealed here too (login opens it); the API key's
+ * lookup digest is opened, since keys are found by it.
+ */
+export const usersProjection = (secrets: SecretBox): Projection => ({
   name: 'users',
   version: 2,
   tables: ['users', 'sessions'],
@@ -21,8 +26,9 @@ export const usersProjection: Projection = {
   apply(sql, event) {
     switch (event.type) {
       case 'user.registered': {
-        const { user_id, ...user } = event.data;
-        sql.run(q.insertInto('users').values({ id: user_id, ...user, username_key: nameKey(user.username), email_key: nameKey(user.email), created_at: event.recorded_at }));
+        const { user_id, api_key_hash, ...user } = event.data;
+        const apiKeyLookup = secrets.openIfSealed(api_key_hash, 'api_key_hash');
+        sql.run(q.insertInto('users').values({ id: user_id, ...user, api_key_hash: apiKeyLookup, username_key: nameKey(user.username), email_key: nameKey(user.email), created_at: event.recorded_at }));
         return;
       }
       case 'session.started':
@@ -43,7 +49,7 @@ export const usersProjection: Projection = {
         return;
     }
   },
-};
+});
 
 export type UserRow = NonNullable<ReturnType<typeof findUserById>>;
 
@@ -61,8 +67,8 @@ export const findUserByLogin = (sql: Sql, login: string) =>
       .where((eb) => eb.or([eb('username_key', '=', nameKey(login)), eb('email_key', '=', nameKey(login))])),
   );
 
-export const findUserByApiKeyHash = (sql: Sql, hash: string) =>
-  sql.first(q.selectFrom('users').select(userColumns).where('api_key_hash', '=', hash));
+export const findUserByApiKeyHash = (sql: Sql, digests: { keyed: string; legacy: string }) =>
+  sql.first(q.selectFrom('users').select(userColumns).where('api_key_hash', 'in', [digests.keyed, digests.legacy]));
 
 export const isUsernameOrEmailTaken = (sql: Sql, username: string, email: string) =>
   sql.first(
