@@ -3,6 +3,7 @@ import { isSealed } from '../eventlog/index.js';
 import type { DeviceRow } from '../projections/devices.js';
 import type { GroupSummary } from '../projections/group-summaries.js';
 import type { UserRow } from '../projections/users.js';
+import type { ApiKeyView } from '../commands/api-keys.js';
 
 /** What clients see of a user: never a hash or a key. */
 export const presentUser = (user: UserRow) => ({
@@ -12,6 +13,18 @@ export const presentUser = (user: UserRow) => ({
   role: user.role,
   device_quota: user.device_quota,
   created_at: user.created_at,
+});
+
+export const presentApiKey = (key: ApiKeyView) => ({
+  id: key.id,
+  name: key.name,
+  scope: key.scope,
+  status: key.status,
+  created_at: key.created_at,
+  expires_at: key.expires_at,
+  last_used_at: key.last_used_at,
+  revoked_at: key.revoked_at,
+  replaced_by: key.replaced_by,
 });
 
 export const presentDevice = (device: DeviceRow) => ({

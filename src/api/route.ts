@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
+import type { ApiKeyScope } from '../domain/events.js';
 
 export type Method = 'get' | 'post' | 'put' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
@@ -26,6 +27,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   storesNothing?: boolean;
   /** The answer carries a credential (a token or key shown once): no cache may keep it. */
   secret?: boolean;
+  /** Submits device data: an API key of scope `devices:ingest` may call it (and nothing else). */
+  ingest?: boolean;
 }
 
 export interface Reply {
@@ -60,6 +63,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
     const principal = req.principal;
     if (spec.secret) res.setHeader('Cache-Control', 'no-store');
     checkAccess(spec.access, principal);
+    if (principal?.kind === 'user' && principal.apiKey) checkScope(principal.apiKey.scope, spec);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
     const query = spec.query ? parseQuery(spec.query, req.query) : {};
@@ -85,6 +89,12 @@ function checkAccess(access: Access, principal: Principal | undefined): void {
   if (!principal) throw new DomainError('unauthenticated', 'authentication required');
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
+}
+
+/** What an API key's scope lets it call: read only GETs; ingest only device data submission. */
+function checkScope(scope: ApiKeyScope, spec: RouteSpec<z.ZodType, z.ZodType>): void {
+  if (scope === 'read' && spec.method !== 'get') throw new DomainError('forbidden', 'this API key may only read (scope read)');
+  if (scope === 'devices:ingest' && !spec.ingest) throw new DomainError('forbidden', 'this API key may only submit device data (scope devices:ingest)');
 }
 
 const validationFailed = (details: Array<{ path: string; message: string }>) =>

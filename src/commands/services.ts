@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
+import type { ApiKeyScope } from '../domain/events.js';
 import type { SecretBox } from '../eventlog/index.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
 import type { ProjectionRunner } from '../projections/runner.js';
@@ -46,7 +47,7 @@ export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runne
 }
 
 export type Principal =
-  | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null }
+  | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null; apiKey?: { id: string; scope: ApiKeyScope } }
   | { kind: 'device'; deviceId: string; userId: string };
 
 export interface RequestContext {
