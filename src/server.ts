@@ -11,6 +11,7 @@ import { AutomationEngine } from './automation/engine.js';
 import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
+import { UserAdmin } from './commands/user-admin.js';
 import { DeviceCommands } from './commands/device-commands.js';
 import { Rules } from './commands/rules.js';
 import { Rollouts } from './commands/rollouts.js';
@@ -135,7 +136,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
   const rollouts = new Rollouts(services, commands);
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services) });
   const gate = new RequestGate(app);
   const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
   answerClientErrors(http);

@@ -15,6 +15,8 @@ export const presentUser = (user: UserRow) => ({
   created_at: user.created_at,
 });
 
+export const presentManagedUser = (user: UserRow) => ({ ...presentUser(user), disabled: user.disabled === 1 });
+
 export const presentApiKey = (key: ApiKeyView) => ({
   id: key.id,
   name: key.name,

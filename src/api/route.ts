@@ -5,7 +5,7 @@ import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
 import type { ApiKeyScope } from '../domain/events.js';
 
-export type Method = 'get' | 'post' | 'put' | 'delete';
+export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
 
 /** One route's contract: validation and the OpenAPI document are both generated from it. */
