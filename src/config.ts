@@ -11,6 +11,7 @@ const envSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   DATA_DIR: z.string().min(1).default('./data'),
   JWT_SECRET: z.string().min(16, 'JWT_SECRET must be at least 16 characters').optional(),
+  SECRETS_KEY: z.string().min(32, 'SECRETS_KEY must be at least 32 characters').optional(),
   CORS_ORIGINS: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   BCRYPT_ROUNDS: z.coerce.number().int().min(4).max(15).default(12),
@@ -44,6 +45,8 @@ export interface Config {
   host: string;
   dataDir: string;
   jwtSecret: string;
+  /** Seals secret fields of events; null: a key generated once and kept in DATA_DIR (see secretsKeyOf). */
+  secretsKey: string | null;
   corsOrigins: string[] | null;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   bcryptRounds: number;
@@ -80,7 +83,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     host: e.HOST,
     dataDir,
-    jwtSecret: e.JWT_SECRET ?? persistentSecret(dataDir),
+    jwtSecret: e.JWT_SECRET ?? persistentSecret(dataDir, 'jwt-secret', 'JWT_SECRET'),
+    secretsKey: e.SECRETS_KEY ?? null,
     corsOrigins: e.CORS_ORIGINS ? e.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean) : null,
     logLevel: e.LOG_LEVEL,
     bcryptRounds: e.BCRYPT_ROUNDS,
@@ -95,12 +99,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-/** A generated secret kept beside the data, so sessions survive a restart. */
-function persistentSecret(dataDir: string): string {
-  const file = join(dataDir, 'jwt-secret');
+/**
+ * The key sealing secrets in the log: SECRETS_KEY, or one generated on first use and kept in
+ * DATA_DIR (mode 0600). Read when the server starts, not with the rest of the settings, so that
+ * parsing settings writes no file a caller did not ask for.
+ */
+export function secretsKeyOf(config: Pick<Config, 'dataDir' | 'secretsKey'>): string {
+  return config.secretsKey ?? persistentSecret(config.dataDir, 'secrets-key', 'SECRETS_KEY');
+}
+
+/** A generated secret kept beside the data, so what it protects survives a restart. */
+function persistentSecret(dataDir: string, name: string, setting: string): string {
+  const file = join(dataDir, name);
   if (existsSync(file)) {
     const kept = readFileSync(file, 'utf8').trim();
-    if (kept.length < 16) throw new ConfigError(`${file} holds no usable secret (under 16 characters); remove it or set JWT_SECRET`);
+    if (kept.length < 16) throw new ConfigError(`${file} holds no usable secret (under 16 characters); remove it or set ${setting}`);
     return kept;
   }
   mkdirSync(dataDir, { recursive: true });

@@ -12,6 +12,7 @@ import { AutomationEngine } from './automation/engine.js';
 import { OfflineDetector } from './automation/offline-detector.js';
 import { Timers } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
+import { UserAdmin } from './commands/user-admin.js';
 import { DeviceCommands } from './commands/device-commands.js';
 import { Rules } from './commands/rules.js';
 import { Rollouts } from './commands/rollouts.js';
@@ -26,7 +27,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, claimDataDir, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, claimDataDir, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 import { TlsCredentials } from './transport/tls.js';
@@ -140,7 +141,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
-  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets: secretBoxFor(config), locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
   const telemetry = new Telemetry(services);
   const commands = new DeviceCommands(services);
@@ -149,7 +150,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
   const rollouts = new Rollouts(services, commands);
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services) });
   const gate = new RequestGate(app);
   const http = createListener(tls, gate.listener);
   answerClientErrors(http);

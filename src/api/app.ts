@@ -28,6 +28,8 @@ import { ruleRoutes } from './routes/rules.js';
 import { systemRoutes } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { templateRoutes } from './routes/templates.js';
+import { userRoutes } from './routes/users.js';
+import type { UserAdmin } from '../commands/user-admin.js';
 
 export interface AppHandlers {
   accounts: Accounts;
@@ -39,6 +41,7 @@ export interface AppHandlers {
   rules: Rules;
   templates: Templates;
   rollouts: Rollouts;
+  users: UserAdmin;
 }
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -76,6 +79,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   routes.push(
     ...systemRoutes(services, () => routes),
     ...accountRoutes(services, handlers.accounts),
+    ...userRoutes(services, handlers.users),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
     ...telemetryRoutes(services, handlers.telemetry, handlers.offline),

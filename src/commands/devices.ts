@@ -6,7 +6,7 @@ import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/ev
 import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
-import { generateDeviceToken, hashSecret } from './credentials.js';
+import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -55,7 +55,7 @@ export class Devices {
     const { sql, newId } = this.services;
     const token = input.auth_token ?? generateDeviceToken();
     this.checkQuota(ownerId);
-    if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
+    if (findDeviceByTokenHash(sql, credentialDigests(this.services.secrets, token))) throw invalid('auth_token', 'choose another auth_token');
     this.checkGroup(input.group_id, ownerId);
     const { auth_token: _token, certificate_fingerprint = null, ...attributes } = input;
     this.checkCertificateFree(certificate_fingerprint, null, 'certificate_fingerprint');
@@ -64,7 +64,7 @@ export class Devices {
       this.services,
       deviceDecider,
       streams.device(deviceId),
-      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) }, certificate_fingerprint },
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: sealedDigest(this.services.secrets, token, 'token_hash') }, certificate_fingerprint },
       context,
     );
     return { device: findDevice(sql, deviceId)!, token };
@@ -84,7 +84,7 @@ export class Devices {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
       }
       const token = generateDeviceToken();
-      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: hashSecret(token) } }, context);
+      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: sealedDigest(this.services.secrets, token, 'token_hash') } }, context);
       return { device: findDevice(this.services.sql, existing.id)!, token, created: false };
     });
   }

@@ -14,18 +14,45 @@ export const roleSchema = z.enum(['admin', 'user']);
 export type Role = z.infer<typeof roleSchema>;
 export const deviceStatusSchema = z.enum(['online', 'offline', 'error', 'maintenance']);
 
+/**
+ * Fields holding credential material (a bcrypt hash, a credential's keyed digest). Written
+ * sealed (authenticated encryption under a key kept outside the log); logs written before
+ * sealing hold them plain, and nothing serves those.
+ */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set(['password_hash', 'api_key_hash', 'token_hash', 'key_hash']);
+
 const userRegistered = z.object({
   user_id: id,
   username: z.string(),
   email: z.string(),
   role: roleSchema,
   password_hash: z.string(),
-  api_key_hash: z.string(),
+  /** Logs written before API keys had their own events: the registration key (its id is the user's id). */
+  api_key_hash: z.string().optional(),
   device_quota: z.number().int().nonnegative(),
 });
 
 const sessionStarted = z.object({ session_id: id, user_id: id, expires_at: isoTime });
 const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout']) });
+
+export const apiKeyScopeSchema = z.enum(['read', 'write', 'devices:ingest']);
+export type ApiKeyScope = z.infer<typeof apiKeyScopeSchema>;
+const apiKeyCreated = z.object({
+  key_id: id,
+  user_id: id,
+  name: z.string(),
+  scope: apiKeyScopeSchema,
+  key_hash: z.string(),
+  expires_at: isoTime.nullable(),
+});
+const apiKeyRevoked = z.object({ key_id: id, user_id: id });
+/** A new key replaced this one, which stays valid until the grace the caller chose ends. */
+const apiKeyRotated = z.object({ key_id: id, user_id: id, replaced_by: id, valid_until: isoTime });
+
+const userQuotaSet = z.object({ user_id: id, device_quota: z.number().int().nonnegative() });
+const userDisabled = z.object({ user_id: id });
+const userEnabled = z.object({ user_id: id });
+const userRoleChanged = z.object({ user_id: id, role: roleSchema });
 
 export const deviceAttributesSchema = z.object({
   name: z.string(),
@@ -223,6 +250,13 @@ export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
   'session.ended': sessionEnded,
+  'api_key.created': apiKeyCreated,
+  'api_key.revoked': apiKeyRevoked,
+  'api_key.rotated': apiKeyRotated,
+  'user.quota_set': userQuotaSet,
+  'user.disabled': userDisabled,
+  'user.enabled': userEnabled,
+  'user.role_changed': userRoleChanged,
   'device.registered': deviceRegistered,
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
@@ -378,6 +412,9 @@ export const streams = {
   template: (templateId: string) => `template-${templateId}`,
   batch: (batchId: string) => `batch-${batchId}`,
 };
+
+/** A log written before API keys had events holds one registration key per user: its id is the user's. */
+export const registrationKeyId = (userId: string): string => userId;
 
 export function assertNever(value: never): never {
   throw new Error(`unexpected value ${JSON.stringify(value)}`);

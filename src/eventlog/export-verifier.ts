@@ -17,6 +17,8 @@ export interface ExportedEvent {
   recorded_at: string;
   hash: string;
   previous_hash: string;
+  /** Secret fields the server replaced (an event written before they were sealed): its own hash cannot be recomputed. */
+  redacted?: string[];
 }
 
 /** An export line for an event read as stored (ReadAllFilter.asStored). */
@@ -34,6 +36,11 @@ export type ExportVerdict =
       complete_chain: boolean;
       /** The last position before the first missing one, or null when none is missing. */
       first_gap_after: number | null;
+      /**
+       * Lines whose secret fields were redacted: their hash is taken as given, pinned by the next
+       * line's link, but their own content cannot be checked against it.
+       */
+      redacted: number;
     }
   | { ok: false; checked: number; line: number; position: number | null; reason: string };
 
@@ -50,6 +57,7 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
   let firstPosition: number | null = null;
   let firstGapAfter: number | null = null;
   let lineNumber = 0;
+  let redacted = 0;
   for (const line of lines) {
     lineNumber += 1;
     if (line.trim() === '') continue;
@@ -72,7 +80,8 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
       metadata: JSON.stringify(event.metadata),
       recorded_at: event.recorded_at,
     });
-    if (recomputed !== event.hash) return { ok: false, checked, line: lineNumber, position: event.position, reason: 'hash does not match the event' };
+    if (event.redacted && event.redacted.length > 0) redacted += 1;
+    else if (recomputed !== event.hash) return { ok: false, checked, line: lineNumber, position: event.position, reason: 'hash does not match the event' };
     if (previous && event.position <= previous.position) return { ok: false, checked, line: lineNumber, position: event.position, reason: 'positions out of order' };
     if (previous && event.position === previous.position + 1 && event.previous_hash !== previous.hash) {
       return { ok: false, checked, line: lineNumber, position: event.position, reason: 'does not chain to the previous event' };
@@ -83,5 +92,5 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
     checked += 1;
   }
   const complete = firstGapAfter === null && (firstPosition === null || firstPosition === 1);
-  return { ok: true, checked, head_hash: previous?.hash ?? null, complete_chain: complete, first_gap_after: firstGapAfter };
+  return { ok: true, checked, head_hash: previous?.hash ?? null, complete_chain: complete, first_gap_after: firstGapAfter, redacted };
 }

@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       host: '0.0.0.0',
       dataDir: resolve('./data'),
       jwtSecret: SECRET,
+      secretsKey: null,
       corsOrigins: null,
       logLevel: 'info',
       bcryptRounds: 12,

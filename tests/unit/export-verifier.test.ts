@@ -102,7 +102,7 @@ describe('offline export verification', () => {
 
   it('an untouched admin export verifies as a complete chain ending at the head hash', () => {
     expect(full.length).toBeGreaterThan(10);
-    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true, first_gap_after: null });
+    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true, first_gap_after: null, redacted: 0 });
     // Blank lines (a trailing newline, CRLF-free padding) are skipped.
     expect(verifyExport(['', ...full, '', ''])).toMatchObject({ ok: true, checked: full.length });
   });
@@ -203,7 +203,7 @@ describe('offline export verification', () => {
   });
 
   it('an empty export verifies as nothing checked', () => {
-    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true, first_gap_after: null });
+    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true, first_gap_after: null, redacted: 0 });
   });
 
   it('the CLI (node dist/src/verify-export.js FILE) exits 0 on an untouched export, 1 on a tampered line, 2 on missing positions unless --allow-gaps', (context) => {

@@ -11,7 +11,7 @@ import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices, type DeviceRow } from '../../projections/devices.js';
 import { configurationDiff } from '../../domain/configuration.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
-import { presentDevice } from '../presenters.js';
+import { presentDevice, withoutPlainSecrets } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
@@ -36,7 +36,7 @@ import {
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices', summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
+      { method: 'post', path: '/api/devices', summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
       async ({ body, context }) => {
         const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
         const { device: row, token } = await devices.register(registrationInput(body, template), context);
@@ -44,14 +44,14 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/provision', summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201 },
+      { method: 'post', path: '/api/devices/provision', summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201, secret: true },
       async ({ body, context }) => {
         const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
         return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/bulk', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207 },
+      { method: 'post', path: '/api/devices/bulk', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, secret: true },
       async ({ body, context }) => {
         const results = [];
         for (const [index, operation] of body.operations.entries()) results.push({ index, action: operation.action, ...(await bulkOperation(devices, operation, index, context)) });
@@ -130,7 +130,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
-        return { data: events, meta: listMeta(total, query) };
+        return { data: events.map(withoutPlainSecrets), meta: listMeta(total, query) };
       },
     ),
   ];

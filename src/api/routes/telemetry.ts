@@ -9,6 +9,7 @@ import { aggregatedReadings, iterateReadings, rawReadings } from '../../projecti
 import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
+import { csvField } from '../csv.js';
 import { listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
 import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
@@ -18,7 +19,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
+      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
         const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
@@ -137,10 +138,4 @@ const HEALTH_FIELDS = ['battery', 'battery_level', 'signal', 'signal_strength', 
 
 function pick(source: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
   return Object.fromEntries(keys.filter((key) => key in source).map((key) => [key, source[key]]));
-}
-
-/** Quotes a CSV field when it holds a separator, quote or line break; neutralises formula prefixes. */
-function csvField(value: string): string {
-  const safe = /^[=+\-@]/.test(value) ? `'${value}` : value;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }

@@ -116,6 +116,8 @@ export const storedEvent = z.object({
   metadata: z.record(z.string(), z.unknown()),
   recorded_at: timestamp,
   hash: z.string(),
+  /** Secret fields of an event written before sealing, shown redacted. */
+  redacted: z.array(z.string()).optional(),
 });
 
 export const provisionBody = z.object({
