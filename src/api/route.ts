@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
+import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
 export type Method = 'get' | 'post' | 'put' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
@@ -47,6 +48,9 @@ export interface RouteDefinition {
   handler: RequestHandler;
 }
 
+/** What a route without a body or query schema takes: nothing, so a field sent there is refused rather than ignored. */
+const noFields = strictObject({});
+
 const anonymous: Principal = { kind: 'user', userId: '', role: 'user', sessionId: null };
 
 /** Declares a route: parses body and query with its schemas, checks access, wraps the answer. */
@@ -58,8 +62,8 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
     const principal = req.principal;
     checkAccess(spec.access, principal);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
-    const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
-    const query = spec.query ? parseQuery(spec.query, req.query) : {};
+    const body = parse(spec.body ?? noFields, req.body === undefined ? {} : req.body, '');
+    const query = parseQuery(spec.query ?? noFields, req.query);
     const context: RequestContext = { principal: principal ?? anonymous, requestId: req.requestId };
     const reply = await run({ body: body as z.infer<B>, query: query as z.infer<Q>, params: req.params as Record<string, string>, context, req, res });
     if (!reply || res.headersSent) return;
@@ -96,14 +100,16 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: st
 
 /**
  * A query parameter the route knows, given more than once, arrives as a list, which no query
- * schema takes: say so, not "expected number, received NaN". Unknown ones are ignored, repeated
- * or not, unless their name holds brackets.
+ * schema takes: say so, not "expected number, received NaN". Unknown ones are refused, as body
+ * fields are: a misspelt filter would otherwise widen the answer without a word. The one name
+ * known without meaning is `_`, the cache buster some HTTP clients append.
  */
 function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.infer<S> {
   // `type[]=x` is how some clients send lists; read as an unknown name it would drop the filter silently.
   const bracketed = Object.keys(query).filter((name) => name.includes('['));
   if (bracketed.length > 0) throw validationFailed(bracketed.map((name) => ({ path: name, message: 'brackets are not understood: send name=value (a list is comma-separated)' })));
-  const result = schema.safeParse(query);
+  const { _: _cacheBuster, ...named } = query;
+  const result = schema.safeParse(named);
   if (result.success) return result.data;
   const details = flattenIssues(result.error.issues, []).map((detail) => {
     const name = detail.path.split('.')[0]!;
@@ -142,14 +148,19 @@ function flattenIssues(issues: readonly Issue[], base: readonly PropertyKey[]): 
     const path = [...base, ...issue.path];
     if (issue.code === 'invalid_union' && issue.errors.length > 0) {
       const reach = (branch: readonly Issue[]) => Math.max(...branch.map(deepestPath));
-      const branch = [...issue.errors].sort((a, b) => reach(b) - reach(a) || a.length - b.length)[0]!;
+      const branch = [...issue.errors].sort((a, b) => reach(b) - reach(a) || unexplainedFields(a) - unexplainedFields(b) || a.length - b.length)[0]!;
       if (reach(branch) > 0) return flattenIssues(branch, path);
     }
-    return [{ path: path.map(String).join('.') || '(root)', message: issue.message }];
+    return issueDetails(issue, path).map((detail) => ({ path: detail.path.map(String).join('.') || '(root)', message: detail.message }));
   });
 }
 
+/** Unknown fields for which a branch knows no close name: among equals, the branch that reads a typo as its own field is the one meant. */
+const unexplainedFields = (branch: readonly Issue[]): number =>
+  branch.reduce((sum, issue) => sum + (issue.code === 'unrecognized_keys' ? issueDetails(issue, []).filter((detail) => !suggestsField(detail.message)).length : 0), 0);
+
+/** How deep an issue reaches: an unknown field counts as a step into the object, as the branch that has it got that far. */
 function deepestPath(issue: Issue): number {
-  const nested = issue.code === 'invalid_union' ? Math.max(0, ...issue.errors.flat().map(deepestPath)) : 0;
+  const nested = issue.code === 'invalid_union' ? Math.max(0, ...issue.errors.flat().map(deepestPath)) : issue.code === 'unrecognized_keys' ? 1 : 0;
   return issue.path.length + nested;
 }

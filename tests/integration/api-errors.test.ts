@@ -325,8 +325,10 @@ describe('hostile input and protocol errors', () => {
       },
     );
 
-    it('ignores a parameter the route does not know, repeated or not (a cache buster)', async () => {
+    it('ignores a cache buster (_), repeated or not, and refuses any other parameter the route does not know', async () => {
       expect((await api.get('/api/devices?_=1&_=2', { token: user.token })).status).toBe(200);
+      const error = expectValidation(await api.get('/api/devices?limt=5', { token: user.token }), 'limt');
+      expect(error.details[0]?.message).toBe('unknown field "limt"; did you mean "limit"?');
     });
   });
 

@@ -1,7 +1,8 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { timestamp } from './common.js';
 
-export const registerBody = z.object({
+export const registerBody = strictObject({
   username: z.string().regex(/^[A-Za-z0-9_.-]{3,32}$/, '3 to 32 of letters, digits, _ . -'),
   email: z.email().max(254),
   // bcrypt reads 72 bytes and ignores the rest: a longer password would log in with any tail.
@@ -11,12 +12,11 @@ export const registerBody = z.object({
     .refine((password) => Buffer.byteLength(password, 'utf8') <= 72, 'at most 72 bytes in UTF-8'),
 });
 
-export const loginBody = z
-  .object({
-    username: z.string().min(1).max(254).optional(),
-    email: z.string().min(1).max(254).optional(),
-    password: z.string().min(1).max(128),
-  })
+export const loginBody = strictObject({
+  username: z.string().min(1).max(254).optional(),
+  email: z.string().min(1).max(254).optional(),
+  password: z.string().min(1).max(128),
+})
   .refine((body) => body.username !== undefined || body.email !== undefined, { message: 'username or email is required', path: ['username'] });
 
 export const user = z.object({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { commandPrioritySchema } from '../../domain/events.js';
 import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
 
@@ -6,7 +7,7 @@ const MAX_PARAMETERS_BYTES = 16 * 1024;
 
 export const commandType = z.string().regex(/^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/, 'a name of letters, digits and _ . : - (at most 64), starting with a letter');
 
-export const queueCommandBody = z.object({
+export const queueCommandBody = strictObject({
   command_type: commandType,
   parameters: jsonObject.refine((p) => JSON.stringify(p).length <= MAX_PARAMETERS_BYTES, `at most ${MAX_PARAMETERS_BYTES} bytes as JSON`).optional(),
   priority: commandPrioritySchema.default('normal'),
@@ -15,7 +16,7 @@ export const queueCommandBody = z.object({
   retries: z.number().int().min(0).max(10).optional(),
 });
 
-export const commandResultBody = z.object({
+export const commandResultBody = strictObject({
   status: z.enum(['executed', 'failed']),
   response: jsonObject.nullable().optional(),
 });
@@ -89,13 +90,13 @@ export const batchMeta = z.object({
     .describe('only when batch_id is given'),
 });
 
-export const firmwareBody = z.object({
+export const firmwareBody = strictObject({
   version: z.string().trim().min(1).max(64),
   url: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).max(2048),
   checksum: z.string().regex(/^(sha256:)?[0-9a-fA-F]{64}$/, 'a SHA-256 checksum in hex (optionally prefixed sha256:)'),
 });
 
-export const firmwareProgressBody = z.object({
+export const firmwareProgressBody = strictObject({
   version: z.string().trim().min(1).max(64),
   status: z.enum(['downloading', 'installing', 'done', 'failed']),
   detail: z.string().max(500).nullable().optional(),

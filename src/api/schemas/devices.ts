@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject, synonymsAgree } from '../../domain/strict.js';
 import { deviceStatusSchema } from '../../domain/events.js';
 import { configurationProblems } from '../../domain/thresholds.js';
 import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
@@ -22,33 +23,33 @@ const editable = {
   firmware_version: z.string().trim().min(1).max(64).nullable(),
 };
 
-export const registerDeviceBody = z
-  .object({
-    ...editable,
-    type: deviceType.optional(),
-    device_type: deviceType.optional(),
-    description: editable.description.optional(),
-    ip_address: editable.ip_address.optional(),
-    mac_address: macAddress.nullable().optional(),
-    auth_token: z
-      .string()
-      .min(16, 'at least 16 characters')
-      .max(256)
-      .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-      .refine((token) => !token.startsWith(SESSION_PREFIX) && !token.startsWith(API_KEY_PREFIX), 'must not start with eyJ or iotk_ (reserved for sessions and API keys)')
-      .optional(),
-    group_id: editable.group_id.optional(),
-    configuration: configuration.optional(),
-    firmware_version: editable.firmware_version.optional(),
-    /** Start from a template: its type, configuration and thresholds, overridden by what is given. */
-    template_id: z.uuid().optional(),
-  })
+export const registerDeviceBody = strictObject({
+  ...editable,
+  type: deviceType.optional(),
+  device_type: deviceType.optional(),
+  description: editable.description.optional(),
+  ip_address: editable.ip_address.optional(),
+  mac_address: macAddress.nullable().optional(),
+  auth_token: z
+    .string()
+    .min(16, 'at least 16 characters')
+    .max(256)
+    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+    .refine((token) => !token.startsWith(SESSION_PREFIX) && !token.startsWith(API_KEY_PREFIX), 'must not start with eyJ or iotk_ (reserved for sessions and API keys)')
+    .optional(),
+  group_id: editable.group_id.optional(),
+  configuration: configuration.optional(),
+  firmware_version: editable.firmware_version.optional(),
+  /** Start from a template: its type, configuration and thresholds, overridden by what is given. */
+  template_id: z.uuid().optional(),
+})
   .refine((body) => body.type !== undefined || body.device_type !== undefined || body.template_id !== undefined, {
     message: 'type or device_type is required (or a template_id)',
     path: ['device_type'],
-  });
+  })
+  .superRefine(synonymsAgree(['type', 'device_type']));
 
-export const updateDeviceBody = z.object({
+export const updateDeviceBody = strictObject({
   name: editable.name.optional(),
   description: editable.description.optional(),
   settings: configuration.optional(),
@@ -58,17 +59,19 @@ export const updateDeviceBody = z.object({
   type: deviceType.optional(),
   ip_address: editable.ip_address.optional(),
   firmware_version: editable.firmware_version.optional(),
-});
+}).superRefine(synonymsAgree(['type', 'device_type'], ['settings', 'configuration']));
 
-export const listDevicesQuery = paging.extend({
-  status: deviceStatusSchema.optional(),
-  type: z.string().max(64).optional(),
-  device_type: z.string().max(64).optional(),
-  group_id: z.uuid().optional(),
-  q: z.string().max(100).optional(),
-});
+export const listDevicesQuery = paging
+  .extend({
+    status: deviceStatusSchema.optional(),
+    type: z.string().max(64).optional(),
+    device_type: z.string().max(64).optional(),
+    group_id: z.uuid().optional(),
+    q: z.string().max(100).optional(),
+  })
+  .superRefine(synonymsAgree(['type', 'device_type']));
 
-export const deviceDetailQuery = z.object({ as_of: isoDate.optional() });
+export const deviceDetailQuery = strictObject({ as_of: isoDate.optional() });
 
 export const device = z.object({
   id: z.string(),
@@ -112,7 +115,7 @@ export const storedEvent = z.object({
   hash: z.string(),
 });
 
-export const provisionBody = z.object({
+export const provisionBody = strictObject({
   mac_address: macAddress,
   name: editable.name.optional(),
   type: deviceType.optional(),
@@ -121,13 +124,13 @@ export const provisionBody = z.object({
   group_id: editable.group_id.optional(),
   configuration: configuration.optional(),
   firmware_version: editable.firmware_version.optional(),
-});
+}).superRefine(synonymsAgree(['type', 'device_type']));
 
 export const MAX_BULK_OPERATIONS = 100;
 
-export const bulkRegister = z.object({ action: z.literal('register'), device: registerDeviceBody.describe('the device, as POST /api/devices takes it') });
-export const bulkUpdate = z.object({ action: z.literal('update'), id: z.string().min(1).max(64), changes: updateDeviceBody.describe('the changes, as PUT /api/devices/{id} takes them') });
-export const bulkDelete = z.object({ action: z.literal('delete'), id: z.string().min(1).max(64) });
+export const bulkRegister = strictObject({ action: z.literal('register'), device: registerDeviceBody.describe('the device, as POST /api/devices takes it') });
+export const bulkUpdate = strictObject({ action: z.literal('update'), id: z.string().min(1).max(64), changes: updateDeviceBody.describe('the changes, as PUT /api/devices/{id} takes them') });
+export const bulkDelete = strictObject({ action: z.literal('delete'), id: z.string().min(1).max(64) });
 
 const operationShapes = z.discriminatedUnion('action', [bulkRegister, bulkUpdate, bulkDelete]);
 const operationAction = z.object({ action: z.enum(['register', 'update', 'delete']) }).loose();
@@ -142,7 +145,7 @@ const bulkOperation = z.pipe(
   operationAction as unknown as z.ZodType<z.output<typeof operationAction>, z.output<typeof operationShapes>>,
 );
 
-export const bulkBody = z.object({
+export const bulkBody = strictObject({
   operations: z.array(bulkOperation).min(1, 'at least one operation').max(MAX_BULK_OPERATIONS, `at most ${MAX_BULK_OPERATIONS} operations`),
 });
 

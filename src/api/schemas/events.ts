@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { eventTypes } from '../../domain/events.js';
 import { uuid } from './common.js';
 
@@ -8,7 +9,7 @@ const typeList = z
   .transform((value) => value.split(',').map((t) => t.trim()).filter(Boolean))
   .pipe(z.array(z.enum(eventTypes as [string, ...string[]], { error: 'unknown event type' })).min(1));
 
-export const eventsQuery = z.object({
+export const eventsQuery = strictObject({
   after_position: z.coerce.number().int().min(0).default(0),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   /** Matching events to skip after after_position; next_position pages without it. */

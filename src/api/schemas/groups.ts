@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { booleanQuery, nonBlank, paging, timestamp } from './common.js';
 
 const parent = z.uuid().nullable();
@@ -8,22 +9,20 @@ const oneParent = (body: { parent_group?: string | null | undefined; parent_id?:
   body.parent_group === undefined || body.parent_id === undefined || body.parent_group === body.parent_id;
 const parentsDisagree = { message: 'parent_group and parent_id name different groups', path: ['parent_group'] };
 
-export const createGroupBody = z
-  .object({
-    name: nonBlank(100),
-    description: z.string().max(2000).nullable().optional(),
-    parent_group: parent.optional(),
-    parent_id: parent.optional(),
-  })
+export const createGroupBody = strictObject({
+  name: nonBlank(100),
+  description: z.string().max(2000).nullable().optional(),
+  parent_group: parent.optional(),
+  parent_id: parent.optional(),
+})
   .refine(oneParent, parentsDisagree);
 
-export const updateGroupBody = z
-  .object({
-    name: nonBlank(100).optional(),
-    description: z.string().max(2000).nullable().optional(),
-    parent_group: parent.optional(),
-    parent_id: parent.optional(),
-  })
+export const updateGroupBody = strictObject({
+  name: nonBlank(100).optional(),
+  description: z.string().max(2000).nullable().optional(),
+  parent_group: parent.optional(),
+  parent_id: parent.optional(),
+})
   .refine(oneParent, parentsDisagree);
 
 export const listGroupsQuery = paging.extend({ tree: booleanQuery.optional() });

@@ -1,11 +1,12 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { conditionSchema, isTooDeep } from '../../domain/conditions.js';
 import { actionsSchema, scheduleSchema } from '../../domain/rule-schema.js';
 import { booleanQuery, isoDate, isoEndDate, nonBlank, paging, timestamp, uuid } from './common.js';
 
 const conditions = conditionSchema.refine((c) => !isTooDeep(c), 'conditions nested more than 8 levels deep');
 
-export const createRuleBody = z.object({
+export const createRuleBody = strictObject({
   name: nonBlank(100),
   description: z.string().max(2000).nullable().optional(),
   trigger_conditions: conditions.nullable().optional(),
@@ -16,18 +17,17 @@ export const createRuleBody = z.object({
   allow_conflicts: z.boolean().optional(),
 });
 
-export const updateRuleBody = z
-  .object({
-    name: nonBlank(100).optional(),
-    description: z.string().max(2000).nullable().optional(),
-    trigger_conditions: conditions.nullable().optional(),
-    actions: actionsSchema.optional(),
-    schedule: scheduleSchema.nullable().optional(),
-    is_enabled: z.boolean().optional(),
-    enabled_status: z.boolean().optional(),
-    cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
-    allow_conflicts: z.boolean().optional(),
-  })
+export const updateRuleBody = strictObject({
+  name: nonBlank(100).optional(),
+  description: z.string().max(2000).nullable().optional(),
+  trigger_conditions: conditions.nullable().optional(),
+  actions: actionsSchema.optional(),
+  schedule: scheduleSchema.nullable().optional(),
+  is_enabled: z.boolean().optional(),
+  enabled_status: z.boolean().optional(),
+  cooldown_seconds: z.number().int().min(0).max(30 * 24 * 3600).optional(),
+  allow_conflicts: z.boolean().optional(),
+})
   // The same switch under two names: given both, they must agree, or one would silently lose.
   .refine((body) => body.is_enabled === undefined || body.enabled_status === undefined || body.is_enabled === body.enabled_status, {
     message: 'is_enabled and enabled_status disagree',
@@ -40,8 +40,7 @@ export const listRulesQuery = paging.extend({
   is_enabled: booleanQuery.optional(),
 });
 
-export const dryRunBody = z
-  .object({ rule: createRuleBody, start_date: isoDate, end_date: isoEndDate })
+export const dryRunBody = strictObject({ rule: createRuleBody, start_date: isoDate, end_date: isoEndDate })
   .refine((body) => body.start_date <= body.end_date, { message: 'start_date is after end_date', path: ['start_date'] });
 
 export const rule = z.object({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { alertKindSchema, alertSeveritySchema } from '../../domain/events.js';
 import { logSeverities } from '../../projections/device-logs.js';
 import type { RawCursor } from '../../projections/telemetry-queries.js';
@@ -20,14 +21,14 @@ const statusObject = jsonObject;
 /** Reported fields (battery, signal, status ...), or a status word alone, read as {status}. */
 const deviceStatusInput = z.union([z.string().trim().min(1).max(64).transform((status): Record<string, unknown> => ({ status })), statusObject]);
 
-const readingObject = z.object({
+const readingObject = strictObject({
   sensor_type: sensorType,
   value: finite,
   unit: z.string().max(32).nullable().optional(),
   timestamp: isoDate.optional(),
 });
 
-export const submitReadingsBody = z.object({
+export const submitReadingsBody = strictObject({
   sensor_readings: z.union([
     z.array(readingObject).min(1, 'at least one reading'),
     z.record(sensorType, finite).refine((readings) => Object.keys(readings).length > 0, 'at least one reading'),
@@ -38,7 +39,7 @@ export const submitReadingsBody = z.object({
 
 export const submitAnswer = z.object({ accepted: z.number().int(), position: z.number().int() });
 
-export const heartbeatBody = z.object({
+export const heartbeatBody = strictObject({
   device_status: deviceStatusInput.nullable().optional(),
   firmware_version: z.string().trim().min(1).max(64).nullable().optional(),
   metrics: statusObject.nullable().optional(),

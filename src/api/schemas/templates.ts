@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { thresholdsInput } from '../../domain/thresholds.js';
 import { nonBlank, timestamp } from './common.js';
 import { deviceConfiguration } from './devices.js';
@@ -11,14 +12,14 @@ const fields = {
   thresholds: thresholdsInput,
 };
 
-export const createTemplateBody = z.object({
+export const createTemplateBody = strictObject({
   ...fields,
   description: fields.description.optional(),
   configuration: fields.configuration.optional(),
   thresholds: fields.thresholds.optional(),
 });
 
-export const updateTemplateBody = z.object(fields).partial();
+export const updateTemplateBody = strictObject(fields).partial();
 
 export const template = z.object({
   id: z.string(),
