@@ -12,6 +12,8 @@ export type Access = 'public' | 'user' | 'device' | 'any';
 export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   method: Method;
   path: string;
+  /** The operation's name in the document and in generated clients: camelCase, never changed once published. */
+  operationId: string;
   summary: string;
   tag: string;
   access: Access;
@@ -25,6 +27,14 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   meta?: z.ZodObject;
   /** A POST that stores nothing (a dry run): answered while the read models are stalled, as GETs are. */
   storesNothing?: boolean;
+  /** Reads If-Match (412 when it names another version). */
+  ifMatch?: boolean;
+  /** Sets ETag to the resource's version. */
+  etag?: boolean;
+  /** Reads Idempotency-Key: a repeat answers as the first did. */
+  idempotencyKey?: boolean;
+  /** Streams a file in these media types instead of the JSON envelope. */
+  streams?: readonly string[];
 }
 
 export interface Reply {

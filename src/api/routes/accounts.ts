@@ -14,7 +14,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
 
   return [
     defineRoute(
-      { method: 'post', path: '/api/auth/register', summary: 'Register a user (the first one is admin)', tag: 'auth', access: 'public', body: registerBody, response: sessionAnswer, status: 201 },
+      { method: 'post', path: '/api/auth/register', operationId: 'registerUser', summary: 'Register a user (the first one is admin)', tag: 'auth', access: 'public', body: registerBody, response: sessionAnswer, status: 201 },
       async ({ body, context, res }) => {
         const session = await accounts.register(body, context.requestId);
         setCookie(res, session);
@@ -22,7 +22,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/auth/login', summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer },
+      { method: 'post', path: '/api/auth/login', operationId: 'logIn', summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer },
       async ({ body, context, req, res }) => {
         const login = body.username ?? body.email ?? '';
         const session = await accounts.login({ login, password: body.password, clientAddress: req.ip ?? 'unknown' }, context.requestId);
@@ -31,7 +31,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/auth/logout', summary: 'End this session everywhere', tag: 'auth', access: 'user', response: z.object({ logged_out: z.literal(true) }) },
+      { method: 'post', path: '/api/auth/logout', operationId: 'logOut', summary: 'End this session everywhere', tag: 'auth', access: 'user', response: z.object({ logged_out: z.literal(true) }) },
       async ({ context, res }) => {
         await accounts.logout(context);
         res.clearCookie(SESSION_COOKIE, { path: '/' });
@@ -39,7 +39,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/auth/user', summary: 'The current user', tag: 'auth', access: 'user', response: currentUser },
+      { method: 'get', path: '/api/auth/user', operationId: 'getCurrentUser', summary: 'The current user', tag: 'auth', access: 'user', response: currentUser },
       ({ context }) => {
         const user = accounts.me(context.principal);
         return { data: { ...presentUser(user), device_count: countUserDevices(services.sql, user.id), permissions: permissionsFor(user.role) } };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
 import { timestamp } from './common.js';
+import { named } from './components.js';
 
 export const registerBody = strictObject({
   username: z.string().regex(/^[A-Za-z0-9_.-]{3,32}$/, '3 to 32 of letters, digits, _ . -'),
@@ -19,21 +20,27 @@ export const loginBody = strictObject({
 })
   .refine((body) => body.username !== undefined || body.email !== undefined, { message: 'username or email is required', path: ['username'] });
 
-export const user = z.object({
-  id: z.string(),
-  username: z.string(),
-  email: z.string(),
-  role: z.enum(['admin', 'user']),
-  device_quota: z.number().int(),
-  created_at: timestamp,
-});
+export const user = named(
+  'User',
+  z.object({
+    id: z.string(),
+    username: z.string(),
+    email: z.string(),
+    role: z.enum(['admin', 'user']),
+    device_quota: z.number().int(),
+    created_at: timestamp,
+  }),
+);
 
-export const sessionAnswer = z.object({
-  user,
-  token: z.string(),
-  expires_at: timestamp,
-  permissions: z.array(z.string()).optional(),
-  api_key: z.string().optional(),
-});
+export const sessionAnswer = named(
+  'Session',
+  z.object({
+    user,
+    token: z.string(),
+    expires_at: timestamp,
+    permissions: z.array(z.string()).optional(),
+    api_key: z.string().optional(),
+  }),
+);
 
-export const currentUser = user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) });
+export const currentUser = named('CurrentUser', user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) }));

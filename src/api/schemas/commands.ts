@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
 import { commandPrioritySchema } from '../../domain/events.js';
 import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
+import { named } from './components.js';
 
 const MAX_PARAMETERS_BYTES = 16 * 1024;
 
@@ -37,25 +38,28 @@ export const listCommandsQuery = paging
   })
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
 
-export const command = z.object({
-  id: z.string(),
-  device_id: z.string(),
-  user_id: z.string(),
-  command_type: z.string(),
-  parameters: z.record(z.string(), z.unknown()),
-  priority: commandPrioritySchema,
-  status: commandStatusSchema,
-  created_at: timestamp,
-  sent_at: timestamp.nullable(),
-  executed_at: timestamp.nullable(),
-  expires_at: timestamp.nullable(),
-  response: z.record(z.string(), z.unknown()).nullable(),
-  timeout_seconds: z.number().int(),
-  retries: z.number().int(),
-  attempt: z.number().int(),
-  failure_reason: z.string().nullable(),
-  batch_id: z.string().nullable(),
-});
+export const command = named(
+  'Command',
+  z.object({
+    id: z.string(),
+    device_id: z.string(),
+    user_id: z.string(),
+    command_type: z.string(),
+    parameters: z.record(z.string(), z.unknown()),
+    priority: commandPrioritySchema,
+    status: commandStatusSchema,
+    created_at: timestamp,
+    sent_at: timestamp.nullable(),
+    executed_at: timestamp.nullable(),
+    expires_at: timestamp.nullable(),
+    response: z.record(z.string(), z.unknown()).nullable(),
+    timeout_seconds: z.number().int(),
+    retries: z.number().int(),
+    attempt: z.number().int(),
+    failure_reason: z.string().nullable(),
+    batch_id: z.string().nullable(),
+  }),
+);
 
 export const groupCommandBody = queueCommandBody.extend({
   /** Devices per minute; unset: all at once. */
@@ -66,13 +70,16 @@ export const groupCommandBody = queueCommandBody.extend({
 
 const batchStatus = z.enum(['active', 'completed', 'aborted']);
 
-export const groupCommandAnswer = z.object({
-  batch_id: z.string(),
-  count: z.number().int(),
-  total_devices: z.number().int(),
-  status: batchStatus,
-  commands: z.array(command),
-});
+export const groupCommandAnswer = named(
+  'GroupCommandResult',
+  z.object({
+    batch_id: z.string(),
+    count: z.number().int(),
+    total_devices: z.number().int(),
+    status: batchStatus,
+    commands: z.array(command),
+  }),
+);
 
 /** `meta.batch` of GET /api/commands?batch_id=: how a batch is doing. */
 export const batchMeta = z.object({

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
+import { errorCodes } from '../errors.js';
+import { named } from './components.js';
 
 export const paging = strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
@@ -123,3 +125,16 @@ export const jsonObject = z
     const at = nonFiniteAt(value, MAX_JSON_DEPTH);
     if (at) ctx.addIssue({ code: 'custom', path: at, message: 'must be a finite number' });
   });
+
+/** The error envelope every failure answers with. */
+export const errorBody = named(
+  'Error',
+  z.object({
+      error: z.object({
+        code: z.enum(errorCodes),
+        message: z.string(),
+        details: z.array(z.object({ path: z.string(), message: z.string() }).catchall(z.string())).describe('one entry per problem; validation failures name the field'),
+        request_id: z.string().describe('also in the X-Request-Id header'),
+      }),
+  }),
+);

@@ -4,14 +4,25 @@ import { deviceStatusSchema } from '../../domain/events.js';
 import { configurationProblems } from '../../domain/thresholds.js';
 import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
 import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
+import { named } from './components.js';
 
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
 const macAddress = z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)');
 const deviceType = z.string().trim().min(1).max(64);
 /** What the server reads of a configuration (thresholds, anomaly_z) must make sense; the rest is the device's. */
-export const deviceConfiguration = jsonObject.superRefine((value, ctx) => {
-  for (const { path, message } of configurationProblems(value)) ctx.addIssue({ code: 'custom', path, message });
-});
+export const deviceConfiguration = named(
+  'DeviceConfiguration',
+  jsonObject.superRefine((value, ctx) => {
+    for (const { path, message } of configurationProblems(value)) ctx.addIssue({ code: 'custom', path, message });
+  }),
+  'request',
+  {
+    properties: {
+      thresholds: { $ref: '#/components/schemas/Thresholds', description: 'alert bounds per sensor type' },
+      anomaly_z: { type: 'number', exclusiveMinimum: 0, description: 'deviations from the recent mean that count as an anomaly (default 4)' },
+    },
+  },
+);
 const configuration = deviceConfiguration;
 
 const editable = {
@@ -73,47 +84,56 @@ export const listDevicesQuery = paging
 
 export const deviceDetailQuery = strictObject({ as_of: isoDate.optional() });
 
-export const device = z.object({
-  id: z.string(),
-  user_id: z.string(),
-  name: z.string(),
-  device_type: z.string(),
-  description: z.string().nullable(),
-  ip_address: z.string().nullable(),
-  mac_address: z.string().nullable(),
-  status: deviceStatusSchema,
-  last_seen: timestamp.nullable(),
-  firmware_version: z.string().nullable(),
-  group_id: z.string().nullable(),
-  configuration,
-  created_at: timestamp,
-  updated_at: timestamp,
-  version: z.number().int(),
-});
+export const device = named(
+  'Device',
+  z.object({
+    id: z.string(),
+    user_id: z.string(),
+    name: z.string(),
+    device_type: z.string(),
+    description: z.string().nullable(),
+    ip_address: z.string().nullable(),
+    mac_address: z.string().nullable(),
+    status: deviceStatusSchema,
+    last_seen: timestamp.nullable(),
+    firmware_version: z.string().nullable(),
+    group_id: z.string().nullable(),
+    configuration,
+    created_at: timestamp,
+    updated_at: timestamp,
+    version: z.number().int(),
+  }),
+);
 
-export const registeredDevice = device.extend({ credentials: z.object({ device_id: z.string(), auth_token: z.string() }) });
+export const registeredDevice = named('RegisteredDevice', device.extend({ credentials: z.object({ device_id: z.string(), auth_token: z.string() }) }));
 
-export const deviceDetail = device.extend({
-  recent_data: z.array(z.record(z.string(), z.unknown())),
-  recent_commands: z.array(z.record(z.string(), z.unknown())),
-  metrics: z.record(z.string(), z.unknown()),
-  desired_configuration: configuration.optional(),
-  reported_configuration: configuration.nullable().optional(),
-  configuration_diff: z.array(z.object({ path: z.string(), desired: z.unknown(), reported: z.unknown() })).optional(),
-  configuration_in_sync: z.boolean().optional(),
-  firmware: z.record(z.string(), z.unknown()).nullable().optional(),
-});
+export const deviceDetail = named(
+  'DeviceDetail',
+  device.extend({
+    recent_data: z.array(z.record(z.string(), z.unknown())),
+    recent_commands: z.array(z.record(z.string(), z.unknown())),
+    metrics: z.record(z.string(), z.unknown()),
+    desired_configuration: configuration.optional(),
+    reported_configuration: configuration.nullable().optional(),
+    configuration_diff: z.array(z.object({ path: z.string(), desired: z.unknown(), reported: z.unknown() })).optional(),
+    configuration_in_sync: z.boolean().optional(),
+    firmware: z.record(z.string(), z.unknown()).nullable().optional(),
+  }),
+);
 
-export const storedEvent = z.object({
-  position: z.number().int(),
-  stream_id: z.string(),
-  version: z.number().int(),
-  type: z.string(),
-  data: z.record(z.string(), z.unknown()),
-  metadata: z.record(z.string(), z.unknown()),
-  recorded_at: timestamp,
-  hash: z.string(),
-});
+export const storedEvent = named(
+  'Event',
+  z.object({
+    position: z.number().int(),
+    stream_id: z.string(),
+    version: z.number().int(),
+    type: z.string(),
+    data: z.record(z.string(), z.unknown()),
+    metadata: z.record(z.string(), z.unknown()),
+    recorded_at: timestamp,
+    hash: z.string(),
+  }),
+);
 
 export const provisionBody = strictObject({
   mac_address: macAddress,
@@ -150,5 +170,5 @@ export const bulkBody = strictObject({
 });
 
 export const bulkAnswer = z.array(
-  z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() }),
+  named('BulkOperationResult', z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() })),
 );

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
 import { eventTypes } from '../../domain/events.js';
 import { uuid } from './common.js';
+import { named } from './components.js';
 
 const typeList = z
   .string()
@@ -24,7 +25,10 @@ export const exportEventsQuery = eventsQuery.omit({ limit: true, offset: true })
   before_position: z.coerce.number().int().min(1).optional(),
 });
 
-export const verifyAnswer = z.union([
-  z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
-  z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
-]);
+export const verifyAnswer = named(
+  'VerifyResult',
+  z.union([
+    z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
+    z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
+  ]),
+);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
+import { named } from './components.js';
 import { booleanQuery, nonBlank, paging, timestamp } from './common.js';
 
 const parent = z.uuid().nullable();
@@ -27,19 +28,27 @@ export const updateGroupBody = strictObject({
 
 export const listGroupsQuery = paging.extend({ tree: booleanQuery.optional() });
 
-export const group: z.ZodType = z.lazy(() =>
+export const group = named(
+  'Group',
   z.object({
-    id: z.string(),
-    user_id: z.string(),
-    name: z.string(),
-    description: z.string().nullable(),
-    parent_id: z.string().nullable(),
-    device_count: z.number().int(),
-    total_device_count: z.number().int(),
-    statistics: z.object({ online: z.number().int(), offline: z.number().int() }),
-    created_at: timestamp,
-    updated_at: timestamp,
-    version: z.number().int(),
-    children: z.array(group).optional(),
+      id: z.string(),
+      user_id: z.string(),
+      name: z.string(),
+      description: z.string().nullable(),
+      parent_id: z.string().nullable(),
+      device_count: z.number().int(),
+      total_device_count: z.number().int(),
+      statistics: z.object({ online: z.number().int(), offline: z.number().int() }),
+      created_at: timestamp,
+      updated_at: timestamp,
+      version: z.number().int(),
   }),
+);
+
+type GroupTree = z.infer<typeof group> & { children: GroupTree[] };
+
+/** A group with its subgroups, as GET /api/groups?tree=true nests them. */
+export const groupTree: z.ZodType<GroupTree> = named(
+  'GroupTree',
+  z.lazy(() => group.extend({ children: z.array(groupTree) })),
 );
