@@ -39,6 +39,7 @@ const pagingMeta = { total: z.number().int(), limit: z.number().int(), offset: z
 
 /** The answer's envelope: `data`, and `meta` where the route pages or says more. */
 function envelopeOf(spec: Spec): z.ZodType {
+  if (spec.bare) return spec.response ?? z.unknown();
   const meta = z.object({ ...(spec.list ? pagingMeta : {}), ...(spec.meta?.shape ?? {}) });
   const hasMeta = Object.keys(meta.shape).length > 0;
   return z.object({ data: spec.response ?? z.unknown(), ...(hasMeta ? { meta } : {}) });
@@ -93,16 +94,19 @@ function errorAnswers(spec: Spec): Record<string, unknown> {
   const answers: Record<string, unknown> = {
     '400': errorAnswer('validation_failed (a field named in details) or invalid_json'),
   };
-  if (spec.access !== 'public') answers['401'] = errorAnswer('unauthenticated: credentials missing, malformed, expired or revoked');
-  if (spec.access !== 'public') answers['403'] = errorAnswer('forbidden (a credential of the wrong kind, or another owner) or quota_exceeded');
-  if (spec.path.includes(':')) answers['404'] = errorAnswer('not_found');
+  const guarded = spec.access !== 'public';
+  if (guarded || spec.errors?.includes(401)) answers['401'] = errorAnswer('unauthenticated (credentials missing, malformed, expired or revoked) or invalid_credentials');
+  if (guarded) answers['403'] = errorAnswer('forbidden (a credential of the wrong kind, or another owner) or quota_exceeded');
+  // A resource named in the path, the query or the body (group_id, template_id) may not exist, or be another owner's.
+  if (guarded) answers['404'] = errorAnswer('not_found');
   if (stores) answers['409'] = errorAnswer('conflict, already_exists or rule_conflict');
   if (spec.ifMatch) answers['412'] = errorAnswer('precondition_failed: If-Match names another version');
-  if (spec.body) answers['413'] = errorAnswer('payload_too_large: the body is over 1 MiB');
-  if (spec.body) answers['415'] = errorAnswer('unsupported_media_type: the body must be UTF-8 JSON');
+  if (spec.method !== 'get') answers['413'] = errorAnswer('payload_too_large: the body is over 1 MiB');
+  if (spec.method !== 'get') answers['415'] = errorAnswer('unsupported_media_type: the body must be UTF-8 JSON');
   answers['429'] = errorAnswer('rate_limited', retryAfter);
+  answers['431'] = errorAnswer('the request line and headers are larger than 16 KiB');
   answers['500'] = errorAnswer('internal');
-  if (stores || spec.path === '/api/health') answers['503'] = errorAnswer('service_unavailable: the read models are stalled; retry', retryAfter);
+  if (stores || spec.errors?.includes(503)) answers['503'] = errorAnswer('service_unavailable: the read models are stalled; retry', retryAfter);
   return answers;
 }
 
@@ -142,7 +146,7 @@ function operationOf(spec: Spec, schemas: Record<string, JsonSchema>): Record<st
     security: security[spec.access],
     parameters: parametersOf(spec, schemas),
     ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(`${name}Request`) } } } } : {}),
-    responses: { [String(spec.status ?? 200)]: success, ...errorAnswers(spec) },
+    responses: { [String(spec.status ?? 200)]: success, ...(spec.alsoStatus ? { [String(spec.alsoStatus)]: success } : {}), ...errorAnswers(spec) },
   };
 }
 

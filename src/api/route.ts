@@ -33,6 +33,12 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   etag?: boolean;
   /** Reads Idempotency-Key: a repeat answers as the first did. */
   idempotencyKey?: boolean;
+  /** Success statuses besides `status`, answered with the same schema (provisioning: 201 the first time, then 200). */
+  alsoStatus?: number;
+  /** Error statuses beyond those its access, path and body imply (a login's 401). */
+  errors?: readonly number[];
+  /** Answers the response schema itself, not inside {data} (the OpenAPI document). */
+  bare?: boolean;
   /** Streams a file in these media types instead of the JSON envelope. */
   streams?: readonly string[];
 }

@@ -1,6 +1,7 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client } from '../helpers/client.js';
+import { checkAnswer } from '../helpers/contract.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 type Json = Record<string, unknown>;
@@ -104,5 +105,14 @@ describe('the OpenAPI 3.1 document', () => {
     expect(schemas.DeviceConfiguration!.properties).toHaveProperty('thresholds');
     expect(schemas.QueueCommandRequest!.additionalProperties).toBe(false);
     expect(JSON.stringify(schemas.QueueCommandRequest!.properties.parameters)).toContain('"additionalProperties":true');
+  });
+
+  it('makes the test client fail on an answer off the document: drift fails a test', async () => {
+    const check = (path: string, status: number, body: unknown) => checkAnswer(server.url, 'GET', path, status, 'application/json', body);
+    await expect(check('/api/health', 200, { data: { status: 'ok', position: 3 } })).resolves.toBeUndefined();
+    await expect(check('/api/health', 200, { data: { status: 'ok' } })).rejects.toThrow(/position/);
+    await expect(check('/api/health', 200, { data: { status: 'ok', position: 3, extra: 1 } })).rejects.toThrow(/additional/);
+    await expect(check('/api/devices/abc', 404, { error: { code: 'not_found', message: 'm', details: [] } })).rejects.toThrow(/request_id/);
+    await expect(check('/api/devices/abc', 418, { error: {} })).rejects.toThrow(/does not document status 418/);
   });
 });

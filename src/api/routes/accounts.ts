@@ -22,7 +22,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/auth/login', operationId: 'logIn', summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer },
+      { method: 'post', path: '/api/auth/login', operationId: 'logIn', errors: [401], summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer },
       async ({ body, context, req, res }) => {
         const login = body.username ?? body.email ?? '';
         const session = await accounts.login({ login, password: body.password, clientAddress: req.ip ?? 'unknown' }, context.requestId);

@@ -52,6 +52,8 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
         method: 'get',
         path: '/api/devices/:id/commands/pending',
         operationId: 'fetchPendingCommands',
+        // A GET that stores (the commands become sent): refused while the read models are stalled.
+        errors: [503],
         summary: 'A device fetches up to limit pending commands (highest priority, then oldest); they become sent; meta.total counts all that were pending',
         tag: 'commands',
         access: 'device',

@@ -18,6 +18,7 @@ import { deleted, listMeta, paging } from '../schemas/common.js';
 import {
   bulkAnswer,
   bulkBody,
+  bulkMeta,
   bulkDelete,
   bulkRegister,
   bulkUpdate,
@@ -43,14 +44,14 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/provision', operationId: 'provisionDevice', etag: true, summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201 },
+      { method: 'post', path: '/api/devices/provision', operationId: 'provisionDevice', alsoStatus: 200, etag: true, summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201 },
       async ({ body, context }) => {
         const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
         return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207 },
+      { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, meta: bulkMeta },
       async ({ body, context }) => {
         const results = [];
         for (const [index, operation] of body.operations.entries()) results.push({ index, action: operation.action, ...(await bulkOperation(devices, operation, index, context)) });
@@ -74,7 +75,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')) },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));

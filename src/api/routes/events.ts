@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
@@ -19,7 +20,7 @@ function readableStreams(services: Services, principal: Principal, filter: { str
 export function eventRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/events', operationId: 'listEvents', summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
+      { method: 'get', path: '/api/events', operationId: 'listEvents', meta: z.object({ next_position: z.number().int().describe('after_position for the next page') }), summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
       async ({ query, context }) => {
         const streamIds = readableStreams(services, context.principal, query);
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };

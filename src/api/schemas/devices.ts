@@ -18,7 +18,7 @@ export const deviceConfiguration = named(
   'request',
   {
     properties: {
-      thresholds: { $ref: '#/components/schemas/Thresholds', description: 'alert bounds per sensor type' },
+      thresholds: { anyOf: [{ $ref: '#/components/schemas/Thresholds' }, { type: 'null' }], description: 'alert bounds per sensor type; null for none' },
       anomaly_z: { type: 'number', exclusiveMinimum: 0, description: 'deviations from the recent mean that count as an anomaly (default 4)' },
     },
   },
@@ -168,6 +168,8 @@ const bulkOperation = z.pipe(
 export const bulkBody = strictObject({
   operations: z.array(bulkOperation).min(1, 'at least one operation').max(MAX_BULK_OPERATIONS, `at most ${MAX_BULK_OPERATIONS} operations`),
 });
+
+export const bulkMeta = z.object({ total: z.number().int(), succeeded: z.number().int(), failed: z.number().int() });
 
 export const bulkAnswer = z.array(
   named('BulkOperationResult', z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() })),
