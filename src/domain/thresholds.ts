@@ -1,14 +1,16 @@
 import { z } from 'zod';
+import { issueDetails, strictObject } from './strict.js';
 import type { DomainEvent, StoredReading } from './events.js';
 import { rangeSchema, type SensorStats } from './quality.js';
 
 /** One sensor's entry of `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
-export const thresholdSchema = z.object({
+const thresholdFields = {
   min: z.number().optional(),
   max: z.number().optional(),
   hysteresis: z.number().nonnegative().optional(),
   severity: z.enum(['info', 'warning', 'critical']).optional(),
-});
+};
+export const thresholdSchema = z.object(thresholdFields);
 export type Threshold = z.infer<typeof thresholdSchema>;
 
 /**
@@ -18,7 +20,8 @@ export type Threshold = z.infer<typeof thresholdSchema>;
 export const thresholdsInput = z.record(
   z.string(),
   // Every value would breach one bound or the other: an alert that never clears, surely a typo.
-  thresholdSchema.refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
+  // Unknown fields refused: `maximum` read as no bound at all would switch the alert off.
+  strictObject(thresholdFields).refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
 );
 
 /** The thresholds ingestion can read from a stored configuration: a sensor's entry that cannot be read drops that sensor alone. */
@@ -44,7 +47,7 @@ export function configurationProblems(configuration: Record<string, unknown>): A
   // null, as absent, means none.
   if (configuration.thresholds !== undefined && configuration.thresholds !== null) {
     const parsed = thresholdsInput.safeParse(configuration.thresholds);
-    if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['thresholds', ...issue.path], message: issue.message })));
+    if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => issueDetails(issue, ['thresholds', ...issue.path])));
   }
   if (configuration.ranges !== undefined && configuration.ranges !== null) {
     const parsed = z.record(z.string(), rangeSchema).safeParse(configuration.ranges);

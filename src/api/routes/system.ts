@@ -6,7 +6,7 @@ import { defineRoute, type RouteDefinition } from '../route.js';
 export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[]) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/health', summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
+      { method: 'get', path: '/api/health', operationId: 'getHealth', errors: [503], summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
       () => {
         // Read models that stopped answer every write with 503: whatever watches the health should know.
         services.runner.refuseWhileStalled();
@@ -14,7 +14,7 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/openapi.json', summary: 'This document', tag: 'system', access: 'public' },
+      { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
         res.json(openApiDocument(allRoutes()));
       },

@@ -12,14 +12,14 @@ import { writeChunk } from '../streaming.js';
 import { csvField } from '../csv.js';
 import { listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
-import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
+import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
 export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
         const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
@@ -29,7 +29,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
+      { method: 'post', path: '/api/devices/:id/heartbeat', operationId: 'sendHeartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
       async ({ params, body, context }) => {
         const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
         const status = findDevice(services.sql, params.id!)?.status ?? 'online';
@@ -37,7 +37,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
@@ -58,7 +58,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
+      { method: 'get', path: '/api/devices/:id/data', operationId: 'listReadings', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true, meta: rawPageMeta },
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!);
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
@@ -71,7 +71,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data/export', summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
+      { method: 'get', path: '/api/devices/:id/data/export', operationId: 'exportReadings', streams: ['text/csv', 'application/x-ndjson'], summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
       async ({ params, query, context, res }) => {
         const device = visibleDevice(services, context.principal, params.id!);
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
@@ -90,7 +90,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/logs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
+      { method: 'get', path: '/api/devices/:id/logs', operationId: 'listDeviceLogs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!);
         const { rows, total } = listDeviceLogs(services.sql, {

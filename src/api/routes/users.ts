@@ -9,14 +9,14 @@ import { listMeta, paging } from '../schemas/common.js';
 export function userRoutes(_services: Services, admin: UserAdmin) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/users', summary: 'Every user, with quota, role and whether disabled (admin)', tag: 'users', access: 'user', query: paging, response: managedUser.array(), list: true },
+      { method: 'get', path: '/api/users', operationId: 'listUsers', summary: 'Every user, with quota, role and whether disabled (admin)', tag: 'users', access: 'user', query: paging, response: managedUser.array(), list: true },
       ({ query, context }) => {
         const { rows, total } = admin.list(context.principal, query);
         return { data: rows.map(presentManagedUser), meta: listMeta(total, query) };
       },
     ),
     defineRoute(
-      { method: 'patch', path: '/api/users/:id', summary: 'Set a quota, disable or enable, promote or demote (admin; never the last admin: 409)', tag: 'users', access: 'user', body: changeUserBody, response: managedUser },
+      { method: 'patch', path: '/api/users/:id', operationId: 'updateUser', summary: 'Set a quota, disable or enable, promote or demote (admin; never the last admin: 409)', tag: 'users', access: 'user', body: changeUserBody, response: managedUser },
       async ({ params, body, context }) => ({ data: presentManagedUser(await admin.change(params.id!, body, context)) }),
     ),
   ];
