@@ -16,6 +16,7 @@ import { Rules } from './commands/rules.js';
 import { Rollouts } from './commands/rollouts.js';
 import { Templates } from './commands/templates.js';
 import { DeviceChannel } from './realtime/device-channel.js';
+import { DeviceGateway } from './gateway/gateway.js';
 import { Realtime } from './realtime/realtime.js';
 import { DeviceLocks } from './commands/device-locks.js';
 import { KeyedLock } from './commands/keyed-lock.js';
@@ -135,11 +136,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
   const rollouts = new Rollouts(services, commands);
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts });
+  const gateway = new DeviceGateway(services, accounts, telemetry, commands, offline);
+  const gatewayFeed = runner.applied$.subscribe((events) => gateway.onApplied(events));
+  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, gateway });
   const gate = new RequestGate(app);
   const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
   answerClientErrors(http);
-  const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
+  const realtime = new Realtime(services, accounts, new DeviceChannel(services, gateway), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingIntervalMs: options.pingIntervalMs ?? 30_000,
   });
@@ -177,6 +180,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       // A client that never finishes its request, or never answers going-away, must not hold the stop up.
       const drained = gate.close(http, options.shutdownGraceMs ?? 10_000, () => realtime.terminate());
       realtime.close();
+      gatewayFeed.unsubscribe();
       runner.beginStop();
       await drained;
       await timers.idle();

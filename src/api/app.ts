@@ -8,11 +8,12 @@ import type { Rollouts } from '../commands/rollouts.js';
 import type { Templates } from '../commands/templates.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
-import type { Telemetry } from '../commands/telemetry.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
+import type { DeviceGateway } from '../gateway/gateway.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
+import { MAX_BODY_BYTES } from '../gateway/payload.js';
 import { originAllowed } from './origins.js';
 import { rateLimit } from './rate-limit.js';
 import { refuseWhileStalled } from './stall-guard.js';
@@ -33,15 +34,15 @@ export interface AppHandlers {
   accounts: Accounts;
   devices: Devices;
   groups: Groups;
-  telemetry: Telemetry;
   offline: OfflineDetector;
   commands: DeviceCommands;
   rules: Rules;
   templates: Templates;
   rollouts: Rollouts;
+  gateway: DeviceGateway;
 }
 
-export const MAX_BODY_BYTES = 1024 * 1024;
+export { MAX_BODY_BYTES } from '../gateway/payload.js';
 
 export function createApp(services: Services, handlers: AppHandlers): Express {
   const { config, logger, clock } = services;
@@ -63,7 +64,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   app.use(express.json({ limit: MAX_BODY_BYTES, strict: false, verify: inspectBody }));
   app.use(refuseHostileBodies);
   app.use(authenticate(handlers.accounts));
-  if (config.rateLimitPerMinute !== null) app.use(rateLimit(config.rateLimitPerMinute, clock));
+  if (config.rateLimitPerMinute !== null) app.use(rateLimit(handlers.gateway.rates));
 
   const routes: RouteDefinition[] = [];
   routes.push(
@@ -71,10 +72,10 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...accountRoutes(services, handlers.accounts),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
-    ...telemetryRoutes(services, handlers.telemetry, handlers.offline),
+    ...telemetryRoutes(services, handlers.gateway, handlers.offline),
     ...alertRoutes(services),
     ...eventRoutes(services),
-    ...commandRoutes(services, handlers.commands, handlers.rollouts),
+    ...commandRoutes(services, handlers.commands, handlers.rollouts, handlers.gateway),
     ...templateRoutes(services, handlers.templates),
     ...ruleRoutes(services, handlers.rules),
   );

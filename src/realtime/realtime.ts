@@ -146,7 +146,6 @@ export class Realtime {
         for (const t of this.tracked) if (t.sessionId === event.data.session_id) t.ws.close(CLOSE.credentialsRevoked, 'logged out');
       }
     }
-    this.devices.onApplied(events);
   }
 
   /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
