@@ -20,6 +20,7 @@ const envSchema = z.object({
   SESSION_TTL_SECONDS: z.coerce.number().int().positive().default(7 * 24 * 3600),
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+  MQTT_PORT: z.coerce.number().int().min(0).max(65535).default(1883),
 });
 
 export interface Config {
@@ -37,6 +38,8 @@ export interface Config {
   defaultDeviceQuota: number;
   /** A live subscriber with more unsent bytes than this is closed (1013) and resumes. */
   wsMaxBufferedBytes: number;
+  /** The embedded MQTT broker's TCP port; 0: no TCP listener (MQTT over WebSocket at /mqtt stays). */
+  mqttPort: number;
 }
 
 export class ConfigError extends Error {}
@@ -69,6 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionTtlSeconds: e.SESSION_TTL_SECONDS,
     defaultDeviceQuota: e.DEFAULT_DEVICE_QUOTA,
     wsMaxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+    mqttPort: e.MQTT_PORT,
   };
 }
 

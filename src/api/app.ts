@@ -26,7 +26,7 @@ import { deviceRoutes } from './routes/devices.js';
 import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
 import { ruleRoutes } from './routes/rules.js';
-import { systemRoutes } from './routes/system.js';
+import { systemRoutes, type HealthExtras } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { templateRoutes } from './routes/templates.js';
 
@@ -40,6 +40,8 @@ export interface AppHandlers {
   templates: Templates;
   rollouts: Rollouts;
   gateway: DeviceGateway;
+  /** What /api/health adds about listeners beside HTTP. */
+  health?: HealthExtras;
 }
 
 export { MAX_BODY_BYTES } from '../gateway/payload.js';
@@ -68,7 +70,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
 
   const routes: RouteDefinition[] = [];
   routes.push(
-    ...systemRoutes(services, () => routes),
+    ...systemRoutes(services, () => routes, handlers.health),
     ...accountRoutes(services, handlers.accounts),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),

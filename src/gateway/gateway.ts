@@ -55,6 +55,15 @@ export class DeviceGateway {
     this.rates = new RateWindows(services.config.rateLimitPerMinute, services.clock);
   }
 
+  get log(): Services['logger'] {
+    return this.services.logger;
+  }
+
+  /** Refuses with service_unavailable while the read models are stalled (a connection could not be marked online). */
+  refuseWhileStalled(): void {
+    this.services.runner.refuseWhileStalled();
+  }
+
   /** A device's principal from its token; null for anything else (a user's credential included). */
   async authenticate(credential: string | undefined): Promise<DevicePrincipal | null> {
     if (!credential || credential.length > 4096) return null;
@@ -115,7 +124,7 @@ export class DeviceGateway {
    */
   async open(session: DeviceSession, context: RequestContext): Promise<void> {
     // Its pending commands could not be marked sent, and nothing would push them once the read models resume.
-    this.services.runner.refuseWhileStalled();
+    this.refuseWhileStalled();
     const open = this.sessions.get(session.deviceId) ?? new Set();
     open.add(session);
     this.sessions.set(session.deviceId, open);

@@ -93,3 +93,9 @@ export function decodeMessage(bytes: Buffer, validate: (value: unknown) => Devic
     return { correlation, error };
   }
 }
+
+/** How an answer carries the correlation: `ref` always (what older clients read), and `id` too when that is the field the client used. */
+export function answerCorrelation(correlation: Correlation | null): Record<string, unknown> {
+  if (!correlation) return { ref: null };
+  return correlation.field === 'id' ? { ref: correlation.value, id: correlation.value } : { ref: correlation.value };
+}

@@ -3,7 +3,7 @@ import type { RequestContext, Services } from '../commands/services.js';
 import type { CommandRow } from '../projections/commands.js';
 import { presentCommand } from '../api/routes/commands.js';
 import type { DeviceGateway, DevicePrincipal, DeviceSession } from '../gateway/gateway.js';
-import { decodeMessage, parseSocketMessage, type Correlation } from '../gateway/messages.js';
+import { answerCorrelation, decodeMessage, parseSocketMessage } from '../gateway/messages.js';
 import { CLOSE } from './messages.js';
 
 const MAX_GARBAGE = 5;
@@ -73,12 +73,6 @@ export class DeviceChannel {
     const { code, message, details } = this.gateway.refusal(error, session.deviceId);
     return { code, message, ...(details.length > 0 ? { details } : {}) };
   }
-}
-
-/** `ref` always (what older clients read), and `id` too when that is the field the client used. */
-function answerCorrelation(correlation: Correlation | null): Record<string, unknown> {
-  if (!correlation) return { ref: null };
-  return correlation.field === 'id' ? { ref: correlation.value, id: correlation.value } : { ref: correlation.value };
 }
 
 function bytesOf(data: RawData): Buffer {
