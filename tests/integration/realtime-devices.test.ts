@@ -322,7 +322,7 @@ describe('device channel (/ws/device)', () => {
     const mac = '02:00:5e:10:00:7b';
     const device = await deviceOf(api, owner, { mac_address: mac });
     const ws = await connectDevice(device);
-    const provisioned = await api.post<Data<{ id: string; credentials: { auth_token: string } }>>('/api/devices/provision', { mac_address: mac }, { headers: { 'x-api-key': owner.apiKey } });
+    const provisioned = await api.post<Data<{ id: string; credentials: { auth_token: string } }>>('/api/devices/provision', { mac_address: mac, current_token: device.token }, { headers: { 'x-api-key': owner.apiKey } });
     expect(provisioned.status, JSON.stringify(provisioned.body)).toBeLessThan(300);
     expect(provisioned.body.data.id).toBe(device.id);
     const closed = await ws.waitForClose();
