@@ -71,6 +71,13 @@ export class DeviceGateway {
     return principal?.kind === 'device' ? principal : null;
   }
 
+  /** A user's principal (a provisioning key, or the owner signed in) from its credential; null for anything else. */
+  async authenticateUser(credential: string | undefined): Promise<Extract<Principal, { kind: 'user' }> | null> {
+    if (!credential || credential.length > 4096) return null;
+    const principal = await this.accounts.authenticate(credential);
+    return principal?.kind === 'user' ? principal : null;
+  }
+
   /** Counts one message of a device against its rate budget (shared with its HTTP requests). */
   admit(deviceId: string): void {
     this.rates.admit(deviceRateKey(deviceId));

@@ -9,7 +9,8 @@ import type { DeviceGateway } from '../gateway/gateway.js';
 import { MAX_BODY_BYTES } from '../gateway/payload.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
 import { MqttSession, type SessionLimits } from './session.js';
-import { isDeviceToServer, subscriptionVerdict, topics } from './topics.js';
+import { ProvisioningSession, type Provision } from './provisioning.js';
+import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
 
 /** A payload up to twice the HTTP body limit is read and answered payload_too_large; a larger packet closes the connection unread. */
 export const MAX_PACKET_BYTES = 2 * MAX_BODY_BYTES;
@@ -34,6 +35,7 @@ const SERVER_UNAVAILABLE = 3;
 export class EmbeddedBroker {
   readonly tcp: ListenerState = { state: 'off', port: null };
   private readonly sessions = new Map<Client, MqttSession>();
+  private readonly provisioners = new Map<Client, ProvisioningSession>();
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PACKET_BYTES });
   private server: Server | undefined;
   private readonly stopConfigurations: () => void;
@@ -43,6 +45,7 @@ export class EmbeddedBroker {
     private readonly gateway: DeviceGateway,
     private readonly aedes: Aedes,
     private readonly limits: SessionLimits,
+    private readonly provision: Provision | null,
   ) {
     aedes.preConnect = (client, packet, done) => this.preConnect(client, packet, done);
     aedes.authenticate = (client, username, password, done) => void this.authenticate(client, username, password, done);
@@ -56,9 +59,10 @@ export class EmbeddedBroker {
     this.stopConfigurations = gateway.onConfiguration((deviceId, configuration) => this.retainConfiguration(deviceId, configuration));
   }
 
-  static async create(services: Services, gateway: DeviceGateway, limits: SessionLimits = DEFAULT_LIMITS): Promise<EmbeddedBroker> {
+  /** `provision`: what answers provision/request (POST /api/devices/provision's handler); null leaves provisioning to HTTP. */
+  static async create(services: Services, gateway: DeviceGateway, provision: Provision | null = null, limits: SessionLimits = DEFAULT_LIMITS): Promise<EmbeddedBroker> {
     const aedes = await Aedes.createBroker({ heartbeatInterval: 3_600_000, maxClientsIdLength: 128, queueLimit: 42 });
-    return new EmbeddedBroker(services, gateway, aedes, limits);
+    return new EmbeddedBroker(services, gateway, aedes, limits, provision);
   }
 
   /** Opens MQTT_PORT; a port already taken is logged once and reported, and the server goes on without it. */
@@ -124,7 +128,7 @@ export class EmbeddedBroker {
       this.gateway.refuseWhileStalled();
       const token = password && password.length > 0 ? password.toString('utf8') : username;
       const principal = await this.gateway.authenticate(token);
-      if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
+      if (!principal) return this.authenticateProvisioner(client, token, done, refuse);
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
       const context = { principal, requestId: `mqtt-${client.id}` };
       const conn = client.conn;
@@ -138,8 +142,19 @@ export class EmbeddedBroker {
     }
   }
 
+  /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */
+  private async authenticateProvisioner(client: Client, token: string | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void, refuse: (code: number, reason: string) => void): Promise<void> {
+    const user = this.provision ? await this.gateway.authenticateUser(token) : null;
+    if (!user || !this.provision) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
+    this.provisioners.set(client, new ProvisioningSession(client, { principal: user, requestId: `mqtt-provision-${client.id}` }, this.gateway, this.provision));
+    client.conn.once('close', () => this.provisioners.delete(client));
+    done(null, true);
+  }
+
   private authorizePublish(client: Client | null, packet: PublishPacket, done: (error?: Error | null) => void): void {
     if (client === null) return done();
+    const provisioner = this.provisioners.get(client);
+    if (provisioner) return provisioner.receive(packet, done);
     const session = this.sessions.get(client);
     if (!session) return done(new Error('not a device session'));
     session.receive(packet, done);
@@ -147,7 +162,8 @@ export class EmbeddedBroker {
 
   private authorizeSubscribe(client: Client, subscription: Subscription, done: (error: Error | null, subscription?: Subscription | null) => void): void {
     const session = this.sessions.get(client);
-    const verdict = session ? subscriptionVerdict(session.deviceId, subscription.topic) : 'disconnect';
+    const provisioner = this.provisioners.get(client);
+    const verdict = session ? subscriptionVerdict(session.deviceId, subscription.topic) : provisioner ? provisioningVerdict(provisioner.responseTopic, subscription.topic) : 'disconnect';
     if (verdict === 'allow') return done(null, subscription);
     this.services.logger.warn({ client_id: client.id, topic: subscription.topic.slice(0, 200), verdict }, 'mqtt subscription outside the device topics');
     if (verdict === 'refuse') return done(null, null);

@@ -32,7 +32,7 @@ export function inboundOf(deviceId: string, topic: string): Inbound | null {
 }
 
 /** Device → server topics are the server's alone: never forwarded to a subscriber. */
-export const isDeviceToServer = (topic: string): boolean => /^devices\/[^/]+\/(telemetry|heartbeat|firmware\/progress|commands\/[^/]+\/result)$/.test(topic);
+export const isDeviceToServer = (topic: string): boolean => topic === topics.provisionRequest || /^devices\/[^/]+\/(telemetry|heartbeat|firmware\/progress|commands\/[^/]+\/result)$/.test(topic);
 
 /**
  * Whether a device may subscribe to `filter`: anything under its own prefix; a wildcard filter
@@ -42,5 +42,11 @@ export const isDeviceToServer = (topic: string): boolean => /^devices\/[^/]+\/(t
 export function subscriptionVerdict(deviceId: string, filter: string): 'allow' | 'refuse' | 'disconnect' {
   const prefix = topics.prefix(deviceId);
   if (filter.startsWith(prefix) || filter === `devices/${deviceId}`) return 'allow';
+  return filter.includes('+') || filter.includes('#') ? 'refuse' : 'disconnect';
+}
+
+/** A provisioning client reads its own response topic only. */
+export function provisioningVerdict(responseTopic: string, filter: string): 'allow' | 'refuse' | 'disconnect' {
+  if (filter === responseTopic) return 'allow';
   return filter.includes('+') || filter.includes('#') ? 'refuse' : 'disconnect';
 }

@@ -237,3 +237,65 @@ describe('MQTT_PORT already taken', () => {
     expect(JSON.parse(errors[0]!)).toMatchObject({ level: 50 });
   });
 });
+
+describe('provisioning over MQTT (provision/request → provision/response/{client_id})', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let owner: Owner;
+  let url: string;
+  const open: DeviceMqtt[] = [];
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    url = wsUrl(server.url, '/mqtt');
+    await registerUser(api, 'provadmin');
+    owner = await registerUser(api, 'provowner');
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.end()));
+    await server.close();
+  });
+
+  const provisioner = async (clientId: string, key = owner.apiKey) => {
+    const c = await connectMqtt(url, { clientId, username: 'provision', password: key });
+    open.push(c);
+    expect(await c.subscribe(`provision/response/${clientId}`)).toEqual([1]);
+    return c;
+  };
+  const request = async (c: DeviceMqtt, clientId: string, body: unknown) => {
+    await c.publish('provision/request', body);
+    return (await c.next((m) => m.topic === `provision/response/${clientId}`)).body;
+  };
+
+  it('registers the first time and hands out a token the device connects with; a second time needs the current token', async () => {
+    const mac = '02:00:5e:10:01:01';
+    const c = await provisioner('factory-1');
+    const first = await request(c, 'factory-1', { id: 'p1', mac_address: mac, name: 'boiler' });
+    expect(first).toMatchObject({ type: 'ack', id: 'p1', status: 201, data: { mac_address: mac, name: 'boiler', credentials: { auth_token: expect.any(String) } } });
+    const device = { id: first.data.id as string, token: first.data.credentials.auth_token as string };
+    const connected = await connectDevice(url, device);
+    open.push(connected);
+
+    const evict = await request(c, 'factory-1', { id: 'p2', mac_address: mac });
+    expect(evict).toMatchObject({ type: 'error', id: 'p2', code: 'already_exists', message: expect.stringMatching(/current token/) });
+    expect(connected.client.connected).toBe(true);
+
+    const renewed = await request(c, 'factory-1', { ref: 'p3', mac_address: mac, current_token: device.token });
+    expect(renewed).toMatchObject({ type: 'ack', ref: 'p3', status: 200, data: { id: device.id } });
+    await connected.closed();
+    await expect(connectDevice(url, device)).rejects.toMatchObject({ code: 5 });
+    open.push(await connectDevice(url, { id: device.id, token: renewed.data.credentials.auth_token as string }));
+  });
+
+  it('answers invalid requests with validation_failed, refuses a bad key at CONNECT, and keeps provisioners to their own topics', async () => {
+    const c = await provisioner('factory-2');
+    expect(await request(c, 'factory-2', { mac_address: 'not a mac' })).toMatchObject({ type: 'error', code: 'validation_failed' });
+    expect(await c.subscribe('provision/response/+')).toEqual([128]);
+    void c.subscribe('provision/response/factory-1').catch(() => undefined);
+    await c.closed();
+    await expect(connectMqtt(url, { clientId: 'factory-3', username: 'provision', password: `${owner.apiKey}x` })).rejects.toMatchObject({ code: 5 });
+    const d = await provisioner('factory-4');
+    await expect(d.publish('devices/anything/telemetry', { sensor_readings: { t: 1 } })).rejects.toThrow();
+    await d.closed();
+  });
+});
