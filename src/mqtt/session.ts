@@ -32,8 +32,7 @@ export class MqttSession implements DeviceSession {
   revoked = false;
   private inFlight = 0;
   private tail: Promise<void> = Promise.resolve();
-  /** Content hash → answer of messages handled lately, to answer a DUP redelivery without storing it again. */
-  private readonly recent = new Map<string, { at: number; answer: Record<string, unknown> }>();
+  private readonly handler: PublishHandler;
 
   constructor(
     readonly client: Client,
@@ -41,9 +40,11 @@ export class MqttSession implements DeviceSession {
     readonly context: RequestContext,
     private readonly gateway: DeviceGateway,
     private readonly limits: SessionLimits,
-    private readonly now: () => number,
+    now: () => number,
     private readonly pendingBytes: () => number,
-  ) {}
+  ) {
+    this.handler = new PublishHandler(deviceId, context, gateway, limits.dupWindowMs, now, (topic, message) => this.send(topic, message, 0));
+  }
 
   isOpen(): boolean {
     return this.client.connected && !this.client.closed && !this.revoked;
@@ -61,8 +62,7 @@ export class MqttSession implements DeviceSession {
 
   /** The broker's authorizePublish: `done` acknowledges (or, with an error, closes unacknowledged). */
   receive(packet: PublishPacket, done: PublishDone): void {
-    const inbound = inboundOf(this.deviceId, packet.topic);
-    if (!inbound) {
+    if (!inboundOf(this.deviceId, packet.topic)) {
       this.gateway.log.warn({ device_id: this.deviceId, topic: packet.topic.slice(0, 200) }, 'mqtt publish outside the device topics: disconnected');
       done(new Error('publish outside the device topics'));
       return;
@@ -75,54 +75,11 @@ export class MqttSession implements DeviceSession {
     // The device's own publishes are never forwarded, and never retained.
     packet.retain = false;
     this.tail = this.tail
-      .then(() => this.handle(packet, inbound))
+      .then(() => (this.revoked ? new Error('credentials revoked') : this.handler.handle(packet)))
       .then((outcome) => {
         this.inFlight -= 1;
         done(outcome);
       });
-  }
-
-  private async handle(packet: PublishPacket, inbound: NonNullable<ReturnType<typeof inboundOf>>): Promise<Error | undefined> {
-    if (this.revoked) return new Error('credentials revoked');
-    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-    const decoded = decodeMessage(payload, (value) => parsePayload(inbound.type, value, inbound.commandId !== undefined ? { commandId: inbound.commandId } : {}));
-    const about = { topic: packet.topic, ...(packet.messageId !== undefined ? { packet_id: packet.messageId } : {}), ...answerCorrelation(decoded.correlation) };
-    if ('error' in decoded) return this.refuse(decoded.error, about);
-    // Without a key of its own, a redelivery (DUP) is recognised by its content, within a window.
-    const contentKey = decoded.message.type === 'readings' && decoded.message.idempotencyKey !== undefined ? null : `${packet.topic}:${createHash('sha256').update(payload).digest('base64url')}`;
-    const remembered = contentKey !== null && packet.dup ? this.remembered(contentKey) : undefined;
-    if (remembered) {
-      this.send(topics.replies(this.deviceId), { type: 'ack', ...remembered, ...about, duplicate: true }, 0);
-      return undefined;
-    }
-    try {
-      this.gateway.admit(this.deviceId);
-      const answer = await this.gateway.handle(this.deviceId, decoded.message, this.context);
-      if (contentKey !== null) this.remember(contentKey, answer);
-      this.send(topics.replies(this.deviceId), { type: 'ack', ...answer, ...about }, 0);
-      return undefined;
-    } catch (error) {
-      return this.refuse(error, about);
-    }
-  }
-
-  /** A permanent refusal is acknowledged with an error on replies; a transient one closes the connection unacknowledged. */
-  private refuse(error: unknown, about: Record<string, unknown>): Error | undefined {
-    const refusal = this.gateway.refusal(error, this.deviceId);
-    if (refusal.transient) return new Error(refusal.message);
-    this.send(topics.replies(this.deviceId), { type: 'error', code: refusal.code, message: refusal.message, ...(refusal.details.length > 0 ? { details: refusal.details } : {}), ...about }, 0);
-    return undefined;
-  }
-
-  private remembered(key: string): Record<string, unknown> | undefined {
-    const entry = this.recent.get(key);
-    return entry && this.now() - entry.at <= this.limits.dupWindowMs ? entry.answer : undefined;
-  }
-
-  private remember(key: string, answer: Record<string, unknown>): void {
-    this.recent.delete(key);
-    this.recent.set(key, { at: this.now(), answer });
-    if (this.recent.size > MAX_REMEMBERED) this.recent.delete(this.recent.keys().next().value!);
   }
 
   /** To this client whether or not it subscribed (a command queued before its SUBSCRIBE must not be lost); a client too slow to read is closed. */
@@ -134,5 +91,76 @@ export class MqttSession implements DeviceSession {
       return;
     }
     this.client.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(message)), qos, retain: false, dup: false }, () => undefined);
+  }
+}
+
+/** What a publish came with: its topic and bytes, whether it is a redelivery, its packet id. */
+export interface InboundPublish {
+  topic: string;
+  payload: Buffer | string;
+  dup: boolean;
+  messageId?: number | undefined;
+}
+
+/**
+ * One device's publishes turned into gateway calls and answers on its replies topic, whoever
+ * carried them (the embedded broker, or an existing broker the server subscribes to). Resolves
+ * undefined to acknowledge, or an error when the message must not be acknowledged (transient).
+ */
+export class PublishHandler {
+  /** Content hash → answer of messages handled lately, to answer a DUP redelivery without storing it again. */
+  private readonly recent = new Map<string, { at: number; answer: Record<string, unknown> }>();
+
+  constructor(
+    readonly deviceId: string,
+    private readonly context: RequestContext,
+    private readonly gateway: DeviceGateway,
+    private readonly dupWindowMs: number,
+    private readonly now: () => number,
+    private readonly reply: (topic: string, message: Record<string, unknown>) => void,
+  ) {}
+
+  async handle(packet: InboundPublish): Promise<Error | undefined> {
+    const inbound = inboundOf(this.deviceId, packet.topic);
+    if (!inbound) return new Error('not a device topic');
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const decoded = decodeMessage(payload, (value) => parsePayload(inbound.type, value, inbound.commandId !== undefined ? { commandId: inbound.commandId } : {}));
+    const about = { topic: packet.topic, ...(packet.messageId !== undefined ? { packet_id: packet.messageId } : {}), ...answerCorrelation(decoded.correlation) };
+    if ('error' in decoded) return this.refuse(decoded.error, about);
+    // Without a key of its own, a redelivery (DUP) is recognised by its content, within a window.
+    const contentKey = decoded.message.type === 'readings' && decoded.message.idempotencyKey !== undefined ? null : `${packet.topic}:${createHash('sha256').update(payload).digest('base64url')}`;
+    const remembered = contentKey !== null && packet.dup ? this.remembered(contentKey) : undefined;
+    if (remembered) {
+      this.reply(topics.replies(this.deviceId), { type: 'ack', ...remembered, ...about, duplicate: true });
+      return undefined;
+    }
+    try {
+      this.gateway.admit(this.deviceId);
+      const answer = await this.gateway.handle(this.deviceId, decoded.message, this.context);
+      if (contentKey !== null) this.remember(contentKey, answer);
+      this.reply(topics.replies(this.deviceId), { type: 'ack', ...answer, ...about });
+      return undefined;
+    } catch (error) {
+      return this.refuse(error, about);
+    }
+  }
+
+  /** A permanent refusal is acknowledged with an error on replies; a transient one is not acknowledged. */
+  private refuse(error: unknown, about: Record<string, unknown>): Error | undefined {
+    const refusal = this.gateway.refusal(error, this.deviceId);
+    if (refusal.transient) return new Error(refusal.message);
+    this.reply(topics.replies(this.deviceId), { type: 'error', code: refusal.code, message: refusal.message, ...(refusal.details.length > 0 ? { details: refusal.details } : {}), ...about });
+    return undefined;
+  }
+
+  private remembered(key: string): Record<string, unknown> | undefined {
+    const entry = this.recent.get(key);
+    return entry && this.now() - entry.at <= this.dupWindowMs ? entry.answer : undefined;
+  }
+
+  private remember(key: string, answer: Record<string, unknown>): void {
+    this.recent.delete(key);
+    this.recent.set(key, { at: this.now(), answer });
+    if (this.recent.size > MAX_REMEMBERED) this.recent.delete(this.recent.keys().next().value!);
   }
 }
