@@ -257,7 +257,7 @@ async function call<T>(url: string, method: string, path: string, body?: unknown
 /** The real server on port 0 in a temp DATA_DIR, one user registered and `deviceCount` devices, all over HTTP. */
 async function startOurs(prefix: string, deviceCount: number, env: Record<string, string> = {}): Promise<Ours> {
   const { dir, remove } = tempDir(prefix);
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: '1000', ...env });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: '1000', ...env });
   const server = await startServer(config);
   const close = async () => {
     await server.close();
@@ -296,7 +296,7 @@ async function startOursProcess(prefix: string, env: Record<string, string>): Pr
   const { dir, remove } = tempDir(prefix);
   const port = await freePort();
   const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
+    env: { ...process.env, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
     stdio: 'ignore',
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -21,6 +21,7 @@ const envSchema = z.object({
   SESSION_TTL_SECONDS: z.coerce.number().int().positive().default(7 * 24 * 3600),
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+  MQTT_PORT: z.coerce.number().int().min(0).max(65535).default(1883),
   TLS_CERT_FILE: z.string().min(1).optional(),
   TLS_KEY_FILE: z.string().min(1).optional(),
   TLS_CLIENT_CA: z.string().min(1).optional(),
@@ -61,6 +62,8 @@ export interface Config {
   tls: TlsFiles | null;
   /** MQTT over TLS, opened only when `tls` is set. */
   mqttTlsPort: number;
+  /** The embedded MQTT broker's TCP port; 0: no TCP listener (MQTT over WebSocket at /mqtt stays). */
+  mqttPort: number;
 }
 
 export class ConfigError extends Error {}
@@ -94,6 +97,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionTtlSeconds: e.SESSION_TTL_SECONDS,
     defaultDeviceQuota: e.DEFAULT_DEVICE_QUOTA,
     wsMaxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+    mqttPort: e.MQTT_PORT,
     tls: e.TLS_CERT_FILE && e.TLS_KEY_FILE ? { certFile: resolve(e.TLS_CERT_FILE), keyFile: resolve(e.TLS_KEY_FILE), clientCaFile: e.TLS_CLIENT_CA ? resolve(e.TLS_CLIENT_CA) : null } : null,
     mqttTlsPort: e.MQTT_TLS_PORT,
   };

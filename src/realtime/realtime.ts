@@ -19,6 +19,8 @@ export interface RealtimeOptions {
   /** A subscriber whose unsent data passes this is closed with 1013. */
   maxBufferedBytes: number;
   pingIntervalMs: number;
+  /** Other endpoints upgraded on the same port (MQTT over WebSocket at /mqtt), by path. */
+  upgrades?: Record<string, (req: IncomingMessage, socket: Duplex, head: Buffer) => void>;
 }
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -93,6 +95,8 @@ export class Realtime {
       refuseUpgrade(socket, requestId, status, code, message);
     };
     if (!url) return refuse(400, 'validation_failed', 'the URL is malformed');
+    const other = this.options.upgrades?.[url.pathname];
+    if (other) return other(req, socket, head);
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
     if (!kind) return refuse(404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
@@ -159,7 +163,6 @@ export class Realtime {
     const items: LiveItem[] = this.subscribers.size === 0 ? [] : events.map((event) => ({ event, audience: audienceOf(this.services.sql, event), message: liveMessage(event) }));
     for (const item of items) for (const subscriber of this.subscribers) subscriber.onLive(item);
     for (const event of events) this.revokeSockets(event);
-    this.devices.onApplied(events);
   }
 
   /** A credential that stops working closes the sockets it opened, as it would refuse the next REST call. */

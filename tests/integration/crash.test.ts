@@ -69,7 +69,7 @@ async function startChild(dataDir: string): Promise<Child> {
   const port = await freePort();
   const child = spawn(process.execPath, [MAIN], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -45,11 +45,21 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/provision', operationId: 'provisionDevice', alsoStatus: 200, etag: true, summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201, secret: true },
-      async ({ body, context }) => {
-        const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
-        return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+      {
+        method: 'post',
+        path: '/api/devices/provision',
+        operationId: 'provisionDevice',
+        alsoStatus: 200,
+        etag: true,
+        secret: true,
+        summary: "Provision by hardware id (MAC): registers the first time (201); again (200, a fresh token) only with the device's current_token or its owner signed in, else 409",
+        tag: 'devices',
+        access: 'user',
+        body: provisionBody,
+        response: registeredDevice,
+        status: 201,
       },
+      async ({ body, context }) => provisionDevice(devices, body, context),
     ),
     defineRoute(
       { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, meta: bulkMeta, secret: true },
@@ -162,6 +172,14 @@ function configurationState(row: DeviceRow) {
 }
 
 type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
+
+/** Provisioning as HTTP and MQTT (provision/request) both answer it. */
+export async function provisionDevice(devices: Devices, body: z.infer<typeof provisionBody>, context: RequestContext) {
+  const { current_token, ...rest } = body;
+  const input = { ...registrationInput({ ...rest, name: rest.name ?? `device ${rest.mac_address}`, device_type: rest.device_type ?? rest.type ?? 'generic' }), mac_address: rest.mac_address, current_token: current_token ?? null };
+  const { device: row, token, created } = await devices.provision(input, context);
+  return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+}
 
 /**
  * A registration as the handler takes it, from the body of POST /api/devices (and its

@@ -1,8 +1,7 @@
 import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import { readingInputs, type Telemetry } from '../../commands/telemetry.js';
+import type { DeviceGateway } from '../../gateway/gateway.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
-import { findDevice } from '../../projections/devices.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
@@ -16,25 +15,19 @@ import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, export
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
-export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
+export function telemetryRoutes(services: Services, gateway: DeviceGateway, offline: OfflineDetector) {
   return [
     defineRoute(
       { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
-        const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
         if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
-        const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);
-        return { data: result };
+        return { data: await gateway.submitReadings(params.id!, body, context, idempotencyKey) };
       },
     ),
     defineRoute(
       { method: 'post', path: '/api/devices/:id/heartbeat', operationId: 'sendHeartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
-      async ({ params, body, context }) => {
-        const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
-        const status = findDevice(services.sql, params.id!)?.status ?? 'online';
-        return { data: { device_id: params.id!, status, position, server_time: services.clock.now().toISOString() } };
-      },
+      async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
       { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },

@@ -152,6 +152,7 @@ export const provisionBody = strictObject({
   group_id: editable.group_id.optional(),
   configuration: configuration.optional(),
   firmware_version: editable.firmware_version.optional(),
+  current_token: z.string().min(1).max(4096).optional().describe("the device's current token: needed to provision a registered MAC again with a provisioning key (API key) alone"),
 }).superRefine(synonymsAgree(['type', 'device_type']));
 
 export const MAX_BULK_OPERATIONS = 100;
