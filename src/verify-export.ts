@@ -32,6 +32,7 @@ if (!verdict.ok) {
   process.exit(1);
 }
 const head = `head ${verdict.head_hash ?? '(none)'}`;
+if (verdict.redacted > 0) console.log(`${verdict.redacted} event(s) written before secrets were sealed had them redacted: their hashes are taken from the chain, their content is not checked`);
 const gap = `positions missing after ${verdict.first_gap_after}: each event matches its own hash, but the chain cannot be proven across a gap (an edited, re-hashed event passes alone)`;
 if (verdict.first_gap_after === null) {
   const from = verdict.complete_chain ? 'complete chain from position 1' : 'a chain without gaps from its first line (compare its previous_hash with the server)';

@@ -1,5 +1,8 @@
 import type { RequestHandler } from 'express';
+import type { Logger } from 'pino';
 import type { Accounts } from '../commands/accounts.js';
+import type { Principal } from '../commands/services.js';
+import { clientCertificateOf } from '../transport/tls.js';
 
 export const SESSION_COOKIE = 'session';
 
@@ -37,14 +40,30 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-/** Resolves the caller, if any; routes that need one refuse with 401 themselves. */
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves. A token goes before a client certificate. */
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
-    if (credential) {
-      const principal = await accounts.authenticate(credential);
-      if (principal) req.principal = principal;
-    }
+    const { principal, refused } = credential ? { principal: await accounts.authenticate(credential), refused: null } : certificatePrincipal(accounts, req.socket, req.log);
+    if (principal) req.principal = principal;
+    if (refused) req.refusedCertificate = refused;
     next();
   };
 }
+
+/**
+ * The device a connection's client certificate speaks for (mutual TLS), or why it was refused
+ * (another CA, expired, bound to no device: logged, and told to the device in the 401); both
+ * null when no certificate was presented.
+ */
+export function certificatePrincipal(accounts: Accounts, socket: unknown, log: Logger): { principal: Principal | null; refused: string | null } {
+  const certificate = clientCertificateOf(socket);
+  if (!certificate) return { principal: null, refused: null };
+  const outcome = accounts.authenticateCertificate(certificate);
+  if ('principal' in outcome) return { principal: outcome.principal, refused: null };
+  log.info({ fingerprint: certificate.fingerprint, problem: certificate.problem, refused: outcome.refused }, 'client certificate refused');
+  return { principal: null, refused: outcome.refused };
+}
+
+/** The 401 message when a client certificate was all a request carried and it was refused. */
+export const certificateRefusal = (reason: string): string => `the client certificate was refused: ${reason}`;

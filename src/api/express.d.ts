@@ -7,6 +7,8 @@ declare global {
       requestId: string;
       log: Logger;
       principal?: Principal;
+      /** Why the client certificate, the request's only credential, was refused. */
+      refusedCertificate?: string;
     }
   }
 }

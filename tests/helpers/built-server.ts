@@ -48,9 +48,16 @@ export function buildWhenStale(): void {
   }
 }
 
+export type LogEntry = Record<string, unknown> & { msg?: string };
+
 export interface BuiltServer {
+  /** http://, or https:// when the server said it listens with TLS. */
   url: string;
   child: ChildProcess;
+  /** Its JSON log lines so far. */
+  logs: LogEntry[];
+  /** Resolves with the first log entry (past or future) that matches. */
+  waitForLog(match: (entry: LogEntry) => boolean, timeoutMs?: number): Promise<LogEntry>;
   /** SIGTERM, then waits for the exit; removes the data directory. */
   stop(): Promise<void>;
 }
@@ -61,25 +68,42 @@ export async function startBuiltServer(env: Record<string, string> = {}): Promis
   const child = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', ...env },
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    let pending = '';
-    child.stdout?.on('data', (chunk: Buffer) => {
-      pending += chunk.toString('utf8');
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines.filter((l) => l.startsWith('{'))) {
-        const entry = JSON.parse(line) as { msg?: string; port?: number };
-        if (entry.msg === 'listening' && entry.port) resolve(entry.port);
-      }
-    });
-    void exited.then((code) => reject(new Error(`the server exited (${code}) before listening`)));
+  const logs: LogEntry[] = [];
+  const waiters = new Set<() => void>();
+  let pending = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    pending += chunk.toString('utf8');
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines.filter((l) => l.startsWith('{'))) logs.push(JSON.parse(line) as LogEntry);
+    for (const wake of [...waiters]) wake();
   });
+  const waitForLog = (match: (entry: LogEntry) => boolean, timeoutMs = 10_000) =>
+    new Promise<LogEntry>((resolve, reject) => {
+      const timer = setTimeout(() => finish(new Error(`no matching log line within ${timeoutMs} ms; last: ${JSON.stringify(logs.slice(-3))}`)), timeoutMs);
+      const check = () => {
+        const found = logs.find(match);
+        if (found) finish(null, found);
+      };
+      const finish = (error: Error | null, found?: LogEntry) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        if (error) reject(error);
+        else resolve(found!);
+      };
+      waiters.add(check);
+      void exited.then((code) => finish(new Error(`the server exited (${code}) before the log line`)));
+      check();
+    });
+  const listening = await waitForLog((entry) => entry.msg === 'listening' && typeof entry.port === 'number', 60_000);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${listening.tls === true ? 'https' : 'http'}://127.0.0.1:${String(listening.port)}`,
     child,
+    logs,
+    waitForLog,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

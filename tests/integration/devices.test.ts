@@ -19,6 +19,7 @@ type Detail = Device & { recent_data: unknown[]; recent_commands: unknown[]; met
 type Me = { device_count: number };
 
 const DEVICE_KEYS = [
+  'certificate_fingerprint',
   'configuration',
   'created_at',
   'description',

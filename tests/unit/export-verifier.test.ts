@@ -103,7 +103,7 @@ describe('offline export verification', () => {
 
   it('an untouched admin export verifies as a complete chain ending at the head hash', () => {
     expect(full.length).toBeGreaterThan(10);
-    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true, first_gap_after: null });
+    expect(verifyExport(full)).toEqual({ ok: true, checked: full.length, head_hash: headHash, complete_chain: true, first_gap_after: null, redacted: 0 });
     // Blank lines (a trailing newline, CRLF-free padding) are skipped.
     expect(verifyExport(['', ...full, '', ''])).toMatchObject({ ok: true, checked: full.length });
   });
@@ -117,6 +117,19 @@ describe('offline export verification', () => {
     const tampered = [...mine];
     tampered[index] = edit(tampered[index]!, 'data');
     expect(verifyExport(tampered)).toMatchObject({ ok: false, line: index + 1 });
+  });
+
+  it('readings read in today\'s shape, the stored columns beside them; an edit of either is found', () => {
+    const index = full.findIndex((line) => (JSON.parse(line) as ExportedEvent).type === 'readings.recorded');
+    const event = JSON.parse(full[index]!) as ExportedEvent & { data: { device_id: string; readings: Array<{ value: number }> } };
+    expect(event.data.readings).toEqual([{ sensor_type: 'temperature', value: 21.5, unit: 'C', timestamp: expect.any(String), quality_score: 100, quality_reasons: [] }]);
+    expect(event.stored_data).toMatchObject({ device_id: event.data.device_id, columns: { sensors: [['temperature', 'C']], values: [215], scale: 1 } });
+    const lines = (changed: ExportedEvent) => full.map((line, i) => (i === index ? JSON.stringify(changed) : line));
+    const shown = { ...event, data: { ...event.data, readings: [{ ...event.data.readings[0]!, value: 99 }] } };
+    expect(verifyExport(lines(shown))).toMatchObject({ ok: false, line: index + 1, reason: 'data does not match the stored form the hash covers' });
+    const stored = event.stored_data as { columns: { values: number[] } };
+    const restored = { ...event, stored_data: { ...stored, columns: { ...stored.columns, values: [990] } }, data: shown.data };
+    expect(verifyExport(lines(restored))).toMatchObject({ ok: false, line: index + 1, reason: 'hash does not match the event' });
   });
 
   it('a range export (after_position) verifies, not as a complete chain', async () => {
@@ -191,7 +204,7 @@ describe('offline export verification', () => {
   });
 
   it('an empty export verifies as nothing checked', () => {
-    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true, first_gap_after: null });
+    expect(verifyExport([])).toEqual({ ok: true, checked: 0, head_hash: null, complete_chain: true, first_gap_after: null, redacted: 0 });
   });
 
   it('the CLI (node dist/src/verify-export.js FILE) exits 0 on an untouched export, 1 on a tampered line, 2 on missing positions unless --allow-gaps', (context) => {
@@ -259,12 +272,15 @@ describe('offline export verification', () => {
 
     // Re-hashed from its own previous_hash, the edit passes offline with --allow-gaps; the server's event at that position tells.
     const forged = [...mine];
-    const victim = JSON.parse(forged[1]!) as ExportedEvent;
+    const at = forged.findIndex((line) => (JSON.parse(line) as ExportedEvent).type === 'device.updated');
+    const victim = JSON.parse(forged[at]!) as ExportedEvent;
     const rewritten = { ...victim, metadata: { ...(victim.metadata as object), actor_id: 'mallory' } };
-    forged[1] = JSON.stringify({ ...rewritten, hash: chainHash(rewritten.previous_hash, { ...rewritten, data: JSON.stringify(rewritten.data), metadata: JSON.stringify(rewritten.metadata) }) });
+    // The next line goes too, as a forger would drop it: its link to the edited event would break.
+    forged.splice(at, 2, JSON.stringify({ ...rewritten, hash: chainHash(rewritten.previous_hash, { ...rewritten, data: JSON.stringify(rewritten.data), metadata: JSON.stringify(rewritten.metadata) }) }));
     const forgedFile = join(dir, 'forged-user.ndjson');
     writeFileSync(forgedFile, `${forged.join('\n')}\n`);
-    expect((await cliRun(['--allow-gaps', forgedFile])).status).toBe(0);
+    const offline = await cliRun(['--allow-gaps', forgedFile]);
+    expect(offline.status, offline.stderr).toBe(0);
     const caught = await cliRun(['--allow-gaps', '--server', server.url, '--token', userToken, forgedFile]);
     expect(caught.status).toBe(3);
     expect(caught.stderr).toContain(`DIFFERENT: the server's event at position ${victim.position}`);
