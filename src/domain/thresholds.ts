@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { issueDetails, strictObject } from './strict.js';
 import type { DomainEvent, StoredReading } from './events.js';
-import { rangeSchema, type SensorStats } from './quality.js';
+import { minNotAboveMax, rangeFields, type SensorStats } from './quality.js';
 
 /** One sensor's entry of `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
 const thresholdFields = {
@@ -23,6 +23,9 @@ export const thresholdsInput = z.record(
   // Unknown fields refused: `maximum` read as no bound at all would switch the alert off.
   strictObject(thresholdFields).refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
 );
+
+/** Plausible ranges as a request may give them (`configuration.ranges`): both bounds, nothing else. */
+const rangesInput = z.record(z.string(), strictObject(rangeFields).refine(minNotAboveMax, { message: 'min is above max', path: ['min'] }));
 
 /** The thresholds ingestion can read from a stored configuration: a sensor's entry that cannot be read drops that sensor alone. */
 export function thresholdsOf(stored: unknown): Map<string, Threshold> {
@@ -50,8 +53,8 @@ export function configurationProblems(configuration: Record<string, unknown>): A
     if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => issueDetails(issue, ['thresholds', ...issue.path])));
   }
   if (configuration.ranges !== undefined && configuration.ranges !== null) {
-    const parsed = z.record(z.string(), rangeSchema).safeParse(configuration.ranges);
-    if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['ranges', ...issue.path], message: issue.message })));
+    const parsed = rangesInput.safeParse(configuration.ranges);
+    if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => issueDetails(issue, ['ranges', ...issue.path])));
   }
   const anomalyZ = configuration.anomaly_z;
   if (anomalyZ !== undefined && !(typeof anomalyZ === 'number' && anomalyZ > 0)) problems.push({ path: ['anomaly_z'], message: 'must be a positive number' });

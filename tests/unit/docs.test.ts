@@ -51,10 +51,11 @@ describe('the docs', () => {
 
   it("document every environment variable the server reads in the README's configuration table", () => {
     const config = read('src/config.ts');
-    const schema = /const envSchema = z\.object\(\{([\s\S]*?)\n\}\);/.exec(config)?.[1] ?? '';
+    const schema = /const envSchema = z\.object\(\{([\s\S]*?)\n\}\)/.exec(config)?.[1] ?? '';
     const variables = [...schema.matchAll(/^\s+([A-Z][A-Z0-9_]+):/gm)].map(([, name]) => name!);
     expect(variables.length).toBeGreaterThan(10);
-    const readme = read('README.md');
-    expect(variables.filter((name) => !readme.includes(`| \`${name}\` |`))).toEqual([]);
+    // A row may name several that go together (`TLS_CERT_FILE`, `TLS_KEY_FILE`).
+    const rows = read('README.md').split('\n').filter((line) => line.startsWith('| `'));
+    expect(variables.filter((name) => !rows.some((row) => row.split('|')[1]!.includes(`\`${name}\``)))).toEqual([]);
   });
 });
