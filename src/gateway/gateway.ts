@@ -32,6 +32,11 @@ export interface Refusal {
   transient: boolean;
 }
 
+/** Carries commands to devices the server has no connection of its own with (an existing MQTT broker does). */
+export interface CommandRelay {
+  deliver(deviceId: string, commands: readonly CommandRow[]): void;
+}
+
 export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown>) => void;
 
 /**
@@ -44,6 +49,7 @@ export class DeviceGateway {
   readonly rates: RateWindows;
   private readonly sessions = new Map<string, Set<DeviceSession>>();
   private readonly configurationListeners = new Set<ConfigurationListener>();
+  private relay: CommandRelay | null = null;
 
   constructor(
     private readonly services: Services,
@@ -153,6 +159,11 @@ export class DeviceGateway {
     return this.sessions.has(deviceId);
   }
 
+  /** From now on, commands of devices with no connection here go to `relay` as they are queued. */
+  setRelay(relay: CommandRelay | null): void {
+    this.relay = relay;
+  }
+
   onConfiguration(listener: ConfigurationListener): () => void {
     this.configurationListeners.add(listener);
     return () => this.configurationListeners.delete(listener);
@@ -161,7 +172,7 @@ export class DeviceGateway {
   /** Reacts to applied events: queued commands are pushed, revoked devices cut off, changed configurations announced. */
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
-      if (event.type === 'command.queued' && this.sessions.has(event.data.device_id)) void this.push(event.data.device_id);
+      if (event.type === 'command.queued' && (this.relay || this.sessions.has(event.data.device_id))) void this.push(event.data.device_id);
       if (event.type === 'device.decommissioned') this.revokeAll(event.data.device_id, 'device deleted');
       if (event.type === 'device.token_rotated') this.revokeAll(event.data.device_id, 'device token replaced');
       if (event.type === 'device.updated' && event.data.changes.configuration !== undefined) this.announceConfiguration(event.data.device_id);
@@ -185,7 +196,9 @@ export class DeviceGateway {
   }
 
   private async push(deviceId: string): Promise<void> {
-    const target = [...(this.sessions.get(deviceId) ?? [])].reverse().find((session) => session.isOpen());
+    const session = [...(this.sessions.get(deviceId) ?? [])].reverse().find((candidate) => candidate.isOpen());
+    const relay = this.relay;
+    const target = session ?? (relay && { deliver: (commands: readonly CommandRow[]) => relay.deliver(deviceId, commands) });
     if (!target) return;
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `push-${deviceId}` };
     try {
