@@ -84,6 +84,11 @@ export class DeviceGateway {
     return principal?.kind === 'user' ? principal : null;
   }
 
+  /** Whether a device of this id is registered. */
+  knows(deviceId: string): boolean {
+    return Boolean(findDevice(this.services.sql, deviceId));
+  }
+
   /** Counts one message of a device against its rate budget (shared with its HTTP requests). */
   admit(deviceId: string): void {
     this.rates.admit(deviceRateKey(deviceId));

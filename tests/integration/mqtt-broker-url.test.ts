@@ -78,3 +78,56 @@ describe('MQTT_BROKER_URL: the server as a client of a real Mosquitto', () => {
     await eventually(async () => (await allRawReadings(api, d.id, owner.token)).length === 1);
   });
 });
+
+describe('the HTTP endpoint an existing broker calls to authenticate devices and check topics', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let owner: Owner;
+  let device: { id: string; token: string };
+  let other: { id: string; token: string };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    await registerUser(api, 'authadmin');
+    owner = await registerUser(api, 'authowner');
+    device = await deviceOf(api, owner);
+    other = await deviceOf(api, owner);
+  });
+  afterAll(async () => server.close());
+
+  const post = async (path: string, body: unknown) => {
+    const answer = await api.post<Data<{ result: string }>>(path, body);
+    return { status: answer.status, result: answer.body.data?.result };
+  };
+
+  it('EMQX authentication: allow a device with its token (as password or username), deny a wrong one, ignore other clients', async () => {
+    expect(await post('/api/mqtt/auth', { clientid: device.id, username: device.id, password: device.token, peerhost: '10.0.0.1' })).toEqual({ status: 200, result: 'allow' });
+    expect(await post('/api/mqtt/auth', { clientid: device.id, username: device.token })).toEqual({ status: 200, result: 'allow' });
+    expect(await post('/api/mqtt/auth', { clientid: device.id, password: `${device.token}x` })).toEqual({ status: 200, result: 'deny' });
+    expect(await post('/api/mqtt/auth', { clientid: other.id, password: device.token })).toEqual({ status: 200, result: 'deny' });
+    expect(await post('/api/mqtt/auth', { clientid: 'iot-controller', username: 'server', password: 'whatever' })).toEqual({ status: 200, result: 'ignore' });
+  });
+
+  it('EMQX authorization: a device publishes its device → server topics and subscribes under its own prefix only', async () => {
+    expect(await post('/api/mqtt/authz', { clientid: device.id, topic: `devices/${device.id}/telemetry`, action: 'publish' })).toEqual({ status: 200, result: 'allow' });
+    expect(await post('/api/mqtt/authz', { clientid: device.id, topic: `devices/${device.id}/config`, action: 'publish' })).toEqual({ status: 200, result: 'deny' });
+    expect(await post('/api/mqtt/authz', { clientid: device.id, topic: `devices/${other.id}/telemetry`, action: 'publish' })).toEqual({ status: 200, result: 'deny' });
+    expect(await post('/api/mqtt/authz', { clientid: device.id, topic: `devices/${device.id}/#`, action: 'subscribe' })).toEqual({ status: 200, result: 'allow' });
+    expect(await post('/api/mqtt/authz', { clientid: device.id, topic: 'devices/#', action: 'subscribe' })).toEqual({ status: 200, result: 'deny' });
+  });
+
+  it('mosquitto-go-auth HTTP backend: the status is the verdict', async () => {
+    expect((await post('/api/mqtt/user', { clientid: device.id, username: device.id, password: device.token })).status).toBe(200);
+    expect((await post('/api/mqtt/user', { clientid: device.id, username: device.id, password: 'nope-nope-nope' })).status).toBe(403);
+    expect((await post('/api/mqtt/superuser', { username: device.id })).status).toBe(403);
+    expect((await post('/api/mqtt/acl', { clientid: device.id, username: device.id, topic: `devices/${device.id}/heartbeat`, acc: 2 })).status).toBe(200);
+    expect((await post('/api/mqtt/acl', { clientid: device.id, username: device.id, topic: `devices/${device.id}/replies`, acc: 4 })).status).toBe(200);
+    expect((await post('/api/mqtt/acl', { clientid: device.id, username: device.id, topic: `devices/${other.id}/replies`, acc: 4 })).status).toBe(403);
+    expect((await post('/api/mqtt/acl', { clientid: device.id, username: device.id, topic: `devices/${device.id}/replies`, acc: 2 })).status).toBe(403);
+  });
+
+  it('refuses malformed requests with 400', async () => {
+    expect((await post('/api/mqtt/authz', { clientid: device.id, topic: 'x', action: 'delete' })).status).toBe(400);
+    expect((await post('/api/mqtt/auth', { username: 'no client id' })).status).toBe(400);
+  });
+});
