@@ -12,13 +12,14 @@
  */
 import os from 'node:os';
 import { eventlogAppend } from './eventlog-append.js';
+import { mqttIngest } from './mqtt.js';
 import { realtimeBenchmarks } from './realtime.js';
 import { rebuildBenchmarks } from './rebuild.js';
 import { telemetryBenchmarks } from './telemetry.js';
 import { Reporter, defaultRounds, machineDescription, type Benchmark } from './lib.js';
 
 /** Add a benchmark here. */
-const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, ...realtimeBenchmarks, ...rebuildBenchmarks];
+const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, mqttIngest, ...realtimeBenchmarks, ...rebuildBenchmarks];
 
 async function main(args: string[]): Promise<void> {
   if (args.includes('--list')) {

@@ -364,7 +364,7 @@ function printRow(cells: readonly string[]): void {
  * A row whose baseline is a fixed limit rather than a measured side. ratio is "higher is better"
  * (ours / floor, or ceiling / ours) so that the summary reads like the other rows.
  */
-function recordLimit(
+export function recordLimit(
   reporter: Reporter,
   benchmark: string,
   row: { name: string; unit: string; ours: number; oursText: string; limit: number; limitText: string; ratio: number; minRatio: number; targetText: string; note?: string },
