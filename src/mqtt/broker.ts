@@ -98,9 +98,11 @@ export class EmbeddedBroker {
 
   async close(): Promise<void> {
     this.stopConfigurations();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    for (const ws of this.wss.clients) ws.terminate();
+    // Stop accepting first; the listener's close completes once the broker has closed every client.
+    const stopped = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    for (const ws of this.wss.clients) ws.terminate();
+    await stopped;
   }
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {

@@ -299,3 +299,21 @@ describe('provisioning over MQTT (provision/request → provision/response/{clie
     await d.closed();
   });
 });
+
+describe('stopping with MQTT devices connected', () => {
+  it('closes their connections and stops promptly', async () => {
+    const port = await freePort();
+    const server = await startTestServer({ MQTT_PORT: String(port) });
+    const api = client(() => server.url);
+    await registerUser(api, 'stopadmin');
+    const stopOwner = await registerUser(api, 'stopowner');
+    const [one, two] = [await deviceOf(api, stopOwner), await deviceOf(api, stopOwner)];
+    const tcp = await connectDevice(`mqtt://127.0.0.1:${port}`, one);
+    const ws = await connectDevice(wsUrl(server.url, '/mqtt'), two);
+    const started = Date.now();
+    await server.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await tcp.closed();
+    await ws.closed();
+  });
+});
