@@ -28,7 +28,7 @@ export interface Refusal {
   code: string;
   message: string;
   details: ErrorDetail[];
-  /** Overload or stalled read models: not acknowledged, so the device sends it again. */
+  /** Overload, stalled read models, a rate limit: not acknowledged, so the device sends it again later. */
   transient: boolean;
 }
 
@@ -131,7 +131,8 @@ export class DeviceGateway {
 
   /** What a transport answers for a failure; an unexpected one is logged and answered without internals. */
   refusal(error: unknown, deviceId: string): Refusal {
-    if (error instanceof DomainError) return { code: error.code, message: error.message, details: error.details, transient: error.code === 'service_unavailable' };
+    // A rate limit passes with time, as an overload does: resent later, the message is taken.
+    if (error instanceof DomainError) return { code: error.code, message: error.message, details: error.details, transient: error.code === 'service_unavailable' || error.code === 'rate_limited' };
     this.services.logger.error({ err: error, device_id: deviceId }, 'device message failed');
     return { code: 'internal', message: 'internal error', details: [], transient: true };
   }
