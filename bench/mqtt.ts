@@ -53,7 +53,7 @@ async function call<T>(url: string, path: string, body: unknown, token?: string)
 async function startServerProcess(): Promise<ServerProcess> {
   const { dir, remove } = tempDir('bench-mqtt');
   const [port, mqttPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, ['--max-old-space-size=2048', fileURLToPath(new URL('../src/main.js', import.meta.url))], {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
     env: { ...process.env, PORT: String(port), MQTT_PORT: String(mqttPort), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) },
     stdio: 'ignore',
   });
