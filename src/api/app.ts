@@ -26,6 +26,7 @@ import { deviceRoutes } from './routes/devices.js';
 import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
 import { ruleRoutes } from './routes/rules.js';
+import { mqttAuthRoutes } from './routes/mqtt-auth.js';
 import { systemRoutes, type HealthExtras } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { templateRoutes } from './routes/templates.js';
@@ -91,6 +92,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...commandRoutes(services, handlers.commands, handlers.rollouts, handlers.gateway),
     ...templateRoutes(services, handlers.templates),
     ...ruleRoutes(services, handlers.rules),
+    ...mqttAuthRoutes(handlers.gateway),
   );
   const router = express.Router();
   mount(router, routes, refuseWhileStalled(services.runner));

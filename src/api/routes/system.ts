@@ -7,7 +7,15 @@ const listenerState = z.object({ state: z.enum(['off', 'listening', 'failed']), 
 const healthAnswer = z.object({
   status: z.literal('ok'),
   position: z.number().int(),
-  mqtt: z.object({ tcp: listenerState, tls: listenerState, websocket: z.string() }).optional().describe('the embedded MQTT broker: its TCP listener (MQTT_PORT), its TLS listener (MQTT_TLS_PORT, only with TLS on) and its WebSocket path'),
+  mqtt: z
+    .object({
+      tcp: listenerState.optional(),
+      tls: listenerState.optional(),
+      websocket: z.string().optional(),
+      broker: z.object({ url: z.string(), state: z.enum(['connecting', 'connected', 'reconnecting', 'closed']), error: z.string().optional() }).optional(),
+    })
+    .optional()
+    .describe('MQTT: the embedded broker (its TCP listener on MQTT_PORT, its TLS listener on MQTT_TLS_PORT when TLS is on, and its WebSocket path), or the existing broker of MQTT_BROKER_URL (without credentials)'),
 });
 export type HealthExtras = () => Partial<Omit<z.infer<typeof healthAnswer>, 'status' | 'position'>>;
 
