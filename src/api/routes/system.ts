@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Services } from '../../commands/services.js';
+import { DOCS_PAGE } from '../docs.js';
 import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
@@ -17,6 +18,12 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
       { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
         res.json(openApiDocument(allRoutes()));
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/docs', operationId: 'getApiReference', summary: 'This reference, interactive, in a browser', tag: 'system', access: 'public', streams: ['text/html'] },
+      ({ res }) => {
+        res.type('html').send(DOCS_PAGE);
       },
     ),
   ];
