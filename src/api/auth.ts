@@ -1,7 +1,10 @@
 import type { RequestHandler } from 'express';
 import type { Accounts } from '../commands/accounts.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { DomainError } from '../domain/errors.js';
 
 export const SESSION_COOKIE = 'session';
+const MAX_CREDENTIAL = 4096;
 
 /** The credential a request carries, wherever the contract allows it. */
 export interface HeaderSource {
@@ -20,7 +23,7 @@ export function subscriberCredentialOf(req: HeaderSource, queryToken: string | u
 }
 
 const firstUsable = (candidates: ReadonlyArray<string | undefined>): string | undefined =>
-  candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= 4096);
+  candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= MAX_CREDENTIAL);
 
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
@@ -37,14 +40,36 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-/** Resolves the caller, if any; routes that need one refuse with 401 themselves. */
+/** An Authorization header that is not `Bearer <token>`, or a credential too long to be one. */
+function unreadableCredential(req: HeaderSource): boolean {
+  const authorization = req.header('authorization');
+  if (authorization !== undefined && !/^Bearer\s+\S+$/i.test(authorization)) return true;
+  return [authorization, req.header('x-api-key'), req.header('x-device-token')].some((value) => value !== undefined && value.length > MAX_CREDENTIAL);
+}
+
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves, saying why. */
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
     if (credential) {
-      const principal = await accounts.authenticate(credential);
-      if (principal) req.principal = principal;
+      const identified = await accounts.identify(credential);
+      if ('principal' in identified) req.principal = identified.principal;
+      else req.credentialRefused = identified.refused;
+    } else if (unreadableCredential(req)) {
+      req.credentialRefused = 'malformed';
     }
     next();
   };
 }
+
+const REFUSALS: Record<CredentialRefusal, string> = {
+  missing: 'authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key) or a device token (X-Device-Token)',
+  malformed: 'the credential is malformed: send Authorization: Bearer <token>',
+  expired: 'the session has expired: log in again',
+  revoked: 'the session was ended (logged out): log in again',
+  invalid: 'the credential is not valid',
+};
+
+/** A 401 that says what was wrong with the credential, and nothing about whose it might be. */
+export const unauthenticated = (refused: CredentialRefusal = 'missing'): DomainError =>
+  new DomainError('unauthenticated', REFUSALS[refused], [{ path: 'credential', message: refused }]);

@@ -3,6 +3,8 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { unauthenticated } from './auth.js';
 import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
 export type Method = 'get' | 'post' | 'put' | 'delete';
@@ -76,7 +78,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
 ): RouteDefinition {
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
-    checkAccess(spec.access, principal);
+    checkAccess(spec.access, principal, req.credentialRefused);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = parse(spec.body ?? noFields, req.body === undefined ? {} : req.body, '');
     const query = parseQuery(spec.query ?? noFields, req.query);
@@ -97,9 +99,9 @@ export function mount(router: Router, routes: readonly RouteDefinition[], guardS
   }
 }
 
-function checkAccess(access: Access, principal: Principal | undefined): void {
+function checkAccess(access: Access, principal: Principal | undefined, refused: CredentialRefusal | undefined): void {
   if (access === 'public') return;
-  if (!principal) throw new DomainError('unauthenticated', 'authentication required');
+  if (!principal) throw unauthenticated(refused);
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
 }

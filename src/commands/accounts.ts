@@ -5,7 +5,7 @@ import { userDecider, type UserCommand } from '../domain/user.js';
 import { findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
-import { SessionTokens, credentialKind, generateApiKey, hashSecret } from './credentials.js';
+import { SessionTokens, credentialKind, generateApiKey, hashSecret, type CredentialRefusal } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -92,17 +92,26 @@ export class Accounts {
 
   /** Resolves any credential to its principal, or null when it is unknown, expired or revoked. */
   async authenticate(token: string): Promise<Principal | null> {
+    const identified = await this.identify(token);
+    return 'principal' in identified ? identified.principal : null;
+  }
+
+  /** Who a credential speaks for, or why it speaks for no one. */
+  async identify(token: string): Promise<{ principal: Principal } | { refused: CredentialRefusal }> {
     const { sql, clock } = this.services;
     switch (credentialKind(token)) {
       case 'session': {
-        const claims = await this.tokens.verify(token, clock.now());
-        const session = claims && findSession(sql, claims.sessionId);
+        const verified = await this.tokens.verify(token, clock.now());
+        if ('refused' in verified) return verified;
+        const { claims } = verified;
+        // Signed by this server, so the session existed: ended, or its user gone, it was revoked.
+        const session = findSession(sql, claims.sessionId);
         const user = session && !session.ended_at && session.user_id === claims.userId ? findUserById(sql, claims.userId) : undefined;
-        return user ? { kind: 'user', userId: user.id, role: user.role, sessionId: claims!.sessionId } : null;
+        return user ? { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: claims.sessionId } } : { refused: 'revoked' };
       }
       case 'api_key': {
         const user = findUserByApiKeyHash(sql, hashSecret(token));
-        if (user) return { kind: 'user', userId: user.id, role: user.role, sessionId: null };
+        if (user) return { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: null } };
         return this.deviceFor(token);
       }
       case 'device_token':
@@ -116,9 +125,9 @@ export class Accounts {
     return user;
   }
 
-  private deviceFor(token: string): Principal | null {
+  private deviceFor(token: string): { principal: Principal } | { refused: CredentialRefusal } {
     const device = findDeviceByTokenHash(this.services.sql, hashSecret(token));
-    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id } : null;
+    return device ? { principal: { kind: 'device', deviceId: device.id, userId: device.user_id } } : { refused: 'invalid' };
   }
 
   private newSession(userId: string) {
