@@ -1219,9 +1219,17 @@ export interface components {
         };
         GetDeviceResponse: {
             data: components["schemas"]["DeviceDetail"] | components["schemas"]["Device"];
+            meta?: {
+                /** @description the moment asked for (as_of), in UTC; absent for the live view */
+                as_of?: string;
+            };
         };
         GetDeviceStatusResponse: {
             data: components["schemas"]["DeviceStatus"];
+            meta?: {
+                /** @description the moment asked for (as_of), in UTC; absent for the live view */
+                as_of?: string;
+            };
         };
         GetGroupResponse: {
             data: components["schemas"]["Group"];

@@ -14,7 +14,7 @@ import { countReadingsSince, latestReadings } from '../../projections/telemetry-
 import { presentDevice } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
-import { deleted, listMeta, paging } from '../schemas/common.js';
+import { asOfMeta, deleted, listMeta, paging } from '../schemas/common.js';
 import {
   bulkAnswer,
   bulkBody,
@@ -75,11 +75,11 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')) },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')), meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: device };
+          return { data: device, meta: { as_of: query.as_of } };
         }
         const row = visibleDevice(services, context.principal, params.id!);
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();

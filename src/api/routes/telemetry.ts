@@ -9,7 +9,7 @@ import { aggregatedReadings, iterateReadings, rawReadings } from '../../projecti
 import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
-import { listMeta } from '../schemas/common.js';
+import { asOfMeta, listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
 import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
@@ -36,11 +36,11 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
+          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }), meta: { as_of: query.as_of } };
         }
         const device = visibleDevice(services, context.principal, params.id!);
         const health = findDeviceHealth(services.sql, device.id);
