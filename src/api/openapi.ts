@@ -147,7 +147,7 @@ function operationOf(spec: Spec, schemas: Record<string, JsonSchema>): Record<st
     tags: [spec.tag],
     security: security[spec.access],
     parameters: parametersOf(spec, schemas),
-    ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(`${name}Request`) } } } } : {}),
+    ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(`${name}Request`), ...(spec.example ? { example: spec.example } : {}) } } } } : {}),
     responses: { [String(spec.status ?? 200)]: success, ...(spec.alsoStatus ? { [String(spec.alsoStatus)]: success } : {}), ...errorAnswers(spec) },
   };
 }

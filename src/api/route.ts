@@ -39,6 +39,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   alsoStatus?: number;
   /** Error statuses beyond those its access, path and body imply (a login's 401). */
   errors?: readonly number[];
+  /** A request body the document shows, as the README's walk-through sends it. */
+  example?: unknown;
   /** Answers the response schema itself, not inside {data} (the OpenAPI document). */
   bare?: boolean;
   /** Streams a file in these media types instead of the JSON envelope. */

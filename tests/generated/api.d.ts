@@ -2194,6 +2194,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "username": "alice",
+                 *       "password": "correct horse"
+                 *     }
+                 */
                 "application/json": components["schemas"]["LogInRequest"];
             };
         };
@@ -2426,6 +2432,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "username": "alice",
+                 *       "email": "alice@example.com",
+                 *       "password": "correct horse"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RegisterUserRequest"];
             };
         };
@@ -2702,6 +2715,35 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "overheat",
+                 *       "trigger_conditions": {
+                 *         "all": [
+                 *           {
+                 *             "type": "reading",
+                 *             "device_id": "3f0e1a52-8c1d-4b7e-9a55-2d6f0c9b1e77",
+                 *             "sensor_type": "temperature",
+                 *             "operator": ">",
+                 *             "value": 80,
+                 *             "for_seconds": 60
+                 *           }
+                 *         ]
+                 *       },
+                 *       "actions": [
+                 *         {
+                 *           "type": "command",
+                 *           "device_id": "3f0e1a52-8c1d-4b7e-9a55-2d6f0c9b1e77",
+                 *           "command_type": "burner_off"
+                 *         },
+                 *         {
+                 *           "type": "alert",
+                 *           "severity": "critical",
+                 *           "message": "boiler overheating"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateRuleRequest"];
             };
         };
@@ -3798,6 +3840,20 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "boiler",
+                 *       "type": "thermostat",
+                 *       "mac_address": "AA:BB:CC:DD:EE:01",
+                 *       "configuration": {
+                 *         "thresholds": {
+                 *           "temperature": {
+                 *             "max": 80
+                 *           }
+                 *         }
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["RegisterDeviceRequest"];
             };
         };
@@ -4300,6 +4356,15 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "command_type": "set_target",
+                 *       "parameters": {
+                 *         "celsius": 65
+                 *       },
+                 *       "priority": "high"
+                 *     }
+                 */
                 "application/json": components["schemas"]["QueueCommandRequest"];
             };
         };
@@ -4430,6 +4495,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "status": "executed",
+                 *       "response": {
+                 *         "celsius": 65
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["ReportCommandResultRequest"];
             };
         };
@@ -4758,6 +4831,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "sensor_readings": {
+                 *         "temperature": 72.5,
+                 *         "pressure": 1.9
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["SubmitReadingsRequest"];
             };
         };

@@ -36,7 +36,7 @@ import {
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices', operationId: 'registerDevice', etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
+      { method: 'post', path: '/api/devices', operationId: 'registerDevice', example: { name: 'boiler', type: 'thermostat', mac_address: 'AA:BB:CC:DD:EE:01', configuration: { thresholds: { temperature: { max: 80 } } } }, etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
       async ({ body, context }) => {
         const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
         const { device: row, token } = await devices.register(registrationInput(body, template), context);

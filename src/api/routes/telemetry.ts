@@ -18,7 +18,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
       async ({ params, body, context, req }) => {
         const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
