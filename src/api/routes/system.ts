@@ -5,6 +5,7 @@ import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
 export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[]) {
+  let document: Record<string, unknown> | undefined;
   return [
     defineRoute(
       { method: 'get', path: '/api/health', operationId: 'getHealth', errors: [503], summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: z.object({ status: z.literal('ok'), position: z.number().int() }) },
@@ -17,7 +18,9 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
     defineRoute(
       { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
-        res.json(openApiDocument(allRoutes()));
+        // The routes are fixed once the app is built: generate once (tens of milliseconds), answer many.
+        document ??= openApiDocument(allRoutes());
+        res.json(document);
       },
     ),
     defineRoute(
