@@ -11,6 +11,7 @@ import type { Services } from '../commands/services.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import type { DeviceGateway } from '../gateway/gateway.js';
 import { authenticate } from './auth.js';
+import { docsAssets } from './docs.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
 import { MAX_BODY_BYTES } from '../gateway/payload.js';
@@ -97,6 +98,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   const router = express.Router();
   mount(router, routes, refuseWhileStalled(services.runner));
   app.use(router);
+  app.use(docsAssets());
   app.use(notFoundRoute);
   app.use(errorHandler);
   return app;

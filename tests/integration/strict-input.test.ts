@@ -43,7 +43,10 @@ const WALKS: Record<string, Walk> = {
     body: () => ({ name: uniqueName('d'), device_type: 'sensor' }),
     nested: () => ({ body: { name: uniqueName('d'), device_type: 'sensor', configuration: { thresholds: hotThresholds } }, path: 'configuration.thresholds.temperature.maximum', meant: 'max' }),
   },
-  'POST /api/devices/provision': { body: () => ({ mac_address: uniqueMac(), device_type: 'sensor' }) },
+  'POST /api/devices/provision': {
+    body: () => ({ mac_address: uniqueMac(), device_type: 'sensor' }),
+    nested: () => ({ body: { mac_address: uniqueMac(), configuration: { thresholds: { pressure: { mni: 1 } } } }, path: 'configuration.thresholds.pressure.mni', meant: 'min' }),
+  },
   'POST /api/devices/bulk': { body: () => ({ operations: [{ action: 'delete', id: 'nothing-here' }] }) },
   'GET /api/devices': {},
   'GET /api/devices/{id}': {},

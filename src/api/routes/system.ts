@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Services } from '../../commands/services.js';
+import { DOCS_PAGE } from '../docs.js';
 import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
@@ -20,6 +21,7 @@ const healthAnswer = z.object({
 export type HealthExtras = () => Partial<Omit<z.infer<typeof healthAnswer>, 'status' | 'position'>>;
 
 export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[], extras: HealthExtras = () => ({})) {
+  let document: Record<string, unknown> | undefined;
   return [
     defineRoute(
       { method: 'get', path: '/api/health', operationId: 'getHealth', errors: [503], summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: healthAnswer },
@@ -32,7 +34,15 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
     defineRoute(
       { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
-        res.json(openApiDocument(allRoutes()));
+        // The routes are fixed once the app is built: generate once (tens of milliseconds), answer many.
+        document ??= openApiDocument(allRoutes());
+        res.json(document);
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/docs', operationId: 'getApiReference', summary: 'This reference, interactive, in a browser', tag: 'system', access: 'public', streams: ['text/html'] },
+      ({ res }) => {
+        res.type('html').send(DOCS_PAGE);
       },
     ),
   ];
