@@ -195,6 +195,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info({ port, tls: tls !== null, position: log.headPosition() }, 'listening');
   await broker.listen(config.mqttPort, config.host);
+  if (tls) await broker.listenTls(config.mqttTlsPort, config.host, tls);
   timers.start();
 
   let closing: Promise<void> | undefined;

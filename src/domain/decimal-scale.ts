@@ -15,11 +15,16 @@ export function fitsScaled(value: number, factor: number): boolean {
 }
 
 /** The fewest decimals (0..MAX_DECIMALS) that turn every value into such an integer, or null. */
-export function decimalsOf(values: Iterable<number>): number | null {
-  const all = [...values];
-  for (let decimals = 0; decimals <= MAX_DECIMALS; decimals++) {
-    const factor = 10 ** decimals;
-    if (all.every((value) => fitsScaled(value, factor))) return decimals;
+export function decimalsOf(values: readonly number[]): number | null {
+  let decimals = 0;
+  let factor = 1;
+  // Values only ever need more decimals, never fewer: one pass, moving on where one does not fit.
+  for (const value of values) {
+    while (!fitsScaled(value, factor)) {
+      if (decimals === MAX_DECIMALS) return null;
+      decimals += 1;
+      factor = 10 ** decimals;
+    }
   }
-  return null;
+  return decimals;
 }

@@ -331,8 +331,9 @@ export type RecordedEvent = DomainEvent & {
 type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
 
 /**
- * Old shapes read as the current one. readings.recorded first carried bare readings
- * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came later.
+ * Stored shapes read as the current one. readings.recorded first carried bare readings
+ * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came
+ * later; now its readings are stored as columns (see storedForm), turned back into objects here.
  */
 const upcasters: { [K in EventType]?: Upcaster } = {
   'readings.recorded': (data) =>

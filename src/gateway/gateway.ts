@@ -1,4 +1,5 @@
 import type { OfflineDetector } from '../automation/offline-detector.js';
+import { clientCertificateOf } from '../transport/tls.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Principal, RequestContext, Services } from '../commands/services.js';
@@ -71,6 +72,15 @@ export class DeviceGateway {
     if (!credential || credential.length > 4096) return null;
     const principal = await this.accounts.authenticate(credential);
     return principal?.kind === 'device' ? principal : null;
+  }
+
+  /** A device's principal from the client certificate of its connection (mutual TLS); `refused` says why one was not taken. */
+  authenticateCertificate(socket: unknown): { principal: DevicePrincipal | null; refused: string | null } {
+    const certificate = clientCertificateOf(socket);
+    if (!certificate) return { principal: null, refused: null };
+    const outcome = this.accounts.authenticateCertificate(certificate);
+    if ('refused' in outcome) return { principal: null, refused: outcome.refused };
+    return outcome.principal.kind === 'device' ? { principal: outcome.principal, refused: null } : { principal: null, refused: 'bound to no device' };
   }
 
   /** A user's principal (a provisioning key, or the owner signed in) from its credential; null for anything else. */

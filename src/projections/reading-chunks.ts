@@ -23,7 +23,11 @@ export type RawRow = Omit<LatestReadingsTable, 'device_id'> & { quality_reasons:
 export const hourOf = (ts: string): string => `${ts.slice(0, 13)}:00:00.000Z`;
 
 /** The first reading's position is the chunk's key (`seq`); the readings share the hour `hourOf` gives. */
-export const encodeChunk = (firstSeq: number, readings: readonly ChunkReading[]): Buffer => encodeReadings(readings.map((reading) => codecForm(firstSeq, reading)));
+export const encodeChunk = (firstSeq: number, readings: readonly ChunkReading[], deflate = false): Buffer =>
+  encodeReadings(
+    readings.map((reading) => codecForm(firstSeq, reading)),
+    deflate,
+  );
 
 const codecForm = (firstSeq: number, [ts, seq, value, unit, qualityScore, qualityReasons]: ChunkReading): CodecReading => ({
   offset: offsetInHour(ts),
@@ -49,10 +53,10 @@ const pad = (n: number, width: number): string => String(n).padStart(width, '0')
 const minuteAndSecond = (offset: number): string =>
   `${pad(Math.floor(offset / 60_000), 2)}:${pad(Math.floor(offset / 1000) % 60, 2)}.${pad(offset % 1000, 3)}Z`;
 
-/** An hour's chunks merged: their readings in log order, cut into chunks of at most COMPACTED_BYTES. */
-export function compacted(chunks: readonly StoredChunk[]): ChunkReading[][] {
+/** An hour's chunks merged: their readings in log order, cut into deflated chunks within COMPACTED_BYTES, each with its bytes. */
+export function compacted(chunks: readonly StoredChunk[]): EncodedChunk[] {
   const readings = inLogOrder(chunks).map((r): ChunkReading => [r.ts, r.seq, r.value, r.unit, r.quality_score, r.quality_reasons]);
-  return chunksWithin(COMPACTED_BYTES, readings);
+  return cutEncoded(COMPACTED_BYTES, readings, true);
 }
 
 /** The readings of chunks in the order the log recorded them, however the chunks were cut. */
@@ -62,24 +66,41 @@ export const inLogOrder = (chunks: readonly StoredChunk[]): RawRow[] => chunks.f
  * At most this many bytes of readings a chunk when merged: with its key and counts a row then
  * stays within the quarter page a WITHOUT ROWID row keeps in place (as JSON, 30 readings a row
  * spilled onto overflow pages and took 2.7 times the space of 24; encoded, 800 bytes hold a few
- * hundred readings of a sensor read each second).
+ * hundred readings of a sensor read each second, deflated about a thousand).
  */
 export const COMPACTED_BYTES = 800;
+/** Deflated, 800 bytes could hold an hour: a raw page decodes whole chunks, so they stay this short. */
+export const COMPACTED_READINGS = 1_000;
+
+/** Readings cut, in their order, into chunks whose encoding stays within `maxBytes` (a reading too long alone in its own). */
+export const chunksWithin = (maxBytes: number, readings: readonly ChunkReading[], deflate = false): ChunkReading[][] =>
+  cutEncoded(maxBytes, readings, deflate).map((chunk) => chunk.readings);
+
+/** A chunk's readings and their encoding (with its first position, `readings[0]`'s, as key). */
+export interface EncodedChunk {
+  readings: ChunkReading[];
+  bytes: Buffer;
+}
 
 /**
- * Readings cut, in their order, into chunks whose encoding stays within `maxBytes` (a reading
- * too long alone in its own). A reading's size depends on its neighbours, so chunks are sized
- * from the average of all of them encoded together, then checked by encoding each, and cut
- * shorter when over.
+ * A reading's size depends on its neighbours, so chunks are sized from the average of all of them
+ * encoded together (which is the one chunk when they fit, the common case), then checked by
+ * encoding each, and cut shorter when over.
  */
-export function chunksWithin(maxBytes: number, readings: readonly ChunkReading[]): ChunkReading[][] {
+function cutEncoded(maxBytes: number, readings: readonly ChunkReading[], deflate: boolean): EncodedChunk[] {
   if (readings.length === 0) return [];
-  const perReading = encodeChunk(readings[0]![1], readings).length / readings.length;
-  const chunks: ChunkReading[][] = [];
+  const whole = encodeChunk(readings[0]![1], readings, deflate);
+  if (whole.length <= maxBytes && readings.length <= COMPACTED_READINGS) return [{ readings: [...readings], bytes: whole }];
+  const perReading = whole.length / readings.length;
+  const chunks: EncodedChunk[] = [];
   for (let from = 0; from < readings.length; ) {
-    let take = Math.max(1, Math.min(readings.length - from, Math.floor(maxBytes / perReading)));
-    while (take > 1 && encodeChunk(readings[from]![1], readings.slice(from, from + take)).length > maxBytes) take = Math.floor(take * 0.9);
-    chunks.push(readings.slice(from, from + take));
+    let take = Math.max(1, Math.min(readings.length - from, COMPACTED_READINGS, Math.floor(maxBytes / perReading)));
+    let bytes = encodeChunk(readings[from]![1], readings.slice(from, from + take), deflate);
+    while (take > 1 && bytes.length > maxBytes) {
+      take = Math.floor(take * 0.9);
+      bytes = encodeChunk(readings[from]![1], readings.slice(from, from + take), deflate);
+    }
+    chunks.push({ readings: readings.slice(from, from + take), bytes });
     from += take;
   }
   return chunks;

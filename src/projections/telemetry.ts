@@ -245,7 +245,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     entry.latest = null;
   };
 
-  const insertChunk = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string, readings: readonly ChunkReading[]) => {
+  const insertChunk = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string, readings: readonly ChunkReading[], encoded?: Buffer) => {
     let first = readings[0]![0];
     let last = first;
     for (const [ts] of readings) {
@@ -253,7 +253,7 @@ export function telemetryProjection(retentionDays: number): Projection {
       if (ts > last) last = ts;
     }
     const firstSeq = readings[0]![1];
-    s.insertChunk.run(deviceId, hour, sensorType, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
+    s.insertChunk.run(deviceId, hour, sensorType, firstSeq, readings.length, first, last, encoded ?? encodeChunk(firstSeq, readings));
   };
 
   /**
@@ -267,7 +267,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     if (size.chunks < COMPACT_FROM_CHUNKS || size.readings > COMPACT_UP_TO_READINGS) return;
     const merged = compacted(s.chunksOfHour.all(deviceId, hour, sensorType));
     s.deleteChunksOfHour.run(deviceId, hour, sensorType);
-    for (const chunk of merged) insertChunk(s, deviceId, hour, sensorType, chunk);
+    for (const chunk of merged) insertChunk(s, deviceId, hour, sensorType, chunk.readings, chunk.bytes);
   };
 
   /**

@@ -82,7 +82,7 @@ export const findUserByLogin = (sql: Sql, login: string) =>
   );
 
 export const listUsers = (sql: Sql, limit: number, offset: number) => ({
-  rows: sql.all(q.selectFrom('users').select(userColumns).orderBy('created_at').orderBy('id').limit(limit).offset(offset)),
+  rows: sql.all(q.selectFrom('users').select(userColumns).orderBy('created_at').orderBy(raw`rowid`).limit(limit).offset(offset)),
   total: countUsers(sql),
 });
 

@@ -108,6 +108,14 @@ const WALKS: Record<string, Walk> = {
   },
   'DELETE /api/automation/rules/{id}': {},
   'GET /api/automation/rules/{id}/executions': {},
+  'GET /api/auth/keys': {},
+  'POST /api/auth/keys': { body: () => ({ name: uniqueName('key'), scope: 'read' }) },
+  'POST /api/auth/keys/{id}/rotate': { body: () => ({ grace_seconds: 60 }) },
+  'DELETE /api/auth/keys/{id}': {},
+  'GET /api/users': {},
+  'PATCH /api/users/{id}': { body: () => ({ device_quota: 10 }) },
+  'PUT /api/devices/{id}/certificate': { body: () => ({ fingerprint: CHECKSUM }) },
+  'DELETE /api/devices/{id}/certificate': {},
 };
 
 /** One letter pair swapped: a typo one edit away. */
@@ -146,6 +154,8 @@ describe('strict input on every route', () => {
       .replace('/api/templates/{id}', `/api/templates/${ids.template}`)
       .replace('/api/automation/rules/{id}', `/api/automation/rules/${ids.rule}`)
       .replace('/api/alerts/{id}', '/api/alerts/00000000-0000-4000-8000-000000000000')
+      .replace('/api/auth/keys/{id}', '/api/auth/keys/00000000-0000-4000-8000-000000000000')
+      .replace('/api/users/{id}', '/api/users/00000000-0000-4000-8000-000000000000')
       .replace('{command_id}', ids.command);
 
   /** Sends, and shows the log took nothing from it. */

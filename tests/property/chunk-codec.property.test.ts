@@ -20,10 +20,10 @@ const reading: fc.Arbitrary<CodecReading> = fc
   .map(({ q, ...r }) => ({ ...r, ...q }));
 
 describe('raw-reading chunk codec', () => {
-  it('decodes any readings back exactly, in order', () => {
+  it('decodes any readings back exactly, in order, deflated or not', () => {
     fc.assert(
-      fc.property(fc.array(reading, { maxLength: 80 }), (readings) => {
-        expect(decodeReadings(encodeReadings(readings))).toStrictEqual(readings);
+      fc.property(fc.array(reading, { maxLength: 80 }), fc.boolean(), (readings, deflate) => {
+        expect(decodeReadings(encodeReadings(readings, deflate))).toStrictEqual(readings);
       }),
       { numRuns: 500 },
     );
@@ -48,5 +48,7 @@ describe('raw-reading chunk codec', () => {
       return { offset: i * 1000, seq: i * 5, value: v, unit: 'C', qualityScore: 100, qualityReasons: [] };
     });
     expect(encodeReadings(readings).length / readings.length).toBeLessThan(3.5);
+    // Deflated (as merged chunks are), the regular steps shrink further.
+    expect(encodeReadings(readings, true).length / readings.length).toBeLessThan(1.5);
   });
 });

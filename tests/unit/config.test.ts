@@ -39,6 +39,7 @@ describe('loadConfig', () => {
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
+      mqttPort: 1883,
       tls: null,
       mqttTlsPort: 8883,
     });

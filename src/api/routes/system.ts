@@ -7,7 +7,7 @@ const listenerState = z.object({ state: z.enum(['off', 'listening', 'failed']), 
 const healthAnswer = z.object({
   status: z.literal('ok'),
   position: z.number().int(),
-  mqtt: z.object({ tcp: listenerState, websocket: z.string() }).optional().describe('the embedded MQTT broker: its TCP listener (MQTT_PORT) and its WebSocket path'),
+  mqtt: z.object({ tcp: listenerState, tls: listenerState, websocket: z.string() }).optional().describe('the embedded MQTT broker: its TCP listener (MQTT_PORT), its TLS listener (MQTT_TLS_PORT, only with TLS on) and its WebSocket path'),
 });
 export type HealthExtras = () => Partial<Omit<z.infer<typeof healthAnswer>, 'status' | 'position'>>;
 

@@ -81,10 +81,8 @@ export const revokedApiKey = z.object({ id: z.string(), revoked: z.literal(true)
 /** A user as an admin sees them. */
 export const managedUser = named('ManagedUser', user.extend({ disabled: z.boolean() }));
 
-export const changeUserBody = z
-  .strictObject({
-    device_quota: z.number().int().min(0).max(1_000_000).optional(),
-    disabled: z.boolean().optional(),
-    role: z.enum(['admin', 'user']).optional(),
-  })
-  .refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'name at least one of device_quota, disabled, role', path: ['device_quota'] });
+export const changeUserBody = strictObject({
+  device_quota: z.number().int().min(0).max(1_000_000).optional(),
+  disabled: z.boolean().optional(),
+  role: z.enum(['admin', 'user']).optional(),
+}).refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'name at least one of device_quota, disabled, role', path: ['device_quota'] });
