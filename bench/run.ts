@@ -13,6 +13,7 @@
  */
 import os from 'node:os';
 import { eventlogAppend } from './eventlog-append.js';
+import { mqttIngest } from './mqtt.js';
 import { realtimeBenchmarks } from './realtime.js';
 import { rebuildBenchmarks } from './rebuild.js';
 import { storageBenchmarks } from './storage.js';
@@ -20,7 +21,7 @@ import { telemetryBenchmarks } from './telemetry.js';
 import { Reporter, defaultRounds, machineDescription, type Benchmark } from './lib.js';
 
 /** Add a benchmark here. */
-const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, ...realtimeBenchmarks, ...rebuildBenchmarks, ...storageBenchmarks];
+const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, mqttIngest, ...realtimeBenchmarks, ...rebuildBenchmarks, ...storageBenchmarks];
 
 async function main(args: string[]): Promise<void> {
   if (args.includes('--list')) {

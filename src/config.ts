@@ -22,6 +22,8 @@ const envSchema = z.object({
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
   MQTT_PORT: z.coerce.number().int().min(0).max(65535).default(1883),
+  MQTT_BROKER_URL: z.url({ protocol: /^(mqtts?|wss?)$/, error: 'MQTT_BROKER_URL must be an mqtt://, mqtts://, ws:// or wss:// URL' }).optional(),
+  MQTT_CLIENT_ID: z.string().min(1).max(128).default('iot-controller'),
   TLS_CERT_FILE: z.string().min(1).optional(),
   TLS_KEY_FILE: z.string().min(1).optional(),
   TLS_CLIENT_CA: z.string().min(1).optional(),
@@ -64,6 +66,10 @@ export interface Config {
   mqttTlsPort: number;
   /** The embedded MQTT broker's TCP port; 0: no TCP listener (MQTT over WebSocket at /mqtt stays). */
   mqttPort: number;
+  /** An existing broker to use instead of the embedded one (credentials in the URL). */
+  mqttBrokerUrl: string | null;
+  /** The server's client id there: stable, so its persistent session survives restarts. */
+  mqttClientId: string;
 }
 
 export class ConfigError extends Error {}
@@ -100,6 +106,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mqttPort: e.MQTT_PORT,
     tls: e.TLS_CERT_FILE && e.TLS_KEY_FILE ? { certFile: resolve(e.TLS_CERT_FILE), keyFile: resolve(e.TLS_KEY_FILE), clientCaFile: e.TLS_CLIENT_CA ? resolve(e.TLS_CLIENT_CA) : null } : null,
     mqttTlsPort: e.MQTT_TLS_PORT,
+    mqttBrokerUrl: e.MQTT_BROKER_URL ?? null,
+    mqttClientId: e.MQTT_CLIENT_ID,
   };
 }
 

@@ -19,7 +19,7 @@ import { Rollouts } from './commands/rollouts.js';
 import { Templates } from './commands/templates.js';
 import { DeviceChannel } from './realtime/device-channel.js';
 import { DeviceGateway } from './gateway/gateway.js';
-import { EmbeddedBroker } from './mqtt/broker.js';
+import { createMqtt } from './mqtt/index.js';
 import { provisionDevice } from './api/routes/devices.js';
 import { parse } from './api/route.js';
 import { provisionBody } from './api/schemas/devices.js';
@@ -158,7 +158,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const gateway = new DeviceGateway(services, accounts, telemetry, commands, offline);
   const gatewayFeed = runner.applied$.subscribe((events) => gateway.onApplied(events));
   const devices = new Devices(services, commands);
-  const broker = await EmbeddedBroker.create(services, gateway, (body, context) => provisionDevice(devices, parse(provisionBody, body, ''), context));
+  const broker = await createMqtt(services, gateway, (body, context) => provisionDevice(devices, parse(provisionBody, body, ''), context), tls);
   const app = createApp(services, { accounts, devices, groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services), gateway, health: () => ({ mqtt: broker.status() }) });
   const gate = new RequestGate(app);
   const http = createListener(tls, gate.listener);
@@ -166,7 +166,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const realtime = new Realtime(services, accounts, new DeviceChannel(services, gateway), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingIntervalMs: options.pingIntervalMs ?? 30_000,
-    upgrades: { '/mqtt': (req, socket, head) => broker.upgrade(req, socket, head) },
+    upgrades: broker.upgrade ? { '/mqtt': broker.upgrade } : {},
   });
   realtime.attach(http);
   const timers = new Timers(
@@ -194,8 +194,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info({ port, tls: tls !== null, position: log.headPosition() }, 'listening');
-  await broker.listen(config.mqttPort, config.host);
-  if (tls) await broker.listenTls(config.mqttTlsPort, config.host, tls);
+  await broker.listen();
   timers.start();
 
   let closing: Promise<void> | undefined;

@@ -11,6 +11,7 @@ import type { Services } from '../commands/services.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import type { DeviceGateway } from '../gateway/gateway.js';
 import { authenticate } from './auth.js';
+import { docsAssets } from './docs.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
 import { MAX_BODY_BYTES } from '../gateway/payload.js';
@@ -26,6 +27,7 @@ import { deviceRoutes } from './routes/devices.js';
 import { eventRoutes } from './routes/events.js';
 import { groupRoutes } from './routes/groups.js';
 import { ruleRoutes } from './routes/rules.js';
+import { mqttAuthRoutes } from './routes/mqtt-auth.js';
 import { systemRoutes, type HealthExtras } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { templateRoutes } from './routes/templates.js';
@@ -91,10 +93,12 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
     ...commandRoutes(services, handlers.commands, handlers.rollouts, handlers.gateway),
     ...templateRoutes(services, handlers.templates),
     ...ruleRoutes(services, handlers.rules),
+    ...mqttAuthRoutes(handlers.gateway),
   );
   const router = express.Router();
   mount(router, routes, refuseWhileStalled(services.runner));
   app.use(router);
+  app.use(docsAssets());
   app.use(notFoundRoute);
   app.use(errorHandler);
   return app;

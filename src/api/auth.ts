@@ -3,8 +3,11 @@ import type { Logger } from 'pino';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal } from '../commands/services.js';
 import { clientCertificateOf } from '../transport/tls.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { DomainError } from '../domain/errors.js';
 
 export const SESSION_COOKIE = 'session';
+const MAX_CREDENTIAL = 4096;
 
 /** The credential a request carries, wherever the contract allows it. */
 export interface HeaderSource {
@@ -23,7 +26,7 @@ export function subscriberCredentialOf(req: HeaderSource, queryToken: string | u
 }
 
 const firstUsable = (candidates: ReadonlyArray<string | undefined>): string | undefined =>
-  candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= 4096);
+  candidates.find((value): value is string => typeof value === 'string' && value.length > 0 && value.length <= MAX_CREDENTIAL);
 
 export function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
@@ -40,13 +43,28 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-/** Resolves the caller, if any; routes that need one refuse with 401 themselves. A token goes before a client certificate. */
+/** An Authorization header that is not `Bearer <token>`, or a credential too long to be one. */
+function unreadableCredential(req: HeaderSource): boolean {
+  const authorization = req.header('authorization');
+  if (authorization !== undefined && !/^Bearer\s+\S+$/i.test(authorization)) return true;
+  return [authorization, req.header('x-api-key'), req.header('x-device-token')].some((value) => value !== undefined && value.length > MAX_CREDENTIAL);
+}
+
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves, saying why. A token goes before a client certificate. */
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
-    const { principal, refused } = credential ? { principal: await accounts.authenticate(credential), refused: null } : certificatePrincipal(accounts, req.socket, req.log);
-    if (principal) req.principal = principal;
-    if (refused) req.refusedCertificate = refused;
+    if (credential) {
+      const identified = await accounts.identify(credential);
+      if ('principal' in identified) req.principal = identified.principal;
+      else req.credentialRefused = identified.refused;
+    } else if (unreadableCredential(req)) {
+      req.credentialRefused = 'malformed';
+    } else {
+      const { principal, refused } = certificatePrincipal(accounts, req.socket, req.log);
+      if (principal) req.principal = principal;
+      if (refused) req.refusedCertificate = refused;
+    }
     next();
   };
 }
@@ -67,3 +85,14 @@ export function certificatePrincipal(accounts: Accounts, socket: unknown, log: L
 
 /** The 401 message when a client certificate was all a request carried and it was refused. */
 export const certificateRefusal = (reason: string): string => `the client certificate was refused: ${reason}`;
+const REFUSALS: Record<CredentialRefusal, string> = {
+  missing: 'authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key) or a device token (X-Device-Token)',
+  malformed: 'the credential is malformed: send Authorization: Bearer <token>',
+  expired: 'the session has expired: log in again',
+  revoked: 'the session was ended (logged out): log in again',
+  invalid: 'the credential is not valid',
+};
+
+/** A 401 that says what was wrong with the credential, and nothing about whose it might be. */
+export const unauthenticated = (refused: CredentialRefusal = 'missing'): DomainError =>
+  new DomainError('unauthenticated', REFUSALS[refused], [{ path: 'credential', message: refused }]);

@@ -42,7 +42,9 @@ function envelopeOf(spec: Spec): z.ZodType {
   if (spec.bare) return spec.response ?? z.unknown();
   const meta = z.object({ ...(spec.list ? pagingMeta : {}), ...(spec.meta?.shape ?? {}) });
   const hasMeta = Object.keys(meta.shape).length > 0;
-  return z.object({ data: spec.response ?? z.unknown(), ...(hasMeta ? { meta } : {}) });
+  // Present on every answer when a field of it is (paging), else only when it has something to say (as_of).
+  const always = Object.values(meta.shape).some((field) => !field.safeParse(undefined).success);
+  return z.object({ data: spec.response ?? z.unknown(), ...(hasMeta ? { meta: always ? meta : meta.optional() } : {}) });
 }
 
 /** Generates the schemas of every route and the named ones, each as the side of the wire it stands on. */
@@ -145,7 +147,7 @@ function operationOf(spec: Spec, schemas: Record<string, JsonSchema>): Record<st
     tags: [spec.tag],
     security: security[spec.access],
     parameters: parametersOf(spec, schemas),
-    ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(`${name}Request`) } } } } : {}),
+    ...(spec.body ? { requestBody: { required: true, content: { 'application/json': { schema: ref(`${name}Request`), ...(spec.example ? { example: spec.example } : {}) } } } } : {}),
     responses: { [String(spec.status ?? 200)]: success, ...(spec.alsoStatus ? { [String(spec.alsoStatus)]: success } : {}), ...errorAnswers(spec) },
   };
 }

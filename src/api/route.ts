@@ -3,8 +3,9 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
-import { certificateRefusal } from './auth.js';
 import type { ApiKeyScope } from '../domain/events.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { certificateRefusal, unauthenticated } from './auth.js';
 import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
@@ -43,6 +44,8 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   alsoStatus?: number;
   /** Error statuses beyond those its access, path and body imply (a login's 401). */
   errors?: readonly number[];
+  /** A request body the document shows, as the README's walk-through sends it. */
+  example?: unknown;
   /** Answers the response schema itself, not inside {data} (the OpenAPI document). */
   bare?: boolean;
   /** Streams a file in these media types instead of the JSON envelope. */
@@ -83,7 +86,7 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
     if (spec.secret) res.setHeader('Cache-Control', 'no-store');
-    checkAccess(spec.access, principal, req.refusedCertificate);
+    checkAccess(spec.access, principal, req.credentialRefused, req.refusedCertificate);
     if (principal?.kind === 'user' && principal.apiKey) checkScope(principal.apiKey.scope, spec);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = parse(spec.body ?? noFields, req.body === undefined ? {} : req.body, '');
@@ -105,9 +108,9 @@ export function mount(router: Router, routes: readonly RouteDefinition[], guardS
   }
 }
 
-function checkAccess(access: Access, principal: Principal | undefined, refusedCertificate: string | undefined): void {
+function checkAccess(access: Access, principal: Principal | undefined, refused: CredentialRefusal | undefined, refusedCertificate: string | undefined): void {
   if (access === 'public') return;
-  if (!principal) throw new DomainError('unauthenticated', refusedCertificate ? certificateRefusal(refusedCertificate) : 'authentication required');
+  if (!principal) throw refusedCertificate ? new DomainError('unauthenticated', certificateRefusal(refusedCertificate)) : unauthenticated(refused);
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
 }

@@ -6,7 +6,7 @@ import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/d
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
 import { ApiKeys } from './api-keys.js';
-import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest, type ClientCertificate } from './credentials.js';
+import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest, type ClientCertificate, type CredentialRefusal } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -103,18 +103,27 @@ export class Accounts {
 
   /** Resolves any credential to its principal, or null when it is unknown, expired or revoked. */
   async authenticate(token: string): Promise<Principal | null> {
+    const identified = await this.identify(token);
+    return 'principal' in identified ? identified.principal : null;
+  }
+
+  /** Who a credential speaks for, or why it speaks for no one. */
+  async identify(token: string): Promise<{ principal: Principal } | { refused: CredentialRefusal }> {
     const { sql, clock } = this.services;
     switch (credentialKind(token)) {
       case 'session': {
-        const claims = await this.tokens.verify(token, clock.now());
-        const session = claims && findSession(sql, claims.sessionId);
+        const verified = await this.tokens.verify(token, clock.now());
+        if ('refused' in verified) return verified;
+        const { claims } = verified;
+        // Signed by this server, so the session existed: ended, or its user gone, it was revoked.
+        const session = findSession(sql, claims.sessionId);
         const user = session && !session.ended_at && session.user_id === claims.userId ? findUserById(sql, claims.userId) : undefined;
-        return user && !user.disabled ? { kind: 'user', userId: user.id, role: user.role, sessionId: claims!.sessionId } : null;
+        return user && !user.disabled ? { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: claims.sessionId } } : { refused: 'revoked' };
       }
       case 'api_key': {
         const key = this.keys.resolve(token);
         const user = key && findUserById(sql, key.user_id);
-        if (key && user) return { kind: 'user', userId: user.id, role: user.role, sessionId: null, apiKey: { id: key.id, scope: key.scope } };
+        if (key && user) return { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: null, apiKey: { id: key.id, scope: key.scope } } };
         return this.deviceFor(token);
       }
       case 'device_token':
@@ -141,9 +150,9 @@ export class Accounts {
     return user;
   }
 
-  private deviceFor(token: string): Principal | null {
+  private deviceFor(token: string): { principal: Principal } | { refused: CredentialRefusal } {
     const device = findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, token));
-    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id } : null;
+    return device ? { principal: { kind: 'device', deviceId: device.id, userId: device.user_id } } : { refused: 'invalid' };
   }
 
   private newSession(userId: string) {

@@ -31,8 +31,13 @@ export interface Refusal {
   code: string;
   message: string;
   details: ErrorDetail[];
-  /** Overload or stalled read models: not acknowledged, so the device sends it again. */
+  /** Overload, stalled read models, a rate limit: not acknowledged, so the device sends it again later. */
   transient: boolean;
+}
+
+/** Carries commands to devices the server has no connection of its own with (an existing MQTT broker does). */
+export interface CommandRelay {
+  deliver(deviceId: string, commands: readonly CommandRow[]): void;
 }
 
 export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown>) => void;
@@ -47,6 +52,7 @@ export class DeviceGateway {
   readonly rates: RateWindows;
   private readonly sessions = new Map<string, Set<DeviceSession>>();
   private readonly configurationListeners = new Set<ConfigurationListener>();
+  private relay: CommandRelay | null = null;
 
   constructor(
     private readonly services: Services,
@@ -88,6 +94,11 @@ export class DeviceGateway {
     if (!credential || credential.length > 4096) return null;
     const principal = await this.accounts.authenticate(credential);
     return principal?.kind === 'user' ? principal : null;
+  }
+
+  /** Whether a device of this id is registered. */
+  knows(deviceId: string): boolean {
+    return Boolean(findDevice(this.services.sql, deviceId));
   }
 
   /** Counts one message of a device against its rate budget (shared with its HTTP requests). */
@@ -132,7 +143,8 @@ export class DeviceGateway {
 
   /** What a transport answers for a failure; an unexpected one is logged and answered without internals. */
   refusal(error: unknown, deviceId: string): Refusal {
-    if (error instanceof DomainError) return { code: error.code, message: error.message, details: error.details, transient: error.code === 'service_unavailable' };
+    // A rate limit passes with time, as an overload does: resent later, the message is taken.
+    if (error instanceof DomainError) return { code: error.code, message: error.message, details: error.details, transient: error.code === 'service_unavailable' || error.code === 'rate_limited' };
     this.services.logger.error({ err: error, device_id: deviceId }, 'device message failed');
     return { code: 'internal', message: 'internal error', details: [], transient: true };
   }
@@ -165,6 +177,11 @@ export class DeviceGateway {
     return this.sessions.has(deviceId);
   }
 
+  /** From now on, commands of devices with no connection here go to `relay` as they are queued. */
+  setRelay(relay: CommandRelay | null): void {
+    this.relay = relay;
+  }
+
   onConfiguration(listener: ConfigurationListener): () => void {
     this.configurationListeners.add(listener);
     return () => this.configurationListeners.delete(listener);
@@ -173,7 +190,7 @@ export class DeviceGateway {
   /** Reacts to applied events: queued commands are pushed, revoked devices cut off, changed configurations announced. */
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
-      if (event.type === 'command.queued' && this.sessions.has(event.data.device_id)) void this.push(event.data.device_id);
+      if (event.type === 'command.queued' && (this.relay || this.sessions.has(event.data.device_id))) void this.push(event.data.device_id);
       if (event.type === 'device.decommissioned') this.revokeAll(event.data.device_id, 'device deleted');
       if (event.type === 'device.token_rotated') this.revokeAll(event.data.device_id, 'device token replaced');
       if (event.type === 'device.certificate_unbound') this.revokeBound(event.data.device_id, event.data.fingerprint);
@@ -202,7 +219,9 @@ export class DeviceGateway {
   }
 
   private async push(deviceId: string): Promise<void> {
-    const target = [...(this.sessions.get(deviceId) ?? [])].reverse().find((session) => session.isOpen());
+    const session = [...(this.sessions.get(deviceId) ?? [])].reverse().find((candidate) => candidate.isOpen());
+    const relay = this.relay;
+    const target = session ?? (relay && { deliver: (commands: readonly CommandRow[]) => relay.deliver(deviceId, commands) });
     if (!target) return;
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `push-${deviceId}` };
     try {

@@ -119,9 +119,11 @@ export class EmbeddedBroker {
   async close(): Promise<void> {
     this.stopConfigurations();
     this.stopReloads?.();
-    await Promise.all([this.server, this.tlsServer].map((server) => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))));
-    for (const ws of this.wss.clients) ws.terminate();
+    // Stop accepting first; a listener's close completes once the broker has closed every client.
+    const stopped = Promise.all([this.server, this.tlsServer].map((server) => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    for (const ws of this.wss.clients) ws.terminate();
+    await stopped;
   }
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {

@@ -199,6 +199,15 @@ describe('MQTT (embedded broker)', () => {
     });
   });
 
+  it('takes a last will on its own heartbeat topic as the state report it is, when the connection drops', async () => {
+    const d = await device();
+    const c = await connect(d, { will: { topic: `devices/${d.id}/heartbeat`, payload: Buffer.from('{"device_status":{"status":"error","reason":"connection lost"}}'), qos: 1, retain: false } });
+    await eventually(async () => (await status(d.id)) === 'online');
+    c.client.stream.destroy();
+    await c.closed();
+    await eventually(async () => (await status(d.id)) === 'error');
+  });
+
   it('disconnects a deleted device at once; its token is refused afterwards', async () => {
     const d = await device();
     const c = await connect(d);
@@ -297,5 +306,44 @@ describe('provisioning over MQTT (provision/request → provision/response/{clie
     const d = await provisioner('factory-4');
     await expect(d.publish('devices/anything/telemetry', { sensor_readings: { t: 1 } })).rejects.toThrow();
     await d.closed();
+  });
+});
+
+describe('stopping with MQTT devices connected', () => {
+  it('closes their connections and stops promptly', async () => {
+    const port = await freePort();
+    const server = await startTestServer({ MQTT_PORT: String(port) });
+    const api = client(() => server.url);
+    await registerUser(api, 'stopadmin');
+    const stopOwner = await registerUser(api, 'stopowner');
+    const [one, two] = [await deviceOf(api, stopOwner), await deviceOf(api, stopOwner)];
+    const tcp = await connectDevice(`mqtt://127.0.0.1:${port}`, one);
+    const ws = await connectDevice(wsUrl(server.url, '/mqtt'), two);
+    const started = Date.now();
+    await server.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await tcp.closed();
+    await ws.closed();
+  });
+});
+
+describe('one rate budget per device, whatever the transport', () => {
+  it('counts HTTP and MQTT together; past the limit an MQTT message is not acknowledged and the connection closes', async () => {
+    const port = await freePort();
+    const server = await startTestServer({ MQTT_PORT: String(port), RATE_LIMIT_PER_MINUTE: '3' });
+    try {
+      const api = client(() => server.url);
+      await registerUser(api, 'rateadmin');
+      const d = await deviceOf(api, await registerUser(api, 'rateowner'));
+      expect((await api.post(`/api/devices/${d.id}/data`, { sensor_readings: { t: 1 } }, { token: d.token })).status).toBe(201);
+      expect((await api.post(`/api/devices/${d.id}/data`, { sensor_readings: { t: 2 } }, { token: d.token })).status).toBe(201);
+      const c = await connectDevice(`mqtt://127.0.0.1:${port}`, d);
+      await c.publish(`devices/${d.id}/telemetry`, { sensor_readings: { t: 3 } });
+      await expect(c.publish(`devices/${d.id}/telemetry`, { sensor_readings: { t: 4 } })).rejects.toThrow();
+      await c.closed();
+      expect((await api.post(`/api/devices/${d.id}/data`, { sensor_readings: { t: 5 } }, { token: d.token })).status).toBe(429);
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { Validator } from '@seriousme/openapi-schema-validator';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client } from '../helpers/client.js';
 import { checkAnswer } from '../helpers/contract.js';
@@ -7,6 +8,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 type Json = Record<string, unknown>;
 interface Operation {
   operationId?: string;
+  requestBody?: { content: Record<string, { schema: { $ref: string }; example?: unknown }> };
   security?: unknown[];
   parameters?: Array<{ name: string; in: string }>;
   responses: Record<string, { headers?: Json; content?: Record<string, { schema: Json }> }>;
@@ -114,5 +116,19 @@ describe('the OpenAPI 3.1 document', () => {
     await expect(check('/api/health', 200, { data: { status: 'ok', position: 3, extra: 1 } })).rejects.toThrow(/additional/);
     await expect(check('/api/devices/abc', 404, { error: { code: 'not_found', message: 'm', details: [] } })).rejects.toThrow(/request_id/);
     await expect(check('/api/devices/abc', 418, { error: {} })).rejects.toThrow(/does not document status 418/);
+  });
+
+  it('shows the walk-through request bodies as examples, each valid for its own schema', () => {
+    const ajv = new Ajv2020({ strict: false });
+    ajv.addSchema(document as object, 'openapi');
+    const examples = operations().flatMap(({ route, operation }) => {
+      const body = operation.requestBody?.content['application/json'];
+      return body?.example === undefined ? [] : [{ route, body }];
+    });
+    expect(examples.map(({ route }) => route)).toEqual(expect.arrayContaining(['POST /api/devices', 'POST /api/devices/{id}/data', 'POST /api/automation/rules']));
+    for (const { route, body } of examples) {
+      const validate = ajv.compile({ $ref: `openapi${body.schema.$ref}` });
+      expect(validate(body.example), `${route}: ${JSON.stringify(validate.errors)}`).toBe(true);
+    }
   });
 });

@@ -20,6 +20,8 @@ interface Walk {
   nested?: (ids: Ids) => { body: Body; path: string; meant: string };
   /** The route answers to the device's own token, not a user's. */
   device?: true;
+  /** A broker's callback: EMQX and mosquitto-go-auth send fields of their own, which must be taken. */
+  brokerCallback?: true;
 }
 
 const reading = (deviceId: string) => ({ type: 'reading', device_id: deviceId, sensor_type: 'temperature', operator: '>', value: 80 });
@@ -41,7 +43,10 @@ const WALKS: Record<string, Walk> = {
     body: () => ({ name: uniqueName('d'), device_type: 'sensor' }),
     nested: () => ({ body: { name: uniqueName('d'), device_type: 'sensor', configuration: { thresholds: hotThresholds } }, path: 'configuration.thresholds.temperature.maximum', meant: 'max' }),
   },
-  'POST /api/devices/provision': { body: () => ({ mac_address: uniqueMac(), device_type: 'sensor' }) },
+  'POST /api/devices/provision': {
+    body: () => ({ mac_address: uniqueMac(), device_type: 'sensor' }),
+    nested: () => ({ body: { mac_address: uniqueMac(), configuration: { thresholds: { pressure: { mni: 1 } } } }, path: 'configuration.thresholds.pressure.mni', meant: 'min' }),
+  },
   'POST /api/devices/bulk': { body: () => ({ operations: [{ action: 'delete', id: 'nothing-here' }] }) },
   'GET /api/devices': {},
   'GET /api/devices/{id}': {},
@@ -116,6 +121,11 @@ const WALKS: Record<string, Walk> = {
   'PATCH /api/users/{id}': { body: () => ({ device_quota: 10 }) },
   'PUT /api/devices/{id}/certificate': { body: () => ({ fingerprint: CHECKSUM }) },
   'DELETE /api/devices/{id}/certificate': {},
+  'POST /api/mqtt/auth': { brokerCallback: true },
+  'POST /api/mqtt/authz': { brokerCallback: true },
+  'POST /api/mqtt/user': { brokerCallback: true },
+  'POST /api/mqtt/superuser': { brokerCallback: true },
+  'POST /api/mqtt/acl': { brokerCallback: true },
 };
 
 /** One letter pair swapped: a typo one edit away. */
@@ -176,6 +186,7 @@ describe('strict input on every route', () => {
   it('refuses an unknown field on every route: in the body where it takes one, else in the query', async () => {
     for (const { method, path } of operations) {
       const walk = WALKS[`${method} ${path}`]!;
+      if (walk.brokerCallback) continue;
       const takesBody = walk.body !== undefined || method !== 'GET';
       const send = takesBody ? { body: { ...walk.body?.(ids), bogus_field: 1 } } : { query: '?bogus_field=1' };
       const answer = await refusedAndNothingStored(method, path, walk, send);
@@ -188,6 +199,7 @@ describe('strict input on every route', () => {
     let walked = 0;
     for (const { method, path, operation } of operations) {
       const walk = WALKS[`${method} ${path}`]!;
+      if (walk.brokerCallback) continue;
       const body = walk.body?.(ids);
       const known = body ? Object.keys(body)[0] : operation.parameters?.find((p) => p.in === 'query')?.name;
       if (known === undefined) continue;

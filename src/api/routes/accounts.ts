@@ -15,7 +15,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
 
   return [
     defineRoute(
-      { method: 'post', path: '/api/auth/register', operationId: 'registerUser', summary: 'Register a user (the first one is admin)', tag: 'auth', access: 'public', body: registerBody, response: sessionAnswer, status: 201, secret: true },
+      { method: 'post', path: '/api/auth/register', operationId: 'registerUser', example: { username: 'alice', email: 'alice@example.com', password: 'correct horse' }, summary: 'Register a user (the first one is admin)', tag: 'auth', access: 'public', body: registerBody, response: sessionAnswer, status: 201, secret: true },
       async ({ body, context, res }) => {
         const session = await accounts.register(body, context.requestId);
         setCookie(res, session);
@@ -23,7 +23,7 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/auth/login', operationId: 'logIn', errors: [401], summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer, secret: true },
+      { method: 'post', path: '/api/auth/login', operationId: 'logIn', example: { username: 'alice', password: 'correct horse' }, errors: [401], summary: 'Log in with a username or email', tag: 'auth', access: 'public', body: loginBody, response: sessionAnswer, secret: true },
       async ({ body, context, req, res }) => {
         const login = body.username ?? body.email ?? '';
         const session = await accounts.login({ login, password: body.password, clientAddress: req.ip ?? 'unknown' }, context.requestId);

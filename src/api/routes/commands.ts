@@ -45,7 +45,7 @@ const queueInput = (body: z.infer<typeof queueCommandBody>, batchId: string | nu
 export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts, gateway: DeviceGateway) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/commands', operationId: 'queueCommand', summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
+      { method: 'post', path: '/api/devices/:id/commands', operationId: 'queueCommand', example: { command_type: 'set_target', parameters: { celsius: 65 }, priority: 'high' }, summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
       async ({ params, body, context }) => ({ data: presentCommand(await commands.queue(params.id!, queueInput(body, null), context)) }),
     ),
     defineRoute(
@@ -69,7 +69,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/commands/:command_id/result', operationId: 'reportCommandResult', summary: 'A device reports a result: executed or failed', tag: 'commands', access: 'device', body: commandResultBody, response: command },
+      { method: 'post', path: '/api/devices/:id/commands/:command_id/result', operationId: 'reportCommandResult', example: { status: 'executed', response: { celsius: 65 } }, summary: 'A device reports a result: executed or failed', tag: 'commands', access: 'device', body: commandResultBody, response: command },
       async ({ params, body, context }) => ({ data: presentCommand(await gateway.commandResult(params.id!, params.command_id!, body, context)) }),
     ),
     defineRoute(

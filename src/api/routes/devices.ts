@@ -14,7 +14,7 @@ import { countReadingsSince, latestReadings } from '../../projections/telemetry-
 import { presentDevice, withoutPlainSecrets } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
-import { deleted, listMeta, paging } from '../schemas/common.js';
+import { asOfMeta, deleted, listMeta, paging } from '../schemas/common.js';
 import {
   bulkAnswer,
   bulkBody,
@@ -37,7 +37,7 @@ import {
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices', operationId: 'registerDevice', etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
+      { method: 'post', path: '/api/devices', operationId: 'registerDevice', example: { name: 'boiler', type: 'thermostat', mac_address: 'AA:BB:CC:DD:EE:01', configuration: { thresholds: { temperature: { max: 80 } } } }, etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
       async ({ body, context }) => {
         const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
         const { device: row, token } = await devices.register(registrationInput(body, template), context);
@@ -86,11 +86,11 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')) },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')), meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: device };
+          return { data: device, meta: { as_of: query.as_of } };
         }
         const row = visibleDevice(services, context.principal, params.id!);
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();

@@ -35,6 +35,17 @@ const definitionOf = (body: z.infer<typeof createRuleBody>): RuleDefinition => (
   cooldown_seconds: body.cooldown_seconds ?? 0,
 });
 
+/** The README's rule: above 80 °C for a minute, turn the burner off and raise an alert. */
+const DEVICE_ID = '3f0e1a52-8c1d-4b7e-9a55-2d6f0c9b1e77';
+const OVERHEAT_RULE = {
+  name: 'overheat',
+  trigger_conditions: { all: [{ type: 'reading', device_id: DEVICE_ID, sensor_type: 'temperature', operator: '>', value: 80, for_seconds: 60 }] },
+  actions: [
+    { type: 'command', device_id: DEVICE_ID, command_type: 'burner_off' },
+    { type: 'alert', severity: 'critical', message: 'boiler overheating' },
+  ],
+};
+
 export function ruleRoutes(services: Services, rules: Rules) {
   return [
     defineRoute(
@@ -52,7 +63,7 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/automation/rules', operationId: 'createRule', etag: true, summary: 'Create a rule; 400 for invalid logic, 409 rule_conflict for a contradicting enabled rule', tag: 'automation', access: 'user', body: createRuleBody, response: rule, status: 201 },
+      { method: 'post', path: '/api/automation/rules', operationId: 'createRule', example: OVERHEAT_RULE, etag: true, summary: 'Create a rule; 400 for invalid logic, 409 rule_conflict for a contradicting enabled rule', tag: 'automation', access: 'user', body: createRuleBody, response: rule, status: 201 },
       async ({ body, context }) => {
         const row = await rules.create(definitionOf(body), body.allow_conflicts ?? false, context);
         return { data: presentRule(row), etag: row.version };

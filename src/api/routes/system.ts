@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Services } from '../../commands/services.js';
+import { DOCS_PAGE } from '../docs.js';
 import { openApiDocument } from '../openapi.js';
 import { defineRoute, type RouteDefinition } from '../route.js';
 
@@ -7,11 +8,20 @@ const listenerState = z.object({ state: z.enum(['off', 'listening', 'failed']), 
 const healthAnswer = z.object({
   status: z.literal('ok'),
   position: z.number().int(),
-  mqtt: z.object({ tcp: listenerState, tls: listenerState, websocket: z.string() }).optional().describe('the embedded MQTT broker: its TCP listener (MQTT_PORT), its TLS listener (MQTT_TLS_PORT, only with TLS on) and its WebSocket path'),
+  mqtt: z
+    .object({
+      tcp: listenerState.optional(),
+      tls: listenerState.optional(),
+      websocket: z.string().optional(),
+      broker: z.object({ url: z.string(), state: z.enum(['connecting', 'connected', 'reconnecting', 'closed']), error: z.string().optional() }).optional(),
+    })
+    .optional()
+    .describe('MQTT: the embedded broker (its TCP listener on MQTT_PORT, its TLS listener on MQTT_TLS_PORT when TLS is on, and its WebSocket path), or the existing broker of MQTT_BROKER_URL (without credentials)'),
 });
 export type HealthExtras = () => Partial<Omit<z.infer<typeof healthAnswer>, 'status' | 'position'>>;
 
 export function systemRoutes(services: Services, allRoutes: () => readonly RouteDefinition[], extras: HealthExtras = () => ({})) {
+  let document: Record<string, unknown> | undefined;
   return [
     defineRoute(
       { method: 'get', path: '/api/health', operationId: 'getHealth', errors: [503], summary: 'Health and the last event position; 503 while the read models are stalled', tag: 'system', access: 'public', response: healthAnswer },
@@ -24,7 +34,15 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
     defineRoute(
       { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
-        res.json(openApiDocument(allRoutes()));
+        // The routes are fixed once the app is built: generate once (tens of milliseconds), answer many.
+        document ??= openApiDocument(allRoutes());
+        res.json(document);
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/docs', operationId: 'getApiReference', summary: 'This reference, interactive, in a browser', tag: 'system', access: 'public', streams: ['text/html'] },
+      ({ res }) => {
+        res.type('html').send(DOCS_PAGE);
       },
     ),
   ];

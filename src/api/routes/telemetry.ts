@@ -9,7 +9,7 @@ import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { csvField } from '../csv.js';
-import { listMeta } from '../schemas/common.js';
+import { asOfMeta, listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
 import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
@@ -18,7 +18,7 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 export function telemetryRoutes(services: Services, gateway: DeviceGateway, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
         const idempotencyKey = req.header('idempotency-key');
         if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
@@ -30,11 +30,11 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
+          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }), meta: { as_of: query.as_of } };
         }
         const device = visibleDevice(services, context.principal, params.id!);
         const health = findDeviceHealth(services.sql, device.id);

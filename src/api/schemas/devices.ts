@@ -3,7 +3,7 @@ import { fingerprintSchema } from '../../domain/certificates.js';
 import { strictObject, synonymsAgree } from '../../domain/strict.js';
 import { deviceStatusSchema } from '../../domain/events.js';
 import { configurationProblems } from '../../domain/thresholds.js';
-import { isoDate, jsonObject, nonBlank, paging, timestamp } from './common.js';
+import { isoInstant, jsonObject, nonBlank, paging, timestamp } from './common.js';
 import { API_KEY_PREFIX, SESSION_PREFIX } from '../../commands/credentials.js';
 import { named } from './components.js';
 
@@ -92,7 +92,7 @@ export const listDevicesQuery = paging
   })
   .superRefine(synonymsAgree(['type', 'device_type']));
 
-export const deviceDetailQuery = strictObject({ as_of: isoDate.optional() });
+export const deviceDetailQuery = strictObject({ as_of: isoInstant.optional() });
 
 export const device = named(
   'Device',
