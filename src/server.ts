@@ -26,7 +26,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, claimDataDir, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, claimDataDir, personalKeysIn, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 
@@ -127,7 +127,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
-  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets: secretBoxFor(config), locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
+  const secrets = secretBoxFor(config);
+  const personal = personalKeysIn(config.dataDir, secrets);
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets, personal, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
   const telemetry = new Telemetry(services);
   const commands = new DeviceCommands(services);
@@ -136,7 +138,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
   const rollouts = new Rollouts(services, commands);
-  const app = createApp(services, { accounts, devices: new Devices(services, commands), groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services) });
+  const devices = new Devices(services, commands);
+  const app = createApp(services, { accounts, devices, groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices) });
   const gate = new RequestGate(app);
   const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
   answerClientErrors(http);

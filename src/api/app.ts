@@ -72,7 +72,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   routes.push(
     ...systemRoutes(services, () => routes),
     ...accountRoutes(services, handlers.accounts),
-    ...userRoutes(services, handlers.users),
+    ...userRoutes(handlers.accounts, handlers.users),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
     ...telemetryRoutes(services, handlers.telemetry, handlers.offline),

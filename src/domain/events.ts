@@ -32,7 +32,7 @@ const userRegistered = z.object({
 });
 
 const sessionStarted = z.object({ session_id: id, user_id: id, expires_at: isoTime });
-const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout']) });
+const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout', 'erased']) });
 
 export const apiKeyScopeSchema = z.enum(['read', 'write', 'devices:ingest']);
 export type ApiKeyScope = z.infer<typeof apiKeyScopeSchema>;
@@ -52,6 +52,14 @@ const userQuotaSet = z.object({ user_id: id, device_quota: z.number().int().nonn
 const userDisabled = z.object({ user_id: id });
 const userEnabled = z.object({ user_id: id });
 const userRoleChanged = z.object({ user_id: id, role: roleSchema });
+/** The user's personal data was made unreadable (their key destroyed): names none of it. */
+const userErased = z.object({ user_id: id });
+
+/**
+ * Personal data of user.registered: sealed under the user's own key (kept outside the log),
+ * which erasure destroys. Logs written before hold them plain: served redacted once erased.
+ */
+export const PERSONAL_FIELDS: ReadonlySet<string> = new Set(['username', 'email']);
 
 export const deviceAttributesSchema = z.object({
   name: z.string(),
@@ -253,6 +261,7 @@ export const eventSchemas = {
   'user.disabled': userDisabled,
   'user.enabled': userEnabled,
   'user.role_changed': userRoleChanged,
+  'user.erased': userErased,
   'device.registered': deviceRegistered,
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,

@@ -11,8 +11,10 @@ export interface UsersTable {
   created_at: string;
   username_key: string;
   email_key: string;
-  /** 1 while an admin has disabled the user. */
+  /** 1 while an admin has disabled the user (and for ever once erased). */
   disabled: number;
+  /** 1 once the user's personal data was erased. */
+  erased: number;
 }
 
 export interface ApiKeysTable {

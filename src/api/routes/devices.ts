@@ -11,7 +11,7 @@ import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices, type DeviceRow } from '../../projections/devices.js';
 import { configurationDiff } from '../../domain/configuration.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
-import { presentDevice, withoutPlainSecrets } from '../presenters.js';
+import { presentDevice, servedEvent } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
@@ -115,7 +115,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
-        return { data: events.map(withoutPlainSecrets), meta: listMeta(total, query) };
+        return { data: events.map((event) => servedEvent(event)), meta: listMeta(total, query) };
       },
     ),
   ];

@@ -81,3 +81,7 @@ export const changeUserBody = z
     role: z.enum(['admin', 'user']).optional(),
   })
   .refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'name at least one of device_quota, disabled, role', path: ['device_quota'] });
+
+export const eraseSelfBody = z.strictObject({ password: z.string().min(1).max(128) });
+
+export const erasedUser = z.object({ id: z.string(), erased: z.literal(true) });
