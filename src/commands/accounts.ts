@@ -1,6 +1,6 @@
 import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
-import { streams } from '../domain/events.js';
+import { streams, type MemberRole } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
 import { findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
@@ -167,4 +167,13 @@ const passwordThrottleKeys = (account: string, clientAddress: string) => [
 export const permissionsFor = (role: 'admin' | 'user'): string[] => {
   const base = ['devices:read', 'devices:write', 'telemetry:read', 'telemetry:write', 'commands:write', 'groups:write', 'rules:write', 'events:read'];
   return role === 'admin' ? [...base, 'admin', 'users:read', 'events:verify', 'devices:read:all'] : base;
+};
+
+/**
+ * What a member's role on a group lets them do there (and in its subgroups). A manager may do
+ * what an operator may: editing devices, rules and subgroups is not shared yet.
+ */
+export const memberPermissions = (role: MemberRole): string[] => {
+  const viewer = ['devices:read', 'telemetry:read', 'groups:read', 'members:read'];
+  return role === 'viewer' ? viewer : [...viewer, 'commands:write'];
 };

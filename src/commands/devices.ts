@@ -2,9 +2,9 @@ import { fold } from '../domain/decider.js';
 import { deviceDecider, type DeviceChanges } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
-import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/events.js';
+import { streams, type DeviceAttributes, type MemberRole, type RecordedEvent } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
-import { findGroup } from '../projections/groups.js';
+import { findGroup, memberRole, roleAtLeast } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
 import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
@@ -17,14 +17,22 @@ export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> 
   auth_token: string | null;
 }
 
+/** What a call does with a device: a member's role on its group must reach it; `own` only the owner (or an admin). */
+export type DeviceNeed = MemberRole | 'own';
+
 /**
- * A device as its owner, an admin, or the device itself may see it. Another user gets 404
- * (no existence leak); a device token on another device gets 403, as API.md lists.
+ * A device as its owner, an admin, the device itself, or a member of a group it is in (with a
+ * role reaching `need`) may use it. A user with no right on it gets 404 (no existence leak); a
+ * member whose role falls short, or a device token on another device, gets 403.
  */
-export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+export function visibleDevice(services: Services, principal: Principal, deviceId: string, need: DeviceNeed = 'own'): DeviceRow {
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const device = findDevice(services.sql, deviceId);
-  if (!device || (principal.kind === 'user' && !mayAccess(principal, device.user_id))) throw notFound('device');
+  if (!device) throw notFound('device');
+  if (principal.kind === 'device' || mayAccess(principal, device.user_id)) return device;
+  const role = device.group_id === null ? null : memberRole(services.sql, principal.userId, device.group_id);
+  if (role === null) throw notFound('device');
+  if (need === 'own' || !roleAtLeast(role, need)) throw new DomainError('forbidden', `your role on this device's group (${role}) does not allow this`);
   return device;
 }
 

@@ -103,6 +103,13 @@ const groupUpdated = z.object({
 
 const groupDeleted = z.object({ group_id: id, user_id: id });
 
+/** What a member may do with a group's devices (and its subgroups'): each role includes the ones before it. */
+export const memberRoleSchema = z.enum(['viewer', 'operator', 'manager']);
+export type MemberRole = z.infer<typeof memberRoleSchema>;
+/** The group's owner let another user in (or changed their role); `member_id`, never `user_id`, which names owners. */
+const groupMemberGranted = z.object({ group_id: id, member_id: id, role: memberRoleSchema });
+const groupMemberRevoked = z.object({ group_id: id, member_id: id });
+
 export const readingSchema = z.object({
   sensor_type: z.string(),
   value: z.number(),
@@ -269,6 +276,8 @@ export const eventSchemas = {
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,
+  'group.member_granted': groupMemberGranted,
+  'group.member_revoked': groupMemberRevoked,
   'readings.recorded': readingsRecorded,
   'device.heartbeat': deviceHeartbeat,
   'device.came_online': deviceCameOnline,

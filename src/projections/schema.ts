@@ -1,4 +1,4 @@
-import type { ApiKeyScope, Role } from '../domain/events.js';
+import type { ApiKeyScope, MemberRole, Role } from '../domain/events.js';
 
 /** The read-model tables, one interface each; Kysely types every query from this. */
 export interface UsersTable {
@@ -15,6 +15,13 @@ export interface UsersTable {
   disabled: number;
   /** 1 once the user's personal data was erased. */
   erased: number;
+}
+
+export interface GroupMembersTable {
+  group_id: string;
+  user_id: string;
+  role: MemberRole;
+  granted_at: string;
 }
 
 export interface ApiKeysTable {
@@ -284,6 +291,7 @@ export interface ReadModels {
   users: UsersTable;
   sessions: SessionsTable;
   api_keys: ApiKeysTable;
+  group_members: GroupMembersTable;
   devices: DevicesTable;
   groups: GroupsTable;
 }

@@ -80,7 +80,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
           return { data: device };
         }
-        const row = visibleDevice(services, context.principal, params.id!);
+        const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();
         return {
           data: {
@@ -111,7 +111,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
     defineRoute(
       { method: 'get', path: '/api/devices/:id/history', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
-        const row = visibleDevice(services, context.principal, params.id!);
+        const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { apiKeyScopeSchema } from '../../domain/events.js';
+import { apiKeyScopeSchema, memberRoleSchema } from '../../domain/events.js';
 import { nonBlank, timestamp } from './common.js';
 
 export const registerBody = z.object({
@@ -37,7 +37,12 @@ export const sessionAnswer = z.object({
   api_key: z.string().optional(),
 });
 
-export const currentUser = user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) });
+export const currentUser = user.extend({
+  device_count: z.number().int(),
+  permissions: z.array(z.string()),
+  /** Roles granted on other users' groups (each covers the group's subgroups too), and what they allow. */
+  group_permissions: z.array(z.object({ group_id: z.string(), role: memberRoleSchema, permissions: z.array(z.string()) })),
+});
 
 const YEAR_SECONDS = 366 * 24 * 3600;
 

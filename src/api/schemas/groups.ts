@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { memberRoleSchema } from '../../domain/events.js';
 import { booleanQuery, nonBlank, paging, timestamp } from './common.js';
 
 const parent = z.uuid().nullable();
@@ -44,3 +45,11 @@ export const group: z.ZodType = z.lazy(() =>
     children: z.array(group).optional(),
   }),
 );
+
+export const member = z.object({ user_id: z.string(), username: z.string(), role: memberRoleSchema, granted_at: timestamp });
+
+export const grantMemberBody = z
+  .strictObject({ user_id: z.uuid().optional(), username: z.string().min(1).max(254).optional(), role: memberRoleSchema })
+  .refine((body) => (body.user_id === undefined) !== (body.username === undefined), { message: 'name the user by exactly one of user_id or username', path: ['user_id'] });
+
+export const revokedMember = z.object({ group_id: z.string(), user_id: z.string(), revoked: z.literal(true) });
