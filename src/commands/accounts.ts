@@ -169,11 +169,9 @@ export const permissionsFor = (role: 'admin' | 'user'): string[] => {
   return role === 'admin' ? [...base, 'admin', 'users:read', 'events:verify', 'devices:read:all'] : base;
 };
 
-/**
- * What a member's role on a group lets them do there (and in its subgroups). A manager may do
- * what an operator may: editing devices, rules and subgroups is not shared yet.
- */
+/** What a member's role on a group lets them do there (and in its subgroups); rules are not shared yet. */
 export const memberPermissions = (role: MemberRole): string[] => {
   const viewer = ['devices:read', 'telemetry:read', 'groups:read', 'members:read'];
-  return role === 'viewer' ? viewer : [...viewer, 'commands:write'];
+  const operator = [...viewer, 'commands:write'];
+  return role === 'viewer' ? viewer : role === 'operator' ? operator : [...operator, 'devices:write', 'groups:write'];
 };

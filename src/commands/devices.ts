@@ -94,8 +94,9 @@ export class Devices {
     });
   }
 
+  /** By its owner, an admin, or a manager of a group it is in (who may move it only among the owner's groups). */
   async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
-    const device = visibleDevice(this.services, context.principal, deviceId);
+    const device = visibleDevice(this.services, context.principal, deviceId, 'manager');
     const apply = () =>
       this.services.locks.devices.run(deviceId, async () => {
         if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
@@ -108,7 +109,7 @@ export class Devices {
     const events = await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
     const pushed = events.find((e) => e.type === 'device.updated' && e.data.changes.configuration !== undefined);
     if (pushed?.type === 'device.updated') await this.pushConfiguration(device, pushed.data.changes.configuration!, context);
-    return visibleDevice(this.services, context.principal, deviceId);
+    return findDevice(this.services.sql, deviceId) ?? device;
   }
 
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */

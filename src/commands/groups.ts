@@ -39,8 +39,9 @@ export class Groups {
     });
   }
 
+  /** By its owner, an admin, or a manager of it (who may move it only among the owner's groups). */
   async update(groupId: string, changes: GroupChanges, context: RequestContext, ifMatch?: IfMatch): Promise<GroupRow> {
-    const group = visibleGroup(this.services, context.principal, groupId);
+    const group = visibleGroup(this.services, context.principal, groupId, 'manager');
     return this.services.locks.owners.run(groupLockKey(group.user_id), async () => {
       if (changes.name !== undefined) this.checkName(group.user_id, changes.name, groupId);
       if (changes.parent_id) this.checkParent(changes.parent_id, group.user_id);

@@ -113,3 +113,14 @@ export const listMembers = (sql: Sql, groupId: string) =>
 /** The grants a user holds, as they were given (subgroups inherit each). */
 export const grantsOf = (sql: Sql, userId: string) =>
   sql.all(q.selectFrom('group_members').select(['group_id', 'role']).where('user_id', '=', userId).orderBy('granted_at').orderBy('group_id'));
+
+/** Every group a user was granted a role on, with all the groups below them. */
+export function sharedGroupIds(sql: Sql, userId: string): string[] {
+  const found = new Set(grantsOf(sql, userId).map((grant) => grant.group_id));
+  for (let frontier = [...found]; frontier.length > 0; ) {
+    const children = sql.all(q.selectFrom('groups').select('id').where('parent_id', 'in', frontier)).map((row) => row.id).filter((id) => !found.has(id));
+    children.forEach((id) => found.add(id));
+    frontier = children;
+  }
+  return [...found];
+}

@@ -44,6 +44,15 @@ describe('shared fleets: group members', () => {
   });
   afterAll(() => server.close());
 
+  it("lists a member's shared devices beside their own; a stranger sees none of them", async () => {
+    const listed = async (who: Who) => (await api.get<Data<Array<{ id: string }>>>('/api/devices?limit=500', { token: users[who].token })).body.data.map((d) => d.id);
+    for (const who of ['owner', 'manager', 'operator', 'viewer', 'admin'] as const) expect(await listed(who)).toContain(device.id);
+    expect(await listed('stranger')).not.toContain(device.id);
+    const own = await createDevice(api, users.viewer.token);
+    expect(await listed('viewer')).toEqual(expect.arrayContaining([own.id, device.id]));
+    expect(await listed('operator')).not.toContain(own.id);
+  });
+
   it('lists the members, and the grants a user holds with what they allow', async () => {
     const members = (await api.get<Data<Array<{ user_id: string; username: string; role: string }>>>(`/api/groups/${parent.id}/members`, { token: users.viewer.token })).body.data;
     expect(members.map((m) => [m.username, m.role]).sort((a, b) => a[1]!.localeCompare(b[1]!))).toEqual([
@@ -81,7 +90,7 @@ describe('shared fleets: group members', () => {
     expectError(await api.get(`/api/groups/${sub.id}/members`, { token: newcomer.token }), 404, 'not_found');
   });
 
-  it('the permission matrix: members read by any role, operators command, only the owner (or an admin) writes; strangers 404', async () => {
+  it('the permission matrix: members read by any role, operators command, managers edit, only the owner (or an admin) deletes or shares; strangers 404', async () => {
     const cells: Cell[] = [
       { method: 'GET', path: `/api/devices/${device.id}`, expect: [200, 200, 200, 200, 404, 200] },
       { method: 'GET', path: `/api/devices/${device.id}/status`, expect: [200, 200, 200, 200, 404, 200] },
@@ -93,9 +102,9 @@ describe('shared fleets: group members', () => {
       { method: 'GET', path: `/api/groups/${sub.id}`, expect: [200, 200, 200, 200, 404, 200] },
       { method: 'GET', path: `/api/groups/${parent.id}/members`, expect: [200, 200, 200, 200, 404, 200] },
       { method: 'POST', path: `/api/devices/${device.id}/commands`, body: { command_type: 'ping' }, expect: [202, 202, 202, 403, 404, 202] },
-      { method: 'PUT', path: `/api/devices/${device.id}`, body: { description: 'edited' }, expect: [200, 403, 403, 403, 404, 200] },
+      { method: 'PUT', path: `/api/devices/${device.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
       { method: 'POST', path: `/api/devices/${device.id}/data`, body: { sensor_readings: { temperature: 21 } }, expect: [201, 403, 403, 403, 404, 201] },
-      { method: 'PUT', path: `/api/groups/${sub.id}`, body: { description: 'edited' }, expect: [200, 403, 403, 403, 404, 200] },
+      { method: 'PUT', path: `/api/groups/${sub.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
       { method: 'POST', path: `/api/groups/${sub.id}/commands`, body: { command_type: 'ping' }, expect: [202, 403, 403, 403, 404, 202] },
       { method: 'POST', path: `/api/groups/${parent.id}/members`, body: { user_id: users.newcomer.id, role: 'viewer' }, expect: [201, 403, 403, 403, 404, 201] },
       {

@@ -1,4 +1,5 @@
 import { deviceAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
+import { sharedGroupIds } from '../../projections/groups.js';
 import type { RequestContext } from '../../commands/services.js';
 import { visibleTemplate } from '../../commands/templates.js';
 import type { TemplateRow } from '../../projections/templates.js';
@@ -59,10 +60,12 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices', summary: 'List devices (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
+      { method: 'get', path: '/api/devices', summary: 'List devices: your own and those of groups shared with you (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listDevices(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedGroupIds: sharedGroupIds(services.sql, userId) } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.type ?? query.device_type ? { deviceType: query.type ?? query.device_type } : {}),
           ...(query.group_id ? { groupId: query.group_id } : {}),
