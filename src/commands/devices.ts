@@ -5,7 +5,7 @@ import { displayedStatus } from '../domain/device-status.js';
 import { streams, type DeviceAttributes, type MemberRole, type RecordedEvent } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup, memberRole, roleAtLeast } from '../projections/groups.js';
-import { findUserById } from '../projections/users.js';
+import { findUserById, findUserByLogin } from '../projections/users.js';
 import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
@@ -110,6 +110,29 @@ export class Devices {
     const pushed = events.find((e) => e.type === 'device.updated' && e.data.changes.configuration !== undefined);
     if (pushed?.type === 'device.updated') await this.pushConfiguration(device, pushed.data.changes.configuration!, context);
     return findDevice(this.services.sql, deviceId) ?? device;
+  }
+
+  /** The owner (or an admin) offers the device to another user, named by id or username. */
+  async offerTransfer(deviceId: string, to: { user_id?: string | undefined; username?: string | undefined }, context: RequestContext): Promise<string> {
+    visibleDevice(this.services, context.principal, deviceId);
+    const receiver = to.user_id !== undefined ? findUserById(this.services.sql, to.user_id) : findUserByLogin(this.services.sql, to.username ?? '');
+    if (!receiver || receiver.erased) throw invalid(to.user_id !== undefined ? 'user_id' : 'username', 'no such user');
+    await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'offer_transfer', data: { to_user_id: receiver.id } }, context));
+    return receiver.id;
+  }
+
+  /** The receiver takes the device, within their quota; to anyone else it does not exist. */
+  async acceptTransfer(deviceId: string, context: RequestContext): Promise<DeviceRow> {
+    const receiverId = requireUser(context.principal);
+    const state = fold(deviceDecider, await this.services.log.readStream(streams.device(deviceId)));
+    // Checked before the quota: nobody else may learn from a quota error that the device exists.
+    if (state.status !== 'active' || state.offered_to !== receiverId) throw notFound('device');
+    return this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkQuota(receiverId);
+      await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'accept_transfer', data: { user_id: receiverId } }, context));
+      return findDevice(this.services.sql, deviceId)!;
+    });
   }
 
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */

@@ -1,22 +1,24 @@
 import { changedFields, type Decider } from './decider.js';
-import { DomainError, notFound } from './errors.js';
+import { DomainError, invalid, notFound } from './errors.js';
 import type { DeviceAttributes, EventOfType } from './events.js';
 
-export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned' | 'device.token_rotated'>;
+export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned' | 'device.token_rotated' | 'device.transfer_offered' | 'device.transferred'>;
 export type DeviceChanges = EventOfType<'device.updated'>['data']['changes'];
 
 export type DeviceCommand =
   | { type: 'register_device'; data: EventOfType<'device.registered'>['data'] }
   | { type: 'update_device'; data: { changes: DeviceChanges } }
   | { type: 'decommission_device' }
-  | { type: 'rotate_token'; data: { token_hash: string } };
+  | { type: 'rotate_token'; data: { token_hash: string } }
+  | { type: 'offer_transfer'; data: { to_user_id: string } }
+  | { type: 'accept_transfer'; data: { user_id: string } };
 
 export type DeviceState =
   | { status: 'none' }
-  | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes };
+  | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes; offered_to?: string | null };
 
 export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
-  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned', 'device.token_rotated']),
+  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned', 'device.token_rotated', 'device.transfer_offered', 'device.transferred']),
   initialState: () => ({ status: 'none' }),
 
   evolve(state, event) {
@@ -33,6 +35,12 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
         return { ...state, status: 'decommissioned' };
       case 'device.token_rotated':
         return state;
+      case 'device.transfer_offered':
+        if (state.status === 'none') return state;
+        return { ...state, offered_to: event.data.to_user_id };
+      case 'device.transferred':
+        if (state.status === 'none') return state;
+        return { ...state, user_id: event.data.to_user_id, offered_to: null, attributes: { ...state.attributes, group_id: null } };
     }
   },
 
@@ -52,6 +60,14 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
         return [{ type: 'device.decommissioned', data: { device_id: state.device_id, user_id: state.user_id } }];
       case 'rotate_token':
         return [{ type: 'device.token_rotated', data: { device_id: state.device_id, token_hash: command.data.token_hash } }];
+      case 'offer_transfer':
+        if (command.data.to_user_id === state.user_id) throw invalid('user_id', 'the device already belongs to this user');
+        if (state.offered_to === command.data.to_user_id) return [];
+        return [{ type: 'device.transfer_offered', data: { device_id: state.device_id, from_user_id: state.user_id, to_user_id: command.data.to_user_id } }];
+      case 'accept_transfer':
+        // Anyone but the user it was offered to: as if there were no such device.
+        if (state.offered_to !== command.data.user_id) throw notFound('device');
+        return [{ type: 'device.transferred', data: { device_id: state.device_id, from_user_id: state.user_id, to_user_id: command.data.user_id } }];
     }
   },
 };

@@ -85,6 +85,10 @@ const deviceUpdated = z.object({
 });
 
 const deviceDecommissioned = z.object({ device_id: id, user_id: id });
+/** The owner offers the device to another user; it changes hands only when they accept. */
+const deviceTransferOffered = z.object({ device_id: id, from_user_id: id, to_user_id: id });
+/** The device, its token and its history now belong to the receiver; it leaves the giver's groups. */
+const deviceTransferred = z.object({ device_id: id, from_user_id: id, to_user_id: id });
 /** Provisioning again hands out a fresh token; the old one stops working. */
 const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
 
@@ -273,6 +277,8 @@ export const eventSchemas = {
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
   'device.token_rotated': deviceTokenRotated,
+  'device.transfer_offered': deviceTransferOffered,
+  'device.transferred': deviceTransferred,
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,

@@ -106,6 +106,9 @@ function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): voi
     case 'device.token_rotated':
       sql.run(q.updateTable('devices').set({ token_hash: tokenLookup(secrets, event.data.token_hash), version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
+    case 'device.transferred':
+      sql.run(q.updateTable('devices').set({ user_id: event.data.to_user_id, group_id: null, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
     case 'group.deleted':
       sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
       return;

@@ -138,3 +138,62 @@ describe('shared fleets: group members', () => {
     expect(result.differing).toEqual([]);
   });
 });
+
+describe('device transfer: the owner offers, the receiver accepts', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let admin: Awaited<ReturnType<typeof registerUser>>;
+  let giver: Awaited<ReturnType<typeof registerUser>>;
+  let receiver: Awaited<ReturnType<typeof registerUser>>;
+  let stranger: Awaited<ReturnType<typeof registerUser>>;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    admin = await registerUser(api);
+    giver = await registerUser(api);
+    receiver = await registerUser(api);
+    stranger = await registerUser(api);
+  });
+  afterAll(() => server.close());
+
+  it('moves the device with its token and history; the giver loses it, nobody else can take it', async () => {
+    const group = await createGroup(api, giver.token);
+    const device = await createDevice(api, giver.token, { group_id: group.id });
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token: device.credentials.auth_token });
+    expectValidation(await api.post(`/api/devices/${device.id}/transfer`, { user_id: giver.id }, { token: giver.token }), 'user_id');
+    expectValidation(await api.post(`/api/devices/${device.id}/transfer`, {}, { token: giver.token }), 'user_id');
+    expectError(await api.post(`/api/devices/${device.id}/transfer`, { user_id: stranger.id }, { token: receiver.token }), 404, 'not_found');
+    const offered = await api.post(`/api/devices/${device.id}/transfer`, { username: receiver.username }, { token: giver.token });
+    expect(offered.status).toBe(201);
+    expect(offered.body.data).toEqual({ device_id: device.id, to_user_id: receiver.id, status: 'offered' });
+    expectError(await api.get(`/api/devices/${device.id}`, { token: receiver.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: stranger.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.credentials.device_id}/transfer/accept`, undefined, { token: device.credentials.auth_token }), 403, 'forbidden');
+
+    const accepted = await api.post<Data<{ id: string; user_id: string; group_id: string | null }>>(`/api/devices/${device.id}/transfer/accept`, undefined, { token: receiver.token });
+    expect(accepted.status).toBe(200);
+    expect(accepted.body.data).toMatchObject({ id: device.id, user_id: receiver.id, group_id: null });
+    expectError(await api.get(`/api/devices/${device.id}`, { token: giver.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: receiver.token }), 404, 'not_found');
+    expect((await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: device.credentials.auth_token })).status).toBe(200);
+    const history = await api.get<Data<Array<{ type: string }>>>(`/api/devices/${device.id}/history?limit=500`, { token: receiver.token });
+    expect(history.body.data.map((e) => e.type)).toEqual(expect.arrayContaining(['device.registered', 'readings.recorded', 'device.transfer_offered', 'device.transferred']));
+    expect((await api.get<Data<unknown[]>>(`/api/devices/${device.id}/data`, { token: receiver.token })).body.data).toHaveLength(1);
+  });
+
+  it('refuses a receiver at their quota (403); anyone else learns nothing (404)', async () => {
+    const device = await createDevice(api, giver.token);
+    const full = await registerUser(api);
+    expect((await api.call('PATCH', `/api/users/${full.id}`, { device_quota: 0 }, { token: admin.token })).status).toBe(200);
+    await api.post(`/api/devices/${device.id}/transfer`, { user_id: full.id }, { token: giver.token });
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: full.token }), 403, 'quota_exceeded');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: stranger.token }), 404, 'not_found');
+    expect((await api.get(`/api/devices/${device.id}`, { token: giver.token })).status).toBe(200);
+  });
+
+  it('a replay rebuilds the transferred ownership exactly', async () => {
+    const { services, db } = server.server;
+    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
+    expect(result.differing).toEqual([]);
+  });
+});

@@ -30,6 +30,8 @@ import {
   registerDeviceBody,
   registeredDevice,
   storedEvent,
+  offerTransferBody,
+  transferOffer,
   updateDeviceBody,
 } from '../schemas/devices.js';
 
@@ -109,6 +111,17 @@ export function deviceRoutes(services: Services, devices: Devices) {
       async ({ params, context, req }) => {
         await devices.decommission(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/transfer', summary: 'Offer the device to another user (owner or admin); it changes hands when they accept', tag: 'devices', access: 'user', body: offerTransferBody, response: transferOffer, status: 201 },
+      async ({ params, body, context }) => ({ data: { device_id: params.id!, to_user_id: await devices.offerTransfer(params.id!, body, context), status: 'offered' as const }, status: 201 }),
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/transfer/accept', summary: 'Accept a device offered to you: it, its token and its history become yours (within your quota)', tag: 'devices', access: 'user', response: device },
+      async ({ params, context }) => {
+        const row = await devices.acceptTransfer(params.id!, context);
+        return { data: presentDevice(row), etag: row.version };
       },
     ),
     defineRoute(
