@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, createGroup, expectError, expectValidation, type Data } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { connect, wsUrl } from '../helpers/ws-client.js';
 
 type Who = 'owner' | 'manager' | 'operator' | 'viewer' | 'stranger' | 'admin';
 const WHO: Who[] = ['owner', 'manager', 'operator', 'viewer', 'stranger', 'admin'];
@@ -51,6 +52,29 @@ describe('shared fleets: group members', () => {
     const own = await createDevice(api, users.viewer.token);
     expect(await listed('viewer')).toEqual(expect.arrayContaining([own.id, device.id]));
     expect(await listed('operator')).not.toContain(own.id);
+  });
+
+  it('streams the events of shared devices on /ws to members, not to strangers; a revoked grant stops them at once', async () => {
+    const subscribe = async (token: string) => {
+      const ws = await connect(wsUrl(server.url, `/ws?token=${token}`));
+      ws.send({ type: 'subscribe', event_types: ['readings.recorded'] });
+      await ws.next((m) => m.type === 'subscribed');
+      return ws;
+    };
+    const viewer = await subscribe(users.viewer.token);
+    const stranger = await subscribe(users.stranger.token);
+    const readings = (ws: Awaited<ReturnType<typeof subscribe>>) => ws.received.filter((m) => m.type === 'event' && m.data.device_id === device.id).length;
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 30 } }, { token: device.credentials.auth_token });
+    await viewer.next((m) => m.type === 'event' && m.data.device_id === device.id);
+    const late = await registerUser(api);
+    expect((await api.post(`/api/groups/${sub.id}/members`, { user_id: late.id, role: 'viewer' }, { token: users.owner.token })).status).toBe(201);
+    const lateWs = await subscribe(late.token);
+    expect((await api.del(`/api/groups/${sub.id}/members/${late.id}`, { token: users.owner.token })).status).toBe(200);
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 31 } }, { token: device.credentials.auth_token });
+    await viewer.until(() => readings(viewer) === 2);
+    expect(readings(stranger)).toBe(0);
+    expect(readings(lateWs)).toBe(0);
+    for (const ws of [viewer, stranger, lateWs]) await ws.close();
   });
 
   it('lists the members, and the grants a user holds with what they allow', async () => {
