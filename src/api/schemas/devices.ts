@@ -190,3 +190,7 @@ export const bulkMeta = z.object({ total: z.number().int(), succeeded: z.number(
 export const bulkAnswer = z.array(
   named('BulkOperationResult', z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() })),
 );
+
+export const offerTransferBody = strictObject({ user_id: z.uuid().optional(), username: z.string().min(1).max(254).optional() }).refine((body) => (body.user_id === undefined) !== (body.username === undefined), { message: 'name the receiver by exactly one of user_id or username', path: ['user_id'] });
+
+export const transferOffer = z.object({ device_id: z.string(), to_user_id: z.string(), status: z.literal('offered') });
