@@ -23,22 +23,33 @@ export class DeviceChannel {
 
   async connect(ws: WebSocket, principal: DevicePrincipal, requestId: string): Promise<void> {
     const context: RequestContext = { principal, requestId };
-    const session = new SocketSession(ws, principal.deviceId, principal.certificate?.fingerprint ?? null);
+    const maxBufferedBytes = this.services.config.wsMaxBufferedBytes;
+    const session = new SocketSession(ws, principal.deviceId, principal.certificate?.fingerprint ?? null, maxBufferedBytes);
     this.sessions.add(session);
     let garbage = 0;
     // One message at a time, as over one HTTP connection: answers come in the order the messages did.
     let previous = Promise.resolve();
+    // Messages read but not yet handled. Past the bound the socket is no longer read, so a device
+    // sending faster than its messages are stored waits in TCP instead of in the server's memory.
+    let backlogBytes = 0;
     ws.on('message', (data) => {
+      const bytes = bytesOf(data);
+      backlogBytes += bytes.length;
+      if (backlogBytes > maxBufferedBytes) ws.pause();
       previous = previous
         .then(async () => {
           // A device that sends and hangs up at once is still heard; one whose credentials went is not.
           if (session.revoked) return;
-          const ok = await this.onMessage(session, bytesOf(data), context);
+          const ok = await this.onMessage(session, bytes, context);
           garbage = ok ? 0 : garbage + 1;
           if (garbage >= MAX_GARBAGE) session.cutOff(CLOSE.policy, 'too many invalid messages');
         })
         // A failure must not stop the messages queued behind it.
-        .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'));
+        .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'))
+        .finally(() => {
+          backlogBytes -= bytes.length;
+          if (backlogBytes <= maxBufferedBytes && ws.isPaused) ws.resume();
+        });
     });
     ws.on('close', () => {
       this.sessions.delete(session);
@@ -80,7 +91,7 @@ function bytesOf(data: RawData): Buffer {
   return Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
 }
 
-class SocketSession implements DeviceSession {
+export class SocketSession implements DeviceSession {
   /** Closed because its credentials went (or for garbage): what it queued is dropped. */
   revoked = false;
 
@@ -88,6 +99,7 @@ class SocketSession implements DeviceSession {
     readonly ws: WebSocket,
     readonly deviceId: string,
     readonly certificateFingerprint: string | null,
+    private readonly maxBufferedBytes: number,
   ) {}
 
   isOpen(): boolean {
@@ -107,7 +119,11 @@ class SocketSession implements DeviceSession {
     this.ws.close(code, reason);
   }
 
+  /** A device that does not read its answers is closed (1013) rather than queued for without bound; it reconnects. */
   reply(message: Record<string, unknown>): void {
-    if (this.isOpen()) this.ws.send(JSON.stringify(message));
+    if (!this.isOpen()) return;
+    const text = JSON.stringify(message);
+    if (this.ws.bufferedAmount > 0 && this.ws.bufferedAmount + Buffer.byteLength(text) > this.maxBufferedBytes) return this.cutOff(CLOSE.tryAgainLater, 'not reading its answers; reconnect');
+    this.ws.send(text);
   }
 }
