@@ -81,12 +81,13 @@ export interface HttpsOptions {
   ca: Buffer;
   /** A client certificate to present (mutual TLS). */
   client?: Pick<Issued, 'cert' | 'key'>;
+  headers?: Record<string, string>;
 }
 
 /** One request on a fresh TLS connection (so each call makes its own handshake), JSON in and out. */
 export function httpsCall(url: string, options: HttpsOptions): Promise<HttpsAnswer> {
   const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (payload !== undefined) headers['content-type'] = 'application/json';
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   return new Promise((resolve, reject) => {
