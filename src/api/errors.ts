@@ -21,6 +21,7 @@ const statusOf: Record<DomainErrorCode | 'invalid_json' | 'unsupported_media_typ
 };
 
 export type ErrorCode = keyof typeof statusOf;
+export const errorCodes = Object.keys(statusOf) as [ErrorCode, ...ErrorCode[]];
 
 export const httpStatusOf = (code: ErrorCode): number => statusOf[code];
 

@@ -6,7 +6,7 @@ import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/ev
 import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup } from '../projections/groups.js';
 import { findUserById } from '../projections/users.js';
-import { generateDeviceToken, hashSecret } from './credentials.js';
+import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -55,7 +55,7 @@ export class Devices {
     const { sql, newId } = this.services;
     const token = input.auth_token ?? generateDeviceToken();
     this.checkQuota(ownerId);
-    if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
+    if (findDeviceByTokenHash(sql, credentialDigests(this.services.secrets, token))) throw invalid('auth_token', 'choose another auth_token');
     this.checkGroup(input.group_id, ownerId);
     const { auth_token: _token, certificate_fingerprint = null, ...attributes } = input;
     this.checkCertificateFree(certificate_fingerprint, null, 'certificate_fingerprint');
@@ -64,27 +64,38 @@ export class Devices {
       this.services,
       deviceDecider,
       streams.device(deviceId),
-      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) }, certificate_fingerprint },
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: sealedDigest(this.services.secrets, token, 'token_hash') }, certificate_fingerprint },
       context,
     );
     return { device: findDevice(sql, deviceId)!, token };
   }
 
   /**
-   * Provisioning by hardware id: the first call registers the device, later ones return the
-   * same device with a fresh token. One registry lock, so concurrent calls make one device.
+   * Provisioning by hardware id: the first call registers the device; a later one hands out a
+   * fresh token only with the device's current token or its owner's approval (the owner signed
+   * in, not a provisioning key alone), or anyone holding the key could evict a device. One
+   * registry lock, so concurrent calls make one device.
    */
-  async provision(input: RegisterDeviceInput & { mac_address: string }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
+  async provision(input: RegisterDeviceInput & { mac_address: string; current_token: string | null }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
     const ownerId = requireUser(context.principal);
+    const { current_token: currentToken, ...registration } = input;
     return this.lock.run('registry', async () => {
       await readModelsCaughtUp(this.services);
       const existing = findDeviceByMac(this.services.sql, input.mac_address);
-      if (!existing) return { ...(await this.registerNow(input, ownerId, context)), created: true };
+      if (!existing) return { ...(await this.registerNow(registration, ownerId, context)), created: true };
       if (existing.user_id !== ownerId) {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
       }
+      const holdsToken = currentToken !== null && findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, currentToken))?.id === existing.id;
+      const ownerApproves = context.principal.kind === 'user' && context.principal.sessionId !== null;
+      if (!holdsToken && !ownerApproves) {
+        const message = currentToken === null
+          ? "this MAC address is already registered; provisioning it again replaces the device's token, which needs its current token (current_token) or its owner signed in"
+          : "current_token is not this device's token; provisioning it again needs its current token or its owner signed in";
+        throw new DomainError('already_exists', message, [{ path: currentToken === null ? 'mac_address' : 'current_token', message: 'already registered' }]);
+      }
       const token = generateDeviceToken();
-      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: hashSecret(token) } }, context);
+      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: sealedDigest(this.services.secrets, token, 'token_hash') } }, context);
       return { device: findDevice(this.services.sql, existing.id)!, token, created: false };
     });
   }

@@ -36,7 +36,9 @@ export interface Quality {
 }
 
 /** One sensor's entry of a device's `configuration.ranges`: its own plausible range, for a sensor reporting other units (bar, not hPa). */
-export const rangeSchema = z.object({ min: z.number(), max: z.number() }).refine((r) => r.min <= r.max, { message: 'min is above max', path: ['min'] });
+export const rangeFields = { min: z.number(), max: z.number() };
+export const minNotAboveMax = (r: { min: number; max: number }): boolean => r.min <= r.max;
+export const rangeSchema = z.object(rangeFields).refine(minNotAboveMax, { message: 'min is above max', path: ['min'] });
 
 /** A device's own ranges, by sensor type, from its stored configuration; an entry that cannot be read leaves that sensor's default. */
 export type DeviceRanges = ReadonlyMap<string, readonly [number, number]>;

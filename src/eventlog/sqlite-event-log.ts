@@ -1,7 +1,7 @@
 import { Subject } from 'rxjs';
 import type { Statement } from 'better-sqlite3';
 import type { Clock } from '../domain/clock.js';
-import { parseEvent, upcast, type RecordedEvent } from '../domain/events.js';
+import { parseEvent, storedForm, upcast, type RecordedEvent } from '../domain/events.js';
 import type { SqliteDatabase } from './database.js';
 import { ConcurrencyError } from './errors.js';
 import { GENESIS_HASH, chainHash, type HashedFields } from './hash.js';
@@ -155,7 +155,7 @@ export class SqliteEventLog implements EventLog {
         stream_id: request.streamId,
         version,
         type: event.type,
-        data: JSON.stringify(event.data),
+        data: JSON.stringify(storedForm(event)),
         metadata: metadataJson,
         recorded_at: recordedAt,
       };

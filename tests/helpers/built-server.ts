@@ -1,12 +1,11 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const ROOT = join(import.meta.dirname, '../..');
 
-/** The build `npm start` runs first, done here only when a source is newer than it: a build takes from 7 s to 40 s on a busy machine. */
-export function buildWhenStale(): void {
+function isStale(): boolean {
   const built = join(ROOT, 'dist/src/main.js');
   const builtAt = (() => {
     try {
@@ -16,7 +15,37 @@ export function buildWhenStale(): void {
     }
   })();
   const sources = readdirSync(join(ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'));
-  if (sources.some((file) => statSync(join(ROOT, 'src', file)).mtimeMs > builtAt)) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  return sources.some((file) => statSync(join(ROOT, 'src', file)).mtimeMs > builtAt);
+}
+
+const BUILD_LOCK = join(ROOT, 'dist', '.build-lock');
+const BUILD_LOCK_GIVE_UP_MS = 180_000;
+const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * The build `npm start` runs first, done here only when a source is newer than it: a build takes
+ * from 7 s to 40 s on a busy machine. Test files in other workers may want it at the same time:
+ * one builds (holding a lock directory) while the others wait, so none starts a half-written build.
+ */
+export function buildWhenStale(): void {
+  const since = Date.now();
+  for (;;) {
+    if (!isStale()) return;
+    try {
+      mkdirSync(join(ROOT, 'dist'), { recursive: true });
+      mkdirSync(BUILD_LOCK);
+      break;
+    } catch {
+      // Another worker builds; a lock older than the longest build was left by one that died.
+      if (Date.now() - since > BUILD_LOCK_GIVE_UP_MS) rmSync(BUILD_LOCK, { recursive: true, force: true });
+      sleepSync(200);
+    }
+  }
+  try {
+    if (isStale()) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  } finally {
+    rmSync(BUILD_LOCK, { recursive: true, force: true });
+  }
 }
 
 export type LogEntry = Record<string, unknown> & { msg?: string };
@@ -39,7 +68,7 @@ export async function startBuiltServer(env: Record<string, string> = {}): Promis
   const child = spawn(process.execPath, ['dist/src/main.js'], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info', ...env },
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const logs: LogEntry[] = [];

@@ -154,7 +154,7 @@ export async function headPosition(api: Client): Promise<number> {
  */
 export async function restartFromDisk(server: TestServer, env: Record<string, string> = {}): Promise<void> {
   await server.server.close();
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
   server.server = await startServer(config, { clock: server.clock, logger: pino({ level: 'silent' }) });
   server.url = server.server.url;
 }

@@ -664,6 +664,8 @@ describe('telemetry', () => {
       expectValidation(await register({ ranges: { pressure: { min: 0 } } }), 'configuration.ranges.pressure.max');
       expectValidation(await register({ ranges: { pressure: { min: '0', max: 6 } } }), 'configuration.ranges.pressure.min');
       expectValidation(await register({ ranges: [1, 2] }), 'configuration.ranges');
+      const misspelt = expectValidation(await register({ ranges: { pressure: { min: 0, maximum: 6 } } }), 'configuration.ranges.pressure.maximum');
+      expect(misspelt.details.map((d) => d.message).join(' ')).toContain('unknown field "maximum"');
       const template = await api.post('/api/templates', { name: uniqueName('ranged'), device_type: 'sensor', configuration: { ranges: { co2: { min: 1, max: 0 } } } }, { token: alice.token });
       expectValidation(template, 'configuration.ranges.co2.min');
       expect(await head(api)).toBe(before);

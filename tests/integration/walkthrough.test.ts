@@ -42,13 +42,20 @@ describe('the walk-through (docs/walkthrough.sh)', () => {
     expect(failed!.stdout).not.toContain('walk-through complete');
   }, 60_000);
 
+  const readmeBlock = (): string | undefined => /## Walk-through[\s\S]*?```sh\n([\s\S]*?)```/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))?.[1];
+
   it('is what the README shows: every line of its walk-through block is in the script', () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-    const block = /## Walk-through[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+    const block = readmeBlock();
     expect(block, 'README has a "## Walk-through" section with a sh block').toBeDefined();
     const script = readFileSync(SCRIPT, 'utf8');
     const lines = block!.split('\n').filter((line) => line.trim() !== '' && !line.trim().startsWith('#'));
     expect(lines.length).toBeGreaterThan(10);
     for (const line of lines) expect(script, `README line not in the script: ${line}`).toContain(line);
   });
+
+  it('runs as the README shows it, pasted alone, twice', async () => {
+    const paste = () => run('bash', ['-c', readmeBlock()!], { cwd: ROOT, env: { ...process.env, URL: server.url, USERNAME: 'bob' }, timeout: 60_000 });
+    expect((await paste()).stdout).toContain('"status": "executed"');
+    expect((await paste()).stdout).toContain('"name": "boiler overheat"');
+  }, 120_000);
 });

@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       host: '0.0.0.0',
       dataDir: resolve('./data'),
       jwtSecret: SECRET,
+      secretsKey: null,
       corsOrigins: null,
       logLevel: 'info',
       bcryptRounds: 12,
@@ -38,6 +39,7 @@ describe('loadConfig', () => {
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
+      mqttPort: 1883,
       tls: null,
       mqttTlsPort: 8883,
     });

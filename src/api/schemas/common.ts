@@ -1,6 +1,9 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
+import { errorCodes } from '../errors.js';
+import { named } from './components.js';
 
-export const paging = z.object({
+export const paging = strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   offset: z.coerce.number().int().min(0).default(0),
 });
@@ -78,7 +81,7 @@ export const isoDate = z
 /** The end of a range: a date alone means the whole of that day, so start_date=end_date=D covers D. */
 export const isoEndDate = z.preprocess((value) => (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T23:59:59.999Z` : value), isoDate);
 
-export const dateRange = z.object({ start_date: isoDate.optional(), end_date: isoEndDate.optional() });
+export const dateRange = strictObject({ start_date: isoDate.optional(), end_date: isoEndDate.optional() });
 
 /** Refuses a range whose start is after its end. */
 export const orderedRange = <T extends { start_date?: string | undefined; end_date?: string | undefined }>(range: T) =>
@@ -122,3 +125,16 @@ export const jsonObject = z
     const at = nonFiniteAt(value, MAX_JSON_DEPTH);
     if (at) ctx.addIssue({ code: 'custom', path: at, message: 'must be a finite number' });
   });
+
+/** The error envelope every failure answers with. */
+export const errorBody = named(
+  'Error',
+  z.object({
+      error: z.object({
+        code: z.enum(errorCodes),
+        message: z.string(),
+        details: z.array(z.object({ path: z.string(), message: z.string() }).catchall(z.string())).describe('one entry per problem; validation failures name the field'),
+        request_id: z.string().describe('also in the X-Request-Id header'),
+      }),
+  }),
+);
