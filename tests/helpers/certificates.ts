@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,8 +45,25 @@ export class TestCa {
     const extFile = `${base}.ext`;
     writeFileSync(extFile, options.server ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' : 'extendedKeyUsage=clientAuth\n');
     openssl(['req', '-new', ...newKey(`${base}.key`), '-subj', `/CN=${cn}`, '-out', `${base}.csr`]);
-    openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', this.root.certFile, '-CAkey', this.root.keyFile, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', String(options.days ?? 2), '-extfile', extFile, '-out', `${base}.pem`]);
+    const days = options.days ?? 2;
+    if (days < 0) this.signInThePast(`${base}.csr`, days, extFile, `${base}.pem`);
+    else openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', this.root.certFile, '-CAkey', this.root.keyFile, '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', String(days), '-extfile', extFile, '-out', `${base}.pem`]);
     return issued(`${base}.pem`, `${base}.key`);
+  }
+
+  /**
+   * A certificate whose day of validity ended `-days` days ago: `openssl ca` takes explicit dates
+   * on every OpenSSL version (`x509 -days` with a negative number is not portable).
+   */
+  private signInThePast(csrFile: string, days: number, extFile: string, outFile: string): void {
+    const config = join(this.dir, 'ca.cnf');
+    if (!existsSync(config)) {
+      writeFileSync(join(this.dir, 'index.txt'), '');
+      writeFileSync(config, `[ca]\ndefault_ca = test\n[test]\ndatabase = ${this.dir}/index.txt\nnew_certs_dir = ${this.dir}\nserial = ${this.dir}/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n[any]\ncommonName = supplied\n`);
+    }
+    const end = Date.now() + days * 86_400_000;
+    const asn1 = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+    openssl(['ca', '-batch', '-config', config, '-cert', this.root.certFile, '-keyfile', this.root.keyFile, '-in', csrFile, '-out', outFile, '-rand_serial', '-notext', '-startdate', asn1(end - 86_400_000), '-enddate', asn1(end), '-extfile', extFile]);
   }
 
   cleanup(): void {
@@ -81,12 +98,13 @@ export interface HttpsOptions {
   ca: Buffer;
   /** A client certificate to present (mutual TLS). */
   client?: Pick<Issued, 'cert' | 'key'>;
+  headers?: Record<string, string>;
 }
 
 /** One request on a fresh TLS connection (so each call makes its own handshake), JSON in and out. */
 export function httpsCall(url: string, options: HttpsOptions): Promise<HttpsAnswer> {
   const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (payload !== undefined) headers['content-type'] = 'application/json';
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   return new Promise((resolve, reject) => {

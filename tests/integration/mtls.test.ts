@@ -63,6 +63,12 @@ describe('mutual TLS: devices authenticate with a bound client certificate', () 
     expect(bound.body.data.version).toBe(device.data.version + 1);
     expect(bound.headers.etag).toBe(`"${device.data.version + 1}"`);
 
+    // The same fingerprint again changes nothing; a stale If-Match is refused.
+    const again = await bind(device.id, valid.fingerprint);
+    expect([again.status, again.body.data.version]).toEqual([200, device.data.version + 1]);
+    const stale = await call(`/api/devices/${device.id}/certificate`, { method: 'DELETE', token: owner, headers: { 'if-match': `"${device.data.version}"` } });
+    expect(stale.status).toBe(412);
+
     const stored = await submit(device.id, as(valid));
     expect(stored.status).toBe(201);
     expect((await call(`/api/devices/${device.id}`, as(valid))).status).toBe(200);

@@ -40,6 +40,8 @@ describe('loadConfig', () => {
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
       mqttPort: 1883,
+      mqttBrokerUrl: null,
+      mqttClientId: 'iot-controller',
       tls: null,
       mqttTlsPort: 8883,
     });
