@@ -37,7 +37,8 @@ export interface CommandRelay {
   deliver(deviceId: string, commands: readonly CommandRow[]): void;
 }
 
-export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown>) => void;
+/** A device's desired configuration changed; null once the device is deleted (nothing is desired of it any more). */
+export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown> | null) => void;
 
 /**
  * The device side of the server, whatever the transport: authentication, validation results,
@@ -179,7 +180,10 @@ export class DeviceGateway {
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
       if (event.type === 'command.queued' && (this.relay || this.sessions.has(event.data.device_id))) void this.push(event.data.device_id);
-      if (event.type === 'device.decommissioned') this.revokeAll(event.data.device_id, 'device deleted');
+      if (event.type === 'device.decommissioned') {
+        this.revokeAll(event.data.device_id, 'device deleted');
+        for (const listener of this.configurationListeners) listener(event.data.device_id, null);
+      }
       if (event.type === 'device.token_rotated') this.revokeAll(event.data.device_id, 'device token replaced');
       if (event.type === 'device.updated' && event.data.changes.configuration !== undefined) this.announceConfiguration(event.data.device_id);
     }

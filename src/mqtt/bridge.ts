@@ -56,6 +56,7 @@ export class BrokerBridge {
       services.logger.warn({ broker: this.state.url, err: error.message }, 'mqtt broker connection error');
     });
     gateway.setRelay({ deliver: (deviceId, commands) => this.deliver(deviceId, commands) });
+    // An empty retained message (the device is gone) clears what the broker keeps.
     this.stopConfigurations = gateway.onConfiguration((deviceId, configuration) => this.publish(topics.config(deviceId), configuration, 1, true));
   }
 
@@ -99,7 +100,7 @@ export class BrokerBridge {
   }
 
   private publish(topic: string, message: unknown, qos: 0 | 1, retain: boolean): void {
-    this.client.publish(topic, JSON.stringify(message), { qos, retain }, (error) => {
+    this.client.publish(topic, message === null ? '' : JSON.stringify(message), { qos, retain }, (error) => {
       if (error) this.services.logger.warn({ topic, err: error.message }, 'mqtt publish to the broker failed');
     });
   }

@@ -193,7 +193,9 @@ export class EmbeddedBroker {
     this.gateway.close(session);
   }
 
-  private retainConfiguration(deviceId: string, configuration: Record<string, unknown>): void {
-    this.aedes.publish({ cmd: 'publish', topic: topics.config(deviceId), payload: Buffer.from(JSON.stringify(configuration)), qos: 1, retain: true, dup: false }, () => undefined);
+  /** Retained for the device; an empty retained message (the device is gone) clears it. */
+  private retainConfiguration(deviceId: string, configuration: Record<string, unknown> | null): void {
+    const payload = configuration === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify(configuration));
+    this.aedes.publish({ cmd: 'publish', topic: topics.config(deviceId), payload, qos: 1, retain: true, dup: false }, () => undefined);
   }
 }

@@ -38,7 +38,21 @@ describe('loadConfig', () => {
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
+      mqttPort: 1883,
+      mqttBrokerUrl: null,
+      mqttClientId: 'iot-controller',
     });
+  });
+
+  it('takes MQTT_PORT=0 (no TCP listener) and an mqtt(s) or ws(s) MQTT_BROKER_URL', () => {
+    expect(loadConfig({ JWT_SECRET: SECRET, MQTT_PORT: '0' }).mqttPort).toBe(0);
+    for (const url of ['mqtt://user:pw@broker:1883', 'mqtts://broker.example:8883', 'wss://broker.example/mqtt']) {
+      expect(loadConfig({ JWT_SECRET: SECRET, MQTT_BROKER_URL: url, MQTT_CLIENT_ID: 'server-1' })).toMatchObject({ mqttBrokerUrl: url, mqttClientId: 'server-1' });
+    }
+  });
+
+  it.each([['MQTT_PORT', '70000'], ['MQTT_PORT', 'x'], ['MQTT_BROKER_URL', 'http://broker'], ['MQTT_BROKER_URL', 'not a url']])('refuses %s=%s, naming it', (name, value) => {
+    expect(configError({ JWT_SECRET: SECRET, [name]: value }).message).toContain(name);
   });
 
   it('parses every setting given', () => {
