@@ -4,7 +4,7 @@ import type { RequestContext, Services } from '../commands/services.js';
 import type { DeviceGateway } from '../gateway/gateway.js';
 import { findDevice } from '../projections/devices.js';
 import type { CommandRow } from '../projections/commands.js';
-import { PublishHandler } from './session.js';
+import { DupMemory, PublishHandler } from './session.js';
 import { topics } from './topics.js';
 
 /** What the server subscribes to on an existing broker: every device's device → server topics. */
@@ -89,7 +89,8 @@ export class BrokerBridge {
       return undefined;
     }
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: device.user_id }, requestId: `mqtt-bridge-${deviceId}` };
-    const handler = new PublishHandler(deviceId, context, this.gateway, DUP_WINDOW_MS, () => this.services.clock.now().getTime(), (topic, message) => this.publish(topic, message, 0, false));
+    const memory = new DupMemory(DUP_WINDOW_MS, () => this.services.clock.now().getTime());
+    const handler = new PublishHandler(deviceId, context, this.gateway, memory, (topic, message) => this.publish(topic, message, 0, false));
     if (this.handlers.size >= MAX_HANDLERS) this.handlers.delete(this.handlers.keys().next().value!);
     this.handlers.set(deviceId, handler);
     return handler;

@@ -8,14 +8,17 @@ import type { Services } from '../commands/services.js';
 import type { DeviceGateway } from '../gateway/gateway.js';
 import { MAX_BODY_BYTES } from '../gateway/payload.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
-import { MqttSession, type SessionLimits } from './session.js';
+import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
 
 /** A payload up to twice the HTTP body limit is read and answered payload_too_large; a larger packet closes the connection unread. */
 export const MAX_PACKET_BYTES = 2 * MAX_BODY_BYTES;
 
-export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 1_000, maxOutboundBytes: 1024 * 1024, dupWindowMs: 10 * 60_000 };
+export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 1_000, maxOutboundBytes: 1024 * 1024 };
+/** How long, and for how many devices, a payload's content is remembered to recognise a DUP redelivery without idempotency_key. */
+const DUP_WINDOW_MS = 10 * 60_000;
+const DUP_DEVICES = 10_000;
 
 export interface ListenerState {
   state: 'off' | 'listening' | 'failed';
@@ -36,6 +39,7 @@ export class EmbeddedBroker {
   readonly tcp: ListenerState = { state: 'off', port: null };
   private readonly sessions = new Map<Client, MqttSession>();
   private readonly provisioners = new Map<Client, ProvisioningSession>();
+  private readonly memories: DupMemories;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PACKET_BYTES });
   private server: Server | undefined;
   private readonly stopConfigurations: () => void;
@@ -47,6 +51,7 @@ export class EmbeddedBroker {
     private readonly limits: SessionLimits,
     private readonly provision: Provision | null,
   ) {
+    this.memories = new DupMemories(DUP_DEVICES, DUP_WINDOW_MS, () => services.clock.now().getTime());
     aedes.preConnect = (client, packet, done) => this.preConnect(client, packet, done);
     aedes.authenticate = (client, username, password, done) => void this.authenticate(client, username, password, done);
     aedes.authorizePublish = (client, packet, done) => this.authorizePublish(client, packet, done);
@@ -113,8 +118,9 @@ export class EmbeddedBroker {
 
   /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
   private preConnect(client: Client, _packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
-    const parser = (client as unknown as { _parser: EventEmitter })._parser;
-    parser.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
+    // aedes keeps its packet parser private; without one (a changed aedes) QoS 2 is granted as asked.
+    const parser = (client as unknown as { _parser?: EventEmitter })._parser;
+    parser?.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
       if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
     });
     done(null, true);
@@ -135,7 +141,7 @@ export class EmbeddedBroker {
       const context = { principal, requestId: `mqtt-${client.id}` };
       const conn = client.conn;
       const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
-      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, () => this.services.clock.now().getTime(), pendingBytes));
+      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
       // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
       conn.once('close', () => this.gone(client));
       done(null, true);
