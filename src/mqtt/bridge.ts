@@ -1,7 +1,7 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { presentCommand } from '../api/routes/commands.js';
 import type { RequestContext, Services } from '../commands/services.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
+import type { DeviceGateway } from '../gateway/index.js';
 import { findDevice } from '../projections/devices.js';
 import type { CommandRow } from '../projections/commands.js';
 import { DupMemory, PublishHandler } from './session.js';

@@ -5,8 +5,7 @@ import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type Pu
 import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Services } from '../commands/services.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
-import { MAX_BODY_BYTES } from '../gateway/payload.js';
+import { MAX_BODY_BYTES, type DeviceGateway } from '../gateway/index.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';

@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Client, PublishPacket } from 'aedes';
 import { presentCommand } from '../api/routes/commands.js';
 import type { RequestContext } from '../commands/services.js';
-import type { DeviceGateway, DeviceSession } from '../gateway/gateway.js';
-import { answerCorrelation, decodeMessage, parsePayload } from '../gateway/messages.js';
+import { answerCorrelation, decodeMessage, parsePayload, type DeviceGateway, type DeviceSession } from '../gateway/index.js';
 import type { CommandRow } from '../projections/commands.js';
 import { inboundOf, topics } from './topics.js';
 

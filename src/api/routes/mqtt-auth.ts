@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { DeviceGateway } from '../../gateway/gateway.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import { inboundOf, subscriptionVerdict } from '../../mqtt/topics.js';
 import { defineRoute } from '../route.js';
 
