@@ -71,18 +71,15 @@ export class DeviceGateway {
     this.services.runner.refuseWhileStalled();
   }
 
-  /** A device's principal from its token; null for anything else (a user's credential included). */
-  async authenticate(credential: string | undefined): Promise<DevicePrincipal | null> {
-    if (!credential || credential.length > 4096) return null;
-    const principal = await this.accounts.authenticate(credential);
-    return principal?.kind === 'device' ? principal : null;
+  /** Whoever a credential names (a device token, an API key, a session), or null. */
+  async principalOf(credential: string | undefined): Promise<Principal | null> {
+    return credential && credential.length <= 4096 ? this.accounts.authenticate(credential) : null;
   }
 
-  /** A user's principal (a provisioning key, or the owner signed in) from its credential; null for anything else. */
-  async authenticateUser(credential: string | undefined): Promise<Extract<Principal, { kind: 'user' }> | null> {
-    if (!credential || credential.length > 4096) return null;
-    const principal = await this.accounts.authenticate(credential);
-    return principal?.kind === 'user' ? principal : null;
+  /** A device's principal from its token; null for anything else (a user's credential included). */
+  async authenticate(credential: string | undefined): Promise<DevicePrincipal | null> {
+    const principal = await this.principalOf(credential);
+    return principal?.kind === 'device' ? principal : null;
   }
 
   /** Whether a device of this id is registered. */

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import type { Services } from '../commands/services.js';
+import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway } from '../gateway/index.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
@@ -134,8 +134,9 @@ export class EmbeddedBroker {
     try {
       this.gateway.refuseWhileStalled();
       const token = password && password.length > 0 ? password.toString('utf8') : username;
-      const principal = await this.gateway.authenticate(token);
-      if (!principal) return this.authenticateProvisioner(client, token, done, refuse);
+      const principal = await this.gateway.principalOf(token);
+      if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
+      if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
       const context = { principal, requestId: `mqtt-${client.id}` };
       const conn = client.conn;
@@ -150,9 +151,8 @@ export class EmbeddedBroker {
   }
 
   /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */
-  private async authenticateProvisioner(client: Client, token: string | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void, refuse: (code: number, reason: string) => void): Promise<void> {
-    const user = this.provision ? await this.gateway.authenticateUser(token) : null;
-    if (!user || !this.provision) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
+  private acceptProvisioner(client: Client, user: Extract<Principal, { kind: 'user' }>, done: (error: AuthenticateError | null, success: boolean | null) => void, refuse: (code: number, reason: string) => void): void {
+    if (!this.provision) return refuse(NOT_AUTHORIZED, 'provisioning is not offered over MQTT here');
     this.provisioners.set(client, new ProvisioningSession(client, { principal: user, requestId: `mqtt-provision-${client.id}` }, this.gateway, this.provision));
     client.conn.once('close', () => this.provisioners.delete(client));
     done(null, true);
