@@ -272,7 +272,7 @@ async function startOurs(prefix: string, deviceCount: number, env: Record<string
 }
 
 /** One user and `deviceCount` devices, over HTTP. */
-async function registerFleet(url: string, deviceCount: number): Promise<Pick<Ours, 'userToken' | 'devices'>> {
+export async function registerFleet(url: string, deviceCount: number): Promise<Pick<Ours, 'userToken' | 'devices'>> {
   const registered = await call<{ data: { token: string } }>(url, 'POST', '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
   if (registered.status !== 201) throw new Error(`register answered ${registered.status}: ${JSON.stringify(registered.body)}`);
   const userToken = registered.body.data.token;
@@ -352,7 +352,7 @@ const storedReadings = (db: SqliteDatabase) => scalar(db, `SELECT sum(count) AS 
 
 const MB = 2 ** 20;
 const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;
-const int = (value: number) => Math.round(value).toLocaleString('en-US');
+export const int = (value: number) => Math.round(value).toLocaleString('en-US');
 
 /** Same columns as Reporter's table. */
 function printRow(cells: readonly string[]): void {

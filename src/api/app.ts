@@ -11,6 +11,7 @@ import type { Services } from '../commands/services.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
 import { MAX_BODY_BYTES, type DeviceGateway } from '../gateway/index.js';
 import { authenticate } from './auth.js';
+import { docsAssets } from './docs.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
 import { originAllowed } from './origins.js';
@@ -29,6 +30,8 @@ import { mqttAuthRoutes } from './routes/mqtt-auth.js';
 import { systemRoutes, type HealthExtras } from './routes/system.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { templateRoutes } from './routes/templates.js';
+import { userRoutes } from './routes/users.js';
+import type { UserAdmin } from '../commands/user-admin.js';
 
 export interface AppHandlers {
   accounts: Accounts;
@@ -39,12 +42,19 @@ export interface AppHandlers {
   rules: Rules;
   templates: Templates;
   rollouts: Rollouts;
+  users: UserAdmin;
   gateway: DeviceGateway;
   /** What /api/health adds about listeners beside HTTP. */
   health?: HealthExtras;
 }
 
 export { MAX_BODY_BYTES } from '../gateway/index.js';
+
+/** Served over TLS, browsers are told to come back only over TLS (a year, renewed by every answer). */
+const strictTransportSecurity: express.RequestHandler = (_req, res, next) => {
+  res.setHeader('Strict-Transport-Security', 'max-age=31536000');
+  next();
+};
 
 export function createApp(services: Services, handlers: AppHandlers): Express {
   const { config, logger, clock } = services;
@@ -54,6 +64,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   app.set('etag', false);
 
   app.use(requestContext(logger, clock));
+  if (config.tls) app.use(strictTransportSecurity);
   app.use(
     cors({
       origin: config.corsOrigins ?? ((origin, allow) => allow(null, originAllowed(null, origin))),
@@ -72,6 +83,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   routes.push(
     ...systemRoutes(services, () => routes, handlers.health),
     ...accountRoutes(services, handlers.accounts),
+    ...userRoutes(handlers.accounts, handlers.users),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
     ...telemetryRoutes(services, handlers.gateway, handlers.offline),
@@ -85,6 +97,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   const router = express.Router();
   mount(router, routes, refuseWhileStalled(services.runner));
   app.use(router);
+  app.use(docsAssets());
   app.use(notFoundRoute);
   app.use(errorHandler);
   return app;

@@ -1,12 +1,12 @@
 import { fold } from '../domain/decider.js';
-import { deviceDecider, type DeviceChanges } from '../domain/device.js';
+import { deviceDecider, type DeviceChanges, type DeviceCommand } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
-import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/events.js';
-import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
-import { findGroup } from '../projections/groups.js';
-import { findUserById } from '../projections/users.js';
-import { generateDeviceToken, hashSecret } from './credentials.js';
+import { streams, type DeviceAttributes, type MemberRole, type RecordedEvent } from '../domain/events.js';
+import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
+import { findGroup, memberRole, roleAtLeast } from '../projections/groups.js';
+import { findUserById, findUserByLogin } from '../projections/users.js';
+import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -15,16 +15,26 @@ import { isAdmin, mayAccess, readModelsCaughtUp, type Principal, type RequestCon
 export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
   group_id: string | null;
   auth_token: string | null;
+  /** A client certificate bound from the start (normalized SHA-256). */
+  certificate_fingerprint?: string | null;
 }
 
+/** What a call does with a device: a member's role on its group must reach it; `own` only the owner (or an admin). */
+export type DeviceNeed = MemberRole | 'own';
+
 /**
- * A device as its owner, an admin, or the device itself may see it. Another user gets 404
- * (no existence leak); a device token on another device gets 403, as API.md lists.
+ * A device as its owner, an admin, the device itself, or a member of a group it is in (with a
+ * role reaching `need`) may use it. A user with no right on it gets 404 (no existence leak); a
+ * member whose role falls short, or a device token on another device, gets 403.
  */
-export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+export function visibleDevice(services: Services, principal: Principal, deviceId: string, need: DeviceNeed = 'own'): DeviceRow {
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const device = findDevice(services.sql, deviceId);
-  if (!device || (principal.kind === 'user' && !mayAccess(principal, device.user_id))) throw notFound('device');
+  if (!device) throw notFound('device');
+  if (principal.kind === 'device' || mayAccess(principal, device.user_id)) return device;
+  const role = device.group_id === null ? null : memberRole(services.sql, principal.userId, device.group_id);
+  if (role === null) throw notFound('device');
+  if (need === 'own' || !roleAtLeast(role, need)) throw new DomainError('forbidden', `your role on this device's group (${role}) does not allow this`);
   return device;
 }
 
@@ -53,15 +63,16 @@ export class Devices {
     const { sql, newId } = this.services;
     const token = input.auth_token ?? generateDeviceToken();
     this.checkQuota(ownerId);
-    if (findDeviceByTokenHash(sql, hashSecret(token))) throw invalid('auth_token', 'choose another auth_token');
+    if (findDeviceByTokenHash(sql, credentialDigests(this.services.secrets, token))) throw invalid('auth_token', 'choose another auth_token');
     this.checkGroup(input.group_id, ownerId);
+    const { auth_token: _token, certificate_fingerprint = null, ...attributes } = input;
+    this.checkCertificateFree(certificate_fingerprint, null, 'certificate_fingerprint');
     const deviceId = newId();
-    const { auth_token: _token, ...attributes } = input;
     await handle(
       this.services,
       deviceDecider,
       streams.device(deviceId),
-      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: hashSecret(token) } },
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: sealedDigest(this.services.secrets, token, 'token_hash') }, certificate_fingerprint },
       context,
     );
     return { device: findDevice(sql, deviceId)!, token };
@@ -83,7 +94,7 @@ export class Devices {
       if (existing.user_id !== ownerId) {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
       }
-      const holdsToken = currentToken !== null && findDeviceByTokenHash(this.services.sql, hashSecret(currentToken))?.id === existing.id;
+      const holdsToken = currentToken !== null && findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, currentToken))?.id === existing.id;
       const ownerApproves = context.principal.kind === 'user' && context.principal.sessionId !== null;
       if (!holdsToken && !ownerApproves) {
         const message = currentToken === null
@@ -92,13 +103,14 @@ export class Devices {
         throw new DomainError('already_exists', message, [{ path: currentToken === null ? 'mac_address' : 'current_token', message: 'already registered' }]);
       }
       const token = generateDeviceToken();
-      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: hashSecret(token) } }, context);
+      await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: sealedDigest(this.services.secrets, token, 'token_hash') } }, context);
       return { device: findDevice(this.services.sql, existing.id)!, token, created: false };
     });
   }
 
+  /** By its owner, an admin, or a manager of a group it is in (who may move it only among the owner's groups). */
   async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
-    const device = visibleDevice(this.services, context.principal, deviceId);
+    const device = visibleDevice(this.services, context.principal, deviceId, 'manager');
     const apply = () =>
       this.services.locks.devices.run(deviceId, async () => {
         if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
@@ -111,16 +123,69 @@ export class Devices {
     const events = await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
     const pushed = events.find((e) => e.type === 'device.updated' && e.data.changes.configuration !== undefined);
     if (pushed?.type === 'device.updated') await this.pushConfiguration(device, pushed.data.changes.configuration!, context);
-    return visibleDevice(this.services, context.principal, deviceId);
+    return findDevice(this.services.sql, deviceId) ?? device;
+  }
+
+  /** The owner (or an admin) offers the device to another user, named by id or username. */
+  async offerTransfer(deviceId: string, to: { user_id?: string | undefined; username?: string | undefined }, context: RequestContext): Promise<string> {
+    visibleDevice(this.services, context.principal, deviceId);
+    const receiver = to.user_id !== undefined ? findUserById(this.services.sql, to.user_id) : findUserByLogin(this.services.sql, to.username ?? '');
+    if (!receiver || receiver.erased) throw invalid(to.user_id !== undefined ? 'user_id' : 'username', 'no such user');
+    await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'offer_transfer', data: { to_user_id: receiver.id } }, context));
+    return receiver.id;
+  }
+
+  /** The receiver takes the device, within their quota; to anyone else it does not exist. */
+  async acceptTransfer(deviceId: string, context: RequestContext): Promise<DeviceRow> {
+    const receiverId = requireUser(context.principal);
+    const state = fold(deviceDecider, await this.services.log.readStream(streams.device(deviceId)));
+    // Checked before the quota: nobody else may learn from a quota error that the device exists.
+    if (state.status !== 'active' || state.offered_to !== receiverId) throw notFound('device');
+    return this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkQuota(receiverId);
+      await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'accept_transfer', data: { user_id: receiverId } }, context));
+      return findDevice(this.services.sql, deviceId)!;
+    });
   }
 
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */
   async decommission(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
-    await this.services.locks.devices.run(deviceId, () =>
-      handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
-    );
+    await this.onDevice(deviceId, { type: 'decommission_device' }, context, ifMatch);
     await this.commands.cancelAllOf(deviceId, context);
+  }
+
+  /**
+   * Lets a client certificate (by fingerprint) speak for the device under mutual TLS; one bound
+   * before is retired. Under the registry lock, as a certificate speaks for one device only.
+   */
+  async bindCertificate(deviceId: string, fingerprint: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkCertificateFree(fingerprint, deviceId, 'fingerprint');
+      await this.onDevice(deviceId, { type: 'bind_certificate', data: { fingerprint } }, context, ifMatch);
+    });
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  /** The device's certificate stops working at once; its open connections are cut (see DeviceChannel). */
+  async unbindCertificate(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.onDevice(deviceId, { type: 'unbind_certificate' }, context, ifMatch);
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  private onDevice(deviceId: string, command: DeviceCommand, context: RequestContext, ifMatch: IfMatch | undefined) {
+    return this.services.locks.devices.run(deviceId, () =>
+      handle(this.services, deviceDecider, streams.device(deviceId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
+    );
+  }
+
+  private checkCertificateFree(fingerprint: string | null, deviceId: string | null, path: string): void {
+    const holder = fingerprint === null ? undefined : findDeviceByCertificate(this.services.sql, fingerprint);
+    if (holder && holder.id !== deviceId) throw new DomainError('already_exists', 'this certificate is bound to another device', [{ path, message: 'already bound' }]);
   }
 
   /** A changed configuration goes to the device as a queued update_configuration command. */
@@ -219,6 +284,7 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
     last_seen: lastHeard(heard?.recorded_at, events.filter((e) => e.type === 'device.came_online').pop()?.recorded_at),
+    certificate_fingerprint: state.certificate,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,
     version: last.version,

@@ -1,4 +1,5 @@
 import type { OfflineDetector } from '../automation/offline-detector.js';
+import { clientCertificateOf } from '../transport/tls.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Principal, RequestContext, Services } from '../commands/services.js';
@@ -16,6 +17,8 @@ type Body<T extends DeviceMessage['type']> = Extract<DeviceMessage, { type: T }>
 /** One open connection of a device (a socket, an MQTT session): what the gateway needs of it. */
 export interface DeviceSession {
   readonly deviceId: string;
+  /** The client certificate it authenticated with (mutual TLS); unbinding it cuts this session, not one opened with a token. */
+  readonly certificateFingerprint: string | null;
   isOpen(): boolean;
   /** Commands already marked sent: the session must carry them to the device. */
   deliver(commands: readonly CommandRow[]): void;
@@ -80,6 +83,15 @@ export class DeviceGateway {
   async authenticate(credential: string | undefined): Promise<DevicePrincipal | null> {
     const principal = await this.principalOf(credential);
     return principal?.kind === 'device' ? principal : null;
+  }
+
+  /** A device's principal from the client certificate of its connection (mutual TLS); `refused` says why one was not taken. */
+  authenticateCertificate(socket: unknown): { principal: DevicePrincipal | null; refused: string | null } {
+    const certificate = clientCertificateOf(socket);
+    if (!certificate) return { principal: null, refused: null };
+    const outcome = this.accounts.authenticateCertificate(certificate);
+    if ('refused' in outcome) return { principal: null, refused: outcome.refused };
+    return outcome.principal.kind === 'device' ? { principal: outcome.principal, refused: null } : { principal: null, refused: 'bound to no device' };
   }
 
   /** Whether a device of this id is registered. */
@@ -182,6 +194,7 @@ export class DeviceGateway {
         for (const listener of this.configurationListeners) listener(event.data.device_id, null);
       }
       if (event.type === 'device.token_rotated') this.revokeAll(event.data.device_id, 'device token replaced');
+      if (event.type === 'device.certificate_unbound') this.revokeBound(event.data.device_id, event.data.fingerprint);
       if (event.type === 'device.updated' && event.data.changes.configuration !== undefined) this.announceConfiguration(event.data.device_id);
     }
   }
@@ -189,6 +202,10 @@ export class DeviceGateway {
   /** Cuts off every connection of a device (an unbound certificate, say). */
   revokeAll(deviceId: string, reason: string): void {
     for (const session of [...(this.sessions.get(deviceId) ?? [])]) session.revoke(reason);
+  }
+
+  private revokeBound(deviceId: string, fingerprint: string): void {
+    for (const session of [...(this.sessions.get(deviceId) ?? [])]) if (session.certificateFingerprint === fingerprint) session.revoke('client certificate unbound');
   }
 
   /** The desired configuration as the read model holds it (null once the device is gone). */

@@ -1,11 +1,13 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
-import { MAX_BODY_BYTES, type DeviceGateway } from '../gateway/index.js';
+import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
+import type { TlsCredentials } from '../transport/tls.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
@@ -36,6 +38,11 @@ const SERVER_UNAVAILABLE = 3;
  */
 export class EmbeddedBroker {
   readonly tcp: ListenerState = { state: 'off', port: null };
+  readonly tls: ListenerState = { state: 'off', port: null };
+  /** The TLS socket under each connection of MQTT_TLS_PORT, for its client certificate. */
+  private readonly tlsSockets = new WeakMap<object, TLSSocket>();
+  private tlsServer: Server | undefined;
+  private stopReloads: (() => void) | undefined;
   private readonly sessions = new Map<Client, MqttSession>();
   private readonly provisioners = new Map<Client, ProvisioningSession>();
   private readonly memories: DupMemories;
@@ -72,21 +79,34 @@ export class EmbeddedBroker {
   /** Opens MQTT_PORT; a port already taken is logged once and reported, and the server goes on without it. */
   async listen(port: number, host: string): Promise<void> {
     if (port === 0) return;
-    const server = createServer((socket) => this.accept(socket));
-    await new Promise<void>((resolve) => {
+    this.server = await this.open(createServer((socket) => this.accept(socket)), port, host, this.tcp, 'MQTT_PORT');
+  }
+
+  /**
+   * Opens MQTT over TLS on MQTT_TLS_PORT with the HTTP listener's certificate, reloaded with it
+   * (SIGHUP). With TLS_CLIENT_CA a device may connect with a bound client certificate and no password.
+   */
+  async listenTls(port: number, host: string, credentials: TlsCredentials): Promise<void> {
+    if (port === 0) return;
+    const server = createTlsServer(credentials.serverOptions(), (socket) => this.accept(socket));
+    this.tlsServer = await this.open(server, port, host, this.tls, 'MQTT_TLS_PORT');
+    if (this.tlsServer) this.stopReloads = credentials.attach(server);
+  }
+
+  private async open(server: Server, port: number, host: string, state: ListenerState, variable: string): Promise<Server | undefined> {
+    return new Promise((resolve) => {
       server.once('error', (error: NodeJS.ErrnoException) => {
-        this.tcp.state = 'failed';
-        this.tcp.error = error.code === 'EADDRINUSE' ? `port ${port} is already in use` : error.message;
-        this.services.logger.error({ port, err: error.message }, `MQTT listener not started: MQTT_PORT=${port} ${error.code === 'EADDRINUSE' ? 'is already in use (another broker?)' : 'cannot be opened'}; set MQTT_PORT to a free port, or 0 to turn the listener off`);
-        resolve();
+        state.state = 'failed';
+        state.error = error.code === 'EADDRINUSE' ? `port ${port} is already in use` : error.message;
+        this.services.logger.error({ port, err: error.message }, `MQTT listener not started: ${variable}=${port} ${error.code === 'EADDRINUSE' ? 'is already in use (another broker?)' : 'cannot be opened'}; set ${variable} to a free port, or 0 to turn the listener off`);
+        resolve(undefined);
       });
       server.listen(port, host, () => {
-        this.server = server;
-        this.tcp.state = 'listening';
+        state.state = 'listening';
         const address = server.address();
-        this.tcp.port = typeof address === 'object' && address ? address.port : port;
-        this.services.logger.info({ port: this.tcp.port }, 'mqtt listening');
-        resolve();
+        state.port = typeof address === 'object' && address ? address.port : port;
+        this.services.logger.info({ port: state.port, variable }, 'mqtt listening');
+        resolve(server);
       });
     });
   }
@@ -96,14 +116,15 @@ export class EmbeddedBroker {
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(createWebSocketStream(ws), req));
   }
 
-  status(): { tcp: ListenerState; websocket: string } {
-    return { tcp: { ...this.tcp }, websocket: '/mqtt' };
+  status(): { tcp: ListenerState; tls: ListenerState; websocket: string } {
+    return { tcp: { ...this.tcp }, tls: { ...this.tls }, websocket: '/mqtt' };
   }
 
   async close(): Promise<void> {
     this.stopConfigurations();
-    // Stop accepting first; the listener's close completes once the broker has closed every client.
-    const stopped = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.stopReloads?.();
+    // Stop accepting first; a listener's close completes once the broker has closed every client.
+    const stopped = Promise.all([this.server, this.tlsServer].map((server) => new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()))));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     for (const ws of this.wss.clients) ws.terminate();
     await stopped;
@@ -112,6 +133,7 @@ export class EmbeddedBroker {
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {
     stream.on('error', () => undefined);
     const connection = new GuardedConnection(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
+    if (stream instanceof TLSSocket) this.tlsSockets.set(connection, stream);
     this.aedes.handle(connection, req);
   }
 
@@ -134,7 +156,9 @@ export class EmbeddedBroker {
     try {
       this.gateway.refuseWhileStalled();
       const token = password && password.length > 0 ? password.toString('utf8') : username;
-      const principal = await this.gateway.principalOf(token);
+      const byCertificate = token === undefined || token === client.id ? this.certificateDevice(client) : { principal: null, refused: null };
+      if (byCertificate.refused) return refuse(NOT_AUTHORIZED, `the client certificate was refused: ${byCertificate.refused}`);
+      const principal = byCertificate.principal ?? (await this.gateway.principalOf(token));
       if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
       if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
@@ -148,6 +172,12 @@ export class EmbeddedBroker {
     } catch (error) {
       refuse(SERVER_UNAVAILABLE, error instanceof Error ? error.message : 'unavailable');
     }
+  }
+
+  /** A device by the client certificate of its TLS connection, when it offered one. */
+  private certificateDevice(client: Client): { principal: DevicePrincipal | null; refused: string | null } {
+    const socket = this.tlsSockets.get(client.conn);
+    return socket ? this.gateway.authenticateCertificate(socket) : { principal: null, refused: null };
   }
 
   /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */

@@ -5,12 +5,14 @@ import type { DeviceGateway } from '../gateway/index.js';
 import { BrokerBridge, type BridgeState } from './bridge.js';
 import { EmbeddedBroker, type ListenerState } from './broker.js';
 import type { Provision } from './provisioning.js';
+import type { TlsCredentials } from '../transport/tls.js';
 
 export type { Provision } from './provisioning.js';
 
 /** What /api/health says of MQTT. */
 export interface MqttStatus {
   tcp?: ListenerState;
+  tls?: ListenerState;
   websocket?: string;
   broker?: BridgeState;
 }
@@ -25,7 +27,7 @@ export interface MqttFront {
 }
 
 /** With MQTT_BROKER_URL, the server subscribes to that broker and embeds none. */
-export async function createMqtt(services: Services, gateway: DeviceGateway, provision: Provision): Promise<MqttFront> {
+export async function createMqtt(services: Services, gateway: DeviceGateway, provision: Provision, tls: TlsCredentials | null): Promise<MqttFront> {
   const { config } = services;
   if (config.mqttBrokerUrl) {
     const bridge = new BrokerBridge(services, gateway, config.mqttBrokerUrl, config.mqttClientId);
@@ -34,7 +36,10 @@ export async function createMqtt(services: Services, gateway: DeviceGateway, pro
   const broker = await EmbeddedBroker.create(services, gateway, provision);
   return {
     upgrade: (req, socket, head) => broker.upgrade(req, socket, head),
-    listen: () => broker.listen(config.mqttPort, config.host),
+    listen: async () => {
+      await broker.listen(config.mqttPort, config.host);
+      if (tls) await broker.listenTls(config.mqttTlsPort, config.host, tls);
+    },
     status: () => broker.status(),
     close: () => broker.close(),
   };

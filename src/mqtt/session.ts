@@ -28,6 +28,7 @@ export type PublishDone = (error?: Error | null) => void;
  */
 export class MqttSession implements DeviceSession {
   revoked = false;
+  readonly certificateFingerprint: string | null;
   private inFlight = 0;
   private tail: Promise<void> = Promise.resolve();
   private readonly handler: PublishHandler;
@@ -42,6 +43,8 @@ export class MqttSession implements DeviceSession {
     private readonly pendingBytes: () => number,
   ) {
     this.handler = new PublishHandler(deviceId, context, gateway, memory, (topic, message) => this.send(topic, message, 0));
+    // A session opened with a client certificate ends when the certificate is unbound.
+    this.certificateFingerprint = context.principal.kind === 'device' ? (context.principal.certificate?.fingerprint ?? null) : null;
   }
 
   isOpen(): boolean {

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { PersonalKeys, SecretBox, personalKeysIn, secretBoxFor } from '../eventlog/index.js';
 import { alertsProjection } from './alerts.js';
 import { commandsProjection } from './commands.js';
 import { deviceHealthProjection } from './device-health.js';
@@ -14,26 +16,33 @@ import { usersProjection } from './users.js';
 
 export interface ProjectionSettings {
   retentionDays: number;
+  /** Where the key that opens sealed fields comes from (see secretBoxFor); without a data dir, a key of its own. */
+  dataDir?: string;
+  secretsKey?: string | null;
 }
 
 /**
  * Every read model the runner keeps, in the order a digest reads them. A factory, not a
  * constant: some projections hold per-batch state, and a rebuild needs its own instances.
  */
-export const createProjections = (settings: ProjectionSettings): Projection[] => [
-  usersProjection,
-  devicesProjection(),
-  groupsProjection,
-  telemetryProjection(settings.retentionDays),
-  deviceHealthProjection(),
-  deviceLogsProjection,
-  alertsProjection,
-  streamOwnersProjection,
-  commandsProjection,
-  rulesProjection,
-  templatesProjection,
-  batchesProjection,
-];
+export function createProjections(settings: ProjectionSettings): Projection[] {
+  const secrets = settings.dataDir !== undefined ? secretBoxFor({ dataDir: settings.dataDir, secretsKey: settings.secretsKey ?? null }) : new SecretBox(randomBytes(32).toString('base64url'));
+  const personal = settings.dataDir !== undefined ? personalKeysIn(settings.dataDir, secrets) : new PersonalKeys(null, secrets);
+  return [
+    usersProjection({ secrets, personal }),
+    devicesProjection(secrets),
+    groupsProjection,
+    telemetryProjection(settings.retentionDays),
+    deviceHealthProjection(),
+    deviceLogsProjection,
+    alertsProjection,
+    streamOwnersProjection,
+    commandsProjection,
+    rulesProjection,
+    templatesProjection,
+    batchesProjection,
+  ];
+}
 
 export { ProjectionRunner } from './runner.js';
 export { Sql } from './sql.js';

@@ -22,7 +22,7 @@ export class DeviceChannel {
 
   async connect(ws: WebSocket, principal: DevicePrincipal, requestId: string): Promise<void> {
     const context: RequestContext = { principal, requestId };
-    const session = new SocketSession(ws, principal.deviceId);
+    const session = new SocketSession(ws, principal.deviceId, principal.certificate?.fingerprint ?? null);
     this.sessions.add(session);
     let garbage = 0;
     // One message at a time, as over one HTTP connection: answers come in the order the messages did.
@@ -86,6 +86,7 @@ class SocketSession implements DeviceSession {
   constructor(
     readonly ws: WebSocket,
     readonly deviceId: string,
+    readonly certificateFingerprint: string | null,
   ) {}
 
   isOpen(): boolean {

@@ -2,7 +2,7 @@ import type { WebSocket } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { CLOSE, subscriberMessage, type SubscriberMessage } from './messages.js';
-import { audienceOf, liveMessage, type Audience } from './visibility.js';
+import { SharedDevices, audienceOf, liveMessage, type Audience } from './visibility.js';
 
 const CATCH_UP_PAGE = 500;
 const MAX_GARBAGE = 5;
@@ -37,13 +37,16 @@ export class Subscriber {
   private lastPosition = 0;
   private garbage = 0;
   private generation = 0;
+  private readonly shared: SharedDevices;
 
   constructor(
     readonly ws: WebSocket,
     readonly principal: Extract<Principal, { kind: 'user' }>,
     private readonly services: Services,
     private readonly maxBufferedBytes: number,
-  ) {}
+  ) {
+    this.shared = new SharedDevices(services.sql, principal.userId);
+  }
 
   welcome(): void {
     this.ws.send(JSON.stringify({ type: 'welcome', position: this.services.runner.position() }));
@@ -106,7 +109,11 @@ export class Subscriber {
     const { log, runner, sql } = this.services;
     for (;;) {
       const ceiling = runner.position();
-      const page = (await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
+      // A page is bounded in bytes as well as events: a page of 500 large batches of readings
+      // held tens of megabytes per subscriber while it waited for a slow reader to drain.
+      const types = this.filter?.types ? [...this.filter.types] : undefined;
+      const read = await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE, maxBytes: this.maxBufferedBytes, ...(types ? { types } : {}) });
+      const page = read.filter((e) => e.position <= ceiling);
       for (const event of page) {
         const item: LiveItem = { event, audience: audienceOf(sql, event), message: '' };
         if (this.matches(item)) {
@@ -117,6 +124,8 @@ export class Subscriber {
         this.deliver(item);
       }
       if (generation !== this.generation) return;
+      // Read by type, an empty page means every matching event up to the ceiling has been sent.
+      if (page.length === 0) this.lastPosition = Math.max(this.lastPosition, ceiling);
       if ((page.length === 0 || this.lastPosition >= ceiling) && this.lastPosition >= this.tail.droppedUpTo) break;
       // Reading and sending never waits on I/O while the socket drains: without a turn of the
       // event loop between pages, a replay of the whole log held up every other request.
@@ -134,8 +143,11 @@ export class Subscriber {
   }
 
   private matches({ event, audience }: LiveItem): boolean {
+    this.shared.notice(event);
     if (!this.filter) return false;
-    const mine = this.principal.role === 'admin' || audience.userId === this.principal.userId;
+    // A member sees the events of the devices shared with them, as the device's history shows them.
+    const shared = audience.deviceId !== null && this.shared.has(audience.deviceId);
+    const mine = this.principal.role === 'admin' || audience.userId === this.principal.userId || shared;
     if (!mine) return false;
     if (this.filter.types && !this.filter.types.has(event.type)) return false;
     if (this.filter.devices && (audience.deviceId === null || !this.filter.devices.has(audience.deviceId))) return false;

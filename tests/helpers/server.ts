@@ -23,7 +23,7 @@ export async function startTestServer(
   options: Pick<ServerOptions, 'projectionRetryTimer' | 'shutdownGraceMs' | 'logger'> = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'iot-test-'));
-  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', MQTT_TLS_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
   const logger = options.logger ?? pino({ level: 'silent' });
   const handle: TestServer = {
     url: '',

@@ -110,7 +110,7 @@ describe('realtime subscribers (/ws)', () => {
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { cookie: 'session=not-a-token' } })).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, `/ws?token=${encodeURIComponent(device.token)}`))).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-device-token': device.token } })).toBe(401);
-      // API.md: ?token= or the session cookie, "anything else is refused": a valid token in a header too.
+      // The contract: ?token= or the session cookie, "anything else is refused": a valid token in a header too.
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { authorization: `Bearer ${owner.token}` } })).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-api-key': owner.apiKey } })).toBe(401);
     });

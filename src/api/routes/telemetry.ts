@@ -8,16 +8,17 @@ import { aggregatedReadings, iterateReadings, rawReadings } from '../../projecti
 import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
-import { listMeta } from '../schemas/common.js';
+import { csvField } from '../csv.js';
+import { asOfMeta, listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
-import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
+import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
 export function telemetryRoutes(services: Services, gateway: DeviceGateway, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
         const idempotencyKey = req.header('idempotency-key');
         if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
@@ -25,17 +26,17 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
+      { method: 'post', path: '/api/devices/:id/heartbeat', operationId: 'sendHeartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
       async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
+          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }), meta: { as_of: query.as_of } };
         }
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const health = findDeviceHealth(services.sql, device.id);
         const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : null;
         return {
@@ -50,9 +51,9 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
+      { method: 'get', path: '/api/devices/:id/data', operationId: 'listReadings', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true, meta: rawPageMeta },
       ({ params, query, context }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         if (query.interval !== 'raw') {
           const { rows, total } = aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
@@ -63,9 +64,9 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data/export', summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
+      { method: 'get', path: '/api/devices/:id/data/export', operationId: 'exportReadings', streams: ['text/csv', 'application/x-ndjson'], summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
       async ({ params, query, context, res }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         res.status(200).setHeader('Content-Type', query.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson');
         res.setHeader('Content-Disposition', `attachment; filename="${device.id}.${query.format}"`);
@@ -82,9 +83,9 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/logs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
+      { method: 'get', path: '/api/devices/:id/logs', operationId: 'listDeviceLogs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
       ({ params, query, context }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const { rows, total } = listDeviceLogs(services.sql, {
           deviceId: device.id,
           ...(query.severity ? { severity: query.severity } : {}),
@@ -130,10 +131,4 @@ const HEALTH_FIELDS = ['battery', 'battery_level', 'signal', 'signal_strength', 
 
 function pick(source: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
   return Object.fromEntries(keys.filter((key) => key in source).map((key) => [key, source[key]]));
-}
-
-/** Quotes a CSV field when it holds a separator, quote or line break; neutralises formula prefixes. */
-function csvField(value: string): string {
-  const safe = /^[=+\-@]/.test(value) ? `'${value}` : value;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
