@@ -18,7 +18,7 @@ import { Rules } from './commands/rules.js';
 import { Rollouts } from './commands/rollouts.js';
 import { Templates } from './commands/templates.js';
 import { DeviceChannel } from './realtime/device-channel.js';
-import { DeviceGateway } from './gateway/gateway.js';
+import { DeviceGateway } from './gateway/index.js';
 import { createMqtt } from './mqtt/index.js';
 import { provisionDevice } from './api/routes/devices.js';
 import { parse } from './api/route.js';

@@ -9,12 +9,11 @@ import type { Templates } from '../commands/templates.js';
 import type { Groups } from '../commands/groups.js';
 import type { Services } from '../commands/services.js';
 import type { OfflineDetector } from '../automation/offline-detector.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
+import { MAX_BODY_BYTES, type DeviceGateway } from '../gateway/index.js';
 import { authenticate } from './auth.js';
 import { docsAssets } from './docs.js';
 import { errorHandler, notFoundRoute, requireJsonBody } from './errors.js';
 import { inspectBody, refuseHostileBodies } from './body-guards.js';
-import { MAX_BODY_BYTES } from '../gateway/payload.js';
 import { originAllowed } from './origins.js';
 import { rateLimit } from './rate-limit.js';
 import { refuseWhileStalled } from './stall-guard.js';
@@ -49,7 +48,7 @@ export interface AppHandlers {
   health?: HealthExtras;
 }
 
-export { MAX_BODY_BYTES } from '../gateway/payload.js';
+export { MAX_BODY_BYTES } from '../gateway/index.js';
 
 /** Served over TLS, browsers are told to come back only over TLS (a year, renewed by every answer). */
 const strictTransportSecurity: express.RequestHandler = (_req, res, next) => {

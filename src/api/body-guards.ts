@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { isUtf8 } from 'node:buffer';
 import type { RequestHandler } from 'express';
-import { MAX_BODY_DEPTH, holdsReservedKey, mayHoldReservedKey, nestedDeeperThan, notUtf8Error, reservedKeyError, tooDeepError } from '../gateway/payload.js';
+import { MAX_BODY_DEPTH, holdsReservedKey, mayHoldReservedKey, nestedDeeperThan, notUtf8Error, reservedKeyError, tooDeepError } from '../gateway/index.js';
 
 /** The device gateway's payload checks, applied to every HTTP body: one parser's rules for every transport. */
 const notUtf8 = new WeakSet<IncomingMessage>();

@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { hashSecret } from '../commands/credentials.js';
-import { deviceRateKey, type RateWindows } from '../gateway/rate.js';
+import { deviceRateKey, type RateWindows } from '../gateway/index.js';
 import { credentialOf } from './auth.js';
 
 /** Per credential (a device by its id, shared with its socket and MQTT messages), or client address when anonymous. */

@@ -40,7 +40,8 @@ export interface CommandRelay {
   deliver(deviceId: string, commands: readonly CommandRow[]): void;
 }
 
-export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown>) => void;
+/** A device's desired configuration changed; null once the device is deleted (nothing is desired of it any more). */
+export type ConfigurationListener = (deviceId: string, configuration: Record<string, unknown> | null) => void;
 
 /**
  * The device side of the server, whatever the transport: authentication, validation results,
@@ -73,10 +74,14 @@ export class DeviceGateway {
     this.services.runner.refuseWhileStalled();
   }
 
+  /** Whoever a credential names (a device token, an API key, a session), or null. */
+  async principalOf(credential: string | undefined): Promise<Principal | null> {
+    return credential && credential.length <= 4096 ? this.accounts.authenticate(credential) : null;
+  }
+
   /** A device's principal from its token; null for anything else (a user's credential included). */
   async authenticate(credential: string | undefined): Promise<DevicePrincipal | null> {
-    if (!credential || credential.length > 4096) return null;
-    const principal = await this.accounts.authenticate(credential);
+    const principal = await this.principalOf(credential);
     return principal?.kind === 'device' ? principal : null;
   }
 
@@ -87,13 +92,6 @@ export class DeviceGateway {
     const outcome = this.accounts.authenticateCertificate(certificate);
     if ('refused' in outcome) return { principal: null, refused: outcome.refused };
     return outcome.principal.kind === 'device' ? { principal: outcome.principal, refused: null } : { principal: null, refused: 'bound to no device' };
-  }
-
-  /** A user's principal (a provisioning key, or the owner signed in) from its credential; null for anything else. */
-  async authenticateUser(credential: string | undefined): Promise<Extract<Principal, { kind: 'user' }> | null> {
-    if (!credential || credential.length > 4096) return null;
-    const principal = await this.accounts.authenticate(credential);
-    return principal?.kind === 'user' ? principal : null;
   }
 
   /** Whether a device of this id is registered. */
@@ -191,7 +189,10 @@ export class DeviceGateway {
   onApplied(events: readonly RecordedEvent[]): void {
     for (const event of events) {
       if (event.type === 'command.queued' && (this.relay || this.sessions.has(event.data.device_id))) void this.push(event.data.device_id);
-      if (event.type === 'device.decommissioned') this.revokeAll(event.data.device_id, 'device deleted');
+      if (event.type === 'device.decommissioned') {
+        this.revokeAll(event.data.device_id, 'device deleted');
+        for (const listener of this.configurationListeners) listener(event.data.device_id, null);
+      }
       if (event.type === 'device.token_rotated') this.revokeAll(event.data.device_id, 'device token replaced');
       if (event.type === 'device.certificate_unbound') this.revokeBound(event.data.device_id, event.data.fingerprint);
       if (event.type === 'device.updated' && event.data.changes.configuration !== undefined) this.announceConfiguration(event.data.device_id);

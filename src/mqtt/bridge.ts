@@ -1,10 +1,10 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { presentCommand } from '../api/routes/commands.js';
 import type { RequestContext, Services } from '../commands/services.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
+import type { DeviceGateway } from '../gateway/index.js';
 import { findDevice } from '../projections/devices.js';
 import type { CommandRow } from '../projections/commands.js';
-import { PublishHandler } from './session.js';
+import { DupMemory, PublishHandler } from './session.js';
 import { topics } from './topics.js';
 
 /** What the server subscribes to on an existing broker: every device's device → server topics. */
@@ -56,6 +56,7 @@ export class BrokerBridge {
       services.logger.warn({ broker: this.state.url, err: error.message }, 'mqtt broker connection error');
     });
     gateway.setRelay({ deliver: (deviceId, commands) => this.deliver(deviceId, commands) });
+    // An empty retained message (the device is gone) clears what the broker keeps.
     this.stopConfigurations = gateway.onConfiguration((deviceId, configuration) => this.publish(topics.config(deviceId), configuration, 1, true));
   }
 
@@ -88,7 +89,8 @@ export class BrokerBridge {
       return undefined;
     }
     const context: RequestContext = { principal: { kind: 'device', deviceId, userId: device.user_id }, requestId: `mqtt-bridge-${deviceId}` };
-    const handler = new PublishHandler(deviceId, context, this.gateway, DUP_WINDOW_MS, () => this.services.clock.now().getTime(), (topic, message) => this.publish(topic, message, 0, false));
+    const memory = new DupMemory(DUP_WINDOW_MS, () => this.services.clock.now().getTime());
+    const handler = new PublishHandler(deviceId, context, this.gateway, memory, (topic, message) => this.publish(topic, message, 0, false));
     if (this.handlers.size >= MAX_HANDLERS) this.handlers.delete(this.handlers.keys().next().value!);
     this.handlers.set(deviceId, handler);
     return handler;
@@ -99,7 +101,7 @@ export class BrokerBridge {
   }
 
   private publish(topic: string, message: unknown, qos: 0 | 1, retain: boolean): void {
-    this.client.publish(topic, JSON.stringify(message), { qos, retain }, (error) => {
+    this.client.publish(topic, message === null ? '' : JSON.stringify(message), { qos, retain }, (error) => {
       if (error) this.services.logger.warn({ topic, err: error.message }, 'mqtt publish to the broker failed');
     });
   }

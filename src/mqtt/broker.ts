@@ -5,19 +5,21 @@ import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import type { Services } from '../commands/services.js';
-import type { DeviceGateway, DevicePrincipal } from '../gateway/gateway.js';
+import type { Principal, Services } from '../commands/services.js';
+import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
-import { MAX_BODY_BYTES } from '../gateway/payload.js';
 import { FrameGuard, GuardedConnection } from './packet-guard.js';
-import { MqttSession, type SessionLimits } from './session.js';
+import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
 
 /** A payload up to twice the HTTP body limit is read and answered payload_too_large; a larger packet closes the connection unread. */
 export const MAX_PACKET_BYTES = 2 * MAX_BODY_BYTES;
 
-export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 1_000, maxOutboundBytes: 1024 * 1024, dupWindowMs: 10 * 60_000 };
+export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 1_000, maxOutboundBytes: 1024 * 1024 };
+/** How long, and for how many devices, a payload's content is remembered to recognise a DUP redelivery without idempotency_key. */
+const DUP_WINDOW_MS = 10 * 60_000;
+const DUP_DEVICES = 10_000;
 
 export interface ListenerState {
   state: 'off' | 'listening' | 'failed';
@@ -43,6 +45,7 @@ export class EmbeddedBroker {
   private stopReloads: (() => void) | undefined;
   private readonly sessions = new Map<Client, MqttSession>();
   private readonly provisioners = new Map<Client, ProvisioningSession>();
+  private readonly memories: DupMemories;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PACKET_BYTES });
   private server: Server | undefined;
   private readonly stopConfigurations: () => void;
@@ -54,6 +57,7 @@ export class EmbeddedBroker {
     private readonly limits: SessionLimits,
     private readonly provision: Provision | null,
   ) {
+    this.memories = new DupMemories(DUP_DEVICES, DUP_WINDOW_MS, () => services.clock.now().getTime());
     aedes.preConnect = (client, packet, done) => this.preConnect(client, packet, done);
     aedes.authenticate = (client, username, password, done) => void this.authenticate(client, username, password, done);
     aedes.authorizePublish = (client, packet, done) => this.authorizePublish(client, packet, done);
@@ -135,8 +139,9 @@ export class EmbeddedBroker {
 
   /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
   private preConnect(client: Client, _packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
-    const parser = (client as unknown as { _parser: EventEmitter })._parser;
-    parser.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
+    // aedes keeps its packet parser private; without one (a changed aedes) QoS 2 is granted as asked.
+    const parser = (client as unknown as { _parser?: EventEmitter })._parser;
+    parser?.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
       if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
     });
     done(null, true);
@@ -153,13 +158,14 @@ export class EmbeddedBroker {
       const token = password && password.length > 0 ? password.toString('utf8') : username;
       const byCertificate = token === undefined || token === client.id ? this.certificateDevice(client) : { principal: null, refused: null };
       if (byCertificate.refused) return refuse(NOT_AUTHORIZED, `the client certificate was refused: ${byCertificate.refused}`);
-      const principal = byCertificate.principal ?? (await this.gateway.authenticate(token));
-      if (!principal) return this.authenticateProvisioner(client, token, done, refuse);
+      const principal = byCertificate.principal ?? (await this.gateway.principalOf(token));
+      if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
+      if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
       const context = { principal, requestId: `mqtt-${client.id}` };
       const conn = client.conn;
       const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
-      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, () => this.services.clock.now().getTime(), pendingBytes));
+      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
       // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
       conn.once('close', () => this.gone(client));
       done(null, true);
@@ -175,9 +181,8 @@ export class EmbeddedBroker {
   }
 
   /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */
-  private async authenticateProvisioner(client: Client, token: string | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void, refuse: (code: number, reason: string) => void): Promise<void> {
-    const user = this.provision ? await this.gateway.authenticateUser(token) : null;
-    if (!user || !this.provision) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
+  private acceptProvisioner(client: Client, user: Extract<Principal, { kind: 'user' }>, done: (error: AuthenticateError | null, success: boolean | null) => void, refuse: (code: number, reason: string) => void): void {
+    if (!this.provision) return refuse(NOT_AUTHORIZED, 'provisioning is not offered over MQTT here');
     this.provisioners.set(client, new ProvisioningSession(client, { principal: user, requestId: `mqtt-provision-${client.id}` }, this.gateway, this.provision));
     client.conn.once('close', () => this.provisioners.delete(client));
     done(null, true);
@@ -223,7 +228,9 @@ export class EmbeddedBroker {
     this.gateway.close(session);
   }
 
-  private retainConfiguration(deviceId: string, configuration: Record<string, unknown>): void {
-    this.aedes.publish({ cmd: 'publish', topic: topics.config(deviceId), payload: Buffer.from(JSON.stringify(configuration)), qos: 1, retain: true, dup: false }, () => undefined);
+  /** Retained for the device; an empty retained message (the device is gone) clears it. */
+  private retainConfiguration(deviceId: string, configuration: Record<string, unknown> | null): void {
+    const payload = configuration === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify(configuration));
+    this.aedes.publish({ cmd: 'publish', topic: topics.config(deviceId), payload, qos: 1, retain: true, dup: false }, () => undefined);
   }
 }

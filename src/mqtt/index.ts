@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Services } from '../commands/services.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
+import type { DeviceGateway } from '../gateway/index.js';
 import { BrokerBridge, type BridgeState } from './bridge.js';
 import { EmbeddedBroker, type ListenerState } from './broker.js';
 import type { Provision } from './provisioning.js';

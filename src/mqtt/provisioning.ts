@@ -1,8 +1,6 @@
 import type { Client, PublishPacket } from 'aedes';
 import type { RequestContext } from '../commands/services.js';
-import type { DeviceGateway } from '../gateway/gateway.js';
-import { answerCorrelation, correlationOf } from '../gateway/messages.js';
-import { checkParsedPayload, parseJsonPayload } from '../gateway/payload.js';
+import { answerCorrelation, checkParsedPayload, correlationOf, parseJsonPayload, type DeviceGateway } from '../gateway/index.js';
 import type { PublishDone } from './session.js';
 import { topics } from './topics.js';
 

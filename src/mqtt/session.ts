@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Client, PublishPacket } from 'aedes';
 import { presentCommand } from '../api/routes/commands.js';
 import type { RequestContext } from '../commands/services.js';
-import type { DeviceGateway, DeviceSession } from '../gateway/gateway.js';
-import { answerCorrelation, decodeMessage, parsePayload } from '../gateway/messages.js';
+import { answerCorrelation, decodeMessage, parsePayload, type DeviceGateway, type DeviceSession } from '../gateway/index.js';
 import type { CommandRow } from '../projections/commands.js';
 import { inboundOf, topics } from './topics.js';
 
@@ -12,11 +11,10 @@ export interface SessionLimits {
   maxInFlight: number;
   /** Bytes waiting to go out to a client that reads too slowly; past it the connection is closed. */
   maxOutboundBytes: number;
-  /** How long a payload's content is remembered to recognise a DUP redelivery without idempotency_key. */
-  dupWindowMs: number;
 }
 
-const MAX_REMEMBERED = 256;
+/** A redelivery is of what was in flight when the connection dropped: a client's last few messages. */
+const MAX_REMEMBERED = 32;
 
 /** Says how a publish ended: nothing (acknowledge) or an error (close without acknowledging). */
 export type PublishDone = (error?: Error | null) => void;
@@ -41,10 +39,10 @@ export class MqttSession implements DeviceSession {
     readonly context: RequestContext,
     private readonly gateway: DeviceGateway,
     private readonly limits: SessionLimits,
-    now: () => number,
+    memory: DupMemory,
     private readonly pendingBytes: () => number,
   ) {
-    this.handler = new PublishHandler(deviceId, context, gateway, limits.dupWindowMs, now, (topic, message) => this.send(topic, message, 0));
+    this.handler = new PublishHandler(deviceId, context, gateway, memory, (topic, message) => this.send(topic, message, 0));
     // A session opened with a client certificate ends when the certificate is unbound.
     this.certificateFingerprint = context.principal.kind === 'device' ? (context.principal.certificate?.fingerprint ?? null) : null;
   }
@@ -111,15 +109,11 @@ export interface InboundPublish {
  * undefined to acknowledge, or an error when the message must not be acknowledged (transient).
  */
 export class PublishHandler {
-  /** Content hash → answer of messages handled lately, to answer a DUP redelivery without storing it again. */
-  private readonly recent = new Map<string, { at: number; answer: Record<string, unknown> }>();
-
   constructor(
     readonly deviceId: string,
     private readonly context: RequestContext,
     private readonly gateway: DeviceGateway,
-    private readonly dupWindowMs: number,
-    private readonly now: () => number,
+    private readonly memory: DupMemory,
     private readonly reply: (topic: string, message: Record<string, unknown>) => void,
   ) {}
 
@@ -131,8 +125,8 @@ export class PublishHandler {
     const about = { topic: packet.topic, ...(packet.messageId !== undefined ? { packet_id: packet.messageId } : {}), ...answerCorrelation(decoded.correlation) };
     if ('error' in decoded) return this.refuse(decoded.error, about);
     // Without a key of its own, a redelivery (DUP) is recognised by its content, within a window.
-    const contentKey = decoded.message.type === 'readings' && decoded.message.idempotencyKey !== undefined ? null : `${packet.topic}:${createHash('sha256').update(payload).digest('base64url')}`;
-    const remembered = contentKey !== null && packet.dup ? this.remembered(contentKey) : undefined;
+    const contentKey = decoded.message.type === 'readings' && decoded.message.idempotencyKey !== undefined ? null : createHash('sha256').update(packet.topic).update('\0').update(payload).digest('base64url');
+    const remembered = contentKey !== null && packet.dup ? this.memory.recall(contentKey) : undefined;
     if (remembered) {
       this.reply(topics.replies(this.deviceId), { type: 'ack', ...remembered, ...about, duplicate: true });
       return undefined;
@@ -140,7 +134,7 @@ export class PublishHandler {
     try {
       this.gateway.admit(this.deviceId);
       const answer = await this.gateway.handle(this.deviceId, decoded.message, this.context);
-      if (contentKey !== null) this.remember(contentKey, answer);
+      if (contentKey !== null) this.memory.remember(contentKey, answer);
       this.reply(topics.replies(this.deviceId), { type: 'ack', ...answer, ...about });
       return undefined;
     } catch (error) {
@@ -156,14 +150,47 @@ export class PublishHandler {
     return undefined;
   }
 
-  private remembered(key: string): Record<string, unknown> | undefined {
+}
+
+/**
+ * What one device sent lately (content hash → answer), kept across its connections: a DUP
+ * redelivery arrives on the connection after the one that dropped.
+ */
+export class DupMemory {
+  private readonly recent = new Map<string, { at: number; answer: Record<string, unknown> }>();
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  recall(key: string): Record<string, unknown> | undefined {
     const entry = this.recent.get(key);
-    return entry && this.now() - entry.at <= this.dupWindowMs ? entry.answer : undefined;
+    return entry && this.now() - entry.at <= this.windowMs ? entry.answer : undefined;
   }
 
-  private remember(key: string, answer: Record<string, unknown>): void {
+  remember(key: string, answer: Record<string, unknown>): void {
     this.recent.delete(key);
     this.recent.set(key, { at: this.now(), answer });
     if (this.recent.size > MAX_REMEMBERED) this.recent.delete(this.recent.keys().next().value!);
+  }
+}
+
+/** One DupMemory per device, for the devices heard from most recently (a bounded map). */
+export class DupMemories {
+  private readonly memories = new Map<string, DupMemory>();
+
+  constructor(
+    private readonly maxDevices: number,
+    private readonly windowMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  of(deviceId: string): DupMemory {
+    const memory = this.memories.get(deviceId) ?? new DupMemory(this.windowMs, this.now);
+    this.memories.delete(deviceId);
+    this.memories.set(deviceId, memory);
+    if (this.memories.size > this.maxDevices) this.memories.delete(this.memories.keys().next().value!);
+    return memory;
   }
 }

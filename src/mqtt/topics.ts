@@ -1,4 +1,4 @@
-import type { DeviceMessageType } from '../gateway/messages.js';
+import type { DeviceMessageType } from '../gateway/index.js';
 
 /**
  * The topic tree. Device → server: devices/{id}/telemetry, .../heartbeat,

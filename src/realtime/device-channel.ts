@@ -2,8 +2,7 @@ import type { RawData, WebSocket } from 'ws';
 import type { RequestContext, Services } from '../commands/services.js';
 import type { CommandRow } from '../projections/commands.js';
 import { presentCommand } from '../api/routes/commands.js';
-import type { DeviceGateway, DevicePrincipal, DeviceSession } from '../gateway/gateway.js';
-import { answerCorrelation, decodeMessage, parseSocketMessage } from '../gateway/messages.js';
+import { answerCorrelation, decodeMessage, parseSocketMessage, type DeviceGateway, type DevicePrincipal, type DeviceSession } from '../gateway/index.js';
 import { CLOSE } from './messages.js';
 
 const MAX_GARBAGE = 5;

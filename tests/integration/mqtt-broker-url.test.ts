@@ -66,6 +66,17 @@ describe('MQTT_BROKER_URL: the server as a client of a real Mosquitto', () => {
 
     expect((await api.put(`/api/devices/${d.id}`, { configuration: { interval: 15 } }, { token: owner.token })).status).toBe(200);
     expect((await c.next((m) => m.topic === `devices/${d.id}/config`)).body).toEqual({ interval: 15 });
+
+    // Deleted, the device has no desired configuration left on the broker.
+    expect((await api.del(`/api/devices/${d.id}`, { token: owner.token })).status).toBe(200);
+    await c.next((m) => m.topic === `devices/${d.id}/config` && m.body.__text__ === '');
+    const late = await connectMqtt(mosquitto.url, { clientId: `late-${d.id}` });
+    open.push(late);
+    await late.subscribe([`devices/${d.id}/config`, `marker/${d.id}`]);
+    // The broker sends retained messages on SUBACK, before anything published after it.
+    await late.publish(`marker/${d.id}`, 'after');
+    await late.next((m) => m.topic === `marker/${d.id}`);
+    expect(late.received.filter((m) => m.topic === `devices/${d.id}/config`)).toEqual([]);
   });
 
   it('keeps a persistent session: what devices publish while the server is down is stored once it is back', async () => {

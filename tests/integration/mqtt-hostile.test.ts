@@ -5,6 +5,7 @@ import type { Data } from '../helpers/fixtures.js';
 import { connectDevice, freePort, isReply, type DeviceMqtt } from '../helpers/mqtt-client.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { allRawReadings, deviceOf, type Owner } from '../helpers/telemetry-fixtures.js';
+import { eventually } from '../helpers/ws-client.js';
 
 /** A raw TCP connection to the broker: resolves once the server has closed it, with what it answered. */
 function rawExchange(port: number, chunks: Buffer[], timeoutMs = 5_000): Promise<{ closed: boolean; received: Buffer }> {
@@ -121,6 +122,26 @@ describe('MQTT under hostile input', () => {
     expect(await allRawReadings(api, d.id, owner.token)).toEqual([]);
     await healthy();
   });
+
+  it('closes a device that stops reading while commands pile up for it: what waits for one client is bounded', async () => {
+    const d = await deviceOf(api, owner);
+    const socket: Socket = tcpConnect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write(connectPacket(d.id, d.id, d.token));
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    socket.pause(); // it never reads again
+    const connected = async () => (await api.get<Data<{ operational_state: { connected: boolean } }>>(`/api/devices/${d.id}/status`, { token: owner.token })).body.data.operational_state.connected;
+    expect(await connected()).toBe(true);
+    // Commands carry at most 16 KiB of parameters: enough of them fill the kernel's buffers, then ours.
+    const big = 'x'.repeat(15 * 1024);
+    for (let i = 0; i < 2_000 && (await connected()); i++) {
+      expect((await api.post(`/api/devices/${d.id}/commands`, { command_type: 'load', parameters: { big } }, { token: owner.token })).status).toBe(202);
+    }
+    await eventually(async () => !(await connected()));
+    socket.destroy();
+    await healthy();
+  }, 120_000);
 
   it('takes a flood of 10,000 QoS 1 messages from one client in order, with bounded memory, answering others meanwhile', async () => {
     const d = await deviceOf(api, owner);

@@ -172,15 +172,19 @@ describe('MQTT (embedded broker)', () => {
     const c = await connect(d);
     const topic = `devices/${d.id}/telemetry`;
     await c.publish(topic, { sensor_readings: { temperature: 1 } });
-    await c.publish(topic, { sensor_readings: { temperature: 1 } }, { qos: 1, dup: true });
-    expect((await allRawReadings(api, d.id, owner.token)).length).toBe(1);
-    await c.publish(topic, { sensor_readings: { temperature: 1 } });
-    expect((await allRawReadings(api, d.id, owner.token)).length).toBe(2);
     await c.publish(topic, { idempotency_key: 'k-1', sensor_readings: { temperature: 2 } });
     await c.end();
+    // The redelivery comes on the next connection.
     const again = await connect(d);
+    await again.publish(topic, { sensor_readings: { temperature: 1 } }, { qos: 1, dup: true });
     await again.publish(topic, { idempotency_key: 'k-1', sensor_readings: { temperature: 2 } }, { qos: 1, dup: true });
+    expect((await allRawReadings(api, d.id, owner.token)).length).toBe(2);
+    await again.subscribe(`devices/${d.id}/replies`);
+    await again.publish(topic, { sensor_readings: { temperature: 1 } });
     expect((await allRawReadings(api, d.id, owner.token)).length).toBe(3);
+    server.clock.advance(11 * 60_000);
+    await again.publish(topic, { sensor_readings: { temperature: 1 } }, { qos: 1, dup: true });
+    expect((await allRawReadings(api, d.id, owner.token)).length).toBe(4);
   });
 
   it('keeps the device online while connected; a dropped connection starts the offline deadline', async () => {

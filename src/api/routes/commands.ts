@@ -9,7 +9,7 @@ import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { batchMeta, command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 import type { Rollouts } from '../../commands/rollouts.js';
-import type { DeviceGateway } from '../../gateway/gateway.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import { findBatch } from '../../projections/batches.js';
 
 export const presentCommand = (row: CommandRow) => ({

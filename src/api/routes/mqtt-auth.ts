@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DomainError } from '../../domain/errors.js';
-import type { DeviceGateway } from '../../gateway/gateway.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import { inboundOf, subscriptionVerdict } from '../../mqtt/topics.js';
 import { defineRoute } from '../route.js';
 

@@ -1,6 +1,6 @@
 import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import type { DeviceGateway } from '../../gateway/gateway.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
