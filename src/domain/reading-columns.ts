@@ -1,5 +1,6 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decimalsOf } from './decimal-scale.js';
+import { isoOfMs, msOfIso } from './iso-millis.js';
 
 /**
  * How readings.recorded keeps its readings in the log: columns instead of an object per
@@ -139,18 +140,12 @@ function valuesOf(columns: ReadingColumns, sensorOf: (i: number) => number): num
   });
 }
 
-/** Each reading's time in ms (parsed once per distinct time in a row), or null if one does not come back as the same text. */
+/** Each reading's time in ms, or null if one is not in the normalised form (it could not come back as the same text). */
 function millisecondsOf(readings: readonly ColumnReading[]): number[] | null {
   const ms: number[] = new Array(readings.length);
-  let text = '';
-  let t = NaN;
   for (let i = 0; i < readings.length; i++) {
-    const timestamp = readings[i]!.timestamp;
-    if (timestamp !== text) {
-      t = Date.parse(timestamp);
-      if (!Number.isFinite(t) || new Date(t).toISOString() !== timestamp) return null;
-      text = timestamp;
-    }
+    const t = msOfIso(readings[i]!.timestamp);
+    if (t === null) return null;
     ms[i] = t;
   }
   return ms;
@@ -169,7 +164,7 @@ export function fromColumns(columns: ReadingColumns): ColumnReading[] {
   const times: string[] = columns.stamps ?? [];
   let t = columns.start;
   const steps = columns.times ?? Array.from({ length: columns.sensor ? columns.values.length : columns.values.length / k }, (_, i) => (i === 0 ? 0 : columns.every!));
-  if (!columns.stamps) for (const step of steps) times.push(new Date((t += step)).toISOString());
+  if (!columns.stamps) for (const step of steps) times.push(isoOfMs((t += step)));
   const readings = valuesOf(columns, sensorOf).map((value, i): ColumnReading => {
     const [sensor_type, unit] = columns.sensors[sensorOf(i)]!;
     return { sensor_type, value, unit, timestamp: times[stepOf(i)]!, quality_score: 100, quality_reasons: [] };
