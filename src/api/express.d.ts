@@ -10,6 +10,8 @@ declare global {
       principal?: Principal;
       /** Why the credential sent identifies no one; absent when none was sent. */
       credentialRefused?: CredentialRefusal;
+      /** Why the client certificate, the request's only credential, was refused. */
+      refusedCertificate?: string;
     }
   }
 }

@@ -176,7 +176,7 @@ export function openApiDocument(routes: readonly RouteDefinition[]): Record<stri
     info: {
       title: 'IoT controller',
       version: '0.1.0',
-      description: 'Event-sourced IoT controller. Every answer is `{data, meta?}` or `{error}`; unknown fields are refused with 400.',
+      description: 'Event-sourced IoT controller. Every answer is `{data, meta?}` or `{error}`; unknown fields are refused with 400. The guide to HTTP and WebSocket use is docs/guide.md in the repository.',
       license: { name: 'UNLICENSED', identifier: 'UNLICENSED' },
     },
     servers: [{ url: '/' }],

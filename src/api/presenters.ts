@@ -1,6 +1,9 @@
+import { SECRET_FIELDS } from '../domain/events.js';
+import { isSealed } from '../eventlog/index.js';
 import type { DeviceRow } from '../projections/devices.js';
 import type { GroupSummary } from '../projections/group-summaries.js';
 import type { UserRow } from '../projections/users.js';
+import type { ApiKeyView } from '../commands/api-keys.js';
 
 /** What clients see of a user: never a hash or a key. */
 export const presentUser = (user: UserRow) => ({
@@ -10,6 +13,20 @@ export const presentUser = (user: UserRow) => ({
   role: user.role,
   device_quota: user.device_quota,
   created_at: user.created_at,
+});
+
+export const presentManagedUser = (user: UserRow) => ({ ...presentUser(user), disabled: user.disabled === 1 });
+
+export const presentApiKey = (key: ApiKeyView) => ({
+  id: key.id,
+  name: key.name,
+  scope: key.scope,
+  status: key.status,
+  created_at: key.created_at,
+  expires_at: key.expires_at,
+  last_used_at: key.last_used_at,
+  revoked_at: key.revoked_at,
+  replaced_by: key.replaced_by,
 });
 
 export const presentDevice = (device: DeviceRow) => ({
@@ -25,6 +42,7 @@ export const presentDevice = (device: DeviceRow) => ({
   firmware_version: device.firmware_version,
   group_id: device.group_id,
   configuration: JSON.parse(device.configuration) as Record<string, unknown>,
+  certificate_fingerprint: device.certificate_fingerprint,
   created_at: device.created_at,
   updated_at: device.updated_at,
   version: device.version,
@@ -59,3 +77,16 @@ export const presentGroup = (group: GroupSummary, nested = false): PresentedGrou
   version: group.version,
   ...(nested ? { children: group.children.map((child) => presentGroup(child, true)) } : {}),
 });
+
+export const REDACTED = '[redacted]';
+
+/**
+ * An event's data as any client may see it: secret fields only sealed. One written before
+ * sealing holds them plain: they are replaced, and `redacted` names them.
+ */
+export function withoutPlainSecrets<E extends { data: unknown }>(event: E): E & { redacted?: string[] } {
+  const data = event.data as Record<string, unknown>;
+  const plain = Object.keys(data).filter((key) => SECRET_FIELDS.has(key) && !isSealed(data[key]));
+  if (plain.length === 0) return event;
+  return { ...event, data: { ...data, ...Object.fromEntries(plain.map((key) => [key, REDACTED])) }, redacted: plain };
+}

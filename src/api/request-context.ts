@@ -19,6 +19,8 @@ export function requestContext(logger: Logger, clock: Clock): RequestHandler {
     let child: Logger | undefined;
     Object.defineProperty(req, 'log', { get: () => (child ??= logger.child({ request_id: requestId })), configurable: true });
     res.setHeader('X-Request-Id', requestId);
+    // No browser may guess a type other than the one declared (a JSON answer read as HTML or script).
+    res.setHeader('X-Content-Type-Options', 'nosniff');
     const started = clock.now().getTime();
     res.on('finish', () => {
       // The path only: query strings may carry a token.

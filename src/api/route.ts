@@ -4,10 +4,11 @@ import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
 import type { CredentialRefusal } from '../commands/credentials.js';
-import { unauthenticated } from './auth.js';
+import { certificateRefusal, unauthenticated } from './auth.js';
+import type { ApiKeyScope } from '../domain/events.js';
 import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
-export type Method = 'get' | 'post' | 'put' | 'delete';
+export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
 
 /** One route's contract: validation and the OpenAPI document are both generated from it. */
@@ -29,6 +30,10 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   meta?: z.ZodObject;
   /** A POST that stores nothing (a dry run): answered while the read models are stalled, as GETs are. */
   storesNothing?: boolean;
+  /** The answer carries a credential (a token or key shown once): no cache may keep it. */
+  secret?: boolean;
+  /** Submits device data: an API key of scope `devices:ingest` may call it (and nothing else). */
+  ingest?: boolean;
   /** Reads If-Match (412 when it names another version). */
   ifMatch?: boolean;
   /** Sets ETag to the resource's version. */
@@ -80,7 +85,9 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
 ): RouteDefinition {
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
-    checkAccess(spec.access, principal, req.credentialRefused);
+    if (spec.secret) res.setHeader('Cache-Control', 'no-store');
+    checkAccess(spec.access, principal, req.credentialRefused, req.refusedCertificate);
+    if (principal?.kind === 'user' && principal.apiKey) checkScope(principal.apiKey.scope, spec);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
     const body = parse(spec.body ?? noFields, req.body === undefined ? {} : req.body, '');
     const query = parseQuery(spec.query ?? noFields, req.query);
@@ -101,11 +108,17 @@ export function mount(router: Router, routes: readonly RouteDefinition[], guardS
   }
 }
 
-function checkAccess(access: Access, principal: Principal | undefined, refused: CredentialRefusal | undefined): void {
+function checkAccess(access: Access, principal: Principal | undefined, refused: CredentialRefusal | undefined, refusedCertificate: string | undefined): void {
   if (access === 'public') return;
-  if (!principal) throw unauthenticated(refused);
+  if (!principal) throw refusedCertificate ? new DomainError('unauthenticated', certificateRefusal(refusedCertificate)) : unauthenticated(refused);
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
+}
+
+/** What an API key's scope lets it call: read only GETs; ingest only device data submission. */
+function checkScope(scope: ApiKeyScope, spec: RouteSpec<z.ZodType, z.ZodType>): void {
+  if (scope === 'read' && spec.method !== 'get') throw new DomainError('forbidden', 'this API key may only read (scope read)');
+  if (scope === 'devices:ingest' && !spec.ingest) throw new DomainError('forbidden', 'this API key may only submit device data (scope devices:ingest)');
 }
 
 const validationFailed = (details: Array<{ path: string; message: string }>) =>

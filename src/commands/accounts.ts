@@ -2,10 +2,11 @@ import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
-import { findDeviceByTokenHash } from '../projections/devices.js';
+import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
-import { countUsers, findSession, findUserByApiKeyHash, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
-import { SessionTokens, credentialKind, generateApiKey, hashSecret, type CredentialRefusal } from './credentials.js';
+import { countUsers, findSession, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
+import { ApiKeys } from './api-keys.js';
+import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest, type ClientCertificate, type CredentialRefusal } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -17,17 +18,22 @@ export interface Session {
   expires_at: string;
 }
 
+/** What a device is told of a certificate the handshake did not verify (OpenSSL's codes); any other: not our CA's. */
+const HANDSHAKE_REFUSALS: Record<string, string> = { CERT_HAS_EXPIRED: 'it has expired', CERT_NOT_YET_VALID: 'it is not valid yet' };
+
 /** Registration, login, logout and resolving a credential to who is calling. */
 export class Accounts {
   private readonly lock = new KeyedLock();
   private readonly throttle: LoginThrottle;
   readonly tokens: SessionTokens;
+  readonly keys: ApiKeys;
   /** Compared against when the user is unknown, so both failures take the same time. */
   private readonly decoyHash: Promise<string>;
 
   constructor(private readonly services: Services) {
     this.throttle = new LoginThrottle(services.clock);
     this.tokens = new SessionTokens(services.config.jwtSecret);
+    this.keys = new ApiKeys(services);
     this.decoyHash = bcrypt.hash('decoy-password', services.config.bcryptRounds);
   }
 
@@ -50,14 +56,18 @@ export class Accounts {
           username: input.username,
           email: input.email,
           role: countUsers(sql) === 0 ? 'admin' : 'user',
-          password_hash: passwordHash,
-          api_key_hash: hashSecret(apiKey),
+          password_hash: this.services.secrets.seal(passwordHash, 'password_hash'),
           device_quota: config.defaultDeviceQuota,
         },
       };
+      // The key handed out at registration is the user's first API key, managed like any other.
+      const firstKey: UserCommand = {
+        type: 'create_api_key',
+        data: { key_id: newId(), name: 'default', scope: 'write', key_hash: sealedDigest(this.services.secrets, apiKey, 'key_hash'), expires_at: null },
+      };
       const session = this.newSession(userId);
       const context: RequestContext = { principal: { kind: 'user', userId, role: register.data.role, sessionId: session.command.data.session_id }, requestId };
-      await handle(this.services, userDecider, streams.user(userId), [register, session.command], context);
+      await handle(this.services, userDecider, streams.user(userId), [register, firstKey, session.command], context);
       return { ...(await this.sessionAnswer(userId, session.command.data.session_id, session.expiresAt)), api_key: apiKey };
     });
   }
@@ -70,8 +80,9 @@ export class Accounts {
       { key: `address:${input.clientAddress}`, limit: LOGIN_FAILURE_LIMITS.address },
     ];
     this.throttle.check(throttleKeys);
-    const matches = await bcrypt.compare(input.password, user?.password_hash ?? (await this.decoyHash));
-    if (!user || !matches) {
+    const stored = user ? this.services.secrets.openIfSealed(user.password_hash, 'password_hash') : await this.decoyHash;
+    const matches = await bcrypt.compare(input.password, stored);
+    if (!user || !matches || user.disabled) {
       this.throttle.fail(throttleKeys);
       throw new DomainError('invalid_credentials', 'invalid username or password');
     }
@@ -107,16 +118,30 @@ export class Accounts {
         // Signed by this server, so the session existed: ended, or its user gone, it was revoked.
         const session = findSession(sql, claims.sessionId);
         const user = session && !session.ended_at && session.user_id === claims.userId ? findUserById(sql, claims.userId) : undefined;
-        return user ? { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: claims.sessionId } } : { refused: 'revoked' };
+        return user && !user.disabled ? { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: claims.sessionId } } : { refused: 'revoked' };
       }
       case 'api_key': {
-        const user = findUserByApiKeyHash(sql, hashSecret(token));
-        if (user) return { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: null } };
+        const key = this.keys.resolve(token);
+        const user = key && findUserById(sql, key.user_id);
+        if (key && user) return { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: null, apiKey: { id: key.id, scope: key.scope } } };
         return this.deviceFor(token);
       }
       case 'device_token':
         return this.deviceFor(token);
     }
+  }
+
+  /**
+   * A device by the client certificate of its connection (mutual TLS): only a certificate that
+   * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
+   */
+  authenticateCertificate(certificate: ClientCertificate): { principal: Principal } | { refused: string } {
+    if (!certificate.authorized) return { refused: HANDSHAKE_REFUSALS[certificate.problem ?? ''] ?? 'it is not signed by the trusted CA' };
+    // The handshake checked the validity when the connection opened; a kept-alive one may outlive it.
+    if (certificate.validTo <= this.services.clock.now().toISOString()) return { refused: HANDSHAKE_REFUSALS.CERT_HAS_EXPIRED! };
+    const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
+    if (!device) return { refused: 'it is bound to no device' };
+    return { principal: { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } } };
   }
 
   me(principal: Principal): UserRow {
@@ -126,7 +151,7 @@ export class Accounts {
   }
 
   private deviceFor(token: string): { principal: Principal } | { refused: CredentialRefusal } {
-    const device = findDeviceByTokenHash(this.services.sql, hashSecret(token));
+    const device = findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, token));
     return device ? { principal: { kind: 'device', deviceId: device.id, userId: device.user_id } } : { refused: 'invalid' };
   }
 

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type { SecretBox } from '../eventlog/index.js';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 
 /** Prefixes tell the kinds of credential apart before any lookup. */
@@ -17,8 +18,17 @@ export function credentialKind(token: string): CredentialKind {
 export const generateApiKey = (): string => API_KEY_PREFIX + randomBytes(32).toString('base64url');
 export const generateDeviceToken = (): string => DEVICE_TOKEN_PREFIX + randomBytes(32).toString('base64url');
 
-/** High-entropy secrets need no slow hash; a digest is enough and lets us look them up. */
+/**
+ * The plain SHA-256 credentials were looked up by before keyed digests: read models rebuilt
+ * from such logs hold it, so a credential handed out then keeps working.
+ */
 export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+
+/** What a read model finds a credential by: its keyed digest, or (written before) its plain one. */
+export const credentialDigests = (secrets: SecretBox, credential: string) => ({ keyed: secrets.lookupHash(credential), legacy: hashSecret(credential) });
+
+/** A credential's digest as an event stores it: keyed, then sealed. */
+export const sealedDigest = (secrets: SecretBox, credential: string, field: string): string => secrets.seal(secrets.lookupHash(credential), field);
 
 export interface SessionClaims {
   sessionId: string;
@@ -61,3 +71,15 @@ export class SessionTokens {
 
 /** Why a credential that was sent identifies no one; a wrong token and an unknown one both read as invalid. */
 export type CredentialRefusal = 'missing' | 'malformed' | 'expired' | 'revoked' | 'invalid';
+
+/** A client certificate as a TLS transport saw it; the handshake itself refuses none (mutual TLS is judged here). */
+export interface ClientCertificate {
+  /** SHA-256, normalized (64 lowercase hex digits). */
+  fingerprint: string;
+  /** Chains to TLS_CLIENT_CA and is within its validity. */
+  authorized: boolean;
+  /** Why it is not authorized (e.g. CERT_HAS_EXPIRED), for the logs. */
+  problem: string | null;
+  /** The end of its validity (ISO): a connection made with it lives no longer. */
+  validTo: string;
+}

@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
+import type { ApiKeyScope } from '../domain/events.js';
+import type { SecretBox } from '../eventlog/index.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
 import type { ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
@@ -16,6 +18,8 @@ export interface Services {
   sql: Sql;
   logger: Logger;
   newId: () => string;
+  /** Seals credential material in events and keys the digests credentials are looked up by. */
+  secrets: SecretBox;
   /**
    * devices: everything deciding from one device's read models (ingestion, updates, the
    * offline sweep); owners: a user's group hierarchy.
@@ -43,8 +47,9 @@ export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runne
 }
 
 export type Principal =
-  | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null }
-  | { kind: 'device'; deviceId: string; userId: string };
+  | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null; apiKey?: { id: string; scope: ApiKeyScope } }
+  /** `certificate`: the client certificate it authenticated with (mutual TLS), if that is how. */
+  | { kind: 'device'; deviceId: string; userId: string; certificate?: { fingerprint: string; expiresAt: string } };
 
 export interface RequestContext {
   principal: Principal;

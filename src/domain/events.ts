@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decodeColumns, encodeColumns, isStoredColumns, type StoredColumns } from './reading-columns.js';
 import { ruleDefinitionSchema } from './rule-schema.js';
 
 /**
@@ -13,18 +14,45 @@ export const roleSchema = z.enum(['admin', 'user']);
 export type Role = z.infer<typeof roleSchema>;
 export const deviceStatusSchema = z.enum(['online', 'offline', 'error', 'maintenance']);
 
+/**
+ * Fields holding credential material (a bcrypt hash, a credential's keyed digest). Written
+ * sealed (authenticated encryption under a key kept outside the log); logs written before
+ * sealing hold them plain, and nothing serves those.
+ */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set(['password_hash', 'api_key_hash', 'token_hash', 'key_hash']);
+
 const userRegistered = z.object({
   user_id: id,
   username: z.string(),
   email: z.string(),
   role: roleSchema,
   password_hash: z.string(),
-  api_key_hash: z.string(),
+  /** Logs written before API keys had their own events: the registration key (its id is the user's id). */
+  api_key_hash: z.string().optional(),
   device_quota: z.number().int().nonnegative(),
 });
 
 const sessionStarted = z.object({ session_id: id, user_id: id, expires_at: isoTime });
 const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout']) });
+
+export const apiKeyScopeSchema = z.enum(['read', 'write', 'devices:ingest']);
+export type ApiKeyScope = z.infer<typeof apiKeyScopeSchema>;
+const apiKeyCreated = z.object({
+  key_id: id,
+  user_id: id,
+  name: z.string(),
+  scope: apiKeyScopeSchema,
+  key_hash: z.string(),
+  expires_at: isoTime.nullable(),
+});
+const apiKeyRevoked = z.object({ key_id: id, user_id: id });
+/** A new key replaced this one, which stays valid until the grace the caller chose ends. */
+const apiKeyRotated = z.object({ key_id: id, user_id: id, replaced_by: id, valid_until: isoTime });
+
+const userQuotaSet = z.object({ user_id: id, device_quota: z.number().int().nonnegative() });
+const userDisabled = z.object({ user_id: id });
+const userEnabled = z.object({ user_id: id });
+const userRoleChanged = z.object({ user_id: id, role: roleSchema });
 
 export const deviceAttributesSchema = z.object({
   name: z.string(),
@@ -52,6 +80,9 @@ const deviceUpdated = z.object({
 const deviceDecommissioned = z.object({ device_id: id, user_id: id });
 /** Provisioning again hands out a fresh token; the old one stops working. */
 const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
+/** A client certificate (by its SHA-256 fingerprint) speaks for the device under mutual TLS; unbinding takes that back. */
+const deviceCertificateBound = z.object({ device_id: id, fingerprint: z.string() });
+const deviceCertificateUnbound = z.object({ device_id: id, fingerprint: z.string() });
 
 const groupCreated = z.object({
   group_id: id,
@@ -219,10 +250,19 @@ export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
   'session.ended': sessionEnded,
+  'api_key.created': apiKeyCreated,
+  'api_key.revoked': apiKeyRevoked,
+  'api_key.rotated': apiKeyRotated,
+  'user.quota_set': userQuotaSet,
+  'user.disabled': userDisabled,
+  'user.enabled': userEnabled,
+  'user.role_changed': userRoleChanged,
   'device.registered': deviceRegistered,
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
   'device.token_rotated': deviceTokenRotated,
+  'device.certificate_bound': deviceCertificateBound,
+  'device.certificate_unbound': deviceCertificateUnbound,
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,
@@ -291,12 +331,15 @@ export type RecordedEvent = DomainEvent & {
 type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
 
 /**
- * Old shapes read as the current one. readings.recorded first carried bare readings
- * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came later.
+ * Stored shapes read as the current one. readings.recorded first carried bare readings
+ * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came
+ * later; now its readings are stored as columns (see storedForm), turned back into objects here.
  */
 const upcasters: { [K in EventType]?: Upcaster } = {
   'readings.recorded': (data) =>
-    isCurrentRecording(data)
+    isStoredColumns(data)
+      ? fromStoredColumns(data)
+      : isCurrentRecording(data)
       ? data
       : {
           device_status: null,
@@ -306,6 +349,28 @@ const upcasters: { [K in EventType]?: Upcaster } = {
             : data.readings,
         },
 };
+
+/** The stored form's readings as objects again, beside the fields it keeps as they are. */
+function fromStoredColumns({ columns, deflated, ...rest }: Record<string, unknown>): Record<string, unknown> {
+  const stored = (deflated === undefined ? { columns } : { deflated }) as StoredColumns;
+  // The catalogue's key order (device_id, readings, device_status), as a live event has it.
+  return { device_id: rest.device_id, readings: decodeColumns(stored), ...rest };
+}
+
+/**
+ * The form an event's data is stored in: readings.recorded keeps its readings as columns (see
+ * reading-columns.ts), its other fields as they are, so SQL can still find a device's status in it.
+ * The upcaster above turns it back; everything else is stored as given.
+ */
+export function storedForm(event: DomainEvent): unknown {
+  if (event.type !== 'readings.recorded') return event.data;
+  const { readings, ...rest } = event.data;
+  return { ...rest, ...encodeColumns(readings) };
+}
+
+/** Whether data as stored differs from the shape it is read as (so an export carries both). */
+export const isCompactForm = (type: string, data: unknown): boolean =>
+  type === 'readings.recorded' && data !== null && typeof data === 'object' && isStoredColumns(data as Record<string, unknown>);
 
 /** Nearly every stored event has the current shape: read as it is, a rebuild copies no reading. */
 function isCurrentRecording(data: Record<string, unknown>): boolean {
@@ -348,6 +413,9 @@ export const streams = {
   template: (templateId: string) => `template-${templateId}`,
   batch: (batchId: string) => `batch-${batchId}`,
 };
+
+/** A log written before API keys had events holds one registration key per user: its id is the user's. */
+export const registrationKeyId = (userId: string): string => userId;
 
 export function assertNever(value: never): never {
   throw new Error(`unexpected value ${JSON.stringify(value)}`);

@@ -5,3 +5,4 @@ export { ConcurrencyError } from './errors.js';
 export { chainHash, GENESIS_HASH } from './hash.js';
 export { SqliteEventLog, STREAM_SCAN_WINDOW } from './sqlite-event-log.js';
 export type * from './types.js';
+export { SEALED_PREFIX, SecretBox, SealError, isSealed, openWith, sealWith, secretBoxFor } from './secret-box.js';

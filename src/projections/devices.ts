@@ -1,6 +1,7 @@
 import { sql as raw } from 'kysely';
 import { displayedStatus } from '../domain/device-status.js';
 import { deviceOf, type RecordedEvent } from '../domain/events.js';
+import type { SecretBox } from '../eventlog/index.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -14,7 +15,7 @@ const connectivityOf = prepared((id: string) => q.selectFrom('devices').select('
  * event of the device, which must see the row as the log has it so far), one per device per
  * batch instead of one per submission.
  */
-export function devicesProjection(): Projection {
+export function devicesProjection(secrets: SecretBox): Projection {
   const heard = new Map<string, string>();
   const writeHeard = (sql: Sql, deviceId: string) => {
     const at = heard.get(deviceId);
@@ -35,7 +36,7 @@ export function devicesProjection(): Projection {
       const deviceId = deviceOf(event);
       if (deviceId === null) writeAllHeard(sql);
       else writeHeard(sql, deviceId);
-      applyToDevices(sql, event);
+      applyToDevices(sql, event, secrets);
     },
     afterBatch: writeAllHeard,
   };
@@ -43,7 +44,7 @@ export function devicesProjection(): Projection {
 
 const devicesReadModel = {
   name: 'devices',
-  version: 4,
+  version: 5,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
@@ -51,21 +52,27 @@ const devicesReadModel = {
       description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
       firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL,
-      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT);
+      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT,
+      certificate_fingerprint TEXT);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
+    CREATE INDEX IF NOT EXISTS devices_certificate ON devices (certificate_fingerprint) WHERE certificate_fingerprint IS NOT NULL;
     CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
 };
 
-function applyToDevices(sql: Sql, event: RecordedEvent): void {
+/** The token's lookup digest: opened from the sealed field (a log written before sealing holds it plain). */
+const tokenLookup = (secrets: SecretBox, tokenHash: string) => secrets.openIfSealed(tokenHash, 'token_hash');
+
+function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): void {
   switch (event.type) {
     case 'device.registered': {
-      const { device_id, configuration, ...rest } = event.data;
+      const { device_id, configuration, token_hash, ...rest } = event.data;
       sql.run(
         q.insertInto('devices').values({
           id: device_id,
           ...rest,
+          token_hash: tokenLookup(secrets, token_hash),
           configuration: JSON.stringify(configuration),
           status: 'offline',
           connectivity: 'offline',
@@ -73,6 +80,7 @@ function applyToDevices(sql: Sql, event: RecordedEvent): void {
           last_seen: null,
           reported_configuration: null,
           firmware_state: null,
+          certificate_fingerprint: null,
           created_at: event.recorded_at,
           updated_at: event.recorded_at,
           version: event.version,
@@ -99,8 +107,14 @@ function applyToDevices(sql: Sql, event: RecordedEvent): void {
       sql.run(q.deleteFrom('devices').where('id', '=', event.data.device_id));
       return;
     case 'device.token_rotated':
-      sql.run(q.updateTable('devices').set({ token_hash: event.data.token_hash, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      sql.run(q.updateTable('devices').set({ token_hash: tokenLookup(secrets, event.data.token_hash), version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
+    case 'device.certificate_bound':
+    case 'device.certificate_unbound': {
+      const fingerprint = event.type === 'device.certificate_bound' ? event.data.fingerprint : null;
+      sql.run(q.updateTable('devices').set({ certificate_fingerprint: fingerprint, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
+    }
     case 'group.deleted':
       sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
       return;
@@ -166,8 +180,13 @@ const byId = prepared((id: string) => q.selectFrom('devices').selectAll().where(
 export const findDevice = (sql: Sql, id: string) => byId.first(sql, id);
 
 // Every device request authenticates through this: only what a principal needs, not the whole row.
-const byTokenHash = prepared((tokenHash: string) => q.selectFrom('devices').select(['id', 'user_id']).where('token_hash', '=', tokenHash));
-export const findDeviceByTokenHash = (sql: Sql, tokenHash: string) => byTokenHash.first(sql, tokenHash);
+const byTokenHash = prepared((keyed: string, legacy: string) => q.selectFrom('devices').select(['id', 'user_id']).where('token_hash', 'in', [keyed, legacy]));
+/** By the token's keyed digest, or its plain SHA-256 for a token registered before keyed digests. */
+export const findDeviceByTokenHash = (sql: Sql, digests: { keyed: string; legacy: string }) => byTokenHash.first(sql, digests.keyed, digests.legacy);
+
+// Every request on a mutual TLS connection without a token authenticates through this.
+const byCertificate = prepared((fingerprint: string) => q.selectFrom('devices').select(['id', 'user_id']).where('certificate_fingerprint', '=', fingerprint));
+export const findDeviceByCertificate = (sql: Sql, fingerprint: string) => byCertificate.first(sql, fingerprint);
 
 export const findDeviceByMac = (sql: Sql, mac: string) =>
   sql.first(q.selectFrom('devices').select(['id', 'user_id']).where(raw<string>`lower(replace(mac_address, '-', ':'))`, '=', mac.toLowerCase().replaceAll('-', ':')));

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { SecretBox, secretBoxFor } from '../eventlog/index.js';
 import { alertsProjection } from './alerts.js';
 import { commandsProjection } from './commands.js';
 import { deviceHealthProjection } from './device-health.js';
@@ -14,15 +16,20 @@ import { usersProjection } from './users.js';
 
 export interface ProjectionSettings {
   retentionDays: number;
+  /** Where the key that opens sealed fields comes from (see secretBoxFor); without a data dir, a key of its own. */
+  dataDir?: string;
+  secretsKey?: string | null;
 }
 
 /**
  * Every read model the runner keeps, in the order a digest reads them. A factory, not a
  * constant: some projections hold per-batch state, and a rebuild needs its own instances.
  */
-export const createProjections = (settings: ProjectionSettings): Projection[] => [
-  usersProjection,
-  devicesProjection(),
+export function createProjections(settings: ProjectionSettings): Projection[] {
+  const secrets = settings.dataDir !== undefined ? secretBoxFor({ dataDir: settings.dataDir, secretsKey: settings.secretsKey ?? null }) : new SecretBox(randomBytes(32).toString('base64url'));
+  return [
+  usersProjection(secrets),
+  devicesProjection(secrets),
   groupsProjection,
   telemetryProjection(settings.retentionDays),
   deviceHealthProjection(),
@@ -33,7 +40,8 @@ export const createProjections = (settings: ProjectionSettings): Projection[] =>
   rulesProjection,
   templatesProjection,
   batchesProjection,
-];
+  ];
+}
 
 export { ProjectionRunner } from './runner.js';
 export { Sql } from './sql.js';

@@ -1,4 +1,4 @@
-import type { Role } from '../domain/events.js';
+import type { ApiKeyScope, Role } from '../domain/events.js';
 
 /** The read-model tables, one interface each; Kysely types every query from this. */
 export interface UsersTable {
@@ -8,10 +8,24 @@ export interface UsersTable {
   role: Role;
   device_quota: number;
   password_hash: string;
-  api_key_hash: string;
   created_at: string;
   username_key: string;
   email_key: string;
+  /** 1 while an admin has disabled the user. */
+  disabled: number;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  scope: ApiKeyScope;
+  /** The key's lookup digest (keyed, or plain SHA-256 for a key made before keyed digests). */
+  key_hash: string;
+  created_at: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+  replaced_by: string | null;
 }
 
 export interface SessionsTable {
@@ -36,6 +50,8 @@ export interface DevicesTable {
   group_id: string | null;
   configuration: string;
   token_hash: string;
+  /** SHA-256 of the client certificate bound to it (mutual TLS), lowercase hex. */
+  certificate_fingerprint: string | null;
   created_at: string;
   updated_at: string;
   version: number;
@@ -85,7 +101,7 @@ export interface ReadingChunksTable {
   count: number;
   first_ts: string;
   last_ts: string;
-  readings: string;
+  readings: Buffer;
 }
 
 export interface RollupsTable {
@@ -267,6 +283,7 @@ export interface ReadModels {
   device_logs: DeviceLogsTable;
   users: UsersTable;
   sessions: SessionsTable;
+  api_keys: ApiKeysTable;
   devices: DevicesTable;
   groups: GroupsTable;
 }

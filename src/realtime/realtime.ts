@@ -2,14 +2,14 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { Principal, Services } from '../commands/services.js';
 import { DomainError } from '../domain/errors.js';
 import type { RecordedEvent } from '../domain/events.js';
-import { findSession } from '../projections/users.js';
+import { findApiKey, findSession } from '../projections/users.js';
 import type { DeviceChannel } from './device-channel.js';
 import { CLOSE } from './messages.js';
 import { Subscriber, type LiveItem } from './subscriber.js';
@@ -19,6 +19,8 @@ export interface RealtimeOptions {
   /** A subscriber whose unsent data passes this is closed with 1013. */
   maxBufferedBytes: number;
   pingIntervalMs: number;
+  /** Other endpoints upgraded on the same port (MQTT over WebSocket at /mqtt), by path. */
+  upgrades?: Record<string, (req: IncomingMessage, socket: Duplex, head: Buffer) => void>;
 }
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -27,7 +29,11 @@ interface Tracked {
   ws: WebSocket;
   alive: boolean;
   sessionId: string | null;
-  /** When its session token stops being valid (ISO); API keys and devices have none. */
+  /** A subscriber (user) or a device; the user it speaks for (a device's owner); the API key it was opened with, if any. */
+  kind: Principal['kind'];
+  userId: string;
+  apiKeyId: string | null;
+  /** When its session token, API key or client certificate stops being valid (ISO); null: not by time. */
   expiresAt: string | null;
 }
 
@@ -89,6 +95,8 @@ export class Realtime {
       refuseUpgrade(socket, requestId, status, code, message);
     };
     if (!url) return refuse(400, 'validation_failed', 'the URL is malformed');
+    const other = this.options.upgrades?.[url.pathname];
+    if (other) return other(req, socket, head);
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
     if (!kind) return refuse(404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
@@ -100,23 +108,36 @@ export class Realtime {
       return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
+    let refusedCertificate: string | null = null;
     try {
-      principal = credential ? await this.accounts.authenticate(credential) : null;
+      if (credential) principal = await this.accounts.authenticate(credential);
+      // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
+      else if (kind === 'device') ({ principal, refused: refusedCertificate } = certificatePrincipal(this.accounts, req.socket, this.services.logger));
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
-    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
+    if (refusedCertificate) return refuse(401, 'unauthenticated', certificateRefusal(refusedCertificate));
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
+    if (principal.kind === 'user' && principal.apiKey?.scope === 'devices:ingest') return refuse(403, 'forbidden', 'this API key may only submit device data (scope devices:ingest)');
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }
 
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
     const sessionId = principal.kind === 'user' ? principal.sessionId : null;
-    const expiresAt = sessionId === null ? null : (findSession(this.services.sql, sessionId)?.expires_at ?? null);
+    const apiKeyId = principal.kind === 'user' ? (principal.apiKey?.id ?? null) : null;
+    const expiresAt =
+      principal.kind === 'device'
+        ? (principal.certificate?.expiresAt ?? null)
+        : sessionId !== null
+          ? (findSession(this.services.sql, sessionId)?.expires_at ?? null)
+          : apiKeyId !== null
+            ? (findApiKey(this.services.sql, apiKeyId)?.expires_at ?? null)
+            : null;
     if (this.closed) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
     }
-    const tracked: Tracked = { ws, alive: true, sessionId, expiresAt };
+    const tracked: Tracked = { ws, alive: true, sessionId, kind: principal.kind, userId: principal.userId, apiKeyId, expiresAt };
     this.tracked.add(tracked);
     ws.on('pong', () => (tracked.alive = true));
     ws.on('error', (error) => this.services.logger.debug({ err: error }, 'websocket error'));
@@ -141,18 +162,33 @@ export class Realtime {
   private onApplied(events: readonly RecordedEvent[]): void {
     const items: LiveItem[] = this.subscribers.size === 0 ? [] : events.map((event) => ({ event, audience: audienceOf(this.services.sql, event), message: liveMessage(event) }));
     for (const item of items) for (const subscriber of this.subscribers) subscriber.onLive(item);
-    for (const event of events) {
-      if (event.type === 'session.ended') {
-        for (const t of this.tracked) if (t.sessionId === event.data.session_id) t.ws.close(CLOSE.credentialsRevoked, 'logged out');
-      }
-    }
-    this.devices.onApplied(events);
+    for (const event of events) this.revokeSockets(event);
   }
 
-  /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
+  /** A credential that stops working closes the sockets it opened, as it would refuse the next REST call. */
+  private revokeSockets(event: RecordedEvent): void {
+    const closeWhere = (match: (t: Tracked) => boolean, reason: string) => {
+      for (const t of this.tracked) if (match(t)) t.ws.close(CLOSE.credentialsRevoked, reason);
+    };
+    switch (event.type) {
+      case 'session.ended':
+        return closeWhere((t) => t.sessionId === event.data.session_id, 'logged out');
+      case 'api_key.revoked':
+        return closeWhere((t) => t.apiKeyId === event.data.key_id, 'API key revoked');
+      case 'api_key.rotated':
+        for (const t of this.tracked) if (t.apiKeyId === event.data.key_id) t.expiresAt = event.data.valid_until;
+        return this.closeExpired();
+      case 'user.disabled':
+        return closeWhere((t) => t.kind === 'user' && t.userId === event.data.user_id, 'user disabled');
+      default:
+        return;
+    }
+  }
+
+  /** A socket lives no longer than the session, key or certificate it was opened with, as a REST call with it would not. */
   closeExpired(): void {
     const now = this.services.clock.now().toISOString();
-    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'session expired');
+    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, t.kind === 'device' ? 'client certificate expired' : 'credentials expired');
   }
 
   /**
@@ -184,6 +220,6 @@ const upgradeIds = new WeakMap<IncomingMessage, string>();
 
 function refuseUpgrade(socket: Duplex, requestId: string, status: keyof typeof REASONS, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message, details: [], request_id: requestId } });
-  const head = [`HTTP/1.1 ${status} ${REASONS[status]}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `X-Request-Id: ${requestId}`, 'Connection: close'];
+  const head = [`HTTP/1.1 ${status} ${REASONS[status]}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `X-Request-Id: ${requestId}`, 'X-Content-Type-Options: nosniff', 'Connection: close'];
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }

@@ -1,4 +1,4 @@
-import { deviceOf, type RecordedEvent } from '../domain/events.js';
+import { SECRET_FIELDS, deviceOf, type RecordedEvent } from '../domain/events.js';
 import { streamOwner } from '../projections/stream-owners.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -14,10 +14,8 @@ export function audienceOf(sql: Sql, event: RecordedEvent): Audience {
   return { userId: owner?.user_id ?? null, deviceId: owner?.device_id ?? deviceOf(event) };
 }
 
-const SECRET_FIELD = /(_hash|password|token|api_key)$/;
-
-/** The event as a live subscriber sees it: no secret, not even hashed. */
+/** The event as a live subscriber sees it: no secret, not even sealed. */
 export function liveMessage(event: RecordedEvent): string {
-  const data = Object.fromEntries(Object.entries(event.data).filter(([key]) => !SECRET_FIELD.test(key)));
+  const data = Object.fromEntries(Object.entries(event.data).filter(([key]) => !SECRET_FIELDS.has(key)));
   return JSON.stringify({ type: 'event', position: event.position, event_type: event.type, stream_id: event.stream_id, data, recorded_at: event.recorded_at });
 }

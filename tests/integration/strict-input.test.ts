@@ -20,6 +20,8 @@ interface Walk {
   nested?: (ids: Ids) => { body: Body; path: string; meant: string };
   /** The route answers to the device's own token, not a user's. */
   device?: true;
+  /** A broker's callback: EMQX and mosquitto-go-auth send fields of their own, which must be taken. */
+  brokerCallback?: true;
 }
 
 const reading = (deviceId: string) => ({ type: 'reading', device_id: deviceId, sensor_type: 'temperature', operator: '>', value: 80 });
@@ -111,6 +113,19 @@ const WALKS: Record<string, Walk> = {
   },
   'DELETE /api/automation/rules/{id}': {},
   'GET /api/automation/rules/{id}/executions': {},
+  'GET /api/auth/keys': {},
+  'POST /api/auth/keys': { body: () => ({ name: uniqueName('key'), scope: 'read' }) },
+  'POST /api/auth/keys/{id}/rotate': { body: () => ({ grace_seconds: 60 }) },
+  'DELETE /api/auth/keys/{id}': {},
+  'GET /api/users': {},
+  'PATCH /api/users/{id}': { body: () => ({ device_quota: 10 }) },
+  'PUT /api/devices/{id}/certificate': { body: () => ({ fingerprint: CHECKSUM }) },
+  'DELETE /api/devices/{id}/certificate': {},
+  'POST /api/mqtt/auth': { brokerCallback: true },
+  'POST /api/mqtt/authz': { brokerCallback: true },
+  'POST /api/mqtt/user': { brokerCallback: true },
+  'POST /api/mqtt/superuser': { brokerCallback: true },
+  'POST /api/mqtt/acl': { brokerCallback: true },
 };
 
 /** One letter pair swapped: a typo one edit away. */
@@ -149,6 +164,8 @@ describe('strict input on every route', () => {
       .replace('/api/templates/{id}', `/api/templates/${ids.template}`)
       .replace('/api/automation/rules/{id}', `/api/automation/rules/${ids.rule}`)
       .replace('/api/alerts/{id}', '/api/alerts/00000000-0000-4000-8000-000000000000')
+      .replace('/api/auth/keys/{id}', '/api/auth/keys/00000000-0000-4000-8000-000000000000')
+      .replace('/api/users/{id}', '/api/users/00000000-0000-4000-8000-000000000000')
       .replace('{command_id}', ids.command);
 
   /** Sends, and shows the log took nothing from it. */
@@ -169,6 +186,7 @@ describe('strict input on every route', () => {
   it('refuses an unknown field on every route: in the body where it takes one, else in the query', async () => {
     for (const { method, path } of operations) {
       const walk = WALKS[`${method} ${path}`]!;
+      if (walk.brokerCallback) continue;
       const takesBody = walk.body !== undefined || method !== 'GET';
       const send = takesBody ? { body: { ...walk.body?.(ids), bogus_field: 1 } } : { query: '?bogus_field=1' };
       const answer = await refusedAndNothingStored(method, path, walk, send);
@@ -181,6 +199,7 @@ describe('strict input on every route', () => {
     let walked = 0;
     for (const { method, path, operation } of operations) {
       const walk = WALKS[`${method} ${path}`]!;
+      if (walk.brokerCallback) continue;
       const body = walk.body?.(ids);
       const known = body ? Object.keys(body)[0] : operation.parameters?.find((p) => p.in === 'query')?.name;
       if (known === undefined) continue;

@@ -1,12 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DomainEvent, RecordedEvent } from '../../src/domain/events.js';
-import { openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
+import { SecretBox, openDatabase, type SqliteDatabase } from '../../src/eventlog/index.js';
 import { deviceHealthProjection } from '../../src/projections/device-health.js';
 import { devicesProjection } from '../../src/projections/devices.js';
 import { Sql } from '../../src/projections/index.js';
 import type { Projection } from '../../src/projections/projection.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
+
+const secrets = new SecretBox('a test key of at least thirty-two characters');
 
 const USER = '00000000-0000-4000-8000-000000000001';
 const DEVICES = ['00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000-00000000000b'] as const;
@@ -54,7 +56,7 @@ function rowsAndClose(db: SqliteDatabase, projections: readonly Projection[]): R
 
 /** The rows of the read models after the events, applied in batches that end after the given indexes. */
 function rowsAfter(events: readonly RecordedEvent[], batchEnds: ReadonlySet<number>): Record<string, unknown[]> {
-  const projections: Projection[] = [devicesProjection(), deviceHealthProjection()];
+  const projections: Projection[] = [devicesProjection(secrets), deviceHealthProjection()];
   const { db, sql } = readModelsOf(projections);
   for (const projection of projections) {
     events.forEach((event, index) => {
@@ -86,7 +88,7 @@ describe('devices and device health written once per batch', () => {
 });
 
 /** The read models that keep memory between events (the devices' last-heard times are rewritten whole by a rerun). */
-const remembering = (): Projection[] => [devicesProjection(), deviceHealthProjection(), telemetryProjection(30)];
+const remembering = (): Projection[] => [devicesProjection(secrets), deviceHealthProjection(), telemetryProjection(30)];
 
 /**
  * The rows after the events in the given batches, applied as the runner applies them (each

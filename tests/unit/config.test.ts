@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       host: '0.0.0.0',
       dataDir: resolve('./data'),
       jwtSecret: SECRET,
+      secretsKey: null,
       corsOrigins: null,
       logLevel: 'info',
       bcryptRounds: 12,
@@ -38,7 +39,27 @@ describe('loadConfig', () => {
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
+      mqttPort: 1883,
+      tls: null,
+      mqttTlsPort: 8883,
     });
+  });
+
+  it('reads the TLS files as absolute paths, the client CA optional', () => {
+    const config = loadConfig({ JWT_SECRET: SECRET, TLS_CERT_FILE: 'cert.pem', TLS_KEY_FILE: '/etc/key.pem', MQTT_TLS_PORT: '9883' });
+    expect(config.tls).toEqual({ certFile: resolve('cert.pem'), keyFile: '/etc/key.pem', clientCaFile: null });
+    expect(config.mqttTlsPort).toBe(9883);
+    expect(loadConfig({ JWT_SECRET: SECRET, TLS_CERT_FILE: 'c', TLS_KEY_FILE: 'k', TLS_CLIENT_CA: 'ca.pem' }).tls?.clientCaFile).toBe(resolve('ca.pem'));
+  });
+
+  it.each([
+    [{ TLS_CERT_FILE: 'cert.pem' }, 'TLS_KEY_FILE'],
+    [{ TLS_KEY_FILE: 'key.pem' }, 'TLS_CERT_FILE'],
+    [{ TLS_CLIENT_CA: 'ca.pem' }, 'TLS_CLIENT_CA'],
+    [{ TLS_CERT_FILE: 'c', TLS_KEY_FILE: 'k', MQTT_TLS_PORT: '70000' }, 'MQTT_TLS_PORT'],
+  ])('refuses half a TLS set-up (%o), naming %s', (env, named) => {
+    const message = configError({ JWT_SECRET: SECRET, ...env }).message;
+    expect(message).toMatch(new RegExp(`\\b${named}\\b`));
   });
 
   it('parses every setting given', () => {

@@ -77,10 +77,77 @@ describe('user decider: end_session', () => {
 describe('user decider: fold', () => {
   it('skips events of types it does not own', () => {
     const state = fold(userDecider, [foreign, registered, foreign, started]);
-    expect(state).toEqual({ status: 'registered', user_id: 'u1', open_sessions: new Set(['s1']) });
+    expect(state).toEqual({
+      status: 'registered',
+      user_id: 'u1',
+      role: 'admin',
+      disabled: false,
+      device_quota: 100,
+      open_sessions: new Set(['s1']),
+      keys: new Map([['u1', { name: 'registration', scope: 'write', revoked: false, expires_at: null }]]),
+    });
   });
 
   it('starts from the initial state on an empty history', () => {
     expect(fold(userDecider, [])).toEqual({ status: 'none' });
+  });
+});
+
+describe('user decider: API keys', () => {
+  const newKey = { key_id: 'k1', name: 'ci', scope: 'read' as const, key_hash: 'sealed:v1:x', expires_at: null };
+  const created: EventOfType<'api_key.created'> = { type: 'api_key.created', data: { ...newKey, user_id: 'u1' } };
+  const revoked: EventOfType<'api_key.revoked'> = { type: 'api_key.revoked', data: { key_id: 'k1', user_id: 'u1' } };
+  const replacement = { ...newKey, key_id: 'k2' };
+  const now = '2026-03-01T12:00:00.000Z';
+  const later = '2026-03-01T12:05:00.000Z';
+
+  it('creates a key', () => {
+    user.given([registered]).when({ type: 'create_api_key', data: newKey }).then([created]);
+  });
+
+  it('revokes a live key once; a second revocation or an unknown key is refused', () => {
+    user.given([registered, created]).when({ type: 'revoke_api_key', data: { key_id: 'k1' } }).then([revoked]);
+    user.given([registered, created, revoked]).when({ type: 'revoke_api_key', data: { key_id: 'k1' } }).thenThrows('conflict');
+    user.given([registered]).when({ type: 'revoke_api_key', data: { key_id: 'k9' } }).thenThrows('not_found');
+  });
+
+  it('rotates: a new key, the old one valid until the grace ends, never past its own expiry', () => {
+    user
+      .given([registered, created])
+      .when({ type: 'rotate_api_key', data: { key_id: 'k1', replacement, valid_until: later, now } })
+      .then([
+        { type: 'api_key.created', data: { ...replacement, user_id: 'u1' } },
+        { type: 'api_key.rotated', data: { key_id: 'k1', user_id: 'u1', replaced_by: 'k2', valid_until: later } },
+      ]);
+    const expiring: EventOfType<'api_key.created'> = { type: 'api_key.created', data: { ...created.data, expires_at: '2026-03-01T12:01:00.000Z' } };
+    user
+      .given([registered, expiring])
+      .when({ type: 'rotate_api_key', data: { key_id: 'k1', replacement, valid_until: later, now } })
+      .then([
+        { type: 'api_key.created', data: { ...replacement, user_id: 'u1' } },
+        { type: 'api_key.rotated', data: { key_id: 'k1', user_id: 'u1', replaced_by: 'k2', valid_until: '2026-03-01T12:01:00.000Z' } },
+      ]);
+  });
+
+  it('refuses to rotate a revoked or expired key', () => {
+    user.given([registered, created, revoked]).when({ type: 'rotate_api_key', data: { key_id: 'k1', replacement, valid_until: later, now } }).thenThrows('conflict');
+    const expired: EventOfType<'api_key.created'> = { type: 'api_key.created', data: { ...created.data, expires_at: now } };
+    user.given([registered, expired]).when({ type: 'rotate_api_key', data: { key_id: 'k1', replacement, valid_until: later, now } }).thenThrows('conflict');
+  });
+
+  it('knows the registration key of a log written before keys had events, by the user id', () => {
+    user.given([registered]).when({ type: 'revoke_api_key', data: { key_id: 'u1' } }).then([{ type: 'api_key.revoked', data: { key_id: 'u1', user_id: 'u1' } }]);
+  });
+});
+
+describe('user decider: administration', () => {
+  it('records a change, and nothing when the value is already so', () => {
+    user.given([registered]).when({ type: 'set_quota', data: { device_quota: 5 } }).then([{ type: 'user.quota_set', data: { user_id: 'u1', device_quota: 5 } }]);
+    user.given([registered]).when({ type: 'set_quota', data: { device_quota: 100 } }).then([]);
+    user.given([registered]).when({ type: 'set_disabled', data: { disabled: true } }).then([{ type: 'user.disabled', data: { user_id: 'u1' } }]);
+    user.given([registered, { type: 'user.disabled', data: { user_id: 'u1' } }]).when({ type: 'set_disabled', data: { disabled: false } }).then([{ type: 'user.enabled', data: { user_id: 'u1' } }]);
+    user.given([registered]).when({ type: 'set_disabled', data: { disabled: false } }).then([]);
+    user.given([registered]).when({ type: 'set_role', data: { role: 'user' } }).then([{ type: 'user.role_changed', data: { user_id: 'u1', role: 'user' } }]);
+    user.given([registered]).when({ type: 'set_role', data: { role: 'admin' } }).then([]);
   });
 });

@@ -9,6 +9,7 @@ import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { batchMeta, command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 import type { Rollouts } from '../../commands/rollouts.js';
+import type { DeviceGateway } from '../../gateway/gateway.js';
 import { findBatch } from '../../projections/batches.js';
 
 export const presentCommand = (row: CommandRow) => ({
@@ -41,7 +42,7 @@ const queueInput = (body: z.infer<typeof queueCommandBody>, batchId: string | nu
   batch_id: batchId,
 });
 
-export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts) {
+export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts, gateway: DeviceGateway) {
   return [
     defineRoute(
       { method: 'post', path: '/api/devices/:id/commands', operationId: 'queueCommand', example: { command_type: 'set_target', parameters: { celsius: 65 }, priority: 'high' }, summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
@@ -69,9 +70,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     ),
     defineRoute(
       { method: 'post', path: '/api/devices/:id/commands/:command_id/result', operationId: 'reportCommandResult', example: { status: 'executed', response: { celsius: 65 } }, summary: 'A device reports a result: executed or failed', tag: 'commands', access: 'device', body: commandResultBody, response: command },
-      async ({ params, body, context }) => ({
-        data: presentCommand(await commands.recordResult(params.id!, params.command_id!, { status: body.status, response: body.response ?? null }, context)),
-      }),
+      async ({ params, body, context }) => ({ data: presentCommand(await gateway.commandResult(params.id!, params.command_id!, body, context)) }),
     ),
     defineRoute(
       { method: 'get', path: '/api/commands', operationId: 'listCommands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
@@ -108,10 +107,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     ),
     defineRoute(
       { method: 'post', path: '/api/devices/:id/firmware/progress', operationId: 'reportFirmwareProgress', summary: 'A device reports firmware progress (downloading, installing, done, failed)', tag: 'commands', access: 'device', body: firmwareProgressBody, response: z.object({ version: z.string(), status: z.string() }) },
-      async ({ params, body, context }) => {
-        await commands.reportFirmwareProgress(params.id!, { version: body.version, status: body.status, detail: body.detail ?? null }, context);
-        return { data: { version: body.version, status: body.status } };
-      },
+      async ({ params, body, context }) => ({ data: await gateway.firmwareProgress(params.id!, body, context) }),
     ),
     defineRoute(
       { method: 'post', path: '/api/groups/:id/commands', operationId: 'queueGroupCommand', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },

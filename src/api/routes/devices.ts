@@ -11,7 +11,7 @@ import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices, type DeviceRow } from '../../projections/devices.js';
 import { configurationDiff } from '../../domain/configuration.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
-import { presentDevice } from '../presenters.js';
+import { presentDevice, withoutPlainSecrets } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
 import { asOfMeta, deleted, listMeta, paging } from '../schemas/common.js';
@@ -22,6 +22,7 @@ import {
   bulkDelete,
   bulkRegister,
   bulkUpdate,
+  certificateBody,
   device,
   deviceDetail,
   deviceDetailQuery,
@@ -36,7 +37,7 @@ import {
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices', operationId: 'registerDevice', example: { name: 'boiler', type: 'thermostat', mac_address: 'AA:BB:CC:DD:EE:01', configuration: { thresholds: { temperature: { max: 80 } } } }, etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201 },
+      { method: 'post', path: '/api/devices', operationId: 'registerDevice', example: { name: 'boiler', type: 'thermostat', mac_address: 'AA:BB:CC:DD:EE:01', configuration: { thresholds: { temperature: { max: 80 } } } }, etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
       async ({ body, context }) => {
         const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
         const { device: row, token } = await devices.register(registrationInput(body, template), context);
@@ -44,14 +45,24 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/provision', operationId: 'provisionDevice', alsoStatus: 200, etag: true, summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201 },
-      async ({ body, context }) => {
-        const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
-        return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+      {
+        method: 'post',
+        path: '/api/devices/provision',
+        operationId: 'provisionDevice',
+        alsoStatus: 200,
+        etag: true,
+        secret: true,
+        summary: "Provision by hardware id (MAC): registers the first time (201); again (200, a fresh token) only with the device's current_token or its owner signed in, else 409",
+        tag: 'devices',
+        access: 'user',
+        body: provisionBody,
+        response: registeredDevice,
+        status: 201,
       },
+      async ({ body, context }) => provisionDevice(devices, body, context),
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, meta: bulkMeta },
+      { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, meta: bulkMeta, secret: true },
       async ({ body, context }) => {
         const results = [];
         for (const [index, operation] of body.operations.entries()) results.push({ index, action: operation.action, ...(await bulkOperation(devices, operation, index, context)) });
@@ -110,13 +121,27 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
+      { method: 'put', path: '/api/devices/:id/certificate', operationId: 'bindDeviceCertificate', summary: 'Bind a client certificate (SHA-256 fingerprint) that may speak for the device under mutual TLS; replaces one bound before', tag: 'devices', access: 'user', body: certificateBody, response: device },
+      async ({ params, body, context, req }) => {
+        const row = await devices.bindCertificate(params.id!, body.fingerprint, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'delete', path: '/api/devices/:id/certificate', operationId: 'unbindDeviceCertificate', summary: "Unbind the device's client certificate; connections made with it are closed at once", tag: 'devices', access: 'user', response: device },
+      async ({ params, context, req }) => {
+        const row = await devices.unbindCertificate(params.id!, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
       { method: 'get', path: '/api/devices/:id/history', operationId: 'getDeviceHistory', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
         const row = visibleDevice(services, context.principal, params.id!);
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
-        return { data: events, meta: listMeta(total, query) };
+        return { data: events.map(withoutPlainSecrets), meta: listMeta(total, query) };
       },
     ),
   ];
@@ -148,6 +173,14 @@ function configurationState(row: DeviceRow) {
 
 type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
 
+/** Provisioning as HTTP and MQTT (provision/request) both answer it. */
+export async function provisionDevice(devices: Devices, body: z.infer<typeof provisionBody>, context: RequestContext) {
+  const { current_token, ...rest } = body;
+  const input = { ...registrationInput({ ...rest, name: rest.name ?? `device ${rest.mac_address}`, device_type: rest.device_type ?? rest.type ?? 'generic' }), mac_address: rest.mac_address, current_token: current_token ?? null };
+  const { device: row, token, created } = await devices.provision(input, context);
+  return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+}
+
 /**
  * A registration as the handler takes it, from the body of POST /api/devices (and its
  * relatives); a template gives the type, configuration and thresholds the body leaves out.
@@ -164,6 +197,7 @@ function registrationInput(body: RegisterBody, template: TemplateRow | null = nu
     configuration: { ...fromTemplate, ...body.configuration },
     firmware_version: body.firmware_version ?? null,
     auth_token: body.auth_token ?? null,
+    certificate_fingerprint: body.certificate_fingerprint ?? null,
   };
 }
 

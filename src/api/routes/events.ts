@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
+import { exportedEvent } from '../../eventlog/export-verifier.js';
+import { withoutPlainSecrets } from '../presenters.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { storedEvent } from '../schemas/devices.js';
@@ -26,7 +28,7 @@ export function eventRoutes(services: Services) {
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
         const next = events.length > 0 ? events[events.length - 1]!.position : query.after_position;
-        return { data: events, meta: { total, limit: query.limit, offset: query.offset, next_position: next } };
+        return { data: events.map(withoutPlainSecrets), meta: { total, limit: query.limit, offset: query.offset, next_position: next } };
       },
     ),
     defineRoute(
@@ -45,7 +47,7 @@ export function eventRoutes(services: Services) {
         for (let after = query.after_position; ; ) {
           const page = await services.log.readAll({ afterPosition: after, limit: EXPORT_PAGE, asStored: true, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) });
           const kept = query.before_position ? page.filter((e) => e.position < query.before_position!) : page;
-          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify({ ...event, previous_hash: await services.log.hashAt(event.position - 1) })}\n`));
+          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify(exportedEvent(withoutPlainSecrets(event), await services.log.hashAt(event.position - 1)))}\n`));
           if (lines.length > 0 && !(await writeChunk(res, lines.join('')))) return;
           if (page.length < EXPORT_PAGE || kept.length < page.length) break;
           after = page[page.length - 1]!.position;

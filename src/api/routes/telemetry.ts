@@ -1,39 +1,33 @@
 import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import { readingInputs, type Telemetry } from '../../commands/telemetry.js';
+import type { DeviceGateway } from '../../gateway/gateway.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
-import { findDevice } from '../../projections/devices.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
 import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
+import { csvField } from '../csv.js';
 import { asOfMeta, listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
 import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
-export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
+export function telemetryRoutes(services: Services, gateway: DeviceGateway, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201 },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
-        const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
         if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
-        const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);
-        return { data: result };
+        return { data: await gateway.submitReadings(params.id!, body, context, idempotencyKey) };
       },
     ),
     defineRoute(
       { method: 'post', path: '/api/devices/:id/heartbeat', operationId: 'sendHeartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
-      async ({ params, body, context }) => {
-        const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
-        const status = findDevice(services.sql, params.id!)?.status ?? 'online';
-        return { data: { device_id: params.id!, status, position, server_time: services.clock.now().toISOString() } };
-      },
+      async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
       { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
@@ -137,10 +131,4 @@ const HEALTH_FIELDS = ['battery', 'battery_level', 'signal', 'signal_strength', 
 
 function pick(source: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
   return Object.fromEntries(keys.filter((key) => key in source).map((key) => [key, source[key]]));
-}
-
-/** Quotes a CSV field when it holds a separator, quote or line break; neutralises formula prefixes. */
-function csvField(value: string): string {
-  const safe = /^[=+\-@]/.test(value) ? `'${value}` : value;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }

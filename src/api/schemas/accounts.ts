@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { apiKeyScopeSchema } from '../../domain/events.js';
 import { strictObject } from '../../domain/strict.js';
-import { timestamp } from './common.js';
+import { nonBlank, timestamp } from './common.js';
 import { named } from './components.js';
 
 export const registerBody = strictObject({
@@ -44,3 +45,44 @@ export const sessionAnswer = named(
 );
 
 export const currentUser = named('CurrentUser', user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) }));
+
+const YEAR_SECONDS = 366 * 24 * 3600;
+
+export const apiKey = named('ApiKey', z.object({
+  id: z.string(),
+  name: z.string(),
+  scope: apiKeyScopeSchema,
+  status: z.enum(['active', 'expired', 'revoked']),
+  created_at: timestamp,
+  expires_at: timestamp.nullable(),
+  last_used_at: timestamp.nullable(),
+  revoked_at: timestamp.nullable(),
+  replaced_by: z.string().nullable(),
+}));
+
+/** A key as made: the only answer that shows its secret. */
+export const createdApiKey = apiKey.extend({ api_key: z.string() });
+
+export const createApiKeyBody = strictObject({
+  name: nonBlank(100),
+  scope: apiKeyScopeSchema.default('write'),
+  /** Seconds until it stops working; absent or null: never. */
+  expires_in: z.number().int().min(60).max(10 * YEAR_SECONDS).nullable().default(null),
+});
+
+export const rotateApiKeyBody = strictObject({
+  /** How long the old key keeps working beside the new one (0: it stops now). */
+  grace_seconds: z.number().int().min(0).max(30 * 24 * 3600).default(0),
+  expires_in: createApiKeyBody.shape.expires_in,
+});
+
+export const revokedApiKey = z.object({ id: z.string(), revoked: z.literal(true) });
+
+/** A user as an admin sees them. */
+export const managedUser = named('ManagedUser', user.extend({ disabled: z.boolean() }));
+
+export const changeUserBody = strictObject({
+  device_quota: z.number().int().min(0).max(1_000_000).optional(),
+  disabled: z.boolean().optional(),
+  role: z.enum(['admin', 'user']).optional(),
+}).refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'name at least one of device_quota, disabled, role', path: ['device_quota'] });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { fingerprintSchema } from '../../domain/certificates.js';
 import { strictObject, synonymsAgree } from '../../domain/strict.js';
 import { deviceStatusSchema } from '../../domain/events.js';
 import { configurationProblems } from '../../domain/thresholds.js';
@@ -53,6 +54,8 @@ export const registerDeviceBody = strictObject({
   firmware_version: editable.firmware_version.optional(),
   /** Start from a template: its type, configuration and thresholds, overridden by what is given. */
   template_id: z.uuid().optional(),
+  /** A client certificate that may speak for the device under mutual TLS, by its SHA-256 fingerprint. */
+  certificate_fingerprint: fingerprintSchema.optional(),
 })
   .refine((body) => body.type !== undefined || body.device_type !== undefined || body.template_id !== undefined, {
     message: 'type or device_type is required (or a template_id)',
@@ -99,11 +102,14 @@ export const device = named(
     firmware_version: z.string().nullable(),
     group_id: z.string().nullable(),
     configuration,
+    certificate_fingerprint: z.string().nullable().describe('SHA-256 of the bound client certificate (mutual TLS), 64 lowercase hex digits'),
     created_at: timestamp,
     updated_at: timestamp,
     version: z.number().int(),
   }),
 );
+
+export const certificateBody = strictObject({ fingerprint: fingerprintSchema });
 
 export const registeredDevice = named('RegisteredDevice', device.extend({ credentials: z.object({ device_id: z.string(), auth_token: z.string() }) }));
 
@@ -132,6 +138,8 @@ export const storedEvent = named(
     metadata: z.record(z.string(), z.unknown()),
     recorded_at: timestamp,
     hash: z.string(),
+    /** Secret fields of an event written before sealing, shown redacted. */
+    redacted: z.array(z.string()).optional(),
   }),
 );
 
@@ -144,6 +152,7 @@ export const provisionBody = strictObject({
   group_id: editable.group_id.optional(),
   configuration: configuration.optional(),
   firmware_version: editable.firmware_version.optional(),
+  current_token: z.string().min(1).max(4096).optional().describe("the device's current token: needed to provision a registered MAC again with a provisioning key (API key) alone"),
 }).superRefine(synonymsAgree(['type', 'device_type']));
 
 export const MAX_BULK_OPERATIONS = 100;
