@@ -72,7 +72,7 @@ export function authenticate(accounts: Accounts): RequestHandler {
 }
 
 const REFUSALS: Record<CredentialRefusal, string> = {
-  missing: 'authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key) or a device token (X-Device-Token)',
+  missing: "authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key), a device token (X-Device-Token) or a device's client certificate",
   malformed: 'the credential is malformed: send Authorization: Bearer <token>',
   expired: 'the session has expired: log in again',
   revoked: 'the session was ended (logged out): log in again',
