@@ -32,7 +32,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, claimDataDir, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { SqliteEventLog, claimDataDir, personalKeysIn, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 import { TlsCredentials } from './transport/tls.js';
@@ -146,7 +146,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
-  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets: secretBoxFor(config), locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
+  const secrets = secretBoxFor(config);
+  const personal = personalKeysIn(config.dataDir, secrets);
+  const services: Services = { config, clock, log, runner, sql: new Sql(db), logger, newId: randomUUID, secrets, personal, locks: { devices: new DeviceLocks(), owners: new KeyedLock() } };
   const offline = new OfflineDetector(services);
   const telemetry = new Telemetry(services);
   const commands = new DeviceCommands(services);
@@ -159,7 +161,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const gatewayFeed = runner.applied$.subscribe((events) => gateway.onApplied(events));
   const devices = new Devices(services, commands);
   const broker = await createMqtt(services, gateway, (body, context) => provisionDevice(devices, parse(provisionBody, body, ''), context), tls);
-  const app = createApp(services, { accounts, devices, groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services), gateway, health: () => ({ mqtt: broker.status() }) });
+  const app = createApp(services, { accounts, devices, groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices), gateway, health: () => ({ mqtt: broker.status() }) });
   const gate = new RequestGate(app);
   const http = createListener(tls, gate.listener);
   answerClientErrors(http);

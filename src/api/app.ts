@@ -84,7 +84,7 @@ export function createApp(services: Services, handlers: AppHandlers): Express {
   routes.push(
     ...systemRoutes(services, () => routes, handlers.health),
     ...accountRoutes(services, handlers.accounts),
-    ...userRoutes(services, handlers.users),
+    ...userRoutes(handlers.accounts, handlers.users),
     ...deviceRoutes(services, handlers.devices),
     ...groupRoutes(services, handlers.groups),
     ...telemetryRoutes(services, handlers.gateway, handlers.offline),

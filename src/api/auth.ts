@@ -1,10 +1,10 @@
 import type { RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import type { Accounts } from '../commands/accounts.js';
-import type { CredentialRefusal } from '../commands/credentials.js';
 import type { Principal } from '../commands/services.js';
-import { DomainError } from '../domain/errors.js';
 import { clientCertificateOf } from '../transport/tls.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { DomainError } from '../domain/errors.js';
 
 export const SESSION_COOKIE = 'session';
 const MAX_CREDENTIAL = 4096;
@@ -50,10 +50,7 @@ function unreadableCredential(req: HeaderSource): boolean {
   return [authorization, req.header('x-api-key'), req.header('x-device-token')].some((value) => value !== undefined && value.length > MAX_CREDENTIAL);
 }
 
-/**
- * Resolves the caller, if any; routes that need one refuse with 401 themselves, saying why.
- * A token goes before a client certificate.
- */
+/** Resolves the caller, if any; routes that need one refuse with 401 themselves, saying why. A token goes before a client certificate. */
 export function authenticate(accounts: Accounts): RequestHandler {
   return async (req, _res, next) => {
     const credential = credentialOf(req);
@@ -61,27 +58,16 @@ export function authenticate(accounts: Accounts): RequestHandler {
       const identified = await accounts.identify(credential);
       if ('principal' in identified) req.principal = identified.principal;
       else req.credentialRefused = identified.refused;
+    } else if (unreadableCredential(req)) {
+      req.credentialRefused = 'malformed';
     } else {
       const { principal, refused } = certificatePrincipal(accounts, req.socket, req.log);
       if (principal) req.principal = principal;
       if (refused) req.refusedCertificate = refused;
-      else if (!principal && unreadableCredential(req)) req.credentialRefused = 'malformed';
     }
     next();
   };
 }
-
-const REFUSALS: Record<CredentialRefusal, string> = {
-  missing: "authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key), a device token (X-Device-Token) or a device's client certificate",
-  malformed: 'the credential is malformed: send Authorization: Bearer <token>',
-  expired: 'the session has expired: log in again',
-  revoked: 'the session was ended (logged out): log in again',
-  invalid: 'the credential is not valid',
-};
-
-/** A 401 that says what was wrong with the credential, and nothing about whose it might be. */
-export const unauthenticated = (refused: CredentialRefusal = 'missing'): DomainError =>
-  new DomainError('unauthenticated', REFUSALS[refused], [{ path: 'credential', message: refused }]);
 
 /**
  * The device a connection's client certificate speaks for (mutual TLS), or why it was refused
@@ -99,3 +85,14 @@ export function certificatePrincipal(accounts: Accounts, socket: unknown, log: L
 
 /** The 401 message when a client certificate was all a request carried and it was refused. */
 export const certificateRefusal = (reason: string): string => `the client certificate was refused: ${reason}`;
+const REFUSALS: Record<CredentialRefusal, string> = {
+  missing: 'authentication required: send a session token or API key (Authorization: Bearer ..., X-API-Key) or a device token (X-Device-Token)',
+  malformed: 'the credential is malformed: send Authorization: Bearer <token>',
+  expired: 'the session has expired: log in again',
+  revoked: 'the session was ended (logged out): log in again',
+  invalid: 'the credential is not valid',
+};
+
+/** A 401 that says what was wrong with the credential, and nothing about whose it might be. */
+export const unauthenticated = (refused: CredentialRefusal = 'missing'): DomainError =>
+  new DomainError('unauthenticated', REFUSALS[refused], [{ path: 'credential', message: refused }]);

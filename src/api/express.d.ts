@@ -8,10 +8,10 @@ declare global {
       requestId: string;
       log: Logger;
       principal?: Principal;
-      /** Why the credential sent identifies no one; absent when none was sent. */
-      credentialRefused?: CredentialRefusal;
       /** Why the client certificate, the request's only credential, was refused. */
       refusedCertificate?: string;
+      /** Why the credential sent identifies no one; absent when none was sent. */
+      credentialRefused?: CredentialRefusal;
     }
   }
 }

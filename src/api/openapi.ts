@@ -98,7 +98,7 @@ function errorAnswers(spec: Spec): Record<string, unknown> {
   };
   const guarded = spec.access !== 'public';
   if (guarded || spec.errors?.includes(401)) answers['401'] = errorAnswer('unauthenticated (credentials missing, malformed, expired or revoked) or invalid_credentials');
-  if (guarded) answers['403'] = errorAnswer('forbidden (a credential of the wrong kind, or another owner) or quota_exceeded');
+  if (guarded || spec.errors?.includes(403)) answers['403'] = errorAnswer('forbidden (a credential of the wrong kind, or another owner) or quota_exceeded');
   // A resource named in the path, the query or the body (group_id, template_id) may not exist, or be another owner's.
   if (guarded) answers['404'] = errorAnswer('not_found');
   if (stores) answers['409'] = errorAnswer('conflict, already_exists or rule_conflict');

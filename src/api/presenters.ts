@@ -1,4 +1,4 @@
-import { SECRET_FIELDS } from '../domain/events.js';
+import { PERSONAL_FIELDS, SECRET_FIELDS } from '../domain/events.js';
 import { isSealed } from '../eventlog/index.js';
 import type { DeviceRow } from '../projections/devices.js';
 import type { GroupSummary } from '../projections/group-summaries.js';
@@ -81,12 +81,15 @@ export const presentGroup = (group: GroupSummary, nested = false): PresentedGrou
 export const REDACTED = '[redacted]';
 
 /**
- * An event's data as any client may see it: secret fields only sealed. One written before
- * sealing holds them plain: they are replaced, and `redacted` names them.
+ * An event as any client may see it: secret fields only sealed, personal data of an erased user
+ * never readable. Sealed values are left as stored (an export still verifies); a value stored
+ * plain (written before sealing) is replaced, and `redacted` names the fields.
  */
-export function withoutPlainSecrets<E extends { data: unknown }>(event: E): E & { redacted?: string[] } {
+export function servedEvent<E extends { type: string; data: unknown }>(event: E, erased: ReadonlySet<string> = new Set()): E & { redacted?: string[] } {
   const data = event.data as Record<string, unknown>;
-  const plain = Object.keys(data).filter((key) => SECRET_FIELDS.has(key) && !isSealed(data[key]));
+  const erasedUser = event.type === 'user.registered' && erased.has(String(data.user_id));
+  const hidden = (key: string) => SECRET_FIELDS.has(key) || (erasedUser && PERSONAL_FIELDS.has(key));
+  const plain = Object.keys(data).filter((key) => hidden(key) && !isSealed(data[key]));
   if (plain.length === 0) return event;
   return { ...event, data: { ...data, ...Object.fromEntries(plain.map((key) => [key, REDACTED])) }, redacted: plain };
 }

@@ -3,9 +3,9 @@ import { z } from 'zod';
 import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
+import type { ApiKeyScope } from '../domain/events.js';
 import type { CredentialRefusal } from '../commands/credentials.js';
 import { certificateRefusal, unauthenticated } from './auth.js';
-import type { ApiKeyScope } from '../domain/events.js';
 import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';

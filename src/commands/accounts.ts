@@ -1,6 +1,6 @@
 import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
-import { streams } from '../domain/events.js';
+import { streams, type MemberRole } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
 import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
@@ -49,12 +49,14 @@ export class Accounts {
       }
       const userId = newId();
       const apiKey = generateApiKey();
+      // Personal data goes into the log sealed under the user's own key, so erasure can make it unreadable.
+      this.services.personal.create(userId);
       const register: UserCommand = {
         type: 'register_user',
         data: {
           user_id: userId,
-          username: input.username,
-          email: input.email,
+          username: this.services.personal.seal(userId, input.username, 'username'),
+          email: this.services.personal.seal(userId, input.email, 'email'),
           role: countUsers(sql) === 0 ? 'admin' : 'user',
           password_hash: this.services.secrets.seal(passwordHash, 'password_hash'),
           device_quota: config.defaultDeviceQuota,
@@ -75,10 +77,7 @@ export class Accounts {
   async login(input: { login: string; password: string; clientAddress: string }, requestId: string): Promise<Session> {
     const user = findUserByLogin(this.services.sql, input.login);
     // One account, whether named by username or email; an unknown name counts on its own.
-    const throttleKeys = [
-      { key: `account:${user?.id ?? nameKey(input.login)}`, limit: LOGIN_FAILURE_LIMITS.account },
-      { key: `address:${input.clientAddress}`, limit: LOGIN_FAILURE_LIMITS.address },
-    ];
+    const throttleKeys = passwordThrottleKeys(user?.id ?? nameKey(input.login), input.clientAddress);
     this.throttle.check(throttleKeys);
     const stored = user ? this.services.secrets.openIfSealed(user.password_hash, 'password_hash') : await this.decoyHash;
     const matches = await bcrypt.compare(input.password, stored);
@@ -91,6 +90,17 @@ export class Accounts {
     const context: RequestContext = { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: session.command.data.session_id }, requestId };
     await handle(this.services, userDecider, streams.user(user.id), session.command, context);
     return this.sessionAnswer(user.id, session.command.data.session_id, session.expiresAt);
+  }
+
+  /** The caller's own password, checked as a login is (throttled): a stolen session alone cannot erase an account. */
+  async confirmPassword(userId: string, password: string, clientAddress: string): Promise<void> {
+    const user = findUserById(this.services.sql, userId);
+    const throttleKeys = passwordThrottleKeys(userId, clientAddress);
+    this.throttle.check(throttleKeys);
+    if (!user || !(await bcrypt.compare(password, this.services.secrets.openIfSealed(user.password_hash, 'password_hash')))) {
+      this.throttle.fail(throttleKeys);
+      throw new DomainError('invalid_credentials', 'the password is wrong');
+    }
   }
 
   async logout(context: RequestContext): Promise<void> {
@@ -173,7 +183,20 @@ export class Accounts {
   }
 }
 
+/** Failed password checks count per account and per client address. */
+const passwordThrottleKeys = (account: string, clientAddress: string) => [
+  { key: `account:${account}`, limit: LOGIN_FAILURE_LIMITS.account },
+  { key: `address:${clientAddress}`, limit: LOGIN_FAILURE_LIMITS.address },
+];
+
 export const permissionsFor = (role: 'admin' | 'user'): string[] => {
   const base = ['devices:read', 'devices:write', 'telemetry:read', 'telemetry:write', 'commands:write', 'groups:write', 'rules:write', 'events:read'];
   return role === 'admin' ? [...base, 'admin', 'users:read', 'events:verify', 'devices:read:all'] : base;
+};
+
+/** What a member's role on a group lets them do there (and in its subgroups); rules are not shared yet. */
+export const memberPermissions = (role: MemberRole): string[] => {
+  const viewer = ['devices:read', 'telemetry:read', 'groups:read', 'members:read'];
+  const operator = [...viewer, 'commands:write'];
+  return role === 'viewer' ? viewer : role === 'operator' ? operator : [...operator, 'devices:write', 'groups:write'];
 };

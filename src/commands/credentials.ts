@@ -69,9 +69,6 @@ export class SessionTokens {
   }
 }
 
-/** Why a credential that was sent identifies no one; a wrong token and an unknown one both read as invalid. */
-export type CredentialRefusal = 'missing' | 'malformed' | 'expired' | 'revoked' | 'invalid';
-
 /** A client certificate as a TLS transport saw it; the handshake itself refuses none (mutual TLS is judged here). */
 export interface ClientCertificate {
   /** SHA-256, normalized (64 lowercase hex digits). */
@@ -83,3 +80,5 @@ export interface ClientCertificate {
   /** The end of its validity (ISO): a connection made with it lives no longer. */
   validTo: string;
 }
+/** Why a credential that was sent identifies no one; a wrong token and an unknown one both read as invalid. */
+export type CredentialRefusal = 'missing' | 'malformed' | 'expired' | 'revoked' | 'invalid';

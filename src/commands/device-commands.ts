@@ -56,7 +56,7 @@ export class DeviceCommands {
   constructor(private readonly services: Services) {}
 
   async queue(deviceId: string, input: QueueInput, context: RequestContext): Promise<CommandRow> {
-    const device = visibleDevice(this.services, context.principal, deviceId);
+    const device = visibleDevice(this.services, context.principal, deviceId, 'operator');
     if (context.principal.kind !== 'user') throw new DomainError('forbidden', 'a device cannot queue commands');
     return this.queueFor(device.id, device.user_id, input, context);
   }

@@ -2,10 +2,10 @@ import { fold } from '../domain/decider.js';
 import { deviceDecider, type DeviceChanges, type DeviceCommand } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
-import { streams, type DeviceAttributes, type RecordedEvent } from '../domain/events.js';
+import { streams, type DeviceAttributes, type MemberRole, type RecordedEvent } from '../domain/events.js';
 import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
-import { findGroup } from '../projections/groups.js';
-import { findUserById } from '../projections/users.js';
+import { findGroup, memberRole, roleAtLeast } from '../projections/groups.js';
+import { findUserById, findUserByLogin } from '../projections/users.js';
 import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
 import { DEFAULT_TIMEOUT_SECONDS, type DeviceCommands } from './device-commands.js';
 import { handle, type IfMatch } from './handle.js';
@@ -19,14 +19,22 @@ export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> 
   certificate_fingerprint?: string | null;
 }
 
+/** What a call does with a device: a member's role on its group must reach it; `own` only the owner (or an admin). */
+export type DeviceNeed = MemberRole | 'own';
+
 /**
- * A device as its owner, an admin, or the device itself may see it. Another user gets 404
- * (no existence leak); a device token on another device gets 403, as the guide (docs/guide.md) says.
+ * A device as its owner, an admin, the device itself, or a member of a group it is in (with a
+ * role reaching `need`) may use it. A user with no right on it gets 404 (no existence leak); a
+ * member whose role falls short, or a device token on another device, gets 403.
  */
-export function visibleDevice(services: Services, principal: Principal, deviceId: string): DeviceRow {
+export function visibleDevice(services: Services, principal: Principal, deviceId: string, need: DeviceNeed = 'own'): DeviceRow {
   if (principal.kind === 'device' && principal.deviceId !== deviceId) throw new DomainError('forbidden', 'a device token speaks only for its own device');
   const device = findDevice(services.sql, deviceId);
-  if (!device || (principal.kind === 'user' && !mayAccess(principal, device.user_id))) throw notFound('device');
+  if (!device) throw notFound('device');
+  if (principal.kind === 'device' || mayAccess(principal, device.user_id)) return device;
+  const role = device.group_id === null ? null : memberRole(services.sql, principal.userId, device.group_id);
+  if (role === null) throw notFound('device');
+  if (need === 'own' || !roleAtLeast(role, need)) throw new DomainError('forbidden', `your role on this device's group (${role}) does not allow this`);
   return device;
 }
 
@@ -100,8 +108,9 @@ export class Devices {
     });
   }
 
+  /** By its owner, an admin, or a manager of a group it is in (who may move it only among the owner's groups). */
   async update(deviceId: string, changes: DeviceChanges, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
-    const device = visibleDevice(this.services, context.principal, deviceId);
+    const device = visibleDevice(this.services, context.principal, deviceId, 'manager');
     const apply = () =>
       this.services.locks.devices.run(deviceId, async () => {
         if (changes.group_id) this.checkGroup(changes.group_id, device.user_id);
@@ -114,7 +123,30 @@ export class Devices {
     const events = await (changes.group_id ? this.services.locks.owners.run(groupLockKey(device.user_id), apply) : apply());
     const pushed = events.find((e) => e.type === 'device.updated' && e.data.changes.configuration !== undefined);
     if (pushed?.type === 'device.updated') await this.pushConfiguration(device, pushed.data.changes.configuration!, context);
-    return visibleDevice(this.services, context.principal, deviceId);
+    return findDevice(this.services.sql, deviceId) ?? device;
+  }
+
+  /** The owner (or an admin) offers the device to another user, named by id or username. */
+  async offerTransfer(deviceId: string, to: { user_id?: string | undefined; username?: string | undefined }, context: RequestContext): Promise<string> {
+    visibleDevice(this.services, context.principal, deviceId);
+    const receiver = to.user_id !== undefined ? findUserById(this.services.sql, to.user_id) : findUserByLogin(this.services.sql, to.username ?? '');
+    if (!receiver || receiver.erased) throw invalid(to.user_id !== undefined ? 'user_id' : 'username', 'no such user');
+    await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'offer_transfer', data: { to_user_id: receiver.id } }, context));
+    return receiver.id;
+  }
+
+  /** The receiver takes the device, within their quota; to anyone else it does not exist. */
+  async acceptTransfer(deviceId: string, context: RequestContext): Promise<DeviceRow> {
+    const receiverId = requireUser(context.principal);
+    const state = fold(deviceDecider, await this.services.log.readStream(streams.device(deviceId)));
+    // Checked before the quota: nobody else may learn from a quota error that the device exists.
+    if (state.status !== 'active' || state.offered_to !== receiverId) throw notFound('device');
+    return this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkQuota(receiverId);
+      await this.services.locks.devices.run(deviceId, () => handle(this.services, deviceDecider, streams.device(deviceId), { type: 'accept_transfer', data: { user_id: receiverId } }, context));
+      return findDevice(this.services.sql, deviceId)!;
+    });
   }
 
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Clock } from '../domain/clock.js';
 import type { ApiKeyScope } from '../domain/events.js';
-import type { SecretBox } from '../eventlog/index.js';
+import type { PersonalKeys, SecretBox } from '../eventlog/index.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog } from '../eventlog/index.js';
 import type { ProjectionRunner } from '../projections/runner.js';
 import type { Sql } from '../projections/sql.js';
@@ -20,6 +20,8 @@ export interface Services {
   newId: () => string;
   /** Seals credential material in events and keys the digests credentials are looked up by. */
   secrets: SecretBox;
+  /** Each user's key for their personal data; erasure destroys it. */
+  personal: PersonalKeys;
   /**
    * devices: everything deciding from one device's read models (ingestion, updates, the
    * offline sweep); owners: a user's group hierarchy.

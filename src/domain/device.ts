@@ -1,8 +1,8 @@
 import { changedFields, type Decider } from './decider.js';
-import { DomainError, notFound } from './errors.js';
+import { DomainError, invalid, notFound } from './errors.js';
 import type { DeviceAttributes, EventOfType } from './events.js';
 
-export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned' | 'device.token_rotated' | 'device.certificate_bound' | 'device.certificate_unbound'>;
+export type DeviceEvent = EventOfType<'device.registered' | 'device.updated' | 'device.decommissioned' | 'device.token_rotated' | 'device.certificate_bound' | 'device.certificate_unbound' | 'device.transfer_offered' | 'device.transferred'>;
 export type DeviceChanges = EventOfType<'device.updated'>['data']['changes'];
 
 export type DeviceCommand =
@@ -11,14 +11,16 @@ export type DeviceCommand =
   | { type: 'decommission_device' }
   | { type: 'rotate_token'; data: { token_hash: string } }
   | { type: 'bind_certificate'; data: { fingerprint: string } }
-  | { type: 'unbind_certificate' };
+  | { type: 'unbind_certificate' }
+  | { type: 'offer_transfer'; data: { to_user_id: string } }
+  | { type: 'accept_transfer'; data: { user_id: string } };
 
 export type DeviceState =
   | { status: 'none' }
-  | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes; certificate: string | null };
+  | { status: 'active' | 'decommissioned'; device_id: string; user_id: string; attributes: DeviceAttributes; certificate: string | null; offered_to?: string | null };
 
 export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
-  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned', 'device.token_rotated', 'device.certificate_bound', 'device.certificate_unbound']),
+  eventTypes: new Set(['device.registered', 'device.updated', 'device.decommissioned', 'device.token_rotated', 'device.certificate_bound', 'device.certificate_unbound', 'device.transfer_offered', 'device.transferred']),
   initialState: () => ({ status: 'none' }),
 
   evolve(state, event) {
@@ -39,6 +41,12 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
         return state.status === 'none' ? state : { ...state, certificate: event.data.fingerprint };
       case 'device.certificate_unbound':
         return state.status === 'none' ? state : { ...state, certificate: null };
+      case 'device.transfer_offered':
+        if (state.status === 'none') return state;
+        return { ...state, offered_to: event.data.to_user_id };
+      case 'device.transferred':
+        if (state.status === 'none') return state;
+        return { ...state, user_id: event.data.to_user_id, offered_to: null, attributes: { ...state.attributes, group_id: null } };
     }
   },
 
@@ -66,6 +74,14 @@ export const deviceDecider: Decider<DeviceCommand, DeviceState, DeviceEvent> = {
       case 'unbind_certificate':
         if (state.certificate === null) throw notFound('certificate');
         return unbound(state);
+      case 'offer_transfer':
+        if (command.data.to_user_id === state.user_id) throw invalid('user_id', 'the device already belongs to this user');
+        if (state.offered_to === command.data.to_user_id) return [];
+        return [{ type: 'device.transfer_offered', data: { device_id: state.device_id, from_user_id: state.user_id, to_user_id: command.data.to_user_id } }];
+      case 'accept_transfer':
+        // Anyone but the user it was offered to: as if there were no such device.
+        if (state.offered_to !== command.data.user_id) throw notFound('device');
+        return [{ type: 'device.transferred', data: { device_id: state.device_id, from_user_id: state.user_id, to_user_id: command.data.user_id } }];
     }
   },
 };

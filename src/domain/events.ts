@@ -33,7 +33,7 @@ const userRegistered = z.object({
 });
 
 const sessionStarted = z.object({ session_id: id, user_id: id, expires_at: isoTime });
-const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout']) });
+const sessionEnded = z.object({ session_id: id, user_id: id, reason: z.enum(['logout', 'erased']) });
 
 export const apiKeyScopeSchema = z.enum(['read', 'write', 'devices:ingest']);
 export type ApiKeyScope = z.infer<typeof apiKeyScopeSchema>;
@@ -53,6 +53,14 @@ const userQuotaSet = z.object({ user_id: id, device_quota: z.number().int().nonn
 const userDisabled = z.object({ user_id: id });
 const userEnabled = z.object({ user_id: id });
 const userRoleChanged = z.object({ user_id: id, role: roleSchema });
+/** The user's personal data was made unreadable (their key destroyed): names none of it. */
+const userErased = z.object({ user_id: id });
+
+/**
+ * Personal data of user.registered: sealed under the user's own key (kept outside the log),
+ * which erasure destroys. Logs written before hold them plain: served redacted once erased.
+ */
+export const PERSONAL_FIELDS: ReadonlySet<string> = new Set(['username', 'email']);
 
 export const deviceAttributesSchema = z.object({
   name: z.string(),
@@ -78,6 +86,10 @@ const deviceUpdated = z.object({
 });
 
 const deviceDecommissioned = z.object({ device_id: id, user_id: id });
+/** The owner offers the device to another user; it changes hands only when they accept. */
+const deviceTransferOffered = z.object({ device_id: id, from_user_id: id, to_user_id: id });
+/** The device, its token and its history now belong to the receiver; it leaves the giver's groups. */
+const deviceTransferred = z.object({ device_id: id, from_user_id: id, to_user_id: id });
 /** Provisioning again hands out a fresh token; the old one stops working. */
 const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
 /** A client certificate (by its SHA-256 fingerprint) speaks for the device under mutual TLS; unbinding takes that back. */
@@ -98,6 +110,13 @@ const groupUpdated = z.object({
 });
 
 const groupDeleted = z.object({ group_id: id, user_id: id });
+
+/** What a member may do with a group's devices (and its subgroups'): each role includes the ones before it. */
+export const memberRoleSchema = z.enum(['viewer', 'operator', 'manager']);
+export type MemberRole = z.infer<typeof memberRoleSchema>;
+/** The group's owner let another user in (or changed their role); `member_id`, never `user_id`, which names owners. */
+const groupMemberGranted = z.object({ group_id: id, member_id: id, role: memberRoleSchema });
+const groupMemberRevoked = z.object({ group_id: id, member_id: id });
 
 export const readingSchema = z.object({
   sensor_type: z.string(),
@@ -257,15 +276,20 @@ export const eventSchemas = {
   'user.disabled': userDisabled,
   'user.enabled': userEnabled,
   'user.role_changed': userRoleChanged,
+  'user.erased': userErased,
   'device.registered': deviceRegistered,
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
   'device.token_rotated': deviceTokenRotated,
   'device.certificate_bound': deviceCertificateBound,
   'device.certificate_unbound': deviceCertificateUnbound,
+  'device.transfer_offered': deviceTransferOffered,
+  'device.transferred': deviceTransferred,
   'group.created': groupCreated,
   'group.updated': groupUpdated,
   'group.deleted': groupDeleted,
+  'group.member_granted': groupMemberGranted,
+  'group.member_revoked': groupMemberRevoked,
   'readings.recorded': readingsRecorded,
   'device.heartbeat': deviceHeartbeat,
   'device.came_online': deviceCameOnline,

@@ -13,6 +13,7 @@ export type UserEvent = EventOfType<
   | 'user.disabled'
   | 'user.enabled'
   | 'user.role_changed'
+  | 'user.erased'
 >;
 
 type NewKey = Omit<EventOfType<'api_key.created'>['data'], 'user_id'>;
@@ -26,7 +27,8 @@ export type UserCommand =
   | { type: 'rotate_api_key'; data: { key_id: string; replacement: NewKey; valid_until: string; now: string } }
   | { type: 'set_quota'; data: { device_quota: number } }
   | { type: 'set_disabled'; data: { disabled: boolean } }
-  | { type: 'set_role'; data: { role: Role } };
+  | { type: 'set_role'; data: { role: Role } }
+  | { type: 'erase_user' };
 
 export interface ApiKeyState {
   name: string;
@@ -42,6 +44,7 @@ export type UserState =
       user_id: string;
       role: Role;
       disabled: boolean;
+      erased: boolean;
       device_quota: number;
       open_sessions: ReadonlySet<string>;
       keys: ReadonlyMap<string, ApiKeyState>;
@@ -82,7 +85,19 @@ function evolveRegistered(state: Registered, event: UserEvent): UserState {
       return { ...state, disabled: event.type === 'user.disabled' };
     case 'user.role_changed':
       return { ...state, role: event.data.role };
+    case 'user.erased':
+      return { ...state, erased: true, disabled: true };
   }
+}
+
+/** Everything the user could still authenticate with ends, then the erasure itself. */
+function erase(state: Registered): UserEvent[] {
+  const user_id = state.user_id;
+  return [
+    ...[...state.open_sessions].map((session_id): UserEvent => ({ type: 'session.ended', data: { session_id, user_id, reason: 'erased' } })),
+    ...[...state.keys].filter(([, key]) => !key.revoked).map(([key_id]): UserEvent => ({ type: 'api_key.revoked', data: { key_id, user_id } })),
+    { type: 'user.erased', data: { user_id } },
+  ];
 }
 
 const isActive = (key: ApiKeyState, now: string | null): boolean => !key.revoked && (key.expires_at === null || now === null || key.expires_at > now);
@@ -127,6 +142,8 @@ function decideRegistered(command: Exclude<UserCommand, { type: 'register_user' 
       return [{ type: command.data.disabled ? 'user.disabled' : 'user.enabled', data: { user_id } }];
     case 'set_role':
       return state.role === command.data.role ? [] : [{ type: 'user.role_changed', data: { user_id, role: command.data.role } }];
+    case 'erase_user':
+      return erase(state);
   }
 }
 
@@ -142,6 +159,7 @@ export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
     'user.disabled',
     'user.enabled',
     'user.role_changed',
+    'user.erased',
   ]),
   initialState: () => ({ status: 'none' }),
 
@@ -150,7 +168,7 @@ export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
       const { user_id, role, device_quota, api_key_hash } = event.data;
       const keys = new Map<string, ApiKeyState>();
       if (api_key_hash !== undefined) keys.set(registrationKeyId(user_id), { name: 'registration', scope: 'write', revoked: false, expires_at: null });
-      return { status: 'registered', user_id, role, disabled: false, device_quota, open_sessions: new Set(), keys };
+      return { status: 'registered', user_id, role, disabled: false, erased: false, device_quota, open_sessions: new Set(), keys };
     }
     return state.status === 'registered' ? evolveRegistered(state, event) : state;
   },
@@ -160,7 +178,8 @@ export const userDecider: Decider<UserCommand, UserState, UserEvent> = {
       if (state.status !== 'none') throw new DomainError('already_exists', 'user already exists');
       return [{ type: 'user.registered', data: command.data }];
     }
-    if (state.status !== 'registered') throw notFound('user');
+    // An erased user is gone: nothing more happens to them.
+    if (state.status !== 'registered' || state.erased) throw notFound('user');
     return decideRegistered(command, state);
   },
 };

@@ -6,3 +6,4 @@ export { chainHash, GENESIS_HASH } from './hash.js';
 export { SqliteEventLog, STREAM_SCAN_WINDOW } from './sqlite-event-log.js';
 export type * from './types.js';
 export { SEALED_PREFIX, SecretBox, SealError, isSealed, openWith, sealWith, secretBoxFor } from './secret-box.js';
+export { ERASED, PersonalKeys, personalKeysIn } from './personal-keys.js';

@@ -115,6 +115,9 @@ function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): voi
       sql.run(q.updateTable('devices').set({ certificate_fingerprint: fingerprint, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
     }
+    case 'device.transferred':
+      sql.run(q.updateTable('devices').set({ user_id: event.data.to_user_id, group_id: null, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
     case 'group.deleted':
       sql.run(q.updateTable('devices').set({ group_id: null }).where('group_id', '=', event.data.group_id));
       return;
@@ -194,6 +197,8 @@ export const findDeviceByMac = (sql: Sql, mac: string) =>
 export interface DeviceFilter {
   /** null: every user's devices (admins). */
   userId: string | null;
+  /** Besides the user's own: the devices in these groups (shared with the user). */
+  sharedGroupIds?: readonly string[];
   status?: string;
   deviceType?: string;
   groupId?: string;
@@ -204,7 +209,8 @@ export interface DeviceFilter {
 
 export function listDevices(sql: Sql, filter: DeviceFilter): { rows: DeviceRow[]; total: number } {
   let query = q.selectFrom('devices');
-  if (filter.userId !== null) query = query.where('user_id', '=', filter.userId);
+  const { userId, sharedGroupIds = [] } = filter;
+  if (userId !== null) query = query.where((eb) => (sharedGroupIds.length > 0 ? eb.or([eb('user_id', '=', userId), eb('group_id', 'in', sharedGroupIds)]) : eb('user_id', '=', userId)));
   if (filter.status) query = query.where('status', '=', filter.status);
   if (filter.deviceType) query = query.where('device_type', '=', filter.deviceType);
   if (filter.groupId) query = query.where('group_id', '=', filter.groupId);

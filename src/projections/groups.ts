@@ -1,3 +1,4 @@
+import type { MemberRole } from '../domain/events.js';
 import type { Projection } from './projection.js';
 import { queryBuilder as q, type Sql } from './sql.js';
 
@@ -13,14 +14,16 @@ export const nameKey = (name: string): string => name.normalize('NFC').toLowerCa
  */
 export const groupsProjection: Projection = {
   name: 'groups',
-  version: 2,
-  tables: ['groups'],
+  version: 3,
+  tables: ['groups', 'group_members'],
   ddl: `
     CREATE TABLE IF NOT EXISTS groups (
       id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, name_key TEXT NOT NULL, description TEXT, parent_id TEXT,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL);
     CREATE INDEX IF NOT EXISTS groups_user_name ON groups (user_id, name_key);
-    CREATE INDEX IF NOT EXISTS groups_parent ON groups (parent_id);`,
+    CREATE INDEX IF NOT EXISTS groups_parent ON groups (parent_id);
+    CREATE TABLE IF NOT EXISTS group_members (group_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL, granted_at TEXT NOT NULL, PRIMARY KEY (group_id, user_id)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS group_members_user ON group_members (user_id);`,
 
   apply(sql, event) {
     switch (event.type) {
@@ -41,6 +44,18 @@ export const groupsProjection: Projection = {
         return;
       case 'group.deleted':
         sql.run(q.deleteFrom('groups').where('id', '=', event.data.group_id));
+        sql.run(q.deleteFrom('group_members').where('group_id', '=', event.data.group_id));
+        return;
+      case 'group.member_granted':
+        sql.run(
+          q
+            .insertInto('group_members')
+            .values({ group_id: event.data.group_id, user_id: event.data.member_id, role: event.data.role, granted_at: event.recorded_at })
+            .onConflict((oc) => oc.columns(['group_id', 'user_id']).doUpdateSet({ role: event.data.role, granted_at: event.recorded_at })),
+        );
+        return;
+      case 'group.member_revoked':
+        sql.run(q.deleteFrom('group_members').where('group_id', '=', event.data.group_id).where('user_id', '=', event.data.member_id));
         return;
       default:
         return;
@@ -80,4 +95,32 @@ export function ancestorsOf(sql: Sql, groupId: string): string[] {
     current = findGroup(sql, current)?.parent_id ?? null;
   }
   return chain;
+}
+
+const ROLE_RANK: Record<MemberRole, number> = { viewer: 1, operator: 2, manager: 3 };
+export const roleAtLeast = (role: MemberRole, needed: MemberRole): boolean => ROLE_RANK[role] >= ROLE_RANK[needed];
+
+/** The strongest role a user holds on a group, directly or through a group above it; null: none. */
+export function memberRole(sql: Sql, userId: string, groupId: string): MemberRole | null {
+  const chain = [groupId, ...ancestorsOf(sql, groupId)];
+  const roles = sql.all(q.selectFrom('group_members').select('role').where('user_id', '=', userId).where('group_id', 'in', chain)).map((row) => row.role);
+  return roles.reduce<MemberRole | null>((best, role) => (best === null || ROLE_RANK[role] > ROLE_RANK[best] ? role : best), null);
+}
+
+export const listMembers = (sql: Sql, groupId: string) =>
+  sql.all(q.selectFrom('group_members').select(['user_id', 'role', 'granted_at']).where('group_id', '=', groupId).orderBy('granted_at').orderBy('user_id'));
+
+/** The grants a user holds, as they were given (subgroups inherit each). */
+export const grantsOf = (sql: Sql, userId: string) =>
+  sql.all(q.selectFrom('group_members').select(['group_id', 'role']).where('user_id', '=', userId).orderBy('granted_at').orderBy('group_id'));
+
+/** Every group a user was granted a role on, with all the groups below them. */
+export function sharedGroupIds(sql: Sql, userId: string): string[] {
+  const found = new Set(grantsOf(sql, userId).map((grant) => grant.group_id));
+  for (let frontier = [...found]; frontier.length > 0; ) {
+    const children = sql.all(q.selectFrom('groups').select('id').where('parent_id', 'in', frontier)).map((row) => row.id).filter((id) => !found.has(id));
+    children.forEach((id) => found.add(id));
+    frontier = children;
+  }
+  return [...found];
 }

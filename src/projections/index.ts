@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { SecretBox, secretBoxFor } from '../eventlog/index.js';
+import { PersonalKeys, SecretBox, personalKeysIn, secretBoxFor } from '../eventlog/index.js';
 import { alertsProjection } from './alerts.js';
 import { commandsProjection } from './commands.js';
 import { deviceHealthProjection } from './device-health.js';
@@ -27,19 +27,20 @@ export interface ProjectionSettings {
  */
 export function createProjections(settings: ProjectionSettings): Projection[] {
   const secrets = settings.dataDir !== undefined ? secretBoxFor({ dataDir: settings.dataDir, secretsKey: settings.secretsKey ?? null }) : new SecretBox(randomBytes(32).toString('base64url'));
+  const personal = settings.dataDir !== undefined ? personalKeysIn(settings.dataDir, secrets) : new PersonalKeys(null, secrets);
   return [
-  usersProjection(secrets),
-  devicesProjection(secrets),
-  groupsProjection,
-  telemetryProjection(settings.retentionDays),
-  deviceHealthProjection(),
-  deviceLogsProjection,
-  alertsProjection,
-  streamOwnersProjection,
-  commandsProjection,
-  rulesProjection,
-  templatesProjection,
-  batchesProjection,
+    usersProjection({ secrets, personal }),
+    devicesProjection(secrets),
+    groupsProjection,
+    telemetryProjection(settings.retentionDays),
+    deviceHealthProjection(),
+    deviceLogsProjection,
+    alertsProjection,
+    streamOwnersProjection,
+    commandsProjection,
+    rulesProjection,
+    templatesProjection,
+    batchesProjection,
   ];
 }
 

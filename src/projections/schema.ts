@@ -1,4 +1,4 @@
-import type { ApiKeyScope, Role } from '../domain/events.js';
+import type { ApiKeyScope, MemberRole, Role } from '../domain/events.js';
 
 /** The read-model tables, one interface each; Kysely types every query from this. */
 export interface UsersTable {
@@ -11,8 +11,17 @@ export interface UsersTable {
   created_at: string;
   username_key: string;
   email_key: string;
-  /** 1 while an admin has disabled the user. */
+  /** 1 while an admin has disabled the user (and for ever once erased). */
   disabled: number;
+  /** 1 once the user's personal data was erased. */
+  erased: number;
+}
+
+export interface GroupMembersTable {
+  group_id: string;
+  user_id: string;
+  role: MemberRole;
+  granted_at: string;
 }
 
 export interface ApiKeysTable {
@@ -284,6 +293,7 @@ export interface ReadModels {
   users: UsersTable;
   sessions: SessionsTable;
   api_keys: ApiKeysTable;
+  group_members: GroupMembersTable;
   devices: DevicesTable;
   groups: GroupsTable;
 }

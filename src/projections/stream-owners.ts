@@ -40,6 +40,12 @@ export const streamOwnersProjection: Projection = {
     CREATE INDEX IF NOT EXISTS stream_owners_device ON stream_owners (device_id);`,
 
   apply(sql, event) {
+    if (event.type === 'device.transferred') {
+      // Its history goes with the device: the receiver reads it, the giver no longer does.
+      const deviceStreams = [streams.device(event.data.device_id), streams.telemetry(event.data.device_id)];
+      sql.run(q.updateTable('stream_owners').set({ user_id: event.data.to_user_id }).where('stream_id', 'in', deviceStreams));
+      return;
+    }
     for (const owned of ownedStreams(event)) sql.run(q.insertInto('stream_owners').values(owned).onConflict((oc) => oc.column('stream_id').doNothing()));
   },
 };

@@ -179,6 +179,7 @@ export class Realtime {
         for (const t of this.tracked) if (t.apiKeyId === event.data.key_id) t.expiresAt = event.data.valid_until;
         return this.closeExpired();
       case 'user.disabled':
+      case 'user.erased':
         return closeWhere((t) => t.kind === 'user' && t.userId === event.data.user_id, 'user disabled');
       default:
         return;

@@ -2,7 +2,7 @@ import type { WebSocket } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
 import type { RecordedEvent } from '../domain/events.js';
 import { CLOSE, subscriberMessage, type SubscriberMessage } from './messages.js';
-import { audienceOf, liveMessage, type Audience } from './visibility.js';
+import { SharedDevices, audienceOf, liveMessage, type Audience } from './visibility.js';
 
 const CATCH_UP_PAGE = 500;
 const MAX_GARBAGE = 5;
@@ -37,13 +37,16 @@ export class Subscriber {
   private lastPosition = 0;
   private garbage = 0;
   private generation = 0;
+  private readonly shared: SharedDevices;
 
   constructor(
     readonly ws: WebSocket,
     readonly principal: Extract<Principal, { kind: 'user' }>,
     private readonly services: Services,
     private readonly maxBufferedBytes: number,
-  ) {}
+  ) {
+    this.shared = new SharedDevices(services.sql, principal.userId);
+  }
 
   welcome(): void {
     this.ws.send(JSON.stringify({ type: 'welcome', position: this.services.runner.position() }));
@@ -140,8 +143,11 @@ export class Subscriber {
   }
 
   private matches({ event, audience }: LiveItem): boolean {
+    this.shared.notice(event);
     if (!this.filter) return false;
-    const mine = this.principal.role === 'admin' || audience.userId === this.principal.userId;
+    // A member sees the events of the devices shared with them, as the device's history shows them.
+    const shared = audience.deviceId !== null && this.shared.has(audience.deviceId);
+    const mine = this.principal.role === 'admin' || audience.userId === this.principal.userId || shared;
     if (!mine) return false;
     if (this.filter.types && !this.filter.types.has(event.type)) return false;
     if (this.filter.devices && (audience.deviceId === null || !this.filter.devices.has(audience.deviceId))) return false;

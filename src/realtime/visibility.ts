@@ -1,4 +1,6 @@
 import { SECRET_FIELDS, deviceOf, type RecordedEvent } from '../domain/events.js';
+import { deviceIds } from '../projections/devices.js';
+import { sharedGroupIds } from '../projections/groups.js';
 import { streamOwner } from '../projections/stream-owners.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -18,4 +20,38 @@ export function audienceOf(sql: Sql, event: RecordedEvent): Audience {
 export function liveMessage(event: RecordedEvent): string {
   const data = Object.fromEntries(Object.entries(event.data).filter(([key]) => !SECRET_FIELDS.has(key)));
   return JSON.stringify({ type: 'event', position: event.position, event_type: event.type, stream_id: event.stream_id, data, recorded_at: event.recorded_at });
+}
+
+/** Events after which the devices shared with a user may differ. */
+const MEMBERSHIP_EVENTS: ReadonlySet<string> = new Set([
+  'group.member_granted',
+  'group.member_revoked',
+  'group.updated',
+  'group.deleted',
+  'device.registered',
+  'device.updated',
+  'device.transferred',
+  'device.decommissioned',
+]);
+
+/**
+ * The devices of groups shared with a subscriber, read again only after an event that may change
+ * them: a grant revoked stops the stream of those devices at once.
+ */
+export class SharedDevices {
+  private ids: ReadonlySet<string> | null = null;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly userId: string,
+  ) {}
+
+  notice(event: RecordedEvent): void {
+    if (MEMBERSHIP_EVENTS.has(event.type)) this.ids = null;
+  }
+
+  has(deviceId: string): boolean {
+    this.ids ??= new Set(deviceIds(this.sql, null, sharedGroupIds(this.sql, this.userId)));
+    return this.ids.has(deviceId);
+  }
 }

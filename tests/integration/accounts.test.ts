@@ -319,7 +319,7 @@ describe('accounts', () => {
     it('answers GET /api/auth/user with the user, device_count and permissions', async () => {
       const me = await api.get<Data<CurrentUser>>('/api/auth/user', { token: session.token });
       expect(me.status).toBe(200);
-      expect(Object.keys(me.body.data).sort()).toEqual([...USER_KEYS, 'device_count', 'permissions'].sort());
+      expect(Object.keys(me.body.data).sort()).toEqual([...USER_KEYS, 'device_count', 'group_permissions', 'permissions'].sort());
       expect(me.body.data).toMatchObject({ id: session.user.id, username: session.user.username, role: 'user', device_count: 0 });
       expect(me.body.data.permissions).toEqual(expect.arrayContaining(['devices:read']));
       expect(me.body.data.permissions).not.toContain('admin');

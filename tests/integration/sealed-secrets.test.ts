@@ -136,6 +136,20 @@ describe('a log written before sealing', () => {
     expect(verifyExport(exported.split('\n'))).toMatchObject({ ok: true, complete_chain: true, redacted: 2 });
   });
 
+  it('erasing a user of that log redacts the names stored plain in every answer; the export still verifies', async () => {
+    const heir = await registerUser(api, 'heir.admin');
+    expect((await api.call('PATCH', `/api/users/${heir.id}`, { role: 'admin' }, { token: legacyKey })).status).toBe(200);
+    expect((await api.del(`/api/users/${legacyUser}`, { token: heir.token })).status).toBe(200);
+    const exported = await (await fetch(`${server.url}/api/events/export`, { headers: { authorization: `Bearer ${heir.token}` } })).text();
+    const events = JSON.stringify((await api.get('/api/events?limit=500', { token: heir.token })).body);
+    const users = JSON.stringify((await api.get('/api/users', { token: heir.token })).body);
+    for (const text of [exported, events, users]) {
+      expect(text).not.toContain('old_timer');
+      expect(text).not.toContain('old@example.com');
+    }
+    expect(verifyExport(exported.split('\n'))).toMatchObject({ ok: true, complete_chain: true, redacted: 2 });
+  });
+
   it('replays to the same read models', async () => {
     const { services, db } = server.server;
     const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));

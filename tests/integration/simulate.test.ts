@@ -177,3 +177,38 @@ describe('npm run simulate over mqtt (against a throwaway mosquitto)', () => {
     expect(telemetry().length).toBe(figures.sent);
   }, 90_000);
 });
+
+describe("npm run simulate over mqtt against the server's own broker", () => {
+  let server: BuiltServer;
+  let mqttPort: number;
+  const api = client(() => server.url);
+
+  beforeAll(async () => {
+    buildWhenStale();
+    mqttPort = await freePort();
+    server = await startBuiltServer({ MQTT_PORT: String(mqttPort) });
+  }, 180_000);
+  afterAll(() => server?.stop());
+
+  it('stores every reading it publishes (PUBACK = stored) and executes a queued command', async () => {
+    const mqttArgs = ['--protocol', 'mqtt', '--mqtt-url', `mqtt://127.0.0.1:${mqttPort}`, '--devices', '3', '--rate', '2', '--no-rule'];
+    // A first short run registers the devices, so a command can wait for one of them.
+    expect((await simulate(server, [...mqttArgs, '--duration', '1'])).code).toBe(0);
+    const token = (await api.post('/api/auth/login', USER)).body.data.token as string;
+    const devices = (await api.get('/api/devices?q=sim-&limit=500', { token })).body.data as Array<{ id: string; name: string }>;
+    const queued = await api.post(`/api/devices/${devices[0]!.id}/commands`, { command_type: 'cool' }, { token });
+    expect(queued.status).toBe(202);
+
+    const result = await simulate(server, [...mqttArgs, '--duration', '3']);
+    expect(result.code, result.stderr).toBe(0);
+    const figures = summary(result.stdout);
+    expect(figures).toMatchObject({ acknowledged: figures.sent, refused: 0, failed: 0 });
+    expect(figures['commands answered']).toBeGreaterThanOrEqual(1);
+    expect((await api.get(`/api/commands/${queued.body.data.id}`, { token })).body.data).toMatchObject({ status: 'executed', response: { done: 'cool' } });
+    const stored = await Promise.all(devices.map(async (d) => (await api.get(`/api/devices/${d.id}/data?limit=1`, { token })).body.meta.total as number));
+    const firstRun = stored.reduce((a, b) => a + b, 0) - figures.sent! * 4;
+    // Whatever the first run sent, and four readings for each message of this one.
+    expect(firstRun).toBeGreaterThanOrEqual(0);
+    expect(firstRun % 4).toBe(0);
+  }, 120_000);
+});

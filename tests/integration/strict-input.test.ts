@@ -121,6 +121,13 @@ const WALKS: Record<string, Walk> = {
   'PATCH /api/users/{id}': { body: () => ({ device_quota: 10 }) },
   'PUT /api/devices/{id}/certificate': { body: () => ({ fingerprint: CHECKSUM }) },
   'DELETE /api/devices/{id}/certificate': {},
+  'GET /api/groups/{id}/members': {},
+  'POST /api/groups/{id}/members': { body: () => ({ username: 'nobody-here', role: 'viewer' }) },
+  'DELETE /api/groups/{id}/members/{user_id}': {},
+  'POST /api/devices/{id}/transfer': { body: () => ({ username: 'nobody-here' }) },
+  'POST /api/devices/{id}/transfer/accept': {},
+  'DELETE /api/users/{id}': {},
+  'DELETE /api/auth/user': { body: () => ({ password: 'not the password' }) },
   'POST /api/mqtt/auth': { brokerCallback: true },
   'POST /api/mqtt/authz': { brokerCallback: true },
   'POST /api/mqtt/user': { brokerCallback: true },
@@ -166,7 +173,8 @@ describe('strict input on every route', () => {
       .replace('/api/alerts/{id}', '/api/alerts/00000000-0000-4000-8000-000000000000')
       .replace('/api/auth/keys/{id}', '/api/auth/keys/00000000-0000-4000-8000-000000000000')
       .replace('/api/users/{id}', '/api/users/00000000-0000-4000-8000-000000000000')
-      .replace('{command_id}', ids.command);
+      .replace('{command_id}', ids.command)
+      .replace('{user_id}', '00000000-0000-4000-8000-000000000000');
 
   /** Sends, and shows the log took nothing from it. */
   async function refusedAndNothingStored(method: string, path: string, walk: Walk, send: { query?: string; body?: Body }): Promise<Answer> {

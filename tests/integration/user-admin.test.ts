@@ -80,4 +80,24 @@ describe('admin user management', () => {
     const events = (await api.get<Data<Array<{ type: string }>>>('/api/events?limit=500&type=user.role_changed,user.quota_set,user.disabled,user.enabled', { token: bob.token })).body.data;
     expect(events.map((e) => e.type)).toEqual(['user.quota_set', 'user.disabled', 'user.enabled', 'user.role_changed', 'user.role_changed']);
   });
+
+  it('documents the routes of this area in /api/openapi.json, with their schemas', async () => {
+    const doc = (await api.get('/api/openapi.json')).body as { paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>> };
+    const expected: Array<[string, string]> = [
+      ['/api/users', 'get'],
+      ['/api/users/{id}', 'patch'],
+      ['/api/users/{id}', 'delete'],
+      ['/api/auth/user', 'delete'],
+      ['/api/auth/keys', 'get'],
+      ['/api/auth/keys', 'post'],
+      ['/api/auth/keys/{id}', 'delete'],
+      ['/api/auth/keys/{id}/rotate', 'post'],
+      ['/api/groups/{id}/members', 'get'],
+      ['/api/groups/{id}/members', 'post'],
+      ['/api/groups/{id}/members/{user_id}', 'delete'],
+    ];
+    for (const [path, method] of expected) expect(doc.paths[path]?.[method], `${method} ${path}`).toBeDefined();
+    expect(JSON.stringify(doc.paths['/api/auth/keys']!.post!.requestBody)).toContain('devices:ingest');
+    expect(JSON.stringify(doc.paths['/api/users/{id}']!.patch!.requestBody)).toContain('device_quota');
+  });
 });

@@ -181,3 +181,30 @@ describe('device decider: client certificates', () => {
     device.given([registered, bound(FP_A), decommissioned]).when({ type: 'unbind_certificate' }).thenThrows('not_found');
   });
 });
+
+describe('device decider: transfer', () => {
+  const registeredDevice: DomainEvent = {
+    type: 'device.registered',
+    data: { device_id: 'd1', user_id: 'u1', token_hash: 'sealed:v1:x', name: 'n', device_type: 't', description: null, ip_address: null, mac_address: null, group_id: 'g1', configuration: {}, firmware_version: null },
+  };
+  const offered: DomainEvent = { type: 'device.transfer_offered', data: { device_id: 'd1', from_user_id: 'u1', to_user_id: 'u2' } };
+  const decider = spec(deviceDecider);
+
+  it('offers once, and moves the device only to the user it was offered to', () => {
+    decider.given([registeredDevice]).when({ type: 'offer_transfer', data: { to_user_id: 'u2' } }).then([offered as EventOfType<'device.transfer_offered'>]);
+    decider.given([registeredDevice, offered]).when({ type: 'offer_transfer', data: { to_user_id: 'u2' } }).then([]);
+    decider.given([registeredDevice]).when({ type: 'offer_transfer', data: { to_user_id: 'u1' } }).thenThrows('validation_failed');
+    decider.given([registeredDevice, offered]).when({ type: 'accept_transfer', data: { user_id: 'u3' } }).thenThrows('not_found');
+    decider.given([registeredDevice]).when({ type: 'accept_transfer', data: { user_id: 'u2' } }).thenThrows('not_found');
+    decider
+      .given([registeredDevice, offered])
+      .when({ type: 'accept_transfer', data: { user_id: 'u2' } })
+      .then([{ type: 'device.transferred', data: { device_id: 'd1', from_user_id: 'u1', to_user_id: 'u2' } }]);
+  });
+
+  it('after a transfer the receiver owns it, ungrouped, and the offer is spent', () => {
+    const transferred: DomainEvent = { type: 'device.transferred', data: { device_id: 'd1', from_user_id: 'u1', to_user_id: 'u2' } };
+    expect(fold(deviceDecider, [registeredDevice, offered, transferred])).toMatchObject({ user_id: 'u2', offered_to: null, attributes: { group_id: null } });
+    decider.given([registeredDevice, offered, transferred]).when({ type: 'accept_transfer', data: { user_id: 'u2' } }).thenThrows('not_found');
+  });
+});

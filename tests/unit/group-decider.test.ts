@@ -119,10 +119,28 @@ describe('group decider: fold', () => {
       name: 'B',
       description: null,
       parent_id: null,
+      members: new Map(),
     });
   });
 
   it('ignores updates and deletions before creation', () => {
     expect(fold(groupDecider, [updated({ name: 'B' }), deleted])).toEqual({ status: 'none' });
+  });
+});
+
+describe('group decider: members', () => {
+  const groupCreated: DomainEvent = { type: 'group.created', data: { group_id: 'g1', user_id: 'u1', name: 'A', description: null, parent_id: null } };
+  const granted: DomainEvent = { type: 'group.member_granted', data: { group_id: 'g1', member_id: 'u2', role: 'viewer' } };
+
+  it('grants a role, changes it, and records nothing when it is already so', () => {
+    group.given([groupCreated]).when({ type: 'grant_member', data: { member_id: 'u2', role: 'viewer' } }).then([granted]);
+    group.given([groupCreated, granted]).when({ type: 'grant_member', data: { member_id: 'u2', role: 'viewer' } }).then([]);
+    group.given([groupCreated, granted]).when({ type: 'grant_member', data: { member_id: 'u2', role: 'manager' } }).then([{ type: 'group.member_granted', data: { group_id: 'g1', member_id: 'u2', role: 'manager' } }]);
+  });
+
+  it('refuses the owner as a member, and revoking someone who is not one', () => {
+    group.given([groupCreated]).when({ type: 'grant_member', data: { member_id: 'u1', role: 'viewer' } }).thenThrows('validation_failed');
+    group.given([groupCreated]).when({ type: 'revoke_member', data: { member_id: 'u2' } }).thenThrows('not_found');
+    group.given([groupCreated, granted]).when({ type: 'revoke_member', data: { member_id: 'u2' } }).then([{ type: 'group.member_revoked', data: { group_id: 'g1', member_id: 'u2' } }]);
   });
 });

@@ -82,6 +82,7 @@ describe('user decider: fold', () => {
       user_id: 'u1',
       role: 'admin',
       disabled: false,
+      erased: false,
       device_quota: 100,
       open_sessions: new Set(['s1']),
       keys: new Map([['u1', { name: 'registration', scope: 'write', revoked: false, expires_at: null }]]),
@@ -149,5 +150,28 @@ describe('user decider: administration', () => {
     user.given([registered]).when({ type: 'set_disabled', data: { disabled: false } }).then([]);
     user.given([registered]).when({ type: 'set_role', data: { role: 'user' } }).then([{ type: 'user.role_changed', data: { user_id: 'u1', role: 'user' } }]);
     user.given([registered]).when({ type: 'set_role', data: { role: 'admin' } }).then([]);
+  });
+});
+
+describe('user decider: erasure', () => {
+  const key: EventOfType<'api_key.created'> = { type: 'api_key.created', data: { key_id: 'k1', user_id: 'u1', name: 'ci', scope: 'write', key_hash: 'sealed:v1:x', expires_at: null } };
+
+  it('ends every open session, revokes every live key, then records the erasure naming no personal data', () => {
+    user
+      .given([registered, started, key])
+      .when({ type: 'erase_user' })
+      .then([
+        { type: 'session.ended', data: { session_id: 's1', user_id: 'u1', reason: 'erased' } },
+        { type: 'api_key.revoked', data: { key_id: 'u1', user_id: 'u1' } },
+        { type: 'api_key.revoked', data: { key_id: 'k1', user_id: 'u1' } },
+        { type: 'user.erased', data: { user_id: 'u1' } },
+      ]);
+  });
+
+  it('an erased user is gone: any later command answers not_found', () => {
+    const erased: DomainEvent = { type: 'user.erased', data: { user_id: 'u1' } };
+    user.given([registered, erased]).when({ type: 'erase_user' }).thenThrows('not_found');
+    user.given([registered, erased]).when({ type: 'set_disabled', data: { disabled: false } }).thenThrows('not_found');
+    user.given([registered, erased]).when({ type: 'start_session', data: sessionData }).thenThrows('not_found');
   });
 });

@@ -1,6 +1,7 @@
 import type { Response } from 'express';
 import { z } from 'zod';
-import { permissionsFor, type Accounts, type Session } from '../../commands/accounts.js';
+import { memberPermissions, permissionsFor, type Accounts, type Session } from '../../commands/accounts.js';
+import { grantsOf } from '../../projections/groups.js';
 import type { Services } from '../../commands/services.js';
 import { countUserDevices } from '../../projections/devices.js';
 import { SESSION_COOKIE } from '../auth.js';
@@ -43,7 +44,8 @@ export function accountRoutes(services: Services, accounts: Accounts) {
       { method: 'get', path: '/api/auth/user', operationId: 'getCurrentUser', summary: 'The current user', tag: 'auth', access: 'user', response: currentUser },
       ({ context }) => {
         const user = accounts.me(context.principal);
-        return { data: { ...presentUser(user), device_count: countUserDevices(services.sql, user.id), permissions: permissionsFor(user.role) } };
+        const groupPermissions = grantsOf(services.sql, user.id).map((grant) => ({ group_id: grant.group_id, role: grant.role, permissions: memberPermissions(grant.role) }));
+        return { data: { ...presentUser(user), device_count: countUserDevices(services.sql, user.id), permissions: permissionsFor(user.role), group_permissions: groupPermissions } };
       },
     ),
     ...apiKeyRoutes(accounts),

@@ -1,4 +1,5 @@
 import { deviceAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
+import { sharedGroupIds } from '../../projections/groups.js';
 import type { RequestContext } from '../../commands/services.js';
 import { visibleTemplate } from '../../commands/templates.js';
 import type { TemplateRow } from '../../projections/templates.js';
@@ -11,7 +12,7 @@ import { commandStats, listCommands } from '../../projections/commands.js';
 import { listDevices, type DeviceRow } from '../../projections/devices.js';
 import { configurationDiff } from '../../domain/configuration.js';
 import { countReadingsSince, latestReadings } from '../../projections/telemetry-queries.js';
-import { presentDevice, withoutPlainSecrets } from '../presenters.js';
+import { presentDevice, servedEvent } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
 import { asOfMeta, deleted, listMeta, paging } from '../schemas/common.js';
@@ -31,6 +32,8 @@ import {
   registerDeviceBody,
   registeredDevice,
   storedEvent,
+  offerTransferBody,
+  transferOffer,
   updateDeviceBody,
 } from '../schemas/devices.js';
 
@@ -71,10 +74,12 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices', operationId: 'listDevices', summary: 'List devices (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
+      { method: 'get', path: '/api/devices', operationId: 'listDevices', summary: 'List devices: your own and those of groups shared with you (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listDevices(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedGroupIds: sharedGroupIds(services.sql, userId) } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.type ?? query.device_type ? { deviceType: query.type ?? query.device_type } : {}),
           ...(query.group_id ? { groupId: query.group_id } : {}),
@@ -92,7 +97,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
           return { data: device, meta: { as_of: query.as_of } };
         }
-        const row = visibleDevice(services, context.principal, params.id!);
+        const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();
         return {
           data: {
@@ -128,6 +133,17 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
+      { method: 'post', path: '/api/devices/:id/transfer', operationId: 'offerDeviceTransfer', summary: 'Offer the device to another user (owner or admin); it changes hands when they accept', tag: 'devices', access: 'user', body: offerTransferBody, response: transferOffer, status: 201 },
+      async ({ params, body, context }) => ({ data: { device_id: params.id!, to_user_id: await devices.offerTransfer(params.id!, body, context), status: 'offered' as const }, status: 201 }),
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/transfer/accept', operationId: 'acceptDeviceTransfer', summary: 'Accept a device offered to you: it, its token and its history become yours (within your quota)', tag: 'devices', access: 'user', response: device },
+      async ({ params, context }) => {
+        const row = await devices.acceptTransfer(params.id!, context);
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
       { method: 'delete', path: '/api/devices/:id/certificate', operationId: 'unbindDeviceCertificate', summary: "Unbind the device's client certificate; connections made with it are closed at once", tag: 'devices', access: 'user', response: device },
       async ({ params, context, req }) => {
         const row = await devices.unbindCertificate(params.id!, context, ifMatchVersion(req));
@@ -137,11 +153,11 @@ export function deviceRoutes(services: Services, devices: Devices) {
     defineRoute(
       { method: 'get', path: '/api/devices/:id/history', operationId: 'getDeviceHistory', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
-        const row = visibleDevice(services, context.principal, params.id!);
+        const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         // Everything of the device: its own stream, its telemetry, commands and alerts.
         const filter = { afterPosition: 0, streamIds: ownedStreamIds(services.sql, null, row.id) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
-        return { data: events.map(withoutPlainSecrets), meta: listMeta(total, query) };
+        return { data: events.map((event) => servedEvent(event)), meta: listMeta(total, query) };
       },
     ),
   ];

@@ -3,7 +3,8 @@ import { isAdmin, ownerScope, type Principal, type Services } from '../../comman
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
 import { exportedEvent } from '../../eventlog/export-verifier.js';
-import { withoutPlainSecrets } from '../presenters.js';
+import { erasedUserIds } from '../../projections/users.js';
+import { servedEvent } from '../presenters.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { storedEvent } from '../schemas/devices.js';
@@ -27,8 +28,9 @@ export function eventRoutes(services: Services) {
         const streamIds = readableStreams(services, context.principal, query);
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };
         const [events, total] = await Promise.all([services.log.readAll({ ...filter, limit: query.limit, offset: query.offset }), services.log.countEvents(filter)]);
+        const erased = new Set(erasedUserIds(services.sql));
         const next = events.length > 0 ? events[events.length - 1]!.position : query.after_position;
-        return { data: events.map(withoutPlainSecrets), meta: { total, limit: query.limit, offset: query.offset, next_position: next } };
+        return { data: events.map((event) => servedEvent(event, erased)), meta: { total, limit: query.limit, offset: query.offset, next_position: next } };
       },
     ),
     defineRoute(
@@ -44,10 +46,11 @@ export function eventRoutes(services: Services) {
         const streamIds = readableStreams(services, context.principal, query);
         res.status(200).setHeader('Content-Type', 'application/x-ndjson');
         res.setHeader('Content-Disposition', 'attachment; filename="events.ndjson"');
+        const erased = new Set(erasedUserIds(services.sql));
         for (let after = query.after_position; ; ) {
           const page = await services.log.readAll({ afterPosition: after, limit: EXPORT_PAGE, asStored: true, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) });
           const kept = query.before_position ? page.filter((e) => e.position < query.before_position!) : page;
-          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify(exportedEvent(withoutPlainSecrets(event), await services.log.hashAt(event.position - 1)))}\n`));
+          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify(exportedEvent(servedEvent(event, erased), await services.log.hashAt(event.position - 1)))}\n`));
           if (lines.length > 0 && !(await writeChunk(res, lines.join('')))) return;
           if (page.length < EXPORT_PAGE || kept.length < page.length) break;
           after = page[page.length - 1]!.position;

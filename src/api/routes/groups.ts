@@ -6,11 +6,11 @@ import { groupSummaries } from '../../projections/group-summaries.js';
 import { presentGroup } from '../presenters.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta } from '../schemas/common.js';
-import { createGroupBody, group, groupTree, listGroupsQuery, updateGroupBody } from '../schemas/groups.js';
+import { createGroupBody, grantMemberBody, group, groupTree, listGroupsQuery, member, revokedMember, updateGroupBody } from '../schemas/groups.js';
 
 export function groupRoutes(services: Services, groups: Groups) {
   const summaryOf = (principal: Principal, groupId: string) => {
-    const row = visibleGroup(services, principal, groupId);
+    const row = visibleGroup(services, principal, groupId, 'viewer');
     const summary = groupSummaries(services.sql, row.user_id).find((s) => s.id === groupId)!;
     return { data: presentGroup(summary), etag: summary.version };
   };
@@ -57,6 +57,28 @@ export function groupRoutes(services: Services, groups: Groups) {
       async ({ params, context, req }) => {
         await groups.delete(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
+      },
+    ),
+    ...memberRoutes(groups),
+  ];
+}
+
+/** Sharing a group: its owner (or an admin) grants viewer, operator or manager; members see the list. */
+function memberRoutes(groups: Groups) {
+  return [
+    defineRoute(
+      { method: 'get', path: '/api/groups/:id/members', operationId: 'listGroupMembers', summary: "Who shares the group and with which role (its owner, admins and members)", tag: 'groups', access: 'user', response: member.array() },
+      ({ params, context }) => ({ data: groups.members(params.id!, context.principal) }),
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/groups/:id/members', operationId: 'grantGroupMember', summary: 'Grant a user viewer, operator or manager on the group and its subgroups (owner or admin); granting again changes the role', tag: 'groups', access: 'user', body: grantMemberBody, response: member, status: 201 },
+      async ({ params, body, context }) => ({ data: await groups.grant(params.id!, body, context), status: 201 }),
+    ),
+    defineRoute(
+      { method: 'delete', path: '/api/groups/:id/members/:user_id', operationId: 'revokeGroupMember', summary: "Revoke a member's access at once (owner or admin)", tag: 'groups', access: 'user', response: revokedMember },
+      async ({ params, context }) => {
+        await groups.revoke(params.id!, params.user_id!, context);
+        return { data: { group_id: params.id!, user_id: params.user_id!, revoked: true } };
       },
     ),
   ];

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DomainError } from '../../domain/errors.js';
 import type { DeviceGateway } from '../../gateway/gateway.js';
 import { inboundOf, subscriptionVerdict } from '../../mqtt/topics.js';
 import { defineRoute } from '../route.js';
@@ -28,7 +29,11 @@ export function mqttAuthRoutes(gateway: DeviceGateway) {
     return principal !== null && principal.deviceId === clientid;
   };
   const mayUse = (clientid: string, topic: string, write: boolean) => (write ? inboundOf(clientid, topic) !== null : subscriptionVerdict(clientid, topic) === 'allow') && gateway.knows(clientid);
-  const status = (allowed: boolean) => (allowed ? 200 : 403);
+  /** mosquitto-go-auth reads the status alone: a denial is a 403 in the usual error envelope. */
+  const allowOrDeny = (allowed: boolean, what: string) => {
+    if (!allowed) throw new DomainError('forbidden', what);
+    return { data: { result: 'allow' as const } };
+  };
   const common = { tag: 'mqtt', access: 'public', storesNothing: true } as const;
   return [
     defineRoute({ ...common, method: 'post', path: '/api/mqtt/auth', operationId: 'mqttAuthenticate', summary: "EMQX HTTP authentication: a device's client id and token", body: credentials, response: verdict }, async ({ body }) => ({
@@ -37,14 +42,12 @@ export function mqttAuthRoutes(gateway: DeviceGateway) {
     defineRoute({ ...common, method: 'post', path: '/api/mqtt/authz', operationId: 'mqttAuthorize', summary: 'EMQX HTTP authorization: a device publishes and subscribes under its own devices/{id}/ only', body: emqxAuthz, response: verdict }, ({ body }) => ({
       data: { result: mayUse(body.clientid, body.topic, body.action === 'publish') ? 'allow' : 'deny' },
     })),
-    defineRoute({ ...common, method: 'post', path: '/api/mqtt/user', operationId: 'mqttGoAuthUser', alsoStatus: 403, summary: 'mosquitto-go-auth HTTP backend: 200 for a device with its token, else 403', body: credentials, response: verdict }, async ({ body }) => {
-      const allowed = await deviceAuthenticates(body);
-      return { status: status(allowed), data: { result: allowed ? 'allow' : 'deny' } };
+    defineRoute({ ...common, method: 'post', path: '/api/mqtt/user', operationId: 'mqttGoAuthUser', errors: [403], summary: 'mosquitto-go-auth HTTP backend: 200 for a device with its token, else 403', body: credentials, response: verdict }, async ({ body }) => {
+      return allowOrDeny(await deviceAuthenticates(body), 'not a device with its token');
     }),
-    defineRoute({ ...common, method: 'post', path: '/api/mqtt/superuser', operationId: 'mqttGoAuthSuperuser', alsoStatus: 403, summary: 'mosquitto-go-auth HTTP backend: no device is a superuser (403)', body: goAuthSuperuser, response: verdict }, () => ({ status: 403, data: { result: 'deny' } })),
-    defineRoute({ ...common, method: 'post', path: '/api/mqtt/acl', operationId: 'mqttGoAuthAcl', alsoStatus: 403, summary: 'mosquitto-go-auth HTTP backend: 200 when a device may use the topic (its own devices/{id}/), else 403', body: goAuthAcl, response: verdict }, ({ body }) => {
-      const allowed = mayUse(body.clientid, body.topic, (body.acc & WRITE) !== 0);
-      return { status: status(allowed), data: { result: allowed ? 'allow' : 'deny' } };
+    defineRoute({ ...common, method: 'post', path: '/api/mqtt/superuser', operationId: 'mqttGoAuthSuperuser', errors: [403], summary: 'mosquitto-go-auth HTTP backend: no device is a superuser (403)', body: goAuthSuperuser, response: verdict }, () => allowOrDeny(false, 'no device is a superuser')),
+    defineRoute({ ...common, method: 'post', path: '/api/mqtt/acl', operationId: 'mqttGoAuthAcl', errors: [403], summary: 'mosquitto-go-auth HTTP backend: 200 when a device may use the topic (its own devices/{id}/), else 403', body: goAuthAcl, response: verdict }, ({ body }) => {
+      return allowOrDeny(mayUse(body.clientid, body.topic, (body.acc & WRITE) !== 0), 'a device may use only its own devices/{id}/ topics');
     }),
   ];
 }

@@ -36,7 +36,7 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
           return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }), meta: { as_of: query.as_of } };
         }
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const health = findDeviceHealth(services.sql, device.id);
         const lastStatus = health?.last_status ? (JSON.parse(health.last_status) as Record<string, unknown>) : null;
         return {
@@ -53,7 +53,7 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
     defineRoute(
       { method: 'get', path: '/api/devices/:id/data', operationId: 'listReadings', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true, meta: rawPageMeta },
       ({ params, query, context }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         if (query.interval !== 'raw') {
           const { rows, total } = aggregatedReadings(services.sql, filter, query.interval, query.limit, query.offset);
@@ -66,7 +66,7 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
     defineRoute(
       { method: 'get', path: '/api/devices/:id/data/export', operationId: 'exportReadings', streams: ['text/csv', 'application/x-ndjson'], summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
       async ({ params, query, context, res }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
         res.status(200).setHeader('Content-Type', query.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson');
         res.setHeader('Content-Disposition', `attachment; filename="${device.id}.${query.format}"`);
@@ -85,7 +85,7 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
     defineRoute(
       { method: 'get', path: '/api/devices/:id/logs', operationId: 'listDeviceLogs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
       ({ params, query, context }) => {
-        const device = visibleDevice(services, context.principal, params.id!);
+        const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const { rows, total } = listDeviceLogs(services.sql, {
           deviceId: device.id,
           ...(query.severity ? { severity: query.severity } : {}),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { apiKeyScopeSchema } from '../../domain/events.js';
+import { apiKeyScopeSchema, memberRoleSchema } from '../../domain/events.js';
 import { strictObject } from '../../domain/strict.js';
 import { nonBlank, timestamp } from './common.js';
 import { named } from './components.js';
@@ -44,7 +44,15 @@ export const sessionAnswer = named(
   }),
 );
 
-export const currentUser = named('CurrentUser', user.extend({ device_count: z.number().int(), permissions: z.array(z.string()) }));
+export const currentUser = named(
+  'CurrentUser',
+  user.extend({
+    device_count: z.number().int(),
+    permissions: z.array(z.string()),
+    /** Roles granted on other users' groups (each covers the group's subgroups too), and what they allow. */
+    group_permissions: z.array(z.object({ group_id: z.string(), role: memberRoleSchema, permissions: z.array(z.string()) })),
+  }),
+);
 
 const YEAR_SECONDS = 366 * 24 * 3600;
 
@@ -86,3 +94,7 @@ export const changeUserBody = strictObject({
   disabled: z.boolean().optional(),
   role: z.enum(['admin', 'user']).optional(),
 }).refine((body) => Object.values(body).some((value) => value !== undefined), { message: 'name at least one of device_quota, disabled, role', path: ['device_quota'] });
+
+export const eraseSelfBody = strictObject({ password: z.string().min(1).max(128) });
+
+export const erasedUser = z.object({ id: z.string(), erased: z.literal(true) });

@@ -10,7 +10,7 @@ import { named } from './components.js';
 const MAC = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
 const macAddress = z.string().regex(MAC, 'not a valid MAC address (six hex pairs separated by : or -)');
 const deviceType = z.string().trim().min(1).max(64);
-/** What the server reads of a configuration (thresholds, anomaly_z) must make sense; the rest is the device's. */
+/** What the server reads of a configuration (thresholds, ranges, anomaly_z) must make sense; the rest is the device's. */
 export const deviceConfiguration = named(
   'DeviceConfiguration',
   jsonObject.superRefine((value, ctx) => {
@@ -21,6 +21,13 @@ export const deviceConfiguration = named(
     properties: {
       thresholds: { anyOf: [{ $ref: '#/components/schemas/Thresholds' }, { type: 'null' }], description: 'alert bounds per sensor type; null for none' },
       anomaly_z: { type: 'number', exclusiveMinimum: 0, description: 'deviations from the recent mean that count as an anomaly (default 4)' },
+      ranges: {
+        anyOf: [
+          { type: 'object', additionalProperties: { type: 'object', properties: { min: { type: 'number' }, max: { type: 'number' } }, required: ['min', 'max'], additionalProperties: false } },
+          { type: 'null' },
+        ],
+        description: "plausible range per sensor type (min ≤ max), replacing the server's default for that sensor when scoring reading quality",
+      },
     },
   },
 );
@@ -183,3 +190,7 @@ export const bulkMeta = z.object({ total: z.number().int(), succeeded: z.number(
 export const bulkAnswer = z.array(
   named('BulkOperationResult', z.object({ index: z.number().int(), action: z.string(), status: z.number().int(), data: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string(), details: z.array(z.unknown()) }).optional() })),
 );
+
+export const offerTransferBody = strictObject({ user_id: z.uuid().optional(), username: z.string().min(1).max(254).optional() }).refine((body) => (body.user_id === undefined) !== (body.username === undefined), { message: 'name the receiver by exactly one of user_id or username', path: ['user_id'] });
+
+export const transferOffer = z.object({ device_id: z.string(), to_user_id: z.string(), status: z.literal('offered') });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { strictObject } from '../../domain/strict.js';
 import { named } from './components.js';
+import { memberRoleSchema } from '../../domain/events.js';
 import { booleanQuery, nonBlank, paging, timestamp } from './common.js';
 
 const parent = z.uuid().nullable();
@@ -52,3 +53,12 @@ export const groupTree: z.ZodType<GroupTree> = named(
   'GroupTree',
   z.lazy(() => group.extend({ children: z.array(groupTree) })),
 );
+
+export const member = named('GroupMember', z.object({ user_id: z.string(), username: z.string(), role: memberRoleSchema, granted_at: timestamp }));
+
+export const grantMemberBody = strictObject({ user_id: z.uuid().optional(), username: z.string().min(1).max(254).optional(), role: memberRoleSchema }).refine(
+  (body) => (body.user_id === undefined) !== (body.username === undefined),
+  { message: 'name the user by exactly one of user_id or username', path: ['user_id'] },
+);
+
+export const revokedMember = z.object({ group_id: z.string(), user_id: z.string(), revoked: z.literal(true) });

@@ -151,11 +151,8 @@ async function wsLink(device: SimDevice, { url, counters, runId, obey }: LinkCon
  */
 async function mqttLink(device: SimDevice, { mqttUrl, counters, runId, obey }: LinkContext): Promise<DeviceLink> {
   const prefix = `devices/${device.id}`;
-  const client = await mqtt.connectAsync(mqttUrl, { clientId: device.id, username: device.id, password: device.token, reconnectPeriod: 1_000, connectTimeout: 10_000 });
-  counters.connected += 1;
-  client.on('close', () => (counters.connected = Math.max(0, counters.connected - 1)));
-  client.on('connect', () => (counters.connected += 1));
-  await client.subscribeAsync([`${prefix}/commands/+`, `${prefix}/replies`], { qos: 1 });
+  const client = mqtt.connect(mqttUrl, { clientId: device.id, username: device.id, password: device.token, reconnectPeriod: 1_000, connectTimeout: 10_000 });
+  // Listening before the connection is up: the server sends pending commands right after CONNACK, subscribed or not.
   client.on('message', (topic, payload) => {
     const parsed = parseJson(payload.toString('utf8'));
     if (topic === `${prefix}/replies`) {
@@ -165,6 +162,7 @@ async function mqttLink(device: SimDevice, { mqttUrl, counters, runId, obey }: L
       }
       return;
     }
+    if (!topic.startsWith(`${prefix}/commands/`)) return;
     // The server sends the command itself, or wrapped as over /ws/device.
     const command = (parsed?.command ?? parsed ?? {}) as Partial<CommandMessage>;
     const response = obey(device, command.command_type ?? 'unknown', command.parameters ?? {});
@@ -172,6 +170,32 @@ async function mqttLink(device: SimDevice, { mqttUrl, counters, runId, obey }: L
       if (!error) counters.commandsAnswered += 1;
     });
   });
+  let up = false;
+  client.on('connect', () => {
+    up = true;
+    counters.connected += 1;
+  });
+  client.on('close', () => {
+    if (up) counters.connected -= 1;
+    up = false;
+  });
+  await new Promise<void>((resolve, reject) => {
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      client.end(true);
+      reject(error);
+    };
+    const timer = setTimeout(() => fail(new Error(`no CONNACK from ${mqttUrl} within 10 s`)), 10_000);
+    client.once('connect', () => {
+      clearTimeout(timer);
+      client.off('error', fail);
+      resolve();
+    });
+    client.once('error', fail);
+  });
+  // Later errors (a refused reconnection) close the connection; mqtt.js reconnects, the counters show it.
+  client.on('error', () => undefined);
+  await client.subscribeAsync([`${prefix}/commands/+`, `${prefix}/replies`], { qos: 1 });
   return {
     send(readings, seq) {
       counters.sent += 1;

@@ -1,0 +1,223 @@
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { createProjections } from '../../src/projections/index.js';
+import { rebuildAndCompare } from '../../src/projections/rebuild.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { client, registerUser } from '../helpers/client.js';
+import { createDevice, createGroup, expectError, expectValidation, type Data } from '../helpers/fixtures.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { connect, wsUrl } from '../helpers/ws-client.js';
+
+type Who = 'owner' | 'manager' | 'operator' | 'viewer' | 'stranger' | 'admin';
+const WHO: Who[] = ['owner', 'manager', 'operator', 'viewer', 'stranger', 'admin'];
+
+interface Cell {
+  method: string;
+  path: string;
+  body?: unknown;
+  /** Expected status per caller, in WHO order. */
+  expect: [number, number, number, number, number, number];
+  /** Puts back what the owner's call changed, before the admin's. */
+  reset?: () => Promise<unknown>;
+}
+
+describe('shared fleets: group members', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  const users = {} as Record<Who | 'newcomer', Awaited<ReturnType<typeof registerUser>>>;
+  let parent: { id: string };
+  let sub: { id: string };
+  let device: { id: string; credentials: { auth_token: string } };
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    users.admin = await registerUser(api);
+    for (const who of ['owner', 'manager', 'operator', 'viewer', 'stranger', 'newcomer'] as const) users[who] = await registerUser(api);
+    parent = await createGroup(api, users.owner.token);
+    sub = await createGroup(api, users.owner.token, { parent_id: parent.id });
+    device = await createDevice(api, users.owner.token, { group_id: sub.id });
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token: device.credentials.auth_token });
+    // Granted on the parent: the device, in a subgroup, is reached through it.
+    for (const role of ['manager', 'operator', 'viewer'] as const) {
+      const granted = await api.post(`/api/groups/${parent.id}/members`, { user_id: users[role].id, role }, { token: users.owner.token });
+      expect(granted.status).toBe(201);
+    }
+  });
+  afterAll(() => server.close());
+
+  it("lists a member's shared devices beside their own; a stranger sees none of them", async () => {
+    const listed = async (who: Who) => (await api.get<Data<Array<{ id: string }>>>('/api/devices?limit=500', { token: users[who].token })).body.data.map((d) => d.id);
+    for (const who of ['owner', 'manager', 'operator', 'viewer', 'admin'] as const) expect(await listed(who)).toContain(device.id);
+    expect(await listed('stranger')).not.toContain(device.id);
+    const own = await createDevice(api, users.viewer.token);
+    expect(await listed('viewer')).toEqual(expect.arrayContaining([own.id, device.id]));
+    expect(await listed('operator')).not.toContain(own.id);
+  });
+
+  it('streams the events of shared devices on /ws to members, not to strangers; a revoked grant stops them at once', async () => {
+    const subscribe = async (token: string) => {
+      const ws = await connect(wsUrl(server.url, `/ws?token=${token}`));
+      ws.send({ type: 'subscribe', event_types: ['readings.recorded'] });
+      await ws.next((m) => m.type === 'subscribed');
+      return ws;
+    };
+    const viewer = await subscribe(users.viewer.token);
+    const stranger = await subscribe(users.stranger.token);
+    const readings = (ws: Awaited<ReturnType<typeof subscribe>>) => ws.received.filter((m) => m.type === 'event' && m.data.device_id === device.id).length;
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 30 } }, { token: device.credentials.auth_token });
+    await viewer.next((m) => m.type === 'event' && m.data.device_id === device.id);
+    const late = await registerUser(api);
+    expect((await api.post(`/api/groups/${sub.id}/members`, { user_id: late.id, role: 'viewer' }, { token: users.owner.token })).status).toBe(201);
+    const lateWs = await subscribe(late.token);
+    expect((await api.del(`/api/groups/${sub.id}/members/${late.id}`, { token: users.owner.token })).status).toBe(200);
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 31 } }, { token: device.credentials.auth_token });
+    await viewer.until(() => readings(viewer) === 2);
+    expect(readings(stranger)).toBe(0);
+    expect(readings(lateWs)).toBe(0);
+    for (const ws of [viewer, stranger, lateWs]) await ws.close();
+  });
+
+  it('lists the members, and the grants a user holds with what they allow', async () => {
+    const members = (await api.get<Data<Array<{ user_id: string; username: string; role: string }>>>(`/api/groups/${parent.id}/members`, { token: users.viewer.token })).body.data;
+    expect(members.map((m) => [m.username, m.role]).sort((a, b) => a[1]!.localeCompare(b[1]!))).toEqual([
+      [users.manager.username, 'manager'],
+      [users.operator.username, 'operator'],
+      [users.viewer.username, 'viewer'],
+    ]);
+    const me = (await api.get<Data<{ group_permissions: Array<{ group_id: string; role: string; permissions: string[] }> }>>('/api/auth/user', { token: users.viewer.token })).body.data;
+    expect(me.group_permissions).toEqual([{ group_id: parent.id, role: 'viewer', permissions: ['devices:read', 'telemetry:read', 'groups:read', 'members:read'] }]);
+    const stranger = (await api.get<Data<{ group_permissions: unknown[] }>>('/api/auth/user', { token: users.stranger.token })).body.data;
+    expect(stranger.group_permissions).toEqual([]);
+  });
+
+  it('refuses bad grants with 400 and stores nothing', async () => {
+    const before = (await api.get<Data<unknown[]>>(`/api/groups/${parent.id}/members`, { token: users.owner.token })).body.data.length;
+    expectValidation(await api.post(`/api/groups/${parent.id}/members`, { user_id: users.stranger.id, role: 'owner' }, { token: users.owner.token }), 'role');
+    expectValidation(await api.post(`/api/groups/${parent.id}/members`, { role: 'viewer' }, { token: users.owner.token }), 'user_id');
+    expectValidation(await api.post(`/api/groups/${parent.id}/members`, { user_id: users.owner.id, role: 'viewer' }, { token: users.owner.token }), 'user_id');
+    expectValidation(await api.post(`/api/groups/${parent.id}/members`, { user_id: '00000000-0000-4000-8000-000000000000', role: 'viewer' }, { token: users.owner.token }), 'user_id');
+    expectValidation(await api.post(`/api/groups/${parent.id}/members`, { username: 'nobody_at_all', role: 'viewer' }, { token: users.owner.token }), 'username');
+    expectError(await api.post(`/api/groups/${parent.id}/members`, { user_id: users.stranger.id, role: 'viewer', group_id: sub.id }, { token: users.owner.token }), 400, 'validation_failed');
+    expectError(await api.del(`/api/groups/${parent.id}/members/${users.stranger.id}`, { token: users.owner.token }), 404, 'not_found');
+    expect((await api.get<Data<unknown[]>>(`/api/groups/${parent.id}/members`, { token: users.owner.token })).body.data.length).toBe(before);
+  });
+
+  it('granting again changes the role; revoking closes access at once', async () => {
+    const newcomer = users.newcomer;
+    expect((await api.post(`/api/groups/${sub.id}/members`, { user_id: newcomer.id, role: 'viewer' }, { token: users.owner.token })).status).toBe(201);
+    expectError(await api.post(`/api/devices/${device.id}/commands`, { command_type: 'ping' }, { token: newcomer.token }), 403, 'forbidden');
+    const promoted = await api.post(`/api/groups/${sub.id}/members`, { username: newcomer.username, role: 'operator' }, { token: users.owner.token });
+    expect(promoted.body.data).toMatchObject({ user_id: newcomer.id, role: 'operator' });
+    expect((await api.post(`/api/devices/${device.id}/commands`, { command_type: 'ping' }, { token: newcomer.token })).status).toBe(202);
+    expect((await api.del(`/api/groups/${sub.id}/members/${newcomer.id}`, { token: users.owner.token })).status).toBe(200);
+    expectError(await api.get(`/api/devices/${device.id}`, { token: newcomer.token }), 404, 'not_found');
+    expectError(await api.get(`/api/groups/${sub.id}/members`, { token: newcomer.token }), 404, 'not_found');
+  });
+
+  it('the permission matrix: members read by any role, operators command, managers edit, only the owner (or an admin) deletes or shares; strangers 404', async () => {
+    const cells: Cell[] = [
+      { method: 'GET', path: `/api/devices/${device.id}`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/devices/${device.id}/status`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/devices/${device.id}/data`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/devices/${device.id}/data/export?format=ndjson`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/devices/${device.id}/logs`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/devices/${device.id}/history`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/groups/${parent.id}`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/groups/${sub.id}`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'GET', path: `/api/groups/${parent.id}/members`, expect: [200, 200, 200, 200, 404, 200] },
+      { method: 'POST', path: `/api/devices/${device.id}/commands`, body: { command_type: 'ping' }, expect: [202, 202, 202, 403, 404, 202] },
+      { method: 'PUT', path: `/api/devices/${device.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
+      { method: 'POST', path: `/api/devices/${device.id}/data`, body: { sensor_readings: { temperature: 21 } }, expect: [201, 403, 403, 403, 404, 201] },
+      { method: 'PUT', path: `/api/groups/${sub.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
+      { method: 'POST', path: `/api/groups/${sub.id}/commands`, body: { command_type: 'ping' }, expect: [202, 403, 403, 403, 404, 202] },
+      { method: 'POST', path: `/api/groups/${parent.id}/members`, body: { user_id: users.newcomer.id, role: 'viewer' }, expect: [201, 403, 403, 403, 404, 201] },
+      {
+        method: 'DELETE',
+        path: `/api/groups/${parent.id}/members/${users.newcomer.id}`,
+        expect: [200, 403, 403, 403, 404, 200],
+        reset: () => api.post(`/api/groups/${parent.id}/members`, { user_id: users.newcomer.id, role: 'viewer' }, { token: users.owner.token }),
+      },
+      { method: 'DELETE', path: `/api/groups/${parent.id}`, expect: [409, 403, 403, 403, 404, 409] },
+      // The admin comes after the owner, who deleted the device: 404 then (an admin's delete is covered by the device tests).
+      { method: 'DELETE', path: `/api/devices/${device.id}`, expect: [200, 403, 403, 403, 404, 404] },
+    ];
+    const mismatches: string[] = [];
+    for (const cell of cells) {
+      // Those who may not act go first: a change by the owner or an admin must not hide what the others would get.
+      for (const index of [1, 2, 3, 4, 0, 5]) {
+        const who = WHO[index]!;
+        if (who === 'admin') await cell.reset?.();
+        const answer = await api.call(cell.method, cell.path, cell.body, { token: users[who].token });
+        if (answer.status !== cell.expect[index]) mismatches.push(`${cell.method} ${cell.path} as ${who}: ${answer.status}, expected ${cell.expect[index]}`);
+        if (answer.status === 403) expect(answer.body.error.code).toBe('forbidden');
+        if (answer.status === 404) expect(answer.body.error.code).toBe('not_found');
+      }
+    }
+    expect(mismatches).toEqual([]);
+  });
+
+  it('a replay rebuilds the memberships exactly', async () => {
+    const { services, db } = server.server;
+    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
+    expect(result.differing).toEqual([]);
+  });
+});
+
+describe('device transfer: the owner offers, the receiver accepts', () => {
+  let server: TestServer;
+  const api = client(() => server.url);
+  let admin: Awaited<ReturnType<typeof registerUser>>;
+  let giver: Awaited<ReturnType<typeof registerUser>>;
+  let receiver: Awaited<ReturnType<typeof registerUser>>;
+  let stranger: Awaited<ReturnType<typeof registerUser>>;
+
+  beforeAll(async () => {
+    server = await startTestServer();
+    admin = await registerUser(api);
+    giver = await registerUser(api);
+    receiver = await registerUser(api);
+    stranger = await registerUser(api);
+  });
+  afterAll(() => server.close());
+
+  it('moves the device with its token and history; the giver loses it, nobody else can take it', async () => {
+    const group = await createGroup(api, giver.token);
+    const device = await createDevice(api, giver.token, { group_id: group.id });
+    await api.post(`/api/devices/${device.id}/data`, { sensor_readings: { temperature: 20 } }, { token: device.credentials.auth_token });
+    expectValidation(await api.post(`/api/devices/${device.id}/transfer`, { user_id: giver.id }, { token: giver.token }), 'user_id');
+    expectValidation(await api.post(`/api/devices/${device.id}/transfer`, {}, { token: giver.token }), 'user_id');
+    expectError(await api.post(`/api/devices/${device.id}/transfer`, { user_id: stranger.id }, { token: receiver.token }), 404, 'not_found');
+    const offered = await api.post(`/api/devices/${device.id}/transfer`, { username: receiver.username }, { token: giver.token });
+    expect(offered.status).toBe(201);
+    expect(offered.body.data).toEqual({ device_id: device.id, to_user_id: receiver.id, status: 'offered' });
+    expectError(await api.get(`/api/devices/${device.id}`, { token: receiver.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: stranger.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.credentials.device_id}/transfer/accept`, undefined, { token: device.credentials.auth_token }), 403, 'forbidden');
+
+    const accepted = await api.post<Data<{ id: string; user_id: string; group_id: string | null }>>(`/api/devices/${device.id}/transfer/accept`, undefined, { token: receiver.token });
+    expect(accepted.status).toBe(200);
+    expect(accepted.body.data).toMatchObject({ id: device.id, user_id: receiver.id, group_id: null });
+    expectError(await api.get(`/api/devices/${device.id}`, { token: giver.token }), 404, 'not_found');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: receiver.token }), 404, 'not_found');
+    expect((await api.post(`/api/devices/${device.id}/heartbeat`, {}, { token: device.credentials.auth_token })).status).toBe(200);
+    const history = await api.get<Data<Array<{ type: string }>>>(`/api/devices/${device.id}/history?limit=500`, { token: receiver.token });
+    expect(history.body.data.map((e) => e.type)).toEqual(expect.arrayContaining(['device.registered', 'readings.recorded', 'device.transfer_offered', 'device.transferred']));
+    expect((await api.get<Data<unknown[]>>(`/api/devices/${device.id}/data`, { token: receiver.token })).body.data).toHaveLength(1);
+  });
+
+  it('refuses a receiver at their quota (403); anyone else learns nothing (404)', async () => {
+    const device = await createDevice(api, giver.token);
+    const full = await registerUser(api);
+    expect((await api.call('PATCH', `/api/users/${full.id}`, { device_quota: 0 }, { token: admin.token })).status).toBe(200);
+    await api.post(`/api/devices/${device.id}/transfer`, { user_id: full.id }, { token: giver.token });
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: full.token }), 403, 'quota_exceeded');
+    expectError(await api.post(`/api/devices/${device.id}/transfer/accept`, undefined, { token: stranger.token }), 404, 'not_found');
+    expect((await api.get(`/api/devices/${device.id}`, { token: giver.token })).status).toBe(200);
+  });
+
+  it('a replay rebuilds the transferred ownership exactly', async () => {
+    const { services, db } = server.server;
+    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
+    expect(result.differing).toEqual([]);
+  });
+});
