@@ -57,7 +57,7 @@ function validatorFor(c: Contract, method: string, path: string, status: number)
   return validate;
 }
 
-const CHECKED_METHODS = new Set(['get', 'post', 'put', 'delete']);
+const CHECKED_METHODS = new Set(['get', 'post', 'put', 'patch', 'delete']);
 
 /**
  * Throws when a JSON answer does not match what the document says of it. Answers outside the

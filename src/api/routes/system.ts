@@ -34,7 +34,7 @@ export function systemRoutes(services: Services, allRoutes: () => readonly Route
     defineRoute(
       { method: 'get', path: '/api/openapi.json', operationId: 'getOpenApiDocument', summary: 'This document (OpenAPI 3.1), as it is: not inside {data}', tag: 'system', access: 'public', bare: true, response: z.record(z.string(), z.unknown()) },
       ({ res }) => {
-        // The routes are fixed once the app is built: generate once (tens of milliseconds), answer many.
+        // The routes are fixed once the app is built: generate once (about a second), answer many.
         document ??= openApiDocument(allRoutes());
         res.json(document);
       },
