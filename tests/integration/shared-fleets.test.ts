@@ -77,6 +77,23 @@ describe('shared fleets: group members', () => {
     for (const ws of [viewer, stranger, lateWs]) await ws.close();
   });
 
+  it("lists the alerts of shared devices to members; operators acknowledge them, viewers get 403, strangers 404; clearing stays the owner's", async () => {
+    const hot = await createDevice(api, users.owner.token, { group_id: sub.id, configuration: { thresholds: { temperature: { min: 0, max: 30 } } } });
+    await api.post(`/api/devices/${hot.id}/data`, { sensor_readings: { temperature: 40 } }, { token: hot.credentials.auth_token });
+    const alertsOf = async (who: Who) => (await api.get<Data<Array<{ id: string; device_id: string }>>>(`/api/alerts?device_id=${hot.id}`, { token: users[who].token })).body.data;
+    const [alert] = await alertsOf('owner');
+    expect(alert).toBeDefined();
+    for (const who of ['viewer', 'operator', 'manager'] as const) expect((await alertsOf(who)).map((a) => a.id)).toEqual([alert!.id]);
+    expect(await alertsOf('stranger')).toEqual([]);
+    expectError(await api.post(`/api/alerts/${alert!.id}/acknowledge`, undefined, { token: users.stranger.token }), 404, 'not_found');
+    expectError(await api.post(`/api/alerts/${alert!.id}/acknowledge`, undefined, { token: users.viewer.token }), 403, 'forbidden');
+    expectError(await api.post(`/api/alerts/${alert!.id}/clear`, undefined, { token: users.operator.token }), 403, 'forbidden');
+    const acknowledged = await api.post<Data<{ status: string }>>(`/api/alerts/${alert!.id}/acknowledge`, undefined, { token: users.operator.token });
+    expect(acknowledged.status).toBe(200);
+    expect(acknowledged.body.data.status).toBe('acknowledged');
+    expect((await api.post(`/api/alerts/${alert!.id}/clear`, undefined, { token: users.owner.token })).status).toBe(200);
+  });
+
   it('lists the members, and the grants a user holds with what they allow', async () => {
     const members = (await api.get<Data<Array<{ user_id: string; username: string; role: string }>>>(`/api/groups/${parent.id}/members`, { token: users.viewer.token })).body.data;
     expect(members.map((m) => [m.username, m.role]).sort((a, b) => a[1]!.localeCompare(b[1]!))).toEqual([

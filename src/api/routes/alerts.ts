@@ -9,6 +9,7 @@ import { ruleCounts } from '../../projections/rules.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
 import { deviceIds } from '../../projections/devices.js';
 import { devicesOfGroupTree } from '../../projections/group-summaries.js';
+import { sharedGroupIds } from '../../projections/groups.js';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { alert, alertsQuery, analytics, analyticsQuery } from '../schemas/telemetry.js';
@@ -20,10 +21,12 @@ const DAY_MS = 24 * 3_600_000;
 export function alertRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/alerts', summary: 'Alerts (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
+      { method: 'get', path: '/api/alerts', summary: 'Alerts of your devices and of devices shared with you (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listAlerts(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedDeviceIds: deviceIds(services.sql, null, sharedGroupIds(services.sql, userId)) } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.severity ? { severity: query.severity } : {}),
           ...(query.device_id ? { deviceId: query.device_id } : {}),
