@@ -94,6 +94,23 @@ describe('shared fleets: group members', () => {
     expect((await api.post(`/api/alerts/${alert!.id}/clear`, undefined, { token: users.owner.token })).status).toBe(200);
   });
 
+  it('lists the shared groups beside their own to members (the tree from the granted group down); strangers none', async () => {
+    const ids = async (who: Who, query = '') => (await api.get<Data<Array<{ id: string; children?: Array<{ id: string }> }>>>(`/api/groups?limit=500${query}`, { token: users[who].token })).body.data;
+    expect((await ids('viewer')).map((g) => g.id).sort()).toEqual([parent.id, sub.id].sort());
+    const tree = await ids('viewer', '&tree=true');
+    expect(tree.map((g) => g.id)).toEqual([parent.id]);
+    expect(tree[0]!.children!.map((g) => g.id)).toEqual([sub.id]);
+    expect((await ids('stranger')).map((g) => g.id)).not.toContain(parent.id);
+  });
+
+  it("serves the shared devices' events in /api/events to members, not to strangers", async () => {
+    const streamsOf = async (who: Who) =>
+      new Set((await api.get<Data<Array<{ stream_id: string }>>>(`/api/events?device_id=${device.id}&limit=500`, { token: users[who].token })).body.data.map((e) => e.stream_id));
+    expect(await streamsOf('viewer')).toEqual(await streamsOf('owner'));
+    expect((await streamsOf('viewer')).has(`device-${device.id}`)).toBe(true);
+    expect((await streamsOf('stranger')).size).toBe(0);
+  });
+
   it('lists the members, and the grants a user holds with what they allow', async () => {
     const members = (await api.get<Data<Array<{ user_id: string; username: string; role: string }>>>(`/api/groups/${parent.id}/members`, { token: users.viewer.token })).body.data;
     expect(members.map((m) => [m.username, m.role]).sort((a, b) => a[1]!.localeCompare(b[1]!))).toEqual([
@@ -146,7 +163,7 @@ describe('shared fleets: group members', () => {
       { method: 'PUT', path: `/api/devices/${device.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
       { method: 'POST', path: `/api/devices/${device.id}/data`, body: { sensor_readings: { temperature: 21 } }, expect: [201, 403, 403, 403, 404, 201] },
       { method: 'PUT', path: `/api/groups/${sub.id}`, body: { description: 'edited' }, expect: [200, 200, 403, 403, 404, 200] },
-      { method: 'POST', path: `/api/groups/${sub.id}/commands`, body: { command_type: 'ping' }, expect: [202, 403, 403, 403, 404, 202] },
+      { method: 'POST', path: `/api/groups/${sub.id}/commands`, body: { command_type: 'ping' }, expect: [202, 202, 202, 403, 404, 202] },
       { method: 'POST', path: `/api/groups/${parent.id}/members`, body: { user_id: users.newcomer.id, role: 'viewer' }, expect: [201, 403, 403, 403, 404, 201] },
       {
         method: 'DELETE',

@@ -113,7 +113,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'post', path: '/api/groups/:id/commands', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
       async ({ params, body, context }) => {
-        const group = visibleGroup(services, context.principal, params.id!);
+        const group = visibleGroup(services, context.principal, params.id!, 'operator');
         const targets = devicesOfGroupTree(services.sql, group.user_id, group.id);
         const { batch_id: _none, ...command } = queueInput(body, null);
         const batch = await rollouts.start(group, targets, command, { per_minute: body.rollout_per_minute ?? null, abort_failure_percent: body.abort_failure_percent ?? null }, context);

@@ -1,6 +1,8 @@
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
+import { deviceIds } from '../../projections/devices.js';
+import { sharedGroupIds } from '../../projections/groups.js';
 import { erasedUserIds } from '../../projections/users.js';
 import { servedEvent } from '../presenters.js';
 import { defineRoute } from '../route.js';
@@ -14,8 +16,14 @@ const EXPORT_PAGE = 1_000;
 function readableStreams(services: Services, principal: Principal, filter: { stream_id?: string | undefined; device_id?: string | undefined }): string[] | undefined {
   const userId = ownerScope(principal);
   if (userId === null && filter.device_id === undefined) return filter.stream_id !== undefined ? [filter.stream_id] : undefined;
-  const owned = ownedStreamIds(services.sql, userId, filter.device_id);
+  const owned = [...new Set([...ownedStreamIds(services.sql, userId, filter.device_id), ...(userId === null ? [] : sharedDeviceStreams(services, userId, filter.device_id))])];
   return filter.stream_id !== undefined ? owned.filter((id) => id === filter.stream_id) : owned;
+}
+
+/** The streams of the devices shared with a user (their histories), or of one of them. */
+function sharedDeviceStreams(services: Services, userId: string, deviceId: string | undefined): string[] {
+  const shared = deviceIds(services.sql, null, sharedGroupIds(services.sql, userId));
+  return shared.filter((id) => deviceId === undefined || id === deviceId).flatMap((id) => ownedStreamIds(services.sql, null, id));
 }
 
 export function eventRoutes(services: Services) {
