@@ -39,12 +39,28 @@ describe('secrets sealed in the log, never served', () => {
     await api.post(`/api/devices/${chosen.id}/heartbeat`, {}, { token: 'a-weak-but-long-token-1' });
     await api.post(`/api/devices/${generated.id}/commands`, { command_type: 'reboot' }, { token: alice.token });
     await api.put(`/api/devices/${generated.id}`, { name: 'renamed' }, { token: alice.token });
-    for (const who of [admin, alice]) {
+    const key = await api.post('/api/auth/keys', { name: 'ci', scope: 'read', expires_in: 3600 }, { token: alice.token });
+    await api.post(`/api/auth/keys/${(key.body as Data<{ id: string }>).data.id}/rotate`, { grace_seconds: 60 }, { token: alice.token });
+    const bob = await registerUser(api);
+    await api.post(`/api/groups/${group.id}/members`, { user_id: bob.id, role: 'viewer' }, { token: alice.token });
+    await api.get(`/api/groups/${group.id}/members`, { token: bob.token });
+    await api.get(`/api/devices/${generated.id}`, { token: bob.token });
+    await api.post(`/api/devices/${chosen.id}/transfer`, { user_id: bob.id }, { token: alice.token });
+    await api.post(`/api/devices/${chosen.id}/transfer/accept`, undefined, { token: bob.token });
+    await api.call('PATCH', `/api/users/${bob.id}`, { device_quota: 5 }, { token: admin.token });
+    for (const who of [admin, alice, bob]) {
+      await api.get('/api/auth/keys', { token: who.token });
+      await api.get('/api/alerts', { token: who.token });
+      await api.get('/api/groups', { token: who.token });
       await api.get('/api/auth/user', { token: who.token });
       await api.get('/api/events?limit=500', { token: who.token });
       await api.get(`/api/devices/${generated.id}/history?limit=500`, { token: who.token });
       await api.get('/api/devices', { token: who.token });
     }
+    await api.get('/api/users', { token: admin.token });
+    await api.call('DELETE', '/api/auth/user', { password: PASSWORD }, { token: bob.token });
+    await api.get('/api/events?limit=500', { token: admin.token });
+    expect(api.answers.filter(({ answer }) => answer.status >= 400).map(({ request, answer }) => `${request} ${answer.status}`)).toEqual([]);
     const problems = api.answers.flatMap(({ request, answer }) =>
       (typeof answer.body === 'string' ? secretShapesInText(answer.body) : secretShapes(answer.body)).map((p) => `${request} ${p}`),
     );
