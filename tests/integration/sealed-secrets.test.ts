@@ -1,15 +1,12 @@
-import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSecret } from '../../src/commands/credentials.js';
 import { streams } from '../../src/domain/events.js';
 import { verifyExport } from '../../src/eventlog/export-verifier.js';
-import { createProjections } from '../../src/projections/index.js';
-import { rebuildAndCompare } from '../../src/projections/rebuild.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, createGroup, uniqueMac, type Data } from '../helpers/fixtures.js';
 import { recording, secretShapes, secretShapesInText } from '../helpers/secret-scan.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { connect, wsUrl } from '../helpers/ws-client.js';
 
@@ -94,9 +91,7 @@ describe('secrets sealed in the log, never served', () => {
   });
 
   it('a replay opens the sealed fields and rebuilds every read model exactly', async () => {
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });
 
@@ -167,8 +162,6 @@ describe('a log written before sealing', () => {
   });
 
   it('replays to the same read models', async () => {
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });

@@ -1,10 +1,7 @@
-import { join } from 'node:path';
-import { pino } from 'pino';
-import { createProjections } from '../../src/projections/index.js';
-import { rebuildAndCompare } from '../../src/projections/rebuild.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, createGroup, expectError, expectValidation, type Data } from '../helpers/fixtures.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { connect, wsUrl } from '../helpers/ws-client.js';
 
@@ -191,9 +188,7 @@ describe('shared fleets: group members', () => {
   });
 
   it('a replay rebuilds the memberships exactly', async () => {
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });
 
@@ -250,8 +245,6 @@ describe('device transfer: the owner offers, the receiver accepts', () => {
   });
 
   it('a replay rebuilds the transferred ownership exactly', async () => {
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });
