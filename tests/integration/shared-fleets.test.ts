@@ -88,6 +88,11 @@ describe('shared fleets: group members', () => {
     const acknowledged = await api.post<Data<{ status: string }>>(`/api/alerts/${alert!.id}/acknowledge`, undefined, { token: users.operator.token });
     expect(acknowledged.status).toBe(200);
     expect(acknowledged.body.data.status).toBe('acknowledged');
+    const analyticsOf = async (who: Who) => (await api.get<Data<{ devices: { total: number }; readings: { total: number }; alerts: { active: number } }>>(`/api/analytics?device_id=${hot.id}`, { token: users[who].token })).body.data;
+    const owners = await analyticsOf('owner');
+    expect(owners).toMatchObject({ devices: { total: 1 }, readings: { total: 1 } });
+    expect(await analyticsOf('viewer')).toEqual(owners);
+    expectError(await api.get(`/api/analytics?device_id=${hot.id}`, { token: users.stranger.token }), 404, 'not_found');
     expect((await api.post(`/api/alerts/${alert!.id}/clear`, undefined, { token: users.owner.token })).status).toBe(200);
   });
 

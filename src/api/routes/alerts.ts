@@ -50,9 +50,10 @@ export function alertRoutes(services: Services) {
       ({ query, context }) => {
         const scopeUser = ownerScope(context.principal);
         let ids: string[];
-        if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id).id];
+        // A device or group shared with the caller counts whole, as its owner sees it.
+        if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id, 'viewer').id];
         else if (query.group_id) {
-          const group = visibleGroup(services, context.principal, query.group_id);
+          const group = visibleGroup(services, context.principal, query.group_id, 'viewer');
           ids = devicesOfGroupTree(services.sql, group.user_id, group.id);
         } else ids = deviceIds(services.sql, scopeUser);
         const end = query.end_date ?? services.clock.now().toISOString();
@@ -64,7 +65,8 @@ export function alertRoutes(services: Services) {
             readings: readingAnalytics(services.sql, scope),
             commands: commandStats(services.sql, ids, { start, end }),
             rules: ruleCounts(services.sql, { userId: scopeUser, start, end, deviceIds: query.device_id || query.group_id ? ids : null }),
-            alerts: alertAnalytics(services.sql, { ...scope, fleetWide: !query.device_id && !query.group_id }),
+            // The devices are authorised above: their alerts count whoever's they are (a shared device's are its owner's).
+            alerts: query.device_id || query.group_id ? alertAnalytics(services.sql, { ...scope, userId: null, fleetWide: false }) : alertAnalytics(services.sql, { ...scope, fleetWide: true }),
           },
         };
       },
