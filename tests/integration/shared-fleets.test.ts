@@ -113,6 +113,19 @@ describe('shared fleets: group members', () => {
     expect((await streamsOf('stranger')).size).toBe(0);
   });
 
+  it('lists the commands of shared devices to members; an operator cancels them, a viewer gets 403, a stranger 404', async () => {
+    const queued = await api.post<Data<{ id: string }>>(`/api/devices/${device.id}/commands`, { command_type: 'blink' }, { token: users.owner.token });
+    const id = queued.body.data.id;
+    const listed = async (who: Who) => (await api.get<Data<Array<{ id: string }>>>(`/api/commands?device_id=${device.id}&limit=500`, { token: users[who].token })).body.data.map((c) => c.id);
+    expect(await listed('viewer')).toContain(id);
+    expect(await listed('stranger')).toEqual([]);
+    expect((await api.get(`/api/commands/${id}`, { token: users.viewer.token })).status).toBe(200);
+    expectError(await api.get(`/api/commands/${id}`, { token: users.stranger.token }), 404, 'not_found');
+    expectError(await api.post(`/api/commands/${id}/cancel`, undefined, { token: users.viewer.token }), 403, 'forbidden');
+    expectError(await api.post(`/api/commands/${id}/cancel`, undefined, { token: users.stranger.token }), 404, 'not_found');
+    expect((await api.post(`/api/commands/${id}/cancel`, undefined, { token: users.operator.token })).status).toBe(200);
+  });
+
   it('lists the members, and the grants a user holds with what they allow', async () => {
     const members = (await api.get<Data<Array<{ user_id: string; username: string; role: string }>>>(`/api/groups/${parent.id}/members`, { token: users.viewer.token })).body.data;
     expect(members.map((m) => [m.username, m.role]).sort((a, b) => a[1]!.localeCompare(b[1]!))).toEqual([

@@ -7,9 +7,8 @@ import { listAlerts } from '../../projections/alerts.js';
 import { commandStats } from '../../projections/commands.js';
 import { ruleCounts } from '../../projections/rules.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
-import { deviceIds } from '../../projections/devices.js';
+import { deviceIds, sharedDeviceIds } from '../../projections/devices.js';
 import { devicesOfGroupTree } from '../../projections/group-summaries.js';
-import { sharedGroupIds } from '../../projections/groups.js';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { alert, alertsQuery, analytics, analyticsQuery } from '../schemas/telemetry.js';
@@ -26,7 +25,7 @@ export function alertRoutes(services: Services) {
         const userId = ownerScope(context.principal);
         const { rows, total } = listAlerts(services.sql, {
           userId,
-          ...(userId !== null ? { sharedDeviceIds: deviceIds(services.sql, null, sharedGroupIds(services.sql, userId)) } : {}),
+          ...(userId !== null ? { sharedDeviceIds: sharedDeviceIds(services.sql, userId) } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.severity ? { severity: query.severity } : {}),
           ...(query.device_id ? { deviceId: query.device_id } : {}),

@@ -4,6 +4,7 @@ import { ownerScope, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { batchStatusCounts, listCommands, type CommandRow } from '../../projections/commands.js';
 import { devicesOfGroupTree } from '../../projections/group-summaries.js';
+import { sharedDeviceIds } from '../../projections/devices.js';
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
@@ -73,8 +74,10 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'get', path: '/api/commands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listCommands(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedDeviceIds: sharedDeviceIds(services.sql, userId) } : {}),
           ...(query.device_id ? { deviceId: query.device_id } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.command_type ? { commandType: query.command_type } : {}),
@@ -91,7 +94,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'get', path: '/api/commands/:id', summary: 'One command', tag: 'commands', access: 'user', response: command },
       ({ params, context }) => {
-        const row = visibleCommand(services, context.principal, params.id!);
+        const row = visibleCommand(services, context.principal, params.id!, 'viewer');
         return { data: presentCommand(row), etag: row.version };
       },
     ),

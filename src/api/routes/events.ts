@@ -1,8 +1,7 @@
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
-import { deviceIds } from '../../projections/devices.js';
-import { sharedGroupIds } from '../../projections/groups.js';
+import { sharedDeviceIds } from '../../projections/devices.js';
 import { erasedUserIds } from '../../projections/users.js';
 import { servedEvent } from '../presenters.js';
 import { defineRoute } from '../route.js';
@@ -22,8 +21,7 @@ function readableStreams(services: Services, principal: Principal, filter: { str
 
 /** The streams of the devices shared with a user (their histories), or of one of them. */
 function sharedDeviceStreams(services: Services, userId: string, deviceId: string | undefined): string[] {
-  const shared = deviceIds(services.sql, null, sharedGroupIds(services.sql, userId));
-  return shared.filter((id) => deviceId === undefined || id === deviceId).flatMap((id) => ownedStreamIds(services.sql, null, id));
+  return sharedDeviceIds(services.sql, userId).filter((id) => deviceId === undefined || id === deviceId).flatMap((id) => ownedStreamIds(services.sql, null, id));
 }
 
 export function eventRoutes(services: Services) {
