@@ -3,7 +3,7 @@
  * versus plain better-sqlite3 prepared INSERTs of the same rows into the same table shape, in the
  * same batches of 1,000 per transaction, on fresh temp files with WAL and synchronous=NORMAL.
  *
- * Two stream layouts, because DESIGN.md (Storage) says the layout moves the plain insert rate
+ * Two stream layouts, because the layout moves the plain insert rate
  * about fourfold through the UNIQUE (stream_id, version) index:
  *   - one stream per batch: batch i appends 1,000 events to device i's telemetry stream
  *     (100 streams x 1,000 events);

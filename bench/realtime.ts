@@ -537,7 +537,7 @@ async function post<T>(url: string, body: unknown, token?: string): Promise<T> {
 /** The real server, an admin registered first (unused), then a plain user owning `devices` devices, all over HTTP. */
 async function startRegistered(deviceCount: number): Promise<Registered> {
   const { dir, remove } = tempDir('bench-realtime');
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
   const server = await startServer(config, { logger: pino({ level: 'silent' }) });
   try {
     const password = 'bench-password-1';

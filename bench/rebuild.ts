@@ -4,7 +4,8 @@
  * a plain read of the same rows (SELECT * in position order, pages of the runner's batch size,
  * JSON.parse of data and metadata), interleaved in one run.
  *
- * The log is generated once, not timed: rows inserted straight into the real events table with
+ * The log is generated once, not timed: rows inserted straight into the real events table (data in
+ * the form the log stores it, storedForm) with
  * correct hash-chain values (chainHash), stream versions and timestamps, so `verify` would pass
  * and the runner cannot tell it from a log written through append. The mix is what a fleet
  * produces: users and their sessions, devices registered and coming online, then mostly
@@ -16,7 +17,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { ManualClock } from '../src/domain/clock.js';
-import { parseEvent, streams, type DomainEvent, type EventMetadata } from '../src/domain/events.js';
+import { parseEvent, storedForm, streams, type DomainEvent, type EventMetadata } from '../src/domain/events.js';
 import { GENESIS_HASH, SqliteEventLog, chainHash, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from '../src/eventlog/index.js';
 import { migrateEventLog } from '../src/eventlog/schema.js';
 import { ProjectionRunner, createProjections } from '../src/projections/index.js';
@@ -98,7 +99,7 @@ function generate(): Generated {
       stream_id: streamId,
       version,
       type: event.type,
-      data: JSON.stringify(event.data),
+      data: JSON.stringify(storedForm(event)),
       metadata: JSON.stringify(metadata),
       recorded_at: new Date(START_MS + position * STEP_MS).toISOString(),
     };

@@ -2,6 +2,7 @@
  * Runs the registered benchmarks in sequence.
  *
  *   npm run bench                      every benchmark
+ *   npm run bench -- storage           only those whose name contains "storage"
  *   node dist/bench/run.js eventlog    only those whose name contains "eventlog" (several filters: any of them)
  *   node dist/bench/run.js --list      the names
  *
@@ -12,13 +13,15 @@
  */
 import os from 'node:os';
 import { eventlogAppend } from './eventlog-append.js';
+import { mqttIngest } from './mqtt.js';
 import { realtimeBenchmarks } from './realtime.js';
 import { rebuildBenchmarks } from './rebuild.js';
+import { storageBenchmarks } from './storage.js';
 import { telemetryBenchmarks } from './telemetry.js';
 import { Reporter, defaultRounds, machineDescription, type Benchmark } from './lib.js';
 
 /** Add a benchmark here. */
-const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, ...realtimeBenchmarks, ...rebuildBenchmarks];
+const benchmarks: readonly Benchmark[] = [eventlogAppend, ...telemetryBenchmarks, mqttIngest, ...realtimeBenchmarks, ...rebuildBenchmarks, ...storageBenchmarks];
 
 async function main(args: string[]): Promise<void> {
   if (args.includes('--list')) {

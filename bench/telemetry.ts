@@ -257,7 +257,7 @@ async function call<T>(url: string, method: string, path: string, body?: unknown
 /** The real server on port 0 in a temp DATA_DIR, one user registered and `deviceCount` devices, all over HTTP. */
 async function startOurs(prefix: string, deviceCount: number, env: Record<string, string> = {}): Promise<Ours> {
   const { dir, remove } = tempDir(prefix);
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: '1000', ...env });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: '1000', ...env });
   const server = await startServer(config);
   const close = async () => {
     await server.close();
@@ -272,7 +272,7 @@ async function startOurs(prefix: string, deviceCount: number, env: Record<string
 }
 
 /** One user and `deviceCount` devices, over HTTP. */
-async function registerFleet(url: string, deviceCount: number): Promise<Pick<Ours, 'userToken' | 'devices'>> {
+export async function registerFleet(url: string, deviceCount: number): Promise<Pick<Ours, 'userToken' | 'devices'>> {
   const registered = await call<{ data: { token: string } }>(url, 'POST', '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
   if (registered.status !== 201) throw new Error(`register answered ${registered.status}: ${JSON.stringify(registered.body)}`);
   const userToken = registered.body.data.token;
@@ -296,7 +296,7 @@ async function startOursProcess(prefix: string, env: Record<string, string>): Pr
   const { dir, remove } = tempDir(prefix);
   const port = await freePort();
   const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
+    env: { ...process.env, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
     stdio: 'ignore',
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -352,7 +352,7 @@ const storedReadings = (db: SqliteDatabase) => scalar(db, `SELECT sum(count) AS 
 
 const MB = 2 ** 20;
 const mb = (bytes: number) => `${(bytes / MB).toFixed(0)} MB`;
-const int = (value: number) => Math.round(value).toLocaleString('en-US');
+export const int = (value: number) => Math.round(value).toLocaleString('en-US');
 
 /** Same columns as Reporter's table. */
 function printRow(cells: readonly string[]): void {
@@ -364,7 +364,7 @@ function printRow(cells: readonly string[]): void {
  * A row whose baseline is a fixed limit rather than a measured side. ratio is "higher is better"
  * (ours / floor, or ceiling / ours) so that the summary reads like the other rows.
  */
-function recordLimit(
+export function recordLimit(
   reporter: Reporter,
   benchmark: string,
   row: { name: string; unit: string; ours: number; oursText: string; limit: number; limitText: string; ratio: number; minRatio: number; targetText: string; note?: string },

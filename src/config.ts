@@ -5,7 +5,7 @@ import { z } from 'zod';
 
 const optionalPositiveInt = z.coerce.number().int().positive().optional();
 
-/** Every setting of API.md's "Running"; the only place that reads process.env. */
+/** Every setting the server reads (README.md's configuration table); the only place that reads process.env. */
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
@@ -21,7 +21,27 @@ const envSchema = z.object({
   SESSION_TTL_SECONDS: z.coerce.number().int().positive().default(7 * 24 * 3600),
   DEFAULT_DEVICE_QUOTA: z.coerce.number().int().nonnegative().default(100),
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1024).default(1024 * 1024),
+  MQTT_PORT: z.coerce.number().int().min(0).max(65535).default(1883),
+  MQTT_BROKER_URL: z.url({ protocol: /^(mqtts?|wss?)$/, error: 'MQTT_BROKER_URL must be an mqtt://, mqtts://, ws:// or wss:// URL' }).optional(),
+  MQTT_CLIENT_ID: z.string().min(1).max(128).default('iot-controller'),
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  TLS_KEY_FILE: z.string().min(1).optional(),
+  TLS_CLIENT_CA: z.string().min(1).optional(),
+  MQTT_TLS_PORT: z.coerce.number().int().min(0).max(65535).default(8883),
+}).superRefine((env, ctx) => {
+  // One file alone would start a plaintext server the operator believes is encrypted.
+  if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) {
+    ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'], message: 'TLS_CERT_FILE and TLS_KEY_FILE go together: set both (PEM files) or neither' });
+  }
+  if (env.TLS_CLIENT_CA && !env.TLS_CERT_FILE) ctx.addIssue({ code: 'custom', path: ['TLS_CLIENT_CA'], message: 'mutual TLS needs TLS_CERT_FILE and TLS_KEY_FILE too' });
 });
+
+/** PEM files of the server's certificate, its key, and the CA that signs device certificates (mutual TLS). */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  clientCaFile: string | null;
+}
 
 export interface Config {
   port: number;
@@ -40,6 +60,16 @@ export interface Config {
   defaultDeviceQuota: number;
   /** A live subscriber with more unsent bytes than this is closed (1013) and resumes. */
   wsMaxBufferedBytes: number;
+  /** null: plain HTTP. */
+  tls: TlsFiles | null;
+  /** MQTT over TLS, opened only when `tls` is set. */
+  mqttTlsPort: number;
+  /** The embedded MQTT broker's TCP port; 0: no TCP listener (MQTT over WebSocket at /mqtt stays). */
+  mqttPort: number;
+  /** An existing broker to use instead of the embedded one (credentials in the URL). */
+  mqttBrokerUrl: string | null;
+  /** The server's client id there: stable, so its persistent session survives restarts. */
+  mqttClientId: string;
 }
 
 export class ConfigError extends Error {}
@@ -73,6 +103,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessionTtlSeconds: e.SESSION_TTL_SECONDS,
     defaultDeviceQuota: e.DEFAULT_DEVICE_QUOTA,
     wsMaxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+    mqttPort: e.MQTT_PORT,
+    tls: e.TLS_CERT_FILE && e.TLS_KEY_FILE ? { certFile: resolve(e.TLS_CERT_FILE), keyFile: resolve(e.TLS_KEY_FILE), clientCaFile: e.TLS_CLIENT_CA ? resolve(e.TLS_CLIENT_CA) : null } : null,
+    mqttTlsPort: e.MQTT_TLS_PORT,
+    mqttBrokerUrl: e.MQTT_BROKER_URL ?? null,
+    mqttClientId: e.MQTT_CLIENT_ID,
   };
 }
 

@@ -35,6 +35,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  // Renewed certificates are served from the next handshake on; open connections stay up.
+  const tls = server.tls;
+  if (tls) process.on('SIGHUP', () => tls.reload());
 }
 
 main().catch((error: unknown) => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { answerClientErrors } from './api/client-errors.js';
 import { RequestGate } from './api/request-gate.js';
 import type { AddressInfo } from 'node:net';
@@ -17,6 +18,11 @@ import { Rules } from './commands/rules.js';
 import { Rollouts } from './commands/rollouts.js';
 import { Templates } from './commands/templates.js';
 import { DeviceChannel } from './realtime/device-channel.js';
+import { DeviceGateway } from './gateway/index.js';
+import { createMqtt } from './mqtt/index.js';
+import { provisionDevice } from './api/routes/devices.js';
+import { parse } from './api/route.js';
+import { provisionBody } from './api/schemas/devices.js';
 import { Realtime } from './realtime/realtime.js';
 import { DeviceLocks } from './commands/device-locks.js';
 import { KeyedLock } from './commands/keyed-lock.js';
@@ -29,6 +35,7 @@ import { systemClock, type Clock } from './domain/clock.js';
 import { SqliteEventLog, claimDataDir, personalKeysIn, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
+import { TlsCredentials } from './transport/tls.js';
 
 export interface RunningServer {
   url: string;
@@ -36,6 +43,8 @@ export interface RunningServer {
   services: Services;
   db: SqliteDatabase;
   http: Server;
+  /** The certificate served when TLS is on (null: plain HTTP); `reload()` is what SIGHUP does. */
+  tls: TlsCredentials | null;
   /** Timer-driven work (offline sweep, ...); tests run it by hand after moving the clock. */
   timers: Timers;
   /** The rule engine; idle() resolves once it has handled everything applied so far. */
@@ -121,9 +130,19 @@ async function closeStore({ release, db, checkpointer, log, runner }: Store): Pr
   release();
 }
 
+/** HTTPS (and so WSS) when TLS is configured; each reload of the certificate reaches its next handshakes. */
+function createListener(tls: TlsCredentials | null, listener: RequestGate['listener']): Server {
+  if (!tls) return createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, listener);
+  const server = createHttpsServer({ ...tls.serverOptions(), requestTimeout: REQUEST_TIMEOUT_MS }, listener);
+  tls.attach(server);
+  return server;
+}
+
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger(config.logLevel);
+  // Before the data directory is claimed: a certificate that cannot be read stops the start at once.
+  const tls = config.tls ? new TlsCredentials(config.tls, logger) : null;
   const store = await openStore(config, clock, logger, options.projectionRetryTimer);
   const { db, log, runner } = store;
 
@@ -138,14 +157,18 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const automation = new AutomationEngine(services, new ActionRunner(services, commands, rules));
   automation.start();
   const rollouts = new Rollouts(services, commands);
+  const gateway = new DeviceGateway(services, accounts, telemetry, commands, offline);
+  const gatewayFeed = runner.applied$.subscribe((events) => gateway.onApplied(events));
   const devices = new Devices(services, commands);
-  const app = createApp(services, { accounts, devices, groups: new Groups(services), telemetry, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices) });
+  const broker = await createMqtt(services, gateway, (body, context) => provisionDevice(devices, parse(provisionBody, body, ''), context), tls);
+  const app = createApp(services, { accounts, devices, groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices), gateway, health: () => ({ mqtt: broker.status() }) });
   const gate = new RequestGate(app);
-  const http = createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, gate.listener);
+  const http = createListener(tls, gate.listener);
   answerClientErrors(http);
-  const realtime = new Realtime(services, accounts, new DeviceChannel(services, telemetry, commands, offline), {
+  const realtime = new Realtime(services, accounts, new DeviceChannel(services, gateway), {
     maxBufferedBytes: config.wsMaxBufferedBytes,
     pingIntervalMs: options.pingIntervalMs ?? 30_000,
+    upgrades: broker.upgrade ? { '/mqtt': broker.upgrade } : {},
   });
   realtime.attach(http);
   const timers = new Timers(
@@ -165,13 +188,15 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   }).catch(async (error: unknown) => {
     // A start that fails leaves nothing behind: no checkpointer thread, no open database.
     realtime.close();
+    await broker.close();
     await automation.stop();
     await closeStore(store);
     throw error;
   });
   const port = (http.address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  logger.info({ port, position: log.headPosition() }, 'listening');
+  logger.info({ port, tls: tls !== null, position: log.headPosition() }, 'listening');
+  await broker.listen();
   timers.start();
 
   let closing: Promise<void> | undefined;
@@ -181,13 +206,16 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       // A client that never finishes its request, or never answers going-away, must not hold the stop up.
       const drained = gate.close(http, options.shutdownGraceMs ?? 10_000, () => realtime.terminate());
       realtime.close();
+      const brokerClosed = broker.close();
+      gatewayFeed.unsubscribe();
       runner.beginStop();
       await drained;
+      await brokerClosed;
       await timers.idle();
       await automation.stop();
       await closeStore(store);
       logger.info('stopped');
     })());
 
-  return { url: `http://${host}:${port}`, port, services, db, http, timers, automation, close };
+  return { url: `${tls ? 'https' : 'http'}://${host}:${port}`, port, services, db, http, tls, timers, automation, close };
 }

@@ -1,23 +1,9 @@
-import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage } from 'node:http';
+import { isUtf8 } from 'node:buffer';
 import type { RequestHandler } from 'express';
-import { DomainError } from '../domain/errors.js';
+import { MAX_BODY_DEPTH, holdsReservedKey, mayHoldReservedKey, nestedDeeperThan, notUtf8Error, reservedKeyError, tooDeepError } from '../gateway/index.js';
 
-/**
- * Checks on a JSON body's bytes before and after parsing, for what validation cannot catch.
- *
- * Nesting: validators, JSON.stringify and recursive condition trees all recurse, so a body
- * nested thousands of levels deep would overflow the stack somewhere past parsing. The
- * deepest legitimate field (a 128-level configuration, inside a bulk operation) stays well
- * under the limit.
- *
- * "__proto__" survives JSON.parse as an own key but is lost (or worse) the moment an object is
- * copied; such a body is refused outright rather than have data dropped silently. A JSON
- * reviver would see every key, but triples the cost of parsing a 100-reading body; the key can
- * only be spelt literally or with \u escapes, so only bodies whose bytes hold either are walked.
- */
-export const MAX_BODY_DEPTH = 136;
-
+/** The device gateway's payload checks, applied to every HTTP body: one parser's rules for every transport. */
 const notUtf8 = new WeakSet<IncomingMessage>();
 const tooDeep = new WeakSet<IncomingMessage>();
 const reservedKeyCandidates = new WeakSet<IncomingMessage>();
@@ -27,60 +13,12 @@ export function inspectBody(req: IncomingMessage, _res: unknown, body: Buffer): 
   // The decoder would store U+FFFD for each bad byte: the client's data, silently changed.
   if (!isUtf8(body)) notUtf8.add(req);
   if (nestedDeeperThan(body, MAX_BODY_DEPTH)) tooDeep.add(req);
-  if (body.includes('__proto__') || body.includes('\\u')) reservedKeyCandidates.add(req);
+  if (mayHoldReservedKey(body)) reservedKeyCandidates.add(req);
 }
 
 export const refuseHostileBodies: RequestHandler = (req, _res, next) => {
-  if (notUtf8.has(req)) {
-    next(new DomainError('validation_failed', 'the body is not valid UTF-8', [{ path: '', message: 'invalid UTF-8' }]));
-    return;
-  }
-  if (tooDeep.has(req)) {
-    const path = fieldNestedTooDeep(req.body, MAX_BODY_DEPTH);
-    next(new DomainError('validation_failed', `the body is nested more than ${MAX_BODY_DEPTH} levels deep`, [{ path, message: 'nested too deep' }]));
-    return;
-  }
-  if (reservedKeyCandidates.has(req) && holdsReservedKey(req.body)) {
-    next(new DomainError('validation_failed', 'the body uses a reserved key: "__proto__"', [{ path: '__proto__', message: 'reserved key' }]));
-    return;
-  }
+  if (notUtf8.has(req)) return next(notUtf8Error());
+  if (tooDeep.has(req)) return next(tooDeepError(req.body));
+  if (reservedKeyCandidates.has(req) && holdsReservedKey(req.body)) return next(reservedKeyError());
   next();
 };
-
-/** Counts brackets outside strings; stops as soon as the limit is passed. */
-function nestedDeeperThan(body: Buffer, limit: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < body.length; i++) {
-    const byte = body[i];
-    if (inString) {
-      if (byte === 0x5c) i++; // a backslash escapes the next byte
-      else if (byte === 0x22) inString = false;
-    } else if (byte === 0x22) inString = true;
-    else if (byte === 0x7b || byte === 0x5b) {
-      if (++depth > limit) return true;
-    } else if (byte === 0x7d || byte === 0x5d) depth--;
-  }
-  return false;
-}
-
-/** The top-level field holding the nesting past the limit ('' when the body is not an object). */
-function fieldNestedTooDeep(body: unknown, limit: number): string {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return '';
-  return Object.entries(body).find(([, value]) => deeperThan(value, limit - 1))?.[0] ?? '';
-}
-
-/** Whether some object or array of the body passes `test` at its depth (the root's is 1). Iterative: a body nested deeply must not overflow the stack. */
-function someObject(root: unknown, test: (value: object, depth: number) => boolean): boolean {
-  const pending: Array<[unknown, number]> = [[root, 1]];
-  while (pending.length > 0) {
-    const [value, depth] = pending.pop()!;
-    if (value === null || typeof value !== 'object') continue;
-    if (test(value, depth)) return true;
-    for (const child of Object.values(value)) pending.push([child, depth + 1]);
-  }
-  return false;
-}
-
-const deeperThan = (root: unknown, limit: number): boolean => someObject(root, (_, depth) => depth > limit);
-const holdsReservedKey = (body: unknown): boolean => someObject(body, (value) => Object.hasOwn(value, '__proto__'));

@@ -21,6 +21,7 @@ const statusOf: Record<DomainErrorCode | 'invalid_json' | 'unsupported_media_typ
 };
 
 export type ErrorCode = keyof typeof statusOf;
+export const errorCodes = Object.keys(statusOf) as [ErrorCode, ...ErrorCode[]];
 
 export const httpStatusOf = (code: ErrorCode): number => statusOf[code];
 
@@ -84,7 +85,7 @@ export const notFoundRoute: RequestHandler = (req, _res, next) => {
 const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)/i;
 
 /**
- * A body must be UTF-8 JSON (API.md); bodiless requests (logout, cancel) need no content type.
+ * A body must be UTF-8 JSON (the contract); bodiless requests (logout, cancel) need no content type.
  * Other charsets are refused rather than decoded: the body checks read the raw bytes as UTF-8.
  */
 export const requireJsonBody: RequestHandler = (req, _res, next) => {

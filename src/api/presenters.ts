@@ -42,6 +42,7 @@ export const presentDevice = (device: DeviceRow) => ({
   firmware_version: device.firmware_version,
   group_id: device.group_id,
   configuration: JSON.parse(device.configuration) as Record<string, unknown>,
+  certificate_fingerprint: device.certificate_fingerprint,
   created_at: device.created_at,
   updated_at: device.updated_at,
   version: device.version,

@@ -4,6 +4,9 @@ import type { Principal, RequestContext } from '../commands/services.js';
 import type { IfMatch } from '../commands/handle.js';
 import { DomainError } from '../domain/errors.js';
 import type { ApiKeyScope } from '../domain/events.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
+import { certificateRefusal, unauthenticated } from './auth.js';
+import { issueDetails, strictObject, suggestsField } from '../domain/strict.js';
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 export type Access = 'public' | 'user' | 'device' | 'any';
@@ -12,6 +15,8 @@ export type Access = 'public' | 'user' | 'device' | 'any';
 export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   method: Method;
   path: string;
+  /** The operation's name in the document and in generated clients: camelCase, never changed once published. */
+  operationId: string;
   summary: string;
   tag: string;
   access: Access;
@@ -29,6 +34,22 @@ export interface RouteSpec<B extends z.ZodType, Q extends z.ZodType> {
   secret?: boolean;
   /** Submits device data: an API key of scope `devices:ingest` may call it (and nothing else). */
   ingest?: boolean;
+  /** Reads If-Match (412 when it names another version). */
+  ifMatch?: boolean;
+  /** Sets ETag to the resource's version. */
+  etag?: boolean;
+  /** Reads Idempotency-Key: a repeat answers as the first did. */
+  idempotencyKey?: boolean;
+  /** Success statuses besides `status`, answered with the same schema (provisioning: 201 the first time, then 200). */
+  alsoStatus?: number;
+  /** Error statuses beyond those its access, path and body imply (a login's 401). */
+  errors?: readonly number[];
+  /** A request body the document shows, as the README's walk-through sends it. */
+  example?: unknown;
+  /** Answers the response schema itself, not inside {data} (the OpenAPI document). */
+  bare?: boolean;
+  /** Streams a file in these media types instead of the JSON envelope. */
+  streams?: readonly string[];
 }
 
 export interface Reply {
@@ -52,6 +73,9 @@ export interface RouteDefinition {
   handler: RequestHandler;
 }
 
+/** What a route without a body or query schema takes: nothing, so a field sent there is refused rather than ignored. */
+const noFields = strictObject({});
+
 const anonymous: Principal = { kind: 'user', userId: '', role: 'user', sessionId: null };
 
 /** Declares a route: parses body and query with its schemas, checks access, wraps the answer. */
@@ -62,11 +86,11 @@ export function defineRoute<B extends z.ZodType = z.ZodUndefined, Q extends z.Zo
   const handler: RequestHandler = async (req, res) => {
     const principal = req.principal;
     if (spec.secret) res.setHeader('Cache-Control', 'no-store');
-    checkAccess(spec.access, principal);
+    checkAccess(spec.access, principal, req.credentialRefused, req.refusedCertificate);
     if (principal?.kind === 'user' && principal.apiKey) checkScope(principal.apiKey.scope, spec);
     // No body at all reads as {} (every field optional); a JSON null is a body, and the wrong shape.
-    const body = spec.body ? parse(spec.body, req.body === undefined ? {} : req.body, '') : undefined;
-    const query = spec.query ? parseQuery(spec.query, req.query) : {};
+    const body = parse(spec.body ?? noFields, req.body === undefined ? {} : req.body, '');
+    const query = parseQuery(spec.query ?? noFields, req.query);
     const context: RequestContext = { principal: principal ?? anonymous, requestId: req.requestId };
     const reply = await run({ body: body as z.infer<B>, query: query as z.infer<Q>, params: req.params as Record<string, string>, context, req, res });
     if (!reply || res.headersSent) return;
@@ -84,9 +108,9 @@ export function mount(router: Router, routes: readonly RouteDefinition[], guardS
   }
 }
 
-function checkAccess(access: Access, principal: Principal | undefined): void {
+function checkAccess(access: Access, principal: Principal | undefined, refused: CredentialRefusal | undefined, refusedCertificate: string | undefined): void {
   if (access === 'public') return;
-  if (!principal) throw new DomainError('unauthenticated', 'authentication required');
+  if (!principal) throw refusedCertificate ? new DomainError('unauthenticated', certificateRefusal(refusedCertificate)) : unauthenticated(refused);
   if (access === 'user' && principal.kind !== 'user') throw new DomainError('forbidden', 'this route needs a user credential, not a device token');
   if (access === 'device' && principal.kind !== 'device') throw new DomainError('forbidden', 'this route needs a device token');
 }
@@ -109,14 +133,16 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: st
 
 /**
  * A query parameter the route knows, given more than once, arrives as a list, which no query
- * schema takes: say so, not "expected number, received NaN". Unknown ones are ignored, repeated
- * or not, unless their name holds brackets.
+ * schema takes: say so, not "expected number, received NaN". Unknown ones are refused, as body
+ * fields are: a misspelt filter would otherwise widen the answer without a word. The one name
+ * known without meaning is `_`, the cache buster some HTTP clients append.
  */
 function parseQuery<S extends z.ZodType>(schema: S, query: Request['query']): z.infer<S> {
   // `type[]=x` is how some clients send lists; read as an unknown name it would drop the filter silently.
   const bracketed = Object.keys(query).filter((name) => name.includes('['));
   if (bracketed.length > 0) throw validationFailed(bracketed.map((name) => ({ path: name, message: 'brackets are not understood: send name=value (a list is comma-separated)' })));
-  const result = schema.safeParse(query);
+  const { _: _cacheBuster, ...named } = query;
+  const result = schema.safeParse(named);
   if (result.success) return result.data;
   const details = flattenIssues(result.error.issues, []).map((detail) => {
     const name = detail.path.split('.')[0]!;
@@ -155,14 +181,19 @@ function flattenIssues(issues: readonly Issue[], base: readonly PropertyKey[]): 
     const path = [...base, ...issue.path];
     if (issue.code === 'invalid_union' && issue.errors.length > 0) {
       const reach = (branch: readonly Issue[]) => Math.max(...branch.map(deepestPath));
-      const branch = [...issue.errors].sort((a, b) => reach(b) - reach(a) || a.length - b.length)[0]!;
+      const branch = [...issue.errors].sort((a, b) => reach(b) - reach(a) || unexplainedFields(a) - unexplainedFields(b) || a.length - b.length)[0]!;
       if (reach(branch) > 0) return flattenIssues(branch, path);
     }
-    return [{ path: path.map(String).join('.') || '(root)', message: issue.message }];
+    return issueDetails(issue, path).map((detail) => ({ path: detail.path.map(String).join('.') || '(root)', message: detail.message }));
   });
 }
 
+/** Unknown fields for which a branch knows no close name: among equals, the branch that reads a typo as its own field is the one meant. */
+const unexplainedFields = (branch: readonly Issue[]): number =>
+  branch.reduce((sum, issue) => sum + (issue.code === 'unrecognized_keys' ? issueDetails(issue, []).filter((detail) => !suggestsField(detail.message)).length : 0), 0);
+
+/** How deep an issue reaches: an unknown field counts as a step into the object, as the branch that has it got that far. */
 function deepestPath(issue: Issue): number {
-  const nested = issue.code === 'invalid_union' ? Math.max(0, ...issue.errors.flat().map(deepestPath)) : 0;
+  const nested = issue.code === 'invalid_union' ? Math.max(0, ...issue.errors.flat().map(deepestPath)) : issue.code === 'unrecognized_keys' ? 1 : 0;
   return issue.path.length + nested;
 }

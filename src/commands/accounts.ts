@@ -2,11 +2,11 @@ import bcrypt from 'bcryptjs';
 import { DomainError, notFound } from '../domain/errors.js';
 import { streams, type MemberRole } from '../domain/events.js';
 import { userDecider, type UserCommand } from '../domain/user.js';
-import { findDeviceByTokenHash } from '../projections/devices.js';
+import { findDeviceByCertificate, findDeviceByTokenHash } from '../projections/devices.js';
 import { nameKey } from '../projections/groups.js';
 import { countUsers, findSession, findUserById, findUserByLogin, isUsernameOrEmailTaken, type UserRow } from '../projections/users.js';
 import { ApiKeys } from './api-keys.js';
-import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest } from './credentials.js';
+import { SessionTokens, credentialDigests, credentialKind, generateApiKey, sealedDigest, type ClientCertificate, type CredentialRefusal } from './credentials.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { LOGIN_FAILURE_LIMITS, LoginThrottle } from './login-throttle.js';
@@ -17,6 +17,9 @@ export interface Session {
   token: string;
   expires_at: string;
 }
+
+/** What a device is told of a certificate the handshake did not verify (OpenSSL's codes); any other: not our CA's. */
+const HANDSHAKE_REFUSALS: Record<string, string> = { CERT_HAS_EXPIRED: 'it has expired', CERT_NOT_YET_VALID: 'it is not valid yet' };
 
 /** Registration, login, logout and resolving a credential to who is calling. */
 export class Accounts {
@@ -110,23 +113,45 @@ export class Accounts {
 
   /** Resolves any credential to its principal, or null when it is unknown, expired or revoked. */
   async authenticate(token: string): Promise<Principal | null> {
+    const identified = await this.identify(token);
+    return 'principal' in identified ? identified.principal : null;
+  }
+
+  /** Who a credential speaks for, or why it speaks for no one. */
+  async identify(token: string): Promise<{ principal: Principal } | { refused: CredentialRefusal }> {
     const { sql, clock } = this.services;
     switch (credentialKind(token)) {
       case 'session': {
-        const claims = await this.tokens.verify(token, clock.now());
-        const session = claims && findSession(sql, claims.sessionId);
+        const verified = await this.tokens.verify(token, clock.now());
+        if ('refused' in verified) return verified;
+        const { claims } = verified;
+        // Signed by this server, so the session existed: ended, or its user gone, it was revoked.
+        const session = findSession(sql, claims.sessionId);
         const user = session && !session.ended_at && session.user_id === claims.userId ? findUserById(sql, claims.userId) : undefined;
-        return user && !user.disabled ? { kind: 'user', userId: user.id, role: user.role, sessionId: claims!.sessionId } : null;
+        return user && !user.disabled ? { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: claims.sessionId } } : { refused: 'revoked' };
       }
       case 'api_key': {
         const key = this.keys.resolve(token);
         const user = key && findUserById(sql, key.user_id);
-        if (key && user) return { kind: 'user', userId: user.id, role: user.role, sessionId: null, apiKey: { id: key.id, scope: key.scope } };
+        if (key && user) return { principal: { kind: 'user', userId: user.id, role: user.role, sessionId: null, apiKey: { id: key.id, scope: key.scope } } };
         return this.deviceFor(token);
       }
       case 'device_token':
         return this.deviceFor(token);
     }
+  }
+
+  /**
+   * A device by the client certificate of its connection (mutual TLS): only a certificate that
+   * chains to TLS_CLIENT_CA, is within its validity, and is bound to a device speaks for it.
+   */
+  authenticateCertificate(certificate: ClientCertificate): { principal: Principal } | { refused: string } {
+    if (!certificate.authorized) return { refused: HANDSHAKE_REFUSALS[certificate.problem ?? ''] ?? 'it is not signed by the trusted CA' };
+    // The handshake checked the validity when the connection opened; a kept-alive one may outlive it.
+    if (certificate.validTo <= this.services.clock.now().toISOString()) return { refused: HANDSHAKE_REFUSALS.CERT_HAS_EXPIRED! };
+    const device = findDeviceByCertificate(this.services.sql, certificate.fingerprint);
+    if (!device) return { refused: 'it is bound to no device' };
+    return { principal: { kind: 'device', deviceId: device.id, userId: device.user_id, certificate: { fingerprint: certificate.fingerprint, expiresAt: certificate.validTo } } };
   }
 
   me(principal: Principal): UserRow {
@@ -135,9 +160,9 @@ export class Accounts {
     return user;
   }
 
-  private deviceFor(token: string): Principal | null {
+  private deviceFor(token: string): { principal: Principal } | { refused: CredentialRefusal } {
     const device = findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, token));
-    return device ? { kind: 'device', deviceId: device.id, userId: device.user_id } : null;
+    return device ? { principal: { kind: 'device', deviceId: device.id, userId: device.user_id } } : { refused: 'invalid' };
   }
 
   private newSession(userId: string) {

@@ -51,15 +51,34 @@ export class SessionTokens {
       .sign(this.key);
   }
 
-  /** Returns the claims of a valid, unexpired token, or null for anything else. */
-  async verify(token: string, now: Date): Promise<SessionClaims | null> {
+  /**
+   * The claims of a valid, unexpired token, or why not. Expiry is only told of a token whose
+   * signature holds (jose checks it first): one signed by someone else reads as invalid.
+   */
+  async verify(token: string, now: Date): Promise<{ claims: SessionClaims } | { refused: 'malformed' | 'expired' | 'invalid' }> {
     try {
       const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], currentDate: now });
-      if (typeof payload.sub !== 'string' || typeof payload.jti !== 'string') return null;
-      return { userId: payload.sub, sessionId: payload.jti };
+      if (typeof payload.sub !== 'string' || typeof payload.jti !== 'string') return { refused: 'invalid' };
+      return { claims: { userId: payload.sub, sessionId: payload.jti } };
     } catch (error) {
-      if (error instanceof joseErrors.JOSEError || error instanceof TypeError) return null;
+      if (error instanceof joseErrors.JWTExpired) return { refused: 'expired' };
+      if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid || error instanceof TypeError) return { refused: 'malformed' };
+      if (error instanceof joseErrors.JOSEError) return { refused: 'invalid' };
       throw error;
     }
   }
 }
+
+/** A client certificate as a TLS transport saw it; the handshake itself refuses none (mutual TLS is judged here). */
+export interface ClientCertificate {
+  /** SHA-256, normalized (64 lowercase hex digits). */
+  fingerprint: string;
+  /** Chains to TLS_CLIENT_CA and is within its validity. */
+  authorized: boolean;
+  /** Why it is not authorized (e.g. CERT_HAS_EXPIRED), for the logs. */
+  problem: string | null;
+  /** The end of its validity (ISO): a connection made with it lives no longer. */
+  validTo: string;
+}
+/** Why a credential that was sent identifies no one; a wrong token and an unknown one both read as invalid. */
+export type CredentialRefusal = 'missing' | 'malformed' | 'expired' | 'revoked' | 'invalid';

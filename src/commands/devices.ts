@@ -1,9 +1,9 @@
 import { fold } from '../domain/decider.js';
-import { deviceDecider, type DeviceChanges } from '../domain/device.js';
+import { deviceDecider, type DeviceChanges, type DeviceCommand } from '../domain/device.js';
 import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { displayedStatus } from '../domain/device-status.js';
 import { streams, type DeviceAttributes, type MemberRole, type RecordedEvent } from '../domain/events.js';
-import { countUserDevices, findDevice, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
+import { countUserDevices, findDevice, findDeviceByCertificate, findDeviceByMac, findDeviceByTokenHash, type DeviceRow } from '../projections/devices.js';
 import { findGroup, memberRole, roleAtLeast } from '../projections/groups.js';
 import { findUserById, findUserByLogin } from '../projections/users.js';
 import { credentialDigests, generateDeviceToken, sealedDigest } from './credentials.js';
@@ -15,6 +15,8 @@ import { isAdmin, mayAccess, readModelsCaughtUp, type Principal, type RequestCon
 export interface RegisterDeviceInput extends Omit<DeviceAttributes, 'group_id'> {
   group_id: string | null;
   auth_token: string | null;
+  /** A client certificate bound from the start (normalized SHA-256). */
+  certificate_fingerprint?: string | null;
 }
 
 /** What a call does with a device: a member's role on its group must reach it; `own` only the owner (or an admin). */
@@ -63,30 +65,42 @@ export class Devices {
     this.checkQuota(ownerId);
     if (findDeviceByTokenHash(sql, credentialDigests(this.services.secrets, token))) throw invalid('auth_token', 'choose another auth_token');
     this.checkGroup(input.group_id, ownerId);
+    const { auth_token: _token, certificate_fingerprint = null, ...attributes } = input;
+    this.checkCertificateFree(certificate_fingerprint, null, 'certificate_fingerprint');
     const deviceId = newId();
-    const { auth_token: _token, ...attributes } = input;
     await handle(
       this.services,
       deviceDecider,
       streams.device(deviceId),
-      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: sealedDigest(this.services.secrets, token, 'token_hash') } },
+      { type: 'register_device', data: { ...attributes, device_id: deviceId, user_id: ownerId, token_hash: sealedDigest(this.services.secrets, token, 'token_hash') }, certificate_fingerprint },
       context,
     );
     return { device: findDevice(sql, deviceId)!, token };
   }
 
   /**
-   * Provisioning by hardware id: the first call registers the device, later ones return the
-   * same device with a fresh token. One registry lock, so concurrent calls make one device.
+   * Provisioning by hardware id: the first call registers the device; a later one hands out a
+   * fresh token only with the device's current token or its owner's approval (the owner signed
+   * in, not a provisioning key alone), or anyone holding the key could evict a device. One
+   * registry lock, so concurrent calls make one device.
    */
-  async provision(input: RegisterDeviceInput & { mac_address: string }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
+  async provision(input: RegisterDeviceInput & { mac_address: string; current_token: string | null }, context: RequestContext): Promise<{ device: DeviceRow; token: string; created: boolean }> {
     const ownerId = requireUser(context.principal);
+    const { current_token: currentToken, ...registration } = input;
     return this.lock.run('registry', async () => {
       await readModelsCaughtUp(this.services);
       const existing = findDeviceByMac(this.services.sql, input.mac_address);
-      if (!existing) return { ...(await this.registerNow(input, ownerId, context)), created: true };
+      if (!existing) return { ...(await this.registerNow(registration, ownerId, context)), created: true };
       if (existing.user_id !== ownerId) {
         throw new DomainError('already_exists', 'a device with this MAC address exists', [{ path: 'mac_address', message: 'already registered' }]);
+      }
+      const holdsToken = currentToken !== null && findDeviceByTokenHash(this.services.sql, credentialDigests(this.services.secrets, currentToken))?.id === existing.id;
+      const ownerApproves = context.principal.kind === 'user' && context.principal.sessionId !== null;
+      if (!holdsToken && !ownerApproves) {
+        const message = currentToken === null
+          ? "this MAC address is already registered; provisioning it again replaces the device's token, which needs its current token (current_token) or its owner signed in"
+          : "current_token is not this device's token; provisioning it again needs its current token or its owner signed in";
+        throw new DomainError('already_exists', message, [{ path: currentToken === null ? 'mac_address' : 'current_token', message: 'already registered' }]);
       }
       const token = generateDeviceToken();
       await handle(this.services, deviceDecider, streams.device(existing.id), { type: 'rotate_token', data: { token_hash: sealedDigest(this.services.secrets, token, 'token_hash') } }, context);
@@ -138,10 +152,40 @@ export class Devices {
   /** Holds the device's lock as queueing does, then cancels what was queued before it took it. */
   async decommission(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<void> {
     visibleDevice(this.services, context.principal, deviceId);
-    await this.services.locks.devices.run(deviceId, () =>
-      handle(this.services, deviceDecider, streams.device(deviceId), { type: 'decommission_device' }, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
-    );
+    await this.onDevice(deviceId, { type: 'decommission_device' }, context, ifMatch);
     await this.commands.cancelAllOf(deviceId, context);
+  }
+
+  /**
+   * Lets a client certificate (by fingerprint) speak for the device under mutual TLS; one bound
+   * before is retired. Under the registry lock, as a certificate speaks for one device only.
+   */
+  async bindCertificate(deviceId: string, fingerprint: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.lock.run('registry', async () => {
+      await readModelsCaughtUp(this.services);
+      this.checkCertificateFree(fingerprint, deviceId, 'fingerprint');
+      await this.onDevice(deviceId, { type: 'bind_certificate', data: { fingerprint } }, context, ifMatch);
+    });
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  /** The device's certificate stops working at once; its open connections are cut (see DeviceChannel). */
+  async unbindCertificate(deviceId: string, context: RequestContext, ifMatch?: IfMatch): Promise<DeviceRow> {
+    visibleDevice(this.services, context.principal, deviceId);
+    await this.onDevice(deviceId, { type: 'unbind_certificate' }, context, ifMatch);
+    return visibleDevice(this.services, context.principal, deviceId);
+  }
+
+  private onDevice(deviceId: string, command: DeviceCommand, context: RequestContext, ifMatch: IfMatch | undefined) {
+    return this.services.locks.devices.run(deviceId, () =>
+      handle(this.services, deviceDecider, streams.device(deviceId), command, context, { ...(ifMatch !== undefined ? { ifMatch } : {}) }),
+    );
+  }
+
+  private checkCertificateFree(fingerprint: string | null, deviceId: string | null, path: string): void {
+    const holder = fingerprint === null ? undefined : findDeviceByCertificate(this.services.sql, fingerprint);
+    if (holder && holder.id !== deviceId) throw new DomainError('already_exists', 'this certificate is bound to another device', [{ path, message: 'already bound' }]);
   }
 
   /** A changed configuration goes to the device as a queued update_configuration command. */
@@ -240,6 +284,7 @@ export async function deviceAsOf(services: Services, principal: Principal, devic
     status: displayedStatus(online, stated?.type === 'device.state_reported' ? stated.data.state : null),
     connectivity: online,
     last_seen: lastHeard(heard?.recorded_at, events.filter((e) => e.type === 'device.came_online').pop()?.recorded_at),
+    certificate_fingerprint: state.certificate,
     created_at: first.recorded_at,
     updated_at: last.recorded_at,
     version: last.version,

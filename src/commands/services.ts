@@ -50,7 +50,8 @@ export async function readModelsCaughtUp(services: Pick<Services, 'log' | 'runne
 
 export type Principal =
   | { kind: 'user'; userId: string; role: 'admin' | 'user'; sessionId: string | null; apiKey?: { id: string; scope: ApiKeyScope } }
-  | { kind: 'device'; deviceId: string; userId: string };
+  /** `certificate`: the client certificate it authenticated with (mutual TLS), if that is how. */
+  | { kind: 'device'; deviceId: string; userId: string; certificate?: { fingerprint: string; expiresAt: string } };
 
 export interface RequestContext {
   principal: Principal;

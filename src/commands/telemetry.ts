@@ -1,7 +1,7 @@
 import { DomainError, type ErrorDetail } from '../domain/errors.js';
 import { streams, type DomainEvent, type StoredReading } from '../domain/events.js';
 import { reportedState } from '../domain/device-status.js';
-import { assessQuality, emptyStats, updateStats, type SensorStats } from '../domain/quality.js';
+import { assessQuality, emptyStats, rangesOf, updateStats, type SensorStats } from '../domain/quality.js';
 import { DEFAULT_ANOMALY_Z, alertsForReading, thresholdsOf, type OpenAlert } from '../domain/thresholds.js';
 import type { AppendRequest } from '../eventlog/index.js';
 import { openDeviceAlerts } from '../projections/alerts.js';
@@ -134,6 +134,7 @@ export class Telemetry {
     const { sql, newId } = this.services;
     const configuration = JSON.parse(device.configuration) as Record<string, unknown>;
     const thresholds = thresholdsOf(configuration.thresholds);
+    const ranges = rangesOf(configuration.ranges);
     const anomalyZ = typeof configuration.anomaly_z === 'number' && configuration.anomaly_z > 0 ? configuration.anomaly_z : DEFAULT_ANOMALY_Z;
     const stats = sensorStatsOf(sql, device.id);
     const open = new Map<string, OpenAlert>(openDeviceAlerts(sql, device.id).map((a) => [`${a.kind}:${a.sensor_type}`, { alert_id: a.id }]));
@@ -141,7 +142,7 @@ export class Telemetry {
     const receivedAt = now.toISOString();
     const stored = readings.map((reading): StoredReading => {
       const before: SensorStats = stats.get(reading.sensor_type) ?? emptyStats;
-      const quality = assessQuality(reading, before, now);
+      const quality = assessQuality(reading, before, now, ranges);
       // Spelt out: V8 copies a spread of these request-shaped objects field by field, slowly.
       const storedReading = { sensor_type: reading.sensor_type, value: reading.value, unit: reading.unit, timestamp: reading.timestamp, quality_score: quality.score, quality_reasons: quality.reasons };
       // Alerts say how a sensor is now: a reading older than its newest (a backfill, or an

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { strictObject } from './strict.js';
 
 /**
  * The rule condition language: a tree of all / any / not (also {operator: AND|OR,
@@ -18,7 +19,7 @@ export const timezoneSchema = z.string().refine((tz) => {
   }
 }, 'an IANA time zone such as Europe/Paris');
 
-export const readingLeaf = z.object({
+export const readingLeaf = strictObject({
   type: z.literal('reading'),
   device_id: z.string().min(1).max(64),
   sensor_type: z.string().min(1).max(64),
@@ -26,10 +27,9 @@ export const readingLeaf = z.object({
   value: z.number(),
   for_seconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
 });
-export const statusLeaf = z.object({ type: z.literal('device_status'), device_id: z.string().min(1).max(64), status: z.enum(['online', 'offline', 'error', 'maintenance']) });
-export const eventLeaf = z.object({ type: z.literal('event'), event_type: z.string().min(1).max(64), device_id: z.string().min(1).max(64).optional() });
-export const timeLeaf = z
-  .object({ type: z.literal('time'), after: hhmm.optional(), before: hhmm.optional(), days: z.array(z.enum(weekdays)).min(1).max(7).optional(), timezone: timezoneSchema.optional() })
+export const statusLeaf = strictObject({ type: z.literal('device_status'), device_id: z.string().min(1).max(64), status: z.enum(['online', 'offline', 'error', 'maintenance']) });
+export const eventLeaf = strictObject({ type: z.literal('event'), event_type: z.string().min(1).max(64), device_id: z.string().min(1).max(64).optional() });
+export const timeLeaf = strictObject({ type: z.literal('time'), after: hhmm.optional(), before: hhmm.optional(), days: z.array(z.enum(weekdays)).min(1).max(7).optional(), timezone: timezoneSchema.optional() })
   .refine((leaf) => leaf.after !== undefined || leaf.before !== undefined || leaf.days !== undefined, 'a time condition needs after, before or days');
 
 export type ReadingLeaf = z.infer<typeof readingLeaf>;
@@ -45,13 +45,11 @@ const MAX_CHILDREN = 50;
 /** Accepts the operator/conditions alias and answers the canonical tree. */
 export const conditionSchema: z.ZodType<Condition> = z.lazy(() =>
   z.union([
-    z.object({ all: z.array(conditionSchema).max(MAX_CHILDREN) }).strict(),
+    strictObject({ all: z.array(conditionSchema).max(MAX_CHILDREN) }),
     // An empty any can never hold: a rule built on it could never fire.
-    z.object({ any: z.array(conditionSchema).min(1, 'an empty any never holds').max(MAX_CHILDREN) }).strict(),
-    z.object({ not: conditionSchema }).strict(),
-    z
-      .object({ operator: z.enum(['AND', 'OR', 'and', 'or']), conditions: z.array(conditionSchema).max(MAX_CHILDREN) })
-      .strict()
+    strictObject({ any: z.array(conditionSchema).min(1, 'an empty any never holds').max(MAX_CHILDREN) }),
+    strictObject({ not: conditionSchema }),
+    strictObject({ operator: z.enum(['AND', 'OR', 'and', 'or']), conditions: z.array(conditionSchema).max(MAX_CHILDREN) })
       .refine((alias) => alias.operator.toUpperCase() === 'AND' || alias.conditions.length > 0, 'an empty OR never holds')
       .transform((alias): Condition => (alias.operator.toUpperCase() === 'AND' ? { all: alias.conditions } : { any: alias.conditions })),
     z.discriminatedUnion('type', [readingLeaf, statusLeaf, eventLeaf, timeLeaf]),

@@ -1,6 +1,8 @@
 /** A stable machine-readable error kind; the API maps each to one HTTP status. */
 export type DomainErrorCode =
   | 'validation_failed'
+  /** A device payload or request body that is not JSON (edge-only, kept here so every transport answers it alike). */
+  | 'invalid_json'
   | 'not_found'
   | 'forbidden'
   | 'quota_exceeded'

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decodeColumns, encodeColumns, isStoredColumns, type StoredColumns } from './reading-columns.js';
 import { ruleDefinitionSchema } from './rule-schema.js';
 
 /**
@@ -91,6 +92,9 @@ const deviceTransferOffered = z.object({ device_id: id, from_user_id: id, to_use
 const deviceTransferred = z.object({ device_id: id, from_user_id: id, to_user_id: id });
 /** Provisioning again hands out a fresh token; the old one stops working. */
 const deviceTokenRotated = z.object({ device_id: id, token_hash: z.string() });
+/** A client certificate (by its SHA-256 fingerprint) speaks for the device under mutual TLS; unbinding takes that back. */
+const deviceCertificateBound = z.object({ device_id: id, fingerprint: z.string() });
+const deviceCertificateUnbound = z.object({ device_id: id, fingerprint: z.string() });
 
 const groupCreated = z.object({
   group_id: id,
@@ -277,6 +281,8 @@ export const eventSchemas = {
   'device.updated': deviceUpdated,
   'device.decommissioned': deviceDecommissioned,
   'device.token_rotated': deviceTokenRotated,
+  'device.certificate_bound': deviceCertificateBound,
+  'device.certificate_unbound': deviceCertificateUnbound,
   'device.transfer_offered': deviceTransferOffered,
   'device.transferred': deviceTransferred,
   'group.created': groupCreated,
@@ -349,12 +355,15 @@ export type RecordedEvent = DomainEvent & {
 type Upcaster = (data: Record<string, unknown>) => Record<string, unknown>;
 
 /**
- * Old shapes read as the current one. readings.recorded first carried bare readings
- * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came later.
+ * Stored shapes read as the current one. readings.recorded first carried bare readings
+ * ({sensor_type, value, timestamp}); quality scores, units and the reported device status came
+ * later; now its readings are stored as columns (see storedForm), turned back into objects here.
  */
 const upcasters: { [K in EventType]?: Upcaster } = {
   'readings.recorded': (data) =>
-    isCurrentRecording(data)
+    isStoredColumns(data)
+      ? fromStoredColumns(data)
+      : isCurrentRecording(data)
       ? data
       : {
           device_status: null,
@@ -364,6 +373,28 @@ const upcasters: { [K in EventType]?: Upcaster } = {
             : data.readings,
         },
 };
+
+/** The stored form's readings as objects again, beside the fields it keeps as they are. */
+function fromStoredColumns({ columns, deflated, ...rest }: Record<string, unknown>): Record<string, unknown> {
+  const stored = (deflated === undefined ? { columns } : { deflated }) as StoredColumns;
+  // The catalogue's key order (device_id, readings, device_status), as a live event has it.
+  return { device_id: rest.device_id, readings: decodeColumns(stored), ...rest };
+}
+
+/**
+ * The form an event's data is stored in: readings.recorded keeps its readings as columns (see
+ * reading-columns.ts), its other fields as they are, so SQL can still find a device's status in it.
+ * The upcaster above turns it back; everything else is stored as given.
+ */
+export function storedForm(event: DomainEvent): unknown {
+  if (event.type !== 'readings.recorded') return event.data;
+  const { readings, ...rest } = event.data;
+  return { ...rest, ...encodeColumns(readings) };
+}
+
+/** Whether data as stored differs from the shape it is read as (so an export carries both). */
+export const isCompactForm = (type: string, data: unknown): boolean =>
+  type === 'readings.recorded' && data !== null && typeof data === 'object' && isStoredColumns(data as Record<string, unknown>);
 
 /** Nearly every stored event has the current shape: read as it is, a rebuild copies no reading. */
 function isCurrentRecording(data: Record<string, unknown>): boolean {

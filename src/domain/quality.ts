@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * Reading quality: a score from 100 down, with the reasons kept. Pure: the recent
  * statistics and the time of receipt come in as arguments.
@@ -11,8 +13,8 @@ export interface SensorStats {
 
 export const emptyStats: SensorStats = { count: 0, mean: 0, variance: 0, last_timestamp: null };
 
-/** Plausible physical ranges; a reading outside is very likely a fault, not a fact. */
-const plausibleRanges: Record<string, readonly [number, number]> = {
+/** Plausible physical ranges in the units such sensors usually report; a reading outside is very likely a fault, not a fact. */
+export const plausibleRanges: Readonly<Record<string, readonly [number, number]>> = {
   temperature: [-90, 150],
   humidity: [0, 100],
   pressure: [300, 1100],
@@ -33,9 +35,28 @@ export interface Quality {
   reasons: string[];
 }
 
-export function assessQuality(reading: { sensor_type: string; value: number; timestamp: string }, stats: SensorStats, receivedAt: Date): Quality {
+/** One sensor's entry of a device's `configuration.ranges`: its own plausible range, for a sensor reporting other units (bar, not hPa). */
+export const rangeFields = { min: z.number(), max: z.number() };
+export const minNotAboveMax = (r: { min: number; max: number }): boolean => r.min <= r.max;
+export const rangeSchema = z.object(rangeFields).refine(minNotAboveMax, { message: 'min is above max', path: ['min'] });
+
+/** A device's own ranges, by sensor type, from its stored configuration; an entry that cannot be read leaves that sensor's default. */
+export type DeviceRanges = ReadonlyMap<string, readonly [number, number]>;
+
+export function rangesOf(stored: unknown): DeviceRanges {
+  const ranges = new Map<string, readonly [number, number]>();
+  if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) return ranges;
+  for (const [sensorType, entry] of Object.entries(stored)) {
+    const parsed = rangeSchema.safeParse(entry);
+    if (parsed.success) ranges.set(sensorType.toLowerCase(), [parsed.data.min, parsed.data.max]);
+  }
+  return ranges;
+}
+
+export function assessQuality(reading: { sensor_type: string; value: number; timestamp: string }, stats: SensorStats, receivedAt: Date, deviceRanges: DeviceRanges = new Map()): Quality {
   const reasons: Array<[string, number]> = [];
-  const range = plausibleRanges[reading.sensor_type.toLowerCase()];
+  const sensor = reading.sensor_type.toLowerCase();
+  const range = deviceRanges.get(sensor) ?? plausibleRanges[sensor];
   if (range && (reading.value < range[0] || reading.value > range[1])) reasons.push(['out_of_range', 50]);
   if (stats.count >= MIN_SAMPLES_FOR_JUMP) {
     const spread = Math.max(Math.sqrt(stats.variance), Math.abs(stats.mean) * 0.01, 1e-6);

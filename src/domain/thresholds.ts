@@ -1,14 +1,16 @@
 import { z } from 'zod';
+import { issueDetails, strictObject } from './strict.js';
 import type { DomainEvent, StoredReading } from './events.js';
-import type { SensorStats } from './quality.js';
+import { minNotAboveMax, rangeFields, type SensorStats } from './quality.js';
 
 /** One sensor's entry of `configuration.thresholds` of a device: `{temperature: {min, max, hysteresis?, severity?}}`. */
-export const thresholdSchema = z.object({
+const thresholdFields = {
   min: z.number().optional(),
   max: z.number().optional(),
   hysteresis: z.number().nonnegative().optional(),
   severity: z.enum(['info', 'warning', 'critical']).optional(),
-});
+};
+export const thresholdSchema = z.object(thresholdFields);
 export type Threshold = z.infer<typeof thresholdSchema>;
 
 /**
@@ -18,8 +20,12 @@ export type Threshold = z.infer<typeof thresholdSchema>;
 export const thresholdsInput = z.record(
   z.string(),
   // Every value would breach one bound or the other: an alert that never clears, surely a typo.
-  thresholdSchema.refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
+  // Unknown fields refused: `maximum` read as no bound at all would switch the alert off.
+  strictObject(thresholdFields).refine((t) => t.min === undefined || t.max === undefined || t.min <= t.max, { message: 'min is above max', path: ['min'] }),
 );
+
+/** Plausible ranges as a request may give them (`configuration.ranges`): both bounds, nothing else. */
+const rangesInput = z.record(z.string(), strictObject(rangeFields).refine(minNotAboveMax, { message: 'min is above max', path: ['min'] }));
 
 /** The thresholds ingestion can read from a stored configuration: a sensor's entry that cannot be read drops that sensor alone. */
 export function thresholdsOf(stored: unknown): Map<string, Threshold> {
@@ -35,8 +41,8 @@ export function thresholdsOf(stored: unknown): Map<string, Threshold> {
 export const DEFAULT_ANOMALY_Z = 4;
 
 /**
- * A configuration is the device's own and stored as given, but the server reads two of its
- * keys: `thresholds` and `anomaly_z`. Refused when those make no sense, or a typo would switch
+ * A configuration is the device's own and stored as given, but the server reads three of its
+ * keys: `thresholds`, `ranges` and `anomaly_z`. Refused when those make no sense, or a typo would switch
  * a device's alerts off without a word.
  */
 export function configurationProblems(configuration: Record<string, unknown>): Array<{ path: PropertyKey[]; message: string }> {
@@ -44,7 +50,11 @@ export function configurationProblems(configuration: Record<string, unknown>): A
   // null, as absent, means none.
   if (configuration.thresholds !== undefined && configuration.thresholds !== null) {
     const parsed = thresholdsInput.safeParse(configuration.thresholds);
-    if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => ({ path: ['thresholds', ...issue.path], message: issue.message })));
+    if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => issueDetails(issue, ['thresholds', ...issue.path])));
+  }
+  if (configuration.ranges !== undefined && configuration.ranges !== null) {
+    const parsed = rangesInput.safeParse(configuration.ranges);
+    if (!parsed.success) problems.push(...parsed.error.issues.flatMap((issue) => issueDetails(issue, ['ranges', ...issue.path])));
   }
   const anomalyZ = configuration.anomaly_z;
   if (anomalyZ !== undefined && !(typeof anomalyZ === 'number' && anomalyZ > 0)) problems.push({ path: ['anomaly_z'], message: 'must be a positive number' });

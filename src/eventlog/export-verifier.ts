@@ -1,18 +1,30 @@
+import { isCompactForm, upcast } from '../domain/events.js';
 import { chainHash } from './hash.js';
 
-/** One line of an event export: the stored event plus the hash it chains from. */
+/**
+ * One line of an event export: the stored event plus the hash it chains from. Data stored in a
+ * compact form (readings as columns) is exported as it reads, with the stored form beside it in
+ * `stored_data`: the hash covers the stored form, and the verifier checks that it decodes to `data`.
+ */
 export interface ExportedEvent {
   position: number;
   stream_id: string;
   version: number;
   type: string;
   data: unknown;
+  stored_data?: unknown;
   metadata: unknown;
   recorded_at: string;
   hash: string;
   previous_hash: string;
   /** Secret fields the server replaced (an event written before they were sealed): its own hash cannot be recomputed. */
   redacted?: string[];
+}
+
+/** An export line for an event read as stored (ReadAllFilter.asStored). */
+export function exportedEvent(event: { type: string; data: unknown } & Omit<ExportedEvent, 'data' | 'stored_data' | 'previous_hash'>, previousHash: string): ExportedEvent {
+  if (!isCompactForm(event.type, event.data)) return { ...event, previous_hash: previousHash };
+  return { ...event, data: upcast(event.type, event.data), stored_data: event.data, previous_hash: previousHash };
 }
 
 export type ExportVerdict =
@@ -55,12 +67,16 @@ export function verifyExport(lines: Iterable<string>): ExportVerdict {
     } catch {
       return { ok: false, checked, line: lineNumber, position: null, reason: 'not JSON' };
     }
+    const stored = 'stored_data' in event ? event.stored_data : event.data;
+    if (stored !== event.data && JSON.stringify(upcast(event.type, stored)) !== JSON.stringify(event.data)) {
+      return { ok: false, checked, line: lineNumber, position: event.position, reason: 'data does not match the stored form the hash covers' };
+    }
     const recomputed = chainHash(event.previous_hash, {
       position: event.position,
       stream_id: event.stream_id,
       version: event.version,
       type: event.type,
-      data: JSON.stringify(event.data),
+      data: JSON.stringify(stored),
       metadata: JSON.stringify(event.metadata),
       recorded_at: event.recorded_at,
     });

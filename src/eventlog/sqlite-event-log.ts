@@ -1,7 +1,7 @@
 import { Subject } from 'rxjs';
 import type { Statement } from 'better-sqlite3';
 import type { Clock } from '../domain/clock.js';
-import { parseEvent, upcast, type RecordedEvent } from '../domain/events.js';
+import { parseEvent, storedForm, upcast, type RecordedEvent } from '../domain/events.js';
 import type { SqliteDatabase } from './database.js';
 import { ConcurrencyError } from './errors.js';
 import { GENESIS_HASH, chainHash, type HashedFields } from './hash.js';
@@ -155,7 +155,7 @@ export class SqliteEventLog implements EventLog {
         stream_id: request.streamId,
         version,
         type: event.type,
-        data: JSON.stringify(event.data),
+        data: JSON.stringify(storedForm(event)),
         metadata: metadataJson,
         recorded_at: recordedAt,
       };
@@ -197,7 +197,13 @@ export class SqliteEventLog implements EventLog {
   async readAll(filter: ReadAllFilter): Promise<RecordedEvent[]> {
     const { where, params } = whereClause(filter);
     const sql = `SELECT * FROM events WHERE ${where} ORDER BY position LIMIT ? OFFSET ?`;
-    const rows = this.db.prepare<Array<string | number>, StoredRow>(sql).all(...params, filter.limit, filter.offset ?? 0);
+    const rows: StoredRow[] = [];
+    let bytes = 0;
+    for (const row of this.db.prepare<Array<string | number>, StoredRow>(sql).iterate(...params, filter.limit, filter.offset ?? 0)) {
+      rows.push(row);
+      bytes += row.data.length;
+      if (filter.maxBytes !== undefined && bytes >= filter.maxBytes) break;
+    }
     return rows.map((row) => toRecorded(row, filter.asStored === true));
   }
 

@@ -41,6 +41,8 @@ export interface ReadAllFilter {
   until?: string;
   /** Data exactly as stored, not upcast to the current shape (for exports that get verified). */
   asStored?: boolean;
+  /** Ends the page once the events read hold this many bytes of stored data (always at least one event). */
+  maxBytes?: number;
 }
 
 export type VerifyResult =

@@ -45,7 +45,7 @@ export function devicesProjection(secrets: SecretBox): Projection {
 
 const devicesReadModel = {
   name: 'devices',
-  version: 4,
+  version: 5,
   tables: ['devices'],
   ddl: `
     CREATE TABLE IF NOT EXISTS devices (
@@ -53,10 +53,12 @@ const devicesReadModel = {
       description TEXT, ip_address TEXT, mac_address TEXT, status TEXT NOT NULL, last_seen TEXT,
       firmware_version TEXT, group_id TEXT, configuration TEXT NOT NULL, token_hash TEXT NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL,
-      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT);
+      reported_configuration TEXT, firmware_state TEXT, connectivity TEXT NOT NULL, reported_state TEXT,
+      certificate_fingerprint TEXT);
     CREATE INDEX IF NOT EXISTS devices_user ON devices (user_id, created_at);
     CREATE INDEX IF NOT EXISTS devices_group ON devices (group_id);
     CREATE INDEX IF NOT EXISTS devices_token ON devices (token_hash);
+    CREATE INDEX IF NOT EXISTS devices_certificate ON devices (certificate_fingerprint) WHERE certificate_fingerprint IS NOT NULL;
     CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
 };
 
@@ -79,6 +81,7 @@ function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): voi
           last_seen: null,
           reported_configuration: null,
           firmware_state: null,
+          certificate_fingerprint: null,
           created_at: event.recorded_at,
           updated_at: event.recorded_at,
           version: event.version,
@@ -107,6 +110,12 @@ function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): voi
     case 'device.token_rotated':
       sql.run(q.updateTable('devices').set({ token_hash: tokenLookup(secrets, event.data.token_hash), version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
+    case 'device.certificate_bound':
+    case 'device.certificate_unbound': {
+      const fingerprint = event.type === 'device.certificate_bound' ? event.data.fingerprint : null;
+      sql.run(q.updateTable('devices').set({ certificate_fingerprint: fingerprint, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
+      return;
+    }
     case 'device.transferred':
       sql.run(q.updateTable('devices').set({ user_id: event.data.to_user_id, group_id: null, version: event.version, updated_at: event.recorded_at }).where('id', '=', event.data.device_id));
       return;
@@ -178,6 +187,10 @@ export const findDevice = (sql: Sql, id: string) => byId.first(sql, id);
 const byTokenHash = prepared((keyed: string, legacy: string) => q.selectFrom('devices').select(['id', 'user_id']).where('token_hash', 'in', [keyed, legacy]));
 /** By the token's keyed digest, or its plain SHA-256 for a token registered before keyed digests. */
 export const findDeviceByTokenHash = (sql: Sql, digests: { keyed: string; legacy: string }) => byTokenHash.first(sql, digests.keyed, digests.legacy);
+
+// Every request on a mutual TLS connection without a token authenticates through this.
+const byCertificate = prepared((fingerprint: string) => q.selectFrom('devices').select(['id', 'user_id']).where('certificate_fingerprint', '=', fingerprint));
+export const findDeviceByCertificate = (sql: Sql, fingerprint: string) => byCertificate.first(sql, fingerprint);
 
 export const findDeviceByMac = (sql: Sql, mac: string) =>
   sql.first(q.selectFrom('devices').select(['id', 'user_id']).where(raw<string>`lower(replace(mac_address, '-', ':'))`, '=', mac.toLowerCase().replaceAll('-', ':')));

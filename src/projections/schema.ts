@@ -59,6 +59,8 @@ export interface DevicesTable {
   group_id: string | null;
   configuration: string;
   token_hash: string;
+  /** SHA-256 of the client certificate bound to it (mutual TLS), lowercase hex. */
+  certificate_fingerprint: string | null;
   created_at: string;
   updated_at: string;
   version: number;
@@ -108,7 +110,7 @@ export interface ReadingChunksTable {
   count: number;
   first_ts: string;
   last_ts: string;
-  readings: string;
+  readings: Buffer;
 }
 
 export interface RollupsTable {

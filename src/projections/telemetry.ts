@@ -109,7 +109,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     db: sql.db,
     insertChunk: sql.db.prepare(
       `INSERT OR IGNORE INTO reading_chunks (device_id, hour, sensor_type, seq, count, first_ts, last_ts, readings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ) as Statement<[string, string, string, number, number, string, string, string]>,
+    ) as Statement<[string, string, string, number, number, string, string, Buffer]>,
     readRollup: sql.db.prepare(`SELECT bucket_start, count, sum, min, max, sum_sq FROM rollups WHERE device_id = ? AND bucket = ? AND bucket_start = ? AND sensor_type = ?`) as Statement<
       [string, RowBucket, string, string],
       Aggregate
@@ -245,7 +245,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     entry.latest = null;
   };
 
-  const insertChunk = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string, readings: readonly ChunkReading[]) => {
+  const insertChunk = (s: ReturnType<typeof prepare>, deviceId: string, hour: string, sensorType: string, readings: readonly ChunkReading[], encoded?: Buffer) => {
     let first = readings[0]![0];
     let last = first;
     for (const [ts] of readings) {
@@ -253,7 +253,7 @@ export function telemetryProjection(retentionDays: number): Projection {
       if (ts > last) last = ts;
     }
     const firstSeq = readings[0]![1];
-    s.insertChunk.run(deviceId, hour, sensorType, firstSeq, readings.length, first, last, encodeChunk(firstSeq, readings));
+    s.insertChunk.run(deviceId, hour, sensorType, firstSeq, readings.length, first, last, encoded ?? encodeChunk(firstSeq, readings));
   };
 
   /**
@@ -267,7 +267,7 @@ export function telemetryProjection(retentionDays: number): Projection {
     if (size.chunks < COMPACT_FROM_CHUNKS || size.readings > COMPACT_UP_TO_READINGS) return;
     const merged = compacted(s.chunksOfHour.all(deviceId, hour, sensorType));
     s.deleteChunksOfHour.run(deviceId, hour, sensorType);
-    for (const chunk of merged) insertChunk(s, deviceId, hour, sensorType, chunk);
+    for (const chunk of merged) insertChunk(s, deviceId, hour, sensorType, chunk.readings, chunk.bytes);
   };
 
   /**
@@ -293,15 +293,16 @@ export function telemetryProjection(retentionDays: number): Projection {
     name: 'telemetry',
     // 3: rollup totals folded reading by reading in log order, so a rebuild reproduces them to the last digit.
     // 4: minute rollups packed a quarter of an hour to a row; 5: raw readings in chunks; 6: shorter chunks;
-    // 7: a minute of one reading stored as its value, with the minutes counted in a column.
-    version: 7,
+    // 7: a minute of one reading stored as its value, with the minutes counted in a column;
+    // 8: raw chunks encoded as columns of varints (chunk-codec.ts) instead of JSON.
+    version: 8,
     tables,
     // Versions 1-3 kept a row per reading in a table "readings": a rebuild drops only the tables listed above.
     ddl: `
       DROP TABLE IF EXISTS readings;
       CREATE TABLE IF NOT EXISTS reading_chunks (
         device_id TEXT NOT NULL, hour TEXT NOT NULL, sensor_type TEXT NOT NULL, seq INTEGER NOT NULL,
-        count INTEGER NOT NULL, first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, readings TEXT NOT NULL,
+        count INTEGER NOT NULL, first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, readings BLOB NOT NULL,
         PRIMARY KEY (device_id, hour, sensor_type, seq)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS rollups (
         device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,

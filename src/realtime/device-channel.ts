@@ -1,146 +1,128 @@
-import type { WebSocket } from 'ws';
-import type { OfflineDetector } from '../automation/offline-detector.js';
-import type { DeviceCommands } from '../commands/device-commands.js';
-import type { Principal, RequestContext, Services } from '../commands/services.js';
-import { readingInputs, type Telemetry } from '../commands/telemetry.js';
-import { DomainError } from '../domain/errors.js';
-import type { RecordedEvent } from '../domain/events.js';
+import type { RawData, WebSocket } from 'ws';
+import type { RequestContext, Services } from '../commands/services.js';
+import type { CommandRow } from '../projections/commands.js';
 import { presentCommand } from '../api/routes/commands.js';
-import { CLOSE, deviceMessage, type DeviceMessage } from './messages.js';
-
-type DevicePrincipal = Extract<Principal, { kind: 'device' }>;
+import { answerCorrelation, decodeMessage, parseSocketMessage, type DeviceGateway, type DevicePrincipal, type DeviceSession } from '../gateway/index.js';
+import { CLOSE } from './messages.js';
 
 const MAX_GARBAGE = 5;
 
 /**
- * Devices over /ws/device: connecting marks them online, their pending commands are
- * pushed (and become sent) on connect and whenever one is queued, and their messages go
- * through the same handlers as HTTP.
+ * /ws/device, an adapter over the device gateway: each frame is decoded, validated and handled
+ * by the gateway as an HTTP body would be, and answered with an ack or an error carrying the
+ * client's correlation field (`id` or `ref`, whichever it used).
  */
 export class DeviceChannel {
-  private readonly sockets = new Map<string, Set<WebSocket>>();
-  /** Sockets closed because their credentials went (or for garbage): what they queued is dropped. */
-  private readonly revoked = new WeakSet<WebSocket>();
+  private readonly sessions = new Set<SocketSession>();
 
   constructor(
     private readonly services: Services,
-    private readonly telemetry: Telemetry,
-    private readonly commands: DeviceCommands,
-    private readonly offline: OfflineDetector,
+    private readonly gateway: DeviceGateway,
   ) {}
 
   async connect(ws: WebSocket, principal: DevicePrincipal, requestId: string): Promise<void> {
-    // Its pending commands could not be marked sent, and nothing would push them once the read models resume.
-    this.services.runner.refuseWhileStalled();
-    const id = principal.deviceId;
     const context: RequestContext = { principal, requestId };
-    const open = this.sockets.get(id) ?? new Set();
-    open.add(ws);
-    this.sockets.set(id, open);
-    this.offline.connected.add(id);
+    const maxBufferedBytes = this.services.config.wsMaxBufferedBytes;
+    const session = new SocketSession(ws, principal.deviceId, principal.certificate?.fingerprint ?? null, maxBufferedBytes);
+    this.sessions.add(session);
     let garbage = 0;
     // One message at a time, as over one HTTP connection: answers come in the order the messages did.
     let previous = Promise.resolve();
-    ws.on('message', (data, isBinary) => {
-      const raw = isBinary ? '' : data.toString('utf8');
+    // Messages read but not yet handled. Past the bound the socket is no longer read, so a device
+    // sending faster than its messages are stored waits in TCP instead of in the server's memory.
+    let backlogBytes = 0;
+    ws.on('message', (data) => {
+      const bytes = bytesOf(data);
+      backlogBytes += bytes.length;
+      if (backlogBytes > maxBufferedBytes) ws.pause();
       previous = previous
         .then(async () => {
           // A device that sends and hangs up at once is still heard; one whose credentials went is not.
-          if (this.revoked.has(ws)) return;
-          const ok = await this.onMessage(ws, raw, context);
+          if (session.revoked) return;
+          const ok = await this.onMessage(session, bytes, context);
           garbage = ok ? 0 : garbage + 1;
-          if (garbage >= MAX_GARBAGE) this.cutOff(ws, CLOSE.policy, 'too many invalid messages');
+          if (garbage >= MAX_GARBAGE) session.cutOff(CLOSE.policy, 'too many invalid messages');
         })
         // A failure must not stop the messages queued behind it.
-        .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'));
+        .catch((error: unknown) => this.services.logger.error({ err: error }, 'device message failed'))
+        .finally(() => {
+          backlogBytes -= bytes.length;
+          if (backlogBytes <= maxBufferedBytes && ws.isPaused) ws.resume();
+        });
     });
-    ws.on('close', () => this.disconnect(id, ws));
-    await this.telemetry.markOnline(id, context);
-    await this.push(id);
-  }
-
-  /** Reacts to applied events: new commands are pushed; deleted devices, and sockets opened with a replaced token, are cut off. */
-  onApplied(events: readonly RecordedEvent[]): void {
-    for (const event of events) {
-      if (event.type === 'command.queued' && this.sockets.has(event.data.device_id)) void this.push(event.data.device_id);
-      if (event.type === 'device.decommissioned') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device deleted'));
-      if (event.type === 'device.token_rotated') this.sockets.get(event.data.device_id)?.forEach((ws) => this.cutOff(ws, CLOSE.credentialsRevoked, 'device token replaced'));
-    }
-  }
-
-  private cutOff(ws: WebSocket, code: number, reason: string): void {
-    this.revoked.add(ws);
-    ws.close(code, reason);
+    ws.on('close', () => {
+      this.sessions.delete(session);
+      this.gateway.close(session);
+    });
+    await this.gateway.open(session, context);
   }
 
   closeAll(): void {
-    for (const set of this.sockets.values()) set.forEach((ws) => ws.close(CLOSE.goingAway, 'server shutting down'));
-  }
-
-  /** To the newest open socket: a device that reconnected may leave a half-open old one behind. */
-  private async push(deviceId: string): Promise<void> {
-    const target = [...(this.sockets.get(deviceId) ?? [])].reverse().find((ws) => ws.readyState === ws.OPEN);
-    if (!target) return;
-    const context: RequestContext = { principal: { kind: 'device', deviceId, userId: '' }, requestId: `ws-push-${deviceId}` };
-    try {
-      // A connected device gets its whole queue pushed, not a page of it.
-      const { sent } = await this.commands.deliverPending(deviceId, context, Number.POSITIVE_INFINITY);
-      for (const command of sent) target.send(JSON.stringify({ type: 'command', command: presentCommand(command) }));
-    } catch (error) {
-      this.services.logger.warn({ err: error, device_id: deviceId }, 'command push failed');
-    }
-  }
-
-  private disconnect(deviceId: string, ws: WebSocket): void {
-    const open = this.sockets.get(deviceId);
-    open?.delete(ws);
-    if (open && open.size > 0) return;
-    this.sockets.delete(deviceId);
-    this.offline.disconnected(deviceId);
+    for (const session of this.sessions) session.ws.close(CLOSE.goingAway, 'server shutting down');
   }
 
   /** Answers every message with an ack or an error; false when it was not valid. */
-  private async onMessage(ws: WebSocket, raw: string, context: RequestContext): Promise<boolean> {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(raw);
-    } catch {
-      reply(ws, { type: 'error', code: 'invalid_json', message: 'the message is not JSON' });
-      return false;
-    }
-    const ref = parsed !== null && typeof parsed === 'object' && 'id' in parsed ? (parsed as { id: unknown }).id : undefined;
-    const message = deviceMessage.safeParse(parsed);
-    if (!message.success) {
-      reply(ws, { type: 'error', code: 'validation_failed', message: message.error.issues.map((i) => `${i.path.join('.') || 'message'}: ${i.message}`).join('; '), ref });
+  private async onMessage(session: SocketSession, bytes: Buffer, context: RequestContext): Promise<boolean> {
+    const decoded = decodeMessage(bytes, parseSocketMessage);
+    const correlation = answerCorrelation(decoded.correlation);
+    if ('error' in decoded) {
+      session.reply({ type: 'error', ...this.refusalOf(decoded.error, session), ...correlation });
       return false;
     }
     try {
-      const result = await this.handle(message.data, context);
-      reply(ws, { type: 'ack', ref: message.data.id ?? null, ...result });
+      this.gateway.admit(session.deviceId);
+      const result = await this.gateway.handle(session.deviceId, decoded.message, context);
+      session.reply({ type: 'ack', ...result, ...correlation });
     } catch (error) {
-      const known = error instanceof DomainError;
-      if (!known) this.services.logger.error({ err: error }, 'device message failed');
-      reply(ws, { type: 'error', code: known ? error.code : 'internal', message: known ? error.message : 'internal error', ref: message.data.id ?? null });
+      session.reply({ type: 'error', ...this.refusalOf(error, session), ...correlation });
     }
     return true;
   }
 
-  private async handle(message: DeviceMessage, context: RequestContext): Promise<Record<string, unknown>> {
-    const deviceId = (context.principal as DevicePrincipal).deviceId;
-    switch (message.type) {
-      case 'readings': {
-        return this.telemetry.submit(deviceId, { readings: readingInputs(message.sensor_readings), timestamp: message.timestamp ?? null, device_status: message.device_status ?? null }, context, message.idempotency_key);
-      }
-      case 'heartbeat':
-        return this.telemetry.heartbeat(deviceId, { device_status: message.device_status ?? null, firmware_version: message.firmware_version ?? null, metrics: message.metrics ?? null, configuration: message.configuration }, context);
-      case 'command_result': {
-        const command = await this.commands.recordResult(deviceId, message.command_id, { status: message.status, response: message.response ?? null }, context);
-        return { command_id: command.id, status: command.status };
-      }
-    }
+  private refusalOf(error: unknown, session: SocketSession) {
+    const { code, message, details } = this.gateway.refusal(error, session.deviceId);
+    return { code, message, ...(details.length > 0 ? { details } : {}) };
   }
 }
 
-function reply(ws: WebSocket, message: Record<string, unknown>): void {
-  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+function bytesOf(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  return Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+}
+
+export class SocketSession implements DeviceSession {
+  /** Closed because its credentials went (or for garbage): what it queued is dropped. */
+  revoked = false;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly deviceId: string,
+    readonly certificateFingerprint: string | null,
+    private readonly maxBufferedBytes: number,
+  ) {}
+
+  isOpen(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+
+  deliver(commands: readonly CommandRow[]): void {
+    for (const command of commands) this.reply({ type: 'command', command: presentCommand(command) });
+  }
+
+  revoke(reason: string): void {
+    this.cutOff(CLOSE.credentialsRevoked, reason);
+  }
+
+  cutOff(code: number, reason: string): void {
+    this.revoked = true;
+    this.ws.close(code, reason);
+  }
+
+  /** A device that does not read its answers is closed (1013) rather than queued for without bound; it reconnects. */
+  reply(message: Record<string, unknown>): void {
+    if (!this.isOpen()) return;
+    const text = JSON.stringify(message);
+    if (this.ws.bufferedAmount > 0 && this.ws.bufferedAmount + Buffer.byteLength(text) > this.maxBufferedBytes) return this.cutOff(CLOSE.tryAgainLater, 'not reading its answers; reconnect');
+    this.ws.send(text);
+  }
 }

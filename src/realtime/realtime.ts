@@ -2,7 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
@@ -19,6 +19,8 @@ export interface RealtimeOptions {
   /** A subscriber whose unsent data passes this is closed with 1013. */
   maxBufferedBytes: number;
   pingIntervalMs: number;
+  /** Other endpoints upgraded on the same port (MQTT over WebSocket at /mqtt), by path. */
+  upgrades?: Record<string, (req: IncomingMessage, socket: Duplex, head: Buffer) => void>;
 }
 
 const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -31,7 +33,7 @@ interface Tracked {
   kind: Principal['kind'];
   userId: string;
   apiKeyId: string | null;
-  /** When its session token or API key stops being valid (ISO); null: not by time. */
+  /** When its session token, API key or client certificate stops being valid (ISO); null: not by time. */
   expiresAt: string | null;
 }
 
@@ -93,6 +95,8 @@ export class Realtime {
       refuseUpgrade(socket, requestId, status, code, message);
     };
     if (!url) return refuse(400, 'validation_failed', 'the URL is malformed');
+    const other = this.options.upgrades?.[url.pathname];
+    if (other) return other(req, socket, head);
     const kind = url.pathname === '/ws' ? 'user' : url.pathname === '/ws/device' ? 'device' : null;
     if (!kind) return refuse(404, 'not_found', 'no WebSocket endpoint here');
     const headers = { header: (name: string) => firstHeader(req.headers[name.toLowerCase()]) };
@@ -104,12 +108,16 @@ export class Realtime {
       return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
+    let refusedCertificate: string | null = null;
     try {
-      principal = credential ? await this.accounts.authenticate(credential) : null;
+      if (credential) principal = await this.accounts.authenticate(credential);
+      // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
+      else if (kind === 'device') ({ principal, refused: refusedCertificate } = certificatePrincipal(this.accounts, req.socket, this.services.logger));
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
-    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token'} is required`);
+    if (refusedCertificate) return refuse(401, 'unauthenticated', certificateRefusal(refusedCertificate));
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
     if (principal.kind === 'user' && principal.apiKey?.scope === 'devices:ingest') return refuse(403, 'forbidden', 'this API key may only submit device data (scope devices:ingest)');
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }
@@ -117,7 +125,14 @@ export class Realtime {
   private accept(ws: WebSocket, principal: Principal, requestId: string): void {
     const sessionId = principal.kind === 'user' ? principal.sessionId : null;
     const apiKeyId = principal.kind === 'user' ? (principal.apiKey?.id ?? null) : null;
-    const expiresAt = sessionId !== null ? (findSession(this.services.sql, sessionId)?.expires_at ?? null) : apiKeyId !== null ? (findApiKey(this.services.sql, apiKeyId)?.expires_at ?? null) : null;
+    const expiresAt =
+      principal.kind === 'device'
+        ? (principal.certificate?.expiresAt ?? null)
+        : sessionId !== null
+          ? (findSession(this.services.sql, sessionId)?.expires_at ?? null)
+          : apiKeyId !== null
+            ? (findApiKey(this.services.sql, apiKeyId)?.expires_at ?? null)
+            : null;
     if (this.closed) {
       ws.close(CLOSE.goingAway, 'server shutting down');
       return;
@@ -148,7 +163,6 @@ export class Realtime {
     const items: LiveItem[] = this.subscribers.size === 0 ? [] : events.map((event) => ({ event, audience: audienceOf(this.services.sql, event), message: liveMessage(event) }));
     for (const item of items) for (const subscriber of this.subscribers) subscriber.onLive(item);
     for (const event of events) this.revokeSockets(event);
-    this.devices.onApplied(events);
   }
 
   /** A credential that stops working closes the sockets it opened, as it would refuse the next REST call. */
@@ -172,10 +186,10 @@ export class Realtime {
     }
   }
 
-  /** A socket lives no longer than the session it was opened with, as a REST call with that token would not. */
+  /** A socket lives no longer than the session, key or certificate it was opened with, as a REST call with it would not. */
   closeExpired(): void {
     const now = this.services.clock.now().toISOString();
-    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, 'credentials expired');
+    for (const t of this.tracked) if (t.expiresAt !== null && t.expiresAt <= now) t.ws.close(CLOSE.credentialsRevoked, t.kind === 'device' ? 'client certificate expired' : 'credentials expired');
   }
 
   /**

@@ -109,7 +109,11 @@ export class Subscriber {
     const { log, runner, sql } = this.services;
     for (;;) {
       const ceiling = runner.position();
-      const page = (await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE })).filter((e) => e.position <= ceiling);
+      // A page is bounded in bytes as well as events: a page of 500 large batches of readings
+      // held tens of megabytes per subscriber while it waited for a slow reader to drain.
+      const types = this.filter?.types ? [...this.filter.types] : undefined;
+      const read = await log.readAll({ afterPosition: this.lastPosition, limit: CATCH_UP_PAGE, maxBytes: this.maxBufferedBytes, ...(types ? { types } : {}) });
+      const page = read.filter((e) => e.position <= ceiling);
       for (const event of page) {
         const item: LiveItem = { event, audience: audienceOf(sql, event), message: '' };
         if (this.matches(item)) {
@@ -120,6 +124,8 @@ export class Subscriber {
         this.deliver(item);
       }
       if (generation !== this.generation) return;
+      // Read by type, an empty page means every matching event up to the ceiling has been sent.
+      if (page.length === 0) this.lastPosition = Math.max(this.lastPosition, ceiling);
       if ((page.length === 0 || this.lastPosition >= ceiling) && this.lastPosition >= this.tail.droppedUpTo) break;
       // Reading and sending never waits on I/O while the socket drains: without a turn of the
       // event loop between pages, a replay of the whole log held up every other request.

@@ -1,3 +1,5 @@
+import { checkAnswer } from './contract.js';
+
 export interface Answer<T = any> {
   status: number;
   body: T;
@@ -11,7 +13,7 @@ export interface CallOptions {
   raw?: string;
 }
 
-/** A thin fetch wrapper speaking the JSON envelope. */
+/** A thin fetch wrapper speaking the JSON envelope; every JSON answer is checked against the served OpenAPI document. */
 export function client(baseUrl: () => string) {
   async function call<T = any>(method: string, path: string, body?: unknown, options: CallOptions = {}): Promise<Answer<T>> {
     const headers: Record<string, string> = { ...options.headers };
@@ -29,6 +31,7 @@ export function client(baseUrl: () => string) {
     } catch {
       // not JSON: the tests look at the text
     }
+    await checkAnswer(baseUrl(), method, path, response.status, response.headers.get('content-type'), parsed);
     return { status: response.status, body: parsed as T, headers: response.headers };
   }
   return {

@@ -5,7 +5,7 @@ import { startServer } from '../../src/server.js';
 import type { Answer, Client } from './client.js';
 import type { TestServer } from './server.js';
 
-/** Shapes of the contract in API.md, as the tests read them. */
+/** Shapes of the contract (docs/guide.md), as the tests read them. */
 export interface ErrorBody {
   error: { code: string; message: string; details: Array<{ path: string; message: string }>; request_id: string };
 }
@@ -32,6 +32,7 @@ export interface Device {
   firmware_version: string | null;
   group_id: string | null;
   configuration: Record<string, unknown>;
+  certificate_fingerprint: string | null;
   created_at: string;
   updated_at: string;
   version: number;
@@ -86,7 +87,7 @@ export interface List<T> {
 const STACK_LIKE = /(\bat\s+\S+\s+\(|\.ts:\d+|\.js:\d+|node_modules|SqliteError|SQLITE_|TypeError|ReferenceError|\bstack\b)/;
 
 /**
- * Asserts the error envelope of API.md: the status, the code, a message, details as a list,
+ * Asserts the error envelope (docs/guide.md): the status, the code, a message, details as a list,
  * a request_id equal to the X-Request-Id header, and nothing that looks like a stack or SQL.
  */
 export function expectError(answer: Answer, status: number, code: string): ErrorBody['error'] {
@@ -153,7 +154,7 @@ export async function headPosition(api: Client): Promise<number> {
  */
 export async function restartFromDisk(server: TestServer, env: Record<string, string> = {}): Promise<void> {
   await server.server.close();
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
   server.server = await startServer(config, { clock: server.clock, logger: pino({ level: 'silent' }) });
   server.url = server.server.url;
 }

@@ -20,11 +20,11 @@ export interface TestServer {
 export async function startTestServer(
   env: Record<string, string> = {},
   clock = new ManualClock('2026-03-01T12:00:00.000Z'),
-  options: Pick<ServerOptions, 'projectionRetryTimer' | 'shutdownGraceMs'> = {},
+  options: Pick<ServerOptions, 'projectionRetryTimer' | 'shutdownGraceMs' | 'logger'> = {},
 ): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'iot-test-'));
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
-  const logger = pino({ level: 'silent' });
+  const config = loadConfig({ PORT: '0', MQTT_PORT: '0', MQTT_TLS_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent', ...env });
+  const logger = options.logger ?? pino({ level: 'silent' });
   const handle: TestServer = {
     url: '',
     server: undefined as unknown as RunningServer,

@@ -4,7 +4,7 @@ import { registerUser } from './client.js';
 import { createDevice, type Data, type List, type RegisteredDevice, type StoredEvent } from './fixtures.js';
 import type { TestServer } from './server.js';
 
-/** Shapes of the Telemetry / Alerts / analytics contract in API.md, as the tests read them. */
+/** Shapes of the Telemetry / Alerts / analytics contract (docs/guide.md), as the tests read them. */
 export interface Accepted {
   accepted: number;
   position: number;

@@ -6,7 +6,7 @@ import { createGroup, expectError, expectValidation, uniqueName, type Data, type
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { deviceOf, head, submitOk, MINUTE, type Alert, type Analytics, type Owner } from '../helpers/telemetry-fixtures.js';
 
-/** The Automation part of API.md over HTTP: CRUD, validation, conflicts, end to end, dry run. */
+/** Automation over HTTP: CRUD, validation, conflicts, end to end, dry run. */
 const SECOND = 1000;
 
 interface Rule {

@@ -6,7 +6,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import type { z } from 'zod';
 import type { command as commandSchema } from '../../src/api/schemas/commands.js';
 
-/** The Command shape of API.md (plus the fields the server adds). */
+/** The Command shape of the contract (plus the fields the server adds). */
 type Command = z.infer<typeof commandSchema>;
 
 interface CommandList {

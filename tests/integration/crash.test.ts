@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser } from '../helpers/client.js';
 import type { Data, List, RegisteredDevice } from '../helpers/fixtures.js';
 import type { Accepted, BucketRow } from '../helpers/telemetry-fixtures.js';
+import { storedRecordings } from '../helpers/stored-readings.js';
 
 /**
  * kill -9 while a load generator submits readings, restart on the same DATA_DIR: every
@@ -68,7 +69,7 @@ async function startChild(dataDir: string): Promise<Child> {
   const port = await freePort();
   const child = spawn(process.execPath, [MAIN], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -100,14 +101,11 @@ async function startChild(dataDir: string): Promise<Child> {
 function valuesInLog(dataDir: string): { values: number[]; byDevice: Map<string, number[]>; byPosition: Map<number, { device_id: string; values: number[] }>; head: number } {
   const db = new Database(join(dataDir, 'iot.db'), { readonly: true, fileMustExist: true });
   try {
-    const rows = db.prepare<[], { position: number; data: string }>(`SELECT position, data FROM events WHERE type = 'readings.recorded' ORDER BY position`).all();
     const byPosition = new Map<number, { device_id: string; values: number[] }>();
     const byDevice = new Map<string, number[]>();
-    for (const row of rows) {
-      const data = JSON.parse(row.data) as { device_id: string; readings: Array<{ value: number }> };
-      const values = data.readings.map((r) => r.value);
-      byPosition.set(row.position, { device_id: data.device_id, values });
-      byDevice.set(data.device_id, [...(byDevice.get(data.device_id) ?? []), ...values]);
+    for (const { position, device_id, values } of storedRecordings(dataDir)) {
+      byPosition.set(position, { device_id, values });
+      byDevice.set(device_id, [...(byDevice.get(device_id) ?? []), ...values]);
     }
     const head = db.prepare<[], { p: number | null }>(`SELECT max(position) AS p FROM events`).get()?.p ?? 0;
     return { values: [...byDevice.values()].flat(), byDevice, byPosition, head };

@@ -19,6 +19,7 @@ type Detail = Device & { recent_data: unknown[]; recent_commands: unknown[]; met
 type Me = { device_count: number };
 
 const DEVICE_KEYS = [
+  'certificate_fingerprint',
   'configuration',
   'created_at',
   'description',
@@ -645,7 +646,7 @@ describe('devices', () => {
       expect(JSON.stringify(header.body)).not.toContain(mine.credentials.auth_token);
     });
 
-    it('gets 403 for another device, of the same owner or another (API.md: a device token on another device)', async () => {
+    it('gets 403 for another device, of the same owner or another (a device token on another device)', async () => {
       expectError(await api.get(`/api/devices/${sibling.id}`, { token: mine.credentials.auth_token }), 403, 'forbidden');
       expectError(await api.get(`/api/devices/${foreign.id}`, { token: mine.credentials.auth_token }), 403, 'forbidden');
     });

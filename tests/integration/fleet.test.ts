@@ -6,7 +6,7 @@ import { submitOk, type Alert } from '../helpers/telemetry-fixtures.js';
 import type { z } from 'zod';
 import type { command as commandSchema } from '../../src/api/schemas/commands.js';
 
-/** The Command shape of API.md plus the fields the server adds. */
+/** The Command shape of the contract plus the fields the server adds. */
 type Command = z.infer<typeof commandSchema>;
 
 interface BatchSummary {
@@ -657,7 +657,7 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
     const provision = (body: Record<string, unknown>, apiKey: string) => api.post<Data<RegisteredDevice>>('/api/devices/provision', body, { headers: { 'x-api-key': apiKey } });
     const tokenWorks = async (deviceId: string, token: string): Promise<number> => (await api.get(`/api/devices/${deviceId}`, { token })).status;
 
-    it('registers the first time (201), then answers the same device with a fresh token (200); the old token is refused', async () => {
+    it('registers the first time (201), then, given its current token, answers the same device with a fresh token (200); the old token is refused', async () => {
       const mac = uniqueMac();
       const before = await deviceCount(alice.token);
       const first = await provision({ mac_address: mac }, alice.apiKey);
@@ -668,7 +668,7 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
       expect(await tokenWorks(device.id, device.credentials.auth_token)).toBe(200);
       expect(await deviceCount(alice.token)).toBe(before + 1);
 
-      const again = await provision({ mac_address: mac, name: 'ignored the second time' }, alice.apiKey);
+      const again = await provision({ mac_address: mac, name: 'ignored the second time', current_token: device.credentials.auth_token }, alice.apiKey);
       expect(again.status, JSON.stringify(again.body)).toBe(200);
       expect(again.body.data.id).toBe(device.id);
       expect(again.body.data.name).toBe(`device ${mac}`);
@@ -683,16 +683,31 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
       const first = await provision({ mac_address: mac.toUpperCase(), name: 'boiler', type: 'heater', configuration: { target: 21 }, firmware_version: '0.9' }, alice.apiKey);
       expect(first.status).toBe(201);
       expect(first.body.data).toMatchObject({ name: 'boiler', device_type: 'heater', configuration: { target: 21 }, firmware_version: '0.9' });
-      const dashed = await provision({ mac_address: mac.toLowerCase().replaceAll(':', '-') }, alice.apiKey);
+      const dashed = await provision({ mac_address: mac.toLowerCase().replaceAll(':', '-'), current_token: first.body.data.credentials.auth_token }, alice.apiKey);
       expect(dashed.status).toBe(200);
       expect(dashed.body.data.id).toBe(first.body.data.id);
 
       const other = uniqueMac();
       const made = await createDevice(api, alice.token, { mac_address: other });
-      const found = await provision({ mac_address: other.toUpperCase().replaceAll(':', '-') }, alice.apiKey);
+      const found = await provision({ mac_address: other.toUpperCase().replaceAll(':', '-'), current_token: made.credentials.auth_token }, alice.apiKey);
       expect(found.status).toBe(200);
       expect(found.body.data.id).toBe(made.id);
       expectError(await api.get(`/api/devices/${made.id}`, { token: made.credentials.auth_token }), 401, 'unauthenticated');
+    });
+
+    it('does not evict a registered device for a holder of the provisioning key alone: 409, its token still works', async () => {
+      const mac = uniqueMac();
+      const device = ok(await provision({ mac_address: mac }, alice.apiKey), 201).data;
+      const refused = expectError(await provision({ mac_address: mac }, alice.apiKey), 409, 'already_exists');
+      expect(refused.message).toMatch(/current token.*owner signed in/);
+      expectError(await provision({ mac_address: mac, current_token: `${device.credentials.auth_token}x` }, alice.apiKey), 409, 'already_exists');
+      expect(await tokenWorks(device.id, device.credentials.auth_token)).toBe(200);
+      // The owner signed in approves it.
+      const approved = await api.post<Data<RegisteredDevice>>('/api/devices/provision', { mac_address: mac }, { token: alice.token });
+      expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+      expect(approved.body.data.id).toBe(device.id);
+      expectError(await api.get(`/api/devices/${device.id}`, { token: device.credentials.auth_token }), 401, 'unauthenticated');
+      expect(await tokenWorks(device.id, approved.body.data.credentials.auth_token)).toBe(200);
     });
 
     it("answers 409 for another user's MAC and leaves that device and its token alone", async () => {
@@ -743,11 +758,21 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
       expect(await deviceCount(alice.token)).toBe(before);
     });
 
-    it('10 concurrent calls with one MAC make one device: one 201, nine 200, the same id, exactly one token left valid', async () => {
+    it('10 concurrent calls with one provisioning key and one MAC make one device: one 201, nine 409, its token valid', async () => {
+      const kai = await registerUser(api, uniqueName('kai'));
+      const mac = uniqueMac();
+      const answers = await Promise.all(Array.from({ length: 10 }, () => provision({ mac_address: mac }, kai.apiKey)));
+      expect(answers.map((a) => a.status).sort()).toEqual([201, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
+      const made = answers.find((a) => a.status === 201)!.body.data;
+      expect(await tokenWorks(made.id, made.credentials.auth_token)).toBe(200);
+      expect(await deviceCount(kai.token)).toBe(1);
+    });
+
+    it('10 concurrent calls with one MAC by its owner signed in make one device: one 201, nine 200, the same id, exactly one token left valid', async () => {
       const hana = await registerUser(api, uniqueName('hana'));
       const mac = uniqueMac();
       const forms = [mac, mac.toUpperCase(), mac.replaceAll(':', '-'), mac.toUpperCase().replaceAll(':', '-')];
-      const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => provision({ mac_address: forms[i % forms.length]! }, hana.apiKey)));
+      const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => api.post<Data<RegisteredDevice>>('/api/devices/provision', { mac_address: forms[i % forms.length]! }, { token: hana.token })));
       expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 201]);
       const ids = new Set(answers.map((a) => a.body.data.id));
       expect(ids.size).toBe(1);
@@ -796,7 +821,7 @@ describe('fleet: configuration, firmware, bulk, templates, provisioning, rollout
       const macs = [uniqueMac(), uniqueMac(), uniqueMac()];
       for (const mac of macs) expect((await smallApi.post('/api/devices/provision', { mac_address: mac }, { headers: { 'x-api-key': user.apiKey } })).status).toBe(201);
       expectError(await smallApi.post('/api/devices/provision', { mac_address: uniqueMac() }, { headers: { 'x-api-key': user.apiKey } }), 403, 'quota_exceeded');
-      expect((await smallApi.post('/api/devices/provision', { mac_address: macs[1] }, { headers: { 'x-api-key': user.apiKey } })).status).toBe(200);
+      expect((await smallApi.post('/api/devices/provision', { mac_address: macs[1] }, { token: user.token })).status).toBe(200);
       expect(ok(await smallApi.get<Data<{ device_count: number }>>('/api/auth/user', { token: user.token })).data.device_count).toBe(3);
     });
   });

@@ -188,7 +188,7 @@ describe('a start whose catch-up fails', () => {
     // Stopped while stalled: the write that waited hears 503, its event stays in the log.
     expect((await stored).status).toBe(503);
 
-    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: server.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
     const options = { logger: pino({ level: 'silent' }), projectionRetryTimer: () => () => undefined };
     await expect(startServer(config, options)).rejects.toThrow('database or disk is full');
 

@@ -211,6 +211,41 @@ describe('device channel (/ws/device)', () => {
     expect((await ws.waitForClose()).code).toBe(1008);
   });
 
+  it('refuses a "__proto__" key with validation_failed, as HTTP does, and stores nothing', async () => {
+    const device = await deviceOf(api, owner);
+    const ws = await connectDevice(device);
+    ws.sendRaw('{"type":"readings","id":"p1","sensor_readings":{"temperature":1},"device_status":{"__proto__":{"admin":true}}}');
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'error', code: 'validation_failed', ref: 'p1', details: [{ path: '__proto__' }] });
+    ws.sendRaw('{"type":"heartbeat","ref":"p2","metrics":{"\\u005f_proto__":1}}');
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'error', code: 'validation_failed', ref: 'p2' });
+    const http = await api.post(`/api/devices/${device.id}/data`, JSON.parse('{"sensor_readings":{"temperature":1},"device_status":{"__proto__":{"admin":true}}}'), { token: device.token });
+    expect(http.status).toBe(400);
+    expect(await allRawReadings(api, device.id, owner.token)).toEqual([]);
+  });
+
+  it('answers with the correlation field the device used: id (also as ref) or ref', async () => {
+    const device = await deviceOf(api, owner);
+    const ws = await connectDevice(device);
+    const reply = (): Promise<Message> => ws.next((m) => m.type === 'ack' || m.type === 'error');
+    ws.send({ type: 'heartbeat', id: 'by-id' });
+    expect(await reply()).toMatchObject({ type: 'ack', id: 'by-id', ref: 'by-id' });
+    ws.send({ type: 'heartbeat', ref: 'by-ref' });
+    const byRef = await reply();
+    expect(byRef).toMatchObject({ type: 'ack', ref: 'by-ref' });
+    expect(byRef).not.toHaveProperty('id');
+    ws.send({ type: 'readings', ref: 42, sensor_readings: { temperature: 'hot' } });
+    expect(await reply()).toMatchObject({ type: 'error', code: 'validation_failed', ref: 42 });
+  });
+
+  it('takes firmware progress as HTTP does', async () => {
+    const device = await deviceOf(api, owner);
+    const ws = await connectDevice(device);
+    ws.send({ type: 'firmware_progress', id: 'f1', version: '2.0.0', status: 'downloading' });
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'ack', ref: 'f1', version: '2.0.0', status: 'downloading' });
+    ws.send({ type: 'firmware_progress', id: 'f2', version: '2.0.0', status: 'teleporting' });
+    expect(await ws.next((m) => m.type === 'ack' || m.type === 'error')).toMatchObject({ type: 'error', code: 'validation_failed', ref: 'f2' });
+  });
+
   it('acknowledges a heartbeat', async () => {
     const device = await deviceOf(api, owner);
     const ws = await connectDevice(device);
@@ -287,7 +322,7 @@ describe('device channel (/ws/device)', () => {
     const mac = '02:00:5e:10:00:7b';
     const device = await deviceOf(api, owner, { mac_address: mac });
     const ws = await connectDevice(device);
-    const provisioned = await api.post<Data<{ id: string; credentials: { auth_token: string } }>>('/api/devices/provision', { mac_address: mac }, { headers: { 'x-api-key': owner.apiKey } });
+    const provisioned = await api.post<Data<{ id: string; credentials: { auth_token: string } }>>('/api/devices/provision', { mac_address: mac, current_token: device.token }, { headers: { 'x-api-key': owner.apiKey } });
     expect(provisioned.status, JSON.stringify(provisioned.body)).toBeLessThan(300);
     expect(provisioned.body.data.id).toBe(device.id);
     const closed = await ws.waitForClose();

@@ -110,7 +110,7 @@ describe('realtime subscribers (/ws)', () => {
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { cookie: 'session=not-a-token' } })).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, `/ws?token=${encodeURIComponent(device.token)}`))).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-device-token': device.token } })).toBe(401);
-      // API.md: ?token= or the session cookie, "anything else is refused": a valid token in a header too.
+      // The contract: ?token= or the session cookie, "anything else is refused": a valid token in a header too.
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { authorization: `Bearer ${owner.token}` } })).toBe(401);
       expect(await refusedStatus(wsUrl(server.url, '/ws'), { headers: { 'x-api-key': owner.apiKey } })).toBe(401);
     });
@@ -410,7 +410,7 @@ describe('realtime subscribers (/ws)', () => {
 describe('realtime ping', () => {
   it('drops a peer that does not answer pings, keeps one that does', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'iot-ws-ping-'));
-    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
     const running = await startServer(config, { clock: new ManualClock('2026-03-01T12:00:00.000Z'), logger: pino({ level: 'silent' }), pingIntervalMs: 200 });
     const api = client(() => running.url);
     try {

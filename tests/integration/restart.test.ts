@@ -223,7 +223,7 @@ describe('a start that fails', () => {
     const first = await startTestServer();
     const dataDir = mkdtempSync(join(tmpdir(), 'iot-failed-start-'));
     try {
-      const config = loadConfig({ PORT: String(first.server.port), HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+      const config = loadConfig({ PORT: String(first.server.port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
       await expect(startServer(config, { logger: pino({ level: 'silent' }) })).rejects.toThrow(/EADDRINUSE/);
       // The last connection to close folds the WAL away: the checkpointer's was closed too.
       expect(existsSync(join(dataDir, 'iot.db'))).toBe(true);

@@ -55,7 +55,7 @@ describe('stopping with a socket whose peer never answers going-away', () => {
 describe('one server per data directory', () => {
   it('refuses a second server on a data directory in use, and lets one start once the first stopped', async () => {
     const first = await startTestServer();
-    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', DATA_DIR: first.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
+    const config = loadConfig({ PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: first.dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'silent' });
     const options = { logger: pino({ level: 'silent' }) };
     await expect(startServer(config, options)).rejects.toThrow(/in use by another server/);
     const dataDir = first.dataDir;

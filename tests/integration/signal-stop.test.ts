@@ -1,9 +1,10 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, buildWhenStale } from '../helpers/built-server.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice } from '../helpers/fixtures.js';
 import { keptAliveConnection, settle } from '../helpers/raw-http.js';
@@ -25,22 +26,6 @@ interface Started {
   exited: Promise<{ code: number | null; at: number }>;
 }
 
-const ROOT = join(import.meta.dirname, '../..');
-
-/** The build `npm start` runs first, done here only when a source is newer than it: a build takes from 7 s to 40 s on a busy machine. */
-function buildWhenStale(): void {
-  const built = join(ROOT, 'dist/src/main.js');
-  const builtAt = (() => {
-    try {
-      return statSync(built).mtimeMs;
-    } catch {
-      return 0;
-    }
-  })();
-  const sources = readdirSync(join(ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter((file) => file.endsWith('.ts'));
-  if (sources.some((file) => statSync(join(ROOT, 'src', file)).mtimeMs > builtAt)) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
-}
-
 /**
  * `npm start` as the README runs it, as the leader of a process group of its own: npm, then the
  * shell of the start script, exec'ed into node. The build of `prestart` is done beforehand.
@@ -50,7 +35,7 @@ async function npmStart(dataDir: string): Promise<Started> {
     cwd: ROOT,
     detached: true,
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info' },
+    env: { ...process.env, PORT: '0', MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dataDir, BCRYPT_ROUNDS: '4', LOG_LEVEL: 'info' },
   });
   const logs: Array<{ msg?: string; port?: number; pid?: number }> = [];
   const exited = new Promise<{ code: number | null; at: number }>((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() })));

@@ -13,7 +13,7 @@ describe('server smoke', () => {
   it('answers health with the log position', async () => {
     const answer = await api.get('/api/health');
     expect(answer.status).toBe(200);
-    expect(answer.body).toEqual({ data: { status: 'ok', position: 0 } });
+    expect(answer.body).toEqual({ data: { status: 'ok', position: 0, mqtt: { tcp: { state: 'off', port: null }, tls: { state: 'off', port: null }, websocket: '/mqtt' } } });
     expect(answer.headers.get('x-request-id')).toBeTruthy();
   });
 

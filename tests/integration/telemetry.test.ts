@@ -641,6 +641,37 @@ describe('telemetry', () => {
     });
   });
 
+  describe('plausible ranges in the configuration', () => {
+    it('scores a boiler pressure of 1.9 bar out of range by default, and plausible once the device says its range', async () => {
+      const plain = await deviceOf(api, alice);
+      await submitOk(api, plain.id, plain.token, { sensor_readings: [{ sensor_type: 'pressure', value: 1.9, unit: 'bar' }] });
+      expect((await allRawReadings(api, plain.id, alice.token)).at(-1)).toMatchObject({ quality_score: 50, quality_reasons: ['out_of_range'] });
+
+      const boiler = await deviceOf(api, alice, { configuration: { ranges: { pressure: { min: 0, max: 6 }, flow: { min: 0, max: 120 } } } });
+      await submitOk(api, boiler.id, boiler.token, { sensor_readings: [{ sensor_type: 'pressure', value: 1.9, unit: 'bar' }, { sensor_type: 'flow', value: 121 }, { sensor_type: 'temperature', value: 500 }] });
+      const readings = await allRawReadings(api, boiler.id, alice.token);
+      const bySensor = (sensor: string) => readings.find((r) => r.sensor_type === sensor)!;
+      expect(bySensor('pressure')).toMatchObject({ quality_score: 100, quality_reasons: [] });
+      // A sensor without a default range gets the device's; the others keep their defaults.
+      expect(bySensor('flow').quality_reasons).toEqual(['out_of_range']);
+      expect(bySensor('temperature').quality_reasons).toEqual(['out_of_range']);
+    });
+
+    it('refuses ranges that make no sense, on devices and templates, storing nothing', async () => {
+      const before = await head(api);
+      const register = (configuration: Record<string, unknown>) => api.post('/api/devices', { name: 'ranged', type: 'sensor', configuration }, { token: alice.token });
+      expectValidation(await register({ ranges: { pressure: { min: 6, max: 0 } } }), 'configuration.ranges.pressure.min');
+      expectValidation(await register({ ranges: { pressure: { min: 0 } } }), 'configuration.ranges.pressure.max');
+      expectValidation(await register({ ranges: { pressure: { min: '0', max: 6 } } }), 'configuration.ranges.pressure.min');
+      expectValidation(await register({ ranges: [1, 2] }), 'configuration.ranges');
+      const misspelt = expectValidation(await register({ ranges: { pressure: { min: 0, maximum: 6 } } }), 'configuration.ranges.pressure.maximum');
+      expect(misspelt.details.map((d) => d.message).join(' ')).toContain('unknown field "maximum"');
+      const template = await api.post('/api/templates', { name: uniqueName('ranged'), device_type: 'sensor', configuration: { ranges: { co2: { min: 1, max: 0 } } } }, { token: alice.token });
+      expectValidation(template, 'configuration.ranges.co2.min');
+      expect(await head(api)).toBe(before);
+    });
+  });
+
   describe('GET /api/devices/:id/logs', () => {
     it('lists status changes, configuration pushes and reported errors, filtered by severity and dates', async () => {
       const device = await deviceOf(api, alice, { configuration: { heartbeat_interval: 5 } });

@@ -82,7 +82,7 @@ describe('admin user management', () => {
   });
 
   it('documents the routes of this area in /api/openapi.json, with their schemas', async () => {
-    const doc = (await api.get('/api/openapi.json')).body as { paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>> };
+    const doc = (await api.get('/api/openapi.json')).body as { paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>>; components: { schemas: Record<string, unknown> } };
     const expected: Array<[string, string]> = [
       ['/api/users', 'get'],
       ['/api/users/{id}', 'patch'],
@@ -97,7 +97,12 @@ describe('admin user management', () => {
       ['/api/groups/{id}/members/{user_id}', 'delete'],
     ];
     for (const [path, method] of expected) expect(doc.paths[path]?.[method], `${method} ${path}`).toBeDefined();
-    expect(JSON.stringify(doc.paths['/api/auth/keys']!.post!.requestBody)).toContain('devices:ingest');
-    expect(JSON.stringify(doc.paths['/api/users/{id}']!.patch!.requestBody)).toContain('device_quota');
+    // Request bodies are named schemas: follow the reference.
+    const schemaOf = (body: unknown) => {
+      const ref = (body as { content: { 'application/json': { schema: { $ref: string } } } }).content['application/json'].schema.$ref;
+      return JSON.stringify(doc.components.schemas[ref.split('/').at(-1)!]);
+    };
+    expect(schemaOf(doc.paths['/api/auth/keys']!.post!.requestBody)).toContain('devices:ingest');
+    expect(schemaOf(doc.paths['/api/users/{id}']!.patch!.requestBody)).toContain('device_quota');
   });
 });

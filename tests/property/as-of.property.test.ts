@@ -196,7 +196,7 @@ describe('as_of equals the state folded from the events up to that moment (fast-
           expect(answer.status, `${t}: ${JSON.stringify(answer.body)}`).toBe(200);
           const lastSeen = heard.filter((h) => h <= t).pop() ?? null;
           const { connectivity, reported: _reported, ...shownState } = expected.state;
-          expect(answer.body.data, `as_of ${t}`).toEqual({ id: device.id, user_id: owner.id, ...shownState, last_seen: lastSeen, created_at: snapshots[0]!.at });
+          expect(answer.body.data, `as_of ${t}`).toEqual({ id: device.id, user_id: owner.id, ...shownState, certificate_fingerprint: null, last_seen: lastSeen, created_at: snapshots[0]!.at });
           const status = await api.get<Data<{ status: string; connectivity: { online: boolean; last_seen: string | null } }>>(`/api/devices/${device.id}/status?as_of=${encodeURIComponent(t)}`, { token: owner.token });
           expect(status.status, JSON.stringify(status.body)).toBe(200);
           expect(status.body.data).toMatchObject({ status: expected.state.status, connectivity: { online: connectivity === 'online', last_seen: lastSeen } });
@@ -218,7 +218,7 @@ describe('as_of equals the state folded from the events up to that moment (fast-
           // as_of now agrees with the live device.
           const live = await api.get<Data<Device>>(`/api/devices/${device.id}`, { token: owner.token });
           const current = await asOf(owner.token, now());
-          const keys = ['id', 'user_id', 'name', 'device_type', 'description', 'ip_address', 'mac_address', 'group_id', 'configuration', 'firmware_version', 'status', 'last_seen', 'created_at', 'updated_at', 'version'] as const;
+          const keys = ['id', 'user_id', 'name', 'device_type', 'description', 'ip_address', 'mac_address', 'group_id', 'configuration', 'firmware_version', 'certificate_fingerprint', 'status', 'last_seen', 'created_at', 'updated_at', 'version'] as const;
           for (const key of keys) expect(current.body.data[key], key).toEqual(live.body.data[key]);
         } else {
           expectError(await api.get(`/api/devices/${device.id}`, { token: owner.token }), 404, 'not_found');

@@ -39,7 +39,40 @@ describe('loadConfig', () => {
       sessionTtlSeconds: 604_800,
       defaultDeviceQuota: 100,
       wsMaxBufferedBytes: 1_048_576,
+      mqttPort: 1883,
+      mqttBrokerUrl: null,
+      mqttClientId: 'iot-controller',
+      tls: null,
+      mqttTlsPort: 8883,
     });
+  });
+
+  it('takes MQTT_PORT=0 (no TCP listener) and an mqtt(s) or ws(s) MQTT_BROKER_URL', () => {
+    expect(loadConfig({ JWT_SECRET: SECRET, MQTT_PORT: '0' }).mqttPort).toBe(0);
+    for (const url of ['mqtt://user:pw@broker:1883', 'mqtts://broker.example:8883', 'wss://broker.example/mqtt']) {
+      expect(loadConfig({ JWT_SECRET: SECRET, MQTT_BROKER_URL: url, MQTT_CLIENT_ID: 'server-1' })).toMatchObject({ mqttBrokerUrl: url, mqttClientId: 'server-1' });
+    }
+  });
+
+  it.each([['MQTT_PORT', '70000'], ['MQTT_PORT', 'x'], ['MQTT_BROKER_URL', 'http://broker'], ['MQTT_BROKER_URL', 'not a url']])('refuses %s=%s, naming it', (name, value) => {
+    expect(configError({ JWT_SECRET: SECRET, [name]: value }).message).toContain(name);
+  });
+
+  it('reads the TLS files as absolute paths, the client CA optional', () => {
+    const config = loadConfig({ JWT_SECRET: SECRET, TLS_CERT_FILE: 'cert.pem', TLS_KEY_FILE: '/etc/key.pem', MQTT_TLS_PORT: '9883' });
+    expect(config.tls).toEqual({ certFile: resolve('cert.pem'), keyFile: '/etc/key.pem', clientCaFile: null });
+    expect(config.mqttTlsPort).toBe(9883);
+    expect(loadConfig({ JWT_SECRET: SECRET, TLS_CERT_FILE: 'c', TLS_KEY_FILE: 'k', TLS_CLIENT_CA: 'ca.pem' }).tls?.clientCaFile).toBe(resolve('ca.pem'));
+  });
+
+  it.each([
+    [{ TLS_CERT_FILE: 'cert.pem' }, 'TLS_KEY_FILE'],
+    [{ TLS_KEY_FILE: 'key.pem' }, 'TLS_CERT_FILE'],
+    [{ TLS_CLIENT_CA: 'ca.pem' }, 'TLS_CLIENT_CA'],
+    [{ TLS_CERT_FILE: 'c', TLS_KEY_FILE: 'k', MQTT_TLS_PORT: '70000' }, 'MQTT_TLS_PORT'],
+  ])('refuses half a TLS set-up (%o), naming %s', (env, named) => {
+    const message = configError({ JWT_SECRET: SECRET, ...env }).message;
+    expect(message).toMatch(new RegExp(`\\b${named}\\b`));
   });
 
   it('parses every setting given', () => {

@@ -132,6 +132,7 @@ describe('device decider: fold', () => {
         configuration: { interval: 60, unit: 'C' },
         firmware_version: '1.0.0',
       },
+      certificate: null,
     });
   });
 
@@ -141,6 +142,43 @@ describe('device decider: fold', () => {
 
   it('marks the device decommissioned', () => {
     expect(fold(deviceDecider, [registered, decommissioned]).status).toBe('decommissioned');
+  });
+});
+
+const FP_A = 'a'.repeat(64);
+const FP_B = 'b'.repeat(64);
+const bound = (fingerprint: string): EventOfType<'device.certificate_bound'> => ({ type: 'device.certificate_bound', data: { device_id: 'd1', fingerprint } });
+const unbound = (fingerprint: string): EventOfType<'device.certificate_unbound'> => ({ type: 'device.certificate_unbound', data: { device_id: 'd1', fingerprint } });
+
+describe('device decider: client certificates', () => {
+  it('binds a certificate at registration', () => {
+    device.given([]).when({ type: 'register_device', data: registration, certificate_fingerprint: FP_A }).then([registered, bound(FP_A)]);
+  });
+
+  it('binds a certificate to a registered device', () => {
+    device.given([registered]).when({ type: 'bind_certificate', data: { fingerprint: FP_A } }).then([bound(FP_A)]);
+  });
+
+  it('does nothing when the same certificate is bound again', () => {
+    device.given([registered, bound(FP_A)]).when({ type: 'bind_certificate', data: { fingerprint: FP_A } }).then([]);
+  });
+
+  it('retires the old certificate when another is bound (one per device)', () => {
+    device.given([registered, bound(FP_A)]).when({ type: 'bind_certificate', data: { fingerprint: FP_B } }).then([unbound(FP_A), bound(FP_B)]);
+  });
+
+  it('unbinds the bound certificate', () => {
+    device.given([registered, bound(FP_A)]).when({ type: 'unbind_certificate' }).then([unbound(FP_A)]);
+  });
+
+  it('refuses to unbind when none is bound, also after an unbind', () => {
+    device.given([registered]).when({ type: 'unbind_certificate' }).thenThrows('not_found');
+    device.given([registered, bound(FP_A), unbound(FP_A)]).when({ type: 'unbind_certificate' }).thenThrows('not_found');
+  });
+
+  it('refuses both on a decommissioned device', () => {
+    device.given([registered, decommissioned]).when({ type: 'bind_certificate', data: { fingerprint: FP_A } }).thenThrows('not_found');
+    device.given([registered, bound(FP_A), decommissioned]).when({ type: 'unbind_certificate' }).thenThrows('not_found');
   });
 });
 

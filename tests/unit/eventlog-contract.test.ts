@@ -195,6 +195,15 @@ describe.each(backends)('event log contract: $name', (backend) => {
       expect((await h.log.readAll({ afterPosition: 0, limit: 10, streamIds: many })).map((e) => e.position)).toEqual([2, 4, 6]);
       expect(await h.log.countEvents({ afterPosition: 0, streamIds: many })).toBe(3);
     });
+
+    it('ends a page once it holds maxBytes of data, never before its first event', async () => {
+      for (let i = 1; i <= 6; i++) await h.log.append([request(`device-${i}`, [deviceRegistered(`d${i}`)])]);
+      const [first] = await h.log.readAll({ afterPosition: 0, limit: 1 });
+      const size = JSON.stringify(first!.data).length;
+      expect((await h.log.readAll({ afterPosition: 0, limit: 10, maxBytes: 1 })).map((e) => e.position)).toEqual([1]);
+      expect((await h.log.readAll({ afterPosition: 2, limit: 10, maxBytes: size * 2 + 1 })).map((e) => e.position)).toEqual([3, 4, 5]);
+      expect((await h.log.readAll({ afterPosition: 0, limit: 4, maxBytes: 1_000_000 })).map((e) => e.position)).toEqual([1, 2, 3, 4]);
+    });
   });
 
   describe('expected version', () => {

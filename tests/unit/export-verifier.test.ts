@@ -1,11 +1,12 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyExport, type ExportedEvent } from '../../src/eventlog/export-verifier.js';
 import { chainHash } from '../../src/eventlog/hash.js';
+import { buildWhenStale } from '../helpers/built-server.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, createGroup, uniqueName, type Data } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -18,7 +19,6 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'verify-export.js');
-const CLI_SOURCES = ['src/verify-export.ts', 'src/eventlog/export-verifier.ts', 'src/eventlog/hash.ts'].map((f) => join(ROOT, f));
 
 type Field = 'data' | 'type' | 'hash' | 'previous_hash' | 'position' | 'stream_id' | 'version' | 'metadata' | 'recorded_at';
 
@@ -68,12 +68,13 @@ describe('offline export verification', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'verify-export-'));
-    // The CLI runs from dist: build it when missing or older than its sources (a full build takes ~20 s).
-    const stale = !existsSync(CLI) || CLI_SOURCES.some((f) => statSync(f).mtimeMs > statSync(CLI).mtimeMs);
-    if (stale) {
-      const build = spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
-      cli = { available: existsSync(CLI) && !CLI_SOURCES.some((f) => statSync(f).mtimeMs > statSync(CLI).mtimeMs), note: `build exit ${build.status}: ${build.stdout}${build.stderr}` };
-    } else cli = { available: true, note: 'dist up to date' };
+    // The CLI runs from dist: built when missing or older than the sources, once for all workers.
+    try {
+      buildWhenStale();
+      cli = { available: existsSync(CLI), note: 'dist up to date' };
+    } catch (error) {
+      cli = { available: false, note: `the build failed: ${String(error)}` };
+    }
 
     server = await startTestServer();
     adminToken = (await registerUser(api, uniqueName('vadmin'))).token;
@@ -116,6 +117,19 @@ describe('offline export verification', () => {
     const tampered = [...mine];
     tampered[index] = edit(tampered[index]!, 'data');
     expect(verifyExport(tampered)).toMatchObject({ ok: false, line: index + 1 });
+  });
+
+  it('readings read in today\'s shape, the stored columns beside them; an edit of either is found', () => {
+    const index = full.findIndex((line) => (JSON.parse(line) as ExportedEvent).type === 'readings.recorded');
+    const event = JSON.parse(full[index]!) as ExportedEvent & { data: { device_id: string; readings: Array<{ value: number }> } };
+    expect(event.data.readings).toEqual([{ sensor_type: 'temperature', value: 21.5, unit: 'C', timestamp: expect.any(String), quality_score: 100, quality_reasons: [] }]);
+    expect(event.stored_data).toMatchObject({ device_id: event.data.device_id, columns: { sensors: [['temperature', 'C']], values: [215], scale: 1 } });
+    const lines = (changed: ExportedEvent) => full.map((line, i) => (i === index ? JSON.stringify(changed) : line));
+    const shown = { ...event, data: { ...event.data, readings: [{ ...event.data.readings[0]!, value: 99 }] } };
+    expect(verifyExport(lines(shown))).toMatchObject({ ok: false, line: index + 1, reason: 'data does not match the stored form the hash covers' });
+    const stored = event.stored_data as { columns: { values: number[] } };
+    const restored = { ...event, stored_data: { ...stored, columns: { ...stored.columns, values: [990] } }, data: shown.data };
+    expect(verifyExport(lines(restored))).toMatchObject({ ok: false, line: index + 1, reason: 'hash does not match the event' });
   });
 
   it('a range export (after_position) verifies, not as a complete chain', async () => {
@@ -231,5 +245,50 @@ describe('offline export verification', () => {
     const usage = spawnSync(process.execPath, [CLI], { encoding: 'utf8' });
     expect(usage.status).not.toBe(0);
     expect(usage.status).not.toBe(1);
+  });
+
+  /** The CLI without blocking this process, which serves the server it asks. */
+  const cliRun = (args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env } }, (error, stdout, stderr) => resolve({ status: error ? Number(error.code) : 0, stdout, stderr }));
+    });
+
+  it('--server compares an export with the running server: the head for an admin, every exported event for anyone, and catches a forgery --allow-gaps lets through', async (context) => {
+    if (!cli.available) context.skip(`dist/src/verify-export.js unavailable (${cli.note})`);
+    const adminFile = join(dir, 'admin.ndjson');
+    writeFileSync(adminFile, `${(await exportOf(adminToken)).join('\n')}\n`);
+    const admin = await cliRun(['--server', server.url, '--token', adminToken, adminFile]);
+    expect(admin.status, admin.stderr).toBe(0);
+    expect(admin.stdout).toContain("the export ends at the server's head, with the same hash");
+
+    const userFile = join(dir, 'user.ndjson');
+    const mine = await exportOf(userToken);
+    writeFileSync(userFile, `${mine.join('\n')}\n`);
+    // The token from the environment, as an auditor's shell would hold it.
+    const user = await cliRun(['--allow-gaps', '--server', server.url, userFile], { TOKEN: userToken });
+    expect(user.status, user.stderr).toBe(0);
+    expect(user.stdout).toContain(`the server holds the same ${mine.length} events`);
+    expect(user.stdout).toContain('only by an admin');
+
+    // Re-hashed from its own previous_hash, the edit passes offline with --allow-gaps; the server's event at that position tells.
+    const forged = [...mine];
+    const at = forged.findIndex((line) => (JSON.parse(line) as ExportedEvent).type === 'device.updated');
+    const victim = JSON.parse(forged[at]!) as ExportedEvent;
+    const rewritten = { ...victim, metadata: { ...(victim.metadata as object), actor_id: 'mallory' } };
+    // The next line goes too, as a forger would drop it: its link to the edited event would break.
+    forged.splice(at, 2, JSON.stringify({ ...rewritten, hash: chainHash(rewritten.previous_hash, { ...rewritten, data: JSON.stringify(rewritten.data), metadata: JSON.stringify(rewritten.metadata) }) }));
+    const forgedFile = join(dir, 'forged-user.ndjson');
+    writeFileSync(forgedFile, `${forged.join('\n')}\n`);
+    const offline = await cliRun(['--allow-gaps', forgedFile]);
+    expect(offline.status, offline.stderr).toBe(0);
+    const caught = await cliRun(['--allow-gaps', '--server', server.url, '--token', userToken, forgedFile]);
+    expect(caught.status).toBe(3);
+    expect(caught.stderr).toContain(`DIFFERENT: the server's event at position ${victim.position}`);
+
+    // A token the server refuses is no proof either; no token at all is a usage error.
+    const refused = await cliRun(['--allow-gaps', '--server', server.url, '--token', adminToken.slice(0, -2) + 'xx', userFile]);
+    expect(refused.status).toBe(3);
+    expect(refused.stderr).toContain('the server answered 401');
+    expect((await cliRun(['--server', server.url, userFile], { TOKEN: '' })).status).toBe(64);
   });
 });

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { assessQuality, emptyStats, updateStats, type SensorStats } from '../../src/domain/quality.js';
+import { assessQuality, emptyStats, rangesOf, updateStats, type SensorStats } from '../../src/domain/quality.js';
 
 const NOW = new Date('2026-03-01T12:00:00.000Z');
 const ago = (ms: number): string => new Date(NOW.getTime() - ms).toISOString();
@@ -46,6 +46,18 @@ describe('assessQuality', () => {
 
     it('when a sensor type has no known range, then no value is out of range', () => {
       expect(assessQuality({ sensor_type: 'vibration', value: 1e12, timestamp: NOW.toISOString() }, emptyStats, NOW)).toEqual({ score: 100, reasons: [] });
+    });
+
+    it("when the device's configuration gives a sensor its own range, then that range replaces the default", () => {
+      const ranges = rangesOf({ Pressure: { min: 0, max: 6 }, flow: { min: 0, max: 120 }, broken: { min: 'x' } });
+      const at = NOW.toISOString();
+      expect(assessQuality({ sensor_type: 'pressure', value: 1.9, timestamp: at }, emptyStats, NOW).reasons).toEqual(['out_of_range']);
+      expect(assessQuality({ sensor_type: 'pressure', value: 1.9, timestamp: at }, emptyStats, NOW, ranges)).toEqual({ score: 100, reasons: [] });
+      expect(assessQuality({ sensor_type: 'pressure', value: 1013, timestamp: at }, emptyStats, NOW, ranges).reasons).toEqual(['out_of_range']);
+      expect(assessQuality({ sensor_type: 'flow', value: 121, timestamp: at }, emptyStats, NOW, ranges).reasons).toEqual(['out_of_range']);
+      expect(assessQuality({ sensor_type: 'temperature', value: 500, timestamp: at }, emptyStats, NOW, ranges).reasons).toEqual(['out_of_range']);
+      expect([...ranges.keys()]).toEqual(['pressure', 'flow']);
+      expect(rangesOf(null).size + rangesOf([1]).size + rangesOf('x').size).toBe(0);
     });
 
     it('when the reading is more than an hour old at receipt, then it is stale and loses 10', () => {

@@ -7,7 +7,7 @@ import { digestReadModels } from '../../src/projections/digest.js';
 import { ProjectionRunner, Sql } from '../../src/projections/index.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../src/projections/telemetry-queries.js';
 import { telemetryProjection } from '../../src/projections/telemetry.js';
-import { chunksWithin, encodeChunk, type ChunkReading } from '../../src/projections/reading-chunks.js';
+import { chunksWithin, decodeChunk, encodeChunk, type ChunkReading, type StoredChunk } from '../../src/projections/reading-chunks.js';
 
 const at = (minute: number) => new Date(Date.parse('2026-03-01T10:00:00.000Z') + minute * 60_000).toISOString();
 
@@ -70,8 +70,10 @@ describe('the telemetry digest reads the readings, not how batches cut them into
   it('given one stored reading changed, then the digest differs', () => {
     const original = storeIn([events]);
     const edited = storeIn([events]);
-    const row = edited.prepare<[], { seq: number; sensor_type: string; readings: string }>("SELECT seq, sensor_type, readings FROM reading_chunks WHERE sensor_type = 'humidity' LIMIT 1").get()!;
-    edited.prepare('UPDATE reading_chunks SET readings = ? WHERE sensor_type = ? AND seq = ?').run(row.readings.replace('40', '40.5'), row.sensor_type, row.seq);
+    const row = edited.prepare<[], StoredChunk>("SELECT hour, seq, sensor_type, readings FROM reading_chunks WHERE sensor_type = 'humidity' LIMIT 1").get()!;
+    const changed = decodeChunk(row).map((r): ChunkReading => [r.ts, r.seq, r.value === 40 ? 40.5 : r.value, r.unit, r.quality_score, r.quality_reasons]);
+    expect(changed.map((r) => r[2])).toContain(40.5);
+    edited.prepare('UPDATE reading_chunks SET readings = ? WHERE sensor_type = ? AND seq = ?').run(encodeChunk(row.seq, changed), row.sensor_type, row.seq);
     expect(digestOf(edited)).not.toBe(digestOf(original));
   });
 });
@@ -117,10 +119,10 @@ describe('an hour a sensor has moved past is compacted', () => {
   /** Each event its own batch, as live single readings arrive. */
   const live = (events: RecordedEvent[]) => storeIn(events.map((event) => [event]));
 
-  it('given a reading a minute, one batch each, when the next hour begins, then the hour is three chunks, read and digested as before', () => {
+  it('given a reading a minute, one batch each, when the next hour begins, then the hour is one chunk, read and digested as before', () => {
     const events = oneAtATime(60, 60_000);
     const db = live(events);
-    expect(rowsOfHour(db)).toHaveLength(3);
+    expect(rowsOfHour(db)).toHaveLength(1);
     expect(rowsOfHour(db).reduce((a, b) => a + b)).toBe(60);
     const whole = storeIn([events]);
     expect(everyReading(db)).toEqual(everyReading(whole));
@@ -321,23 +323,22 @@ describe('a busy hour is read a minute at a time', () => {
 });
 
 describe('chunksWithin', () => {
-  const bytes = (json: string) => Buffer.byteLength(json);
   const reading = (seq: number, reasons: string[] = []): ChunkReading => ['2026-03-01T10:00:01.000Z', seq, 21.5, 'C', 100, reasons];
   const readings = Array.from({ length: 100 }, (_, i) => reading(5_000 + i, i % 9 === 0 ? ['jump'] : []));
 
   it('given readings, then the chunks keep them in order and each encodes within the bound', () => {
     const chunks = chunksWithin(300, readings);
     expect(chunks.flat()).toEqual(readings);
-    for (const chunk of chunks) expect(bytes(encodeChunk(chunk[0]![1], chunk))).toBeLessThanOrEqual(300);
-    // Full chunks: the next reading would not have fitted.
-    for (const [i, chunk] of chunks.slice(0, -1).entries()) expect(bytes(encodeChunk(chunk[0]![1], [...chunk, chunks[i + 1]![0]!]))).toBeGreaterThan(300);
+    for (const chunk of chunks) expect(encodeChunk(chunk[0]![1], chunk).length).toBeLessThanOrEqual(300);
+    // Not cut wastefully short: every chunk but the last fills over half the bound.
+    for (const chunk of chunks.slice(0, -1)) expect(encodeChunk(chunk[0]![1], chunk).length).toBeGreaterThan(150);
   });
 
   it('given units of several bytes a character, then the bound holds in bytes', () => {
     const micrograms = readings.map((r): ChunkReading => [r[0], r[1], r[2], 'µg/m³', r[4], r[5]]);
     const chunks = chunksWithin(300, micrograms);
     expect(chunks.flat()).toEqual(micrograms);
-    for (const chunk of chunks) expect(bytes(encodeChunk(chunk[0]![1], chunk))).toBeLessThanOrEqual(300);
+    for (const chunk of chunks) expect(encodeChunk(chunk[0]![1], chunk).length).toBeLessThanOrEqual(300);
   });
 
   it('given a reading longer than the bound, then it is a chunk of its own', () => {

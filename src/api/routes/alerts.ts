@@ -20,7 +20,7 @@ const DAY_MS = 24 * 3_600_000;
 export function alertRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/alerts', summary: 'Alerts of your devices and of devices shared with you (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
+      { method: 'get', path: '/api/alerts', operationId: 'listAlerts', summary: 'Alerts of your devices and of devices shared with you (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
       ({ query, context }) => {
         const userId = ownerScope(context.principal);
         const { rows, total } = listAlerts(services.sql, {
@@ -37,7 +37,7 @@ export function alertRoutes(services: Services) {
     ),
     ...(['acknowledge', 'clear'] as const).map((action) =>
       defineRoute(
-        { method: 'post', path: `/api/alerts/:id/${action}`, summary: `${action === 'clear' ? 'Clear' : 'Acknowledge'} an alert`, tag: 'alerts', access: 'user', response: alert },
+        { method: 'post', path: `/api/alerts/:id/${action}`, operationId: action === 'clear' ? 'clearAlert' : 'acknowledgeAlert', etag: true, summary: `${action === 'clear' ? 'Clear' : 'Acknowledge'} an alert`, tag: 'alerts', access: 'user', response: alert },
         async ({ params, context }) => {
           const row = await changeAlert(services, params.id!, action === 'clear' ? 'clear_alert' : 'acknowledge_alert', context);
           return { data: presentAlert(row), etag: row.version };
@@ -45,7 +45,7 @@ export function alertRoutes(services: Services) {
       ),
     ),
     defineRoute(
-      { method: 'get', path: '/api/analytics', summary: 'Device, reading, command, rule and alert analytics over a range (default: the last 24 h)', tag: 'analytics', access: 'user', query: analyticsQuery, response: analytics },
+      { method: 'get', path: '/api/analytics', operationId: 'getAnalytics', summary: 'Device, reading, command, rule and alert analytics over a range (default: the last 24 h)', tag: 'analytics', access: 'user', query: analyticsQuery, response: analytics },
       ({ query, context }) => {
         const scopeUser = ownerScope(context.principal);
         let ids: string[];

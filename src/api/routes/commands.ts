@@ -10,6 +10,7 @@ import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
 import { batchMeta, command, commandResultBody, pendingQuery, firmwareBody, firmwareProgressBody, groupCommandAnswer, groupCommandBody, listCommandsQuery, queueCommandBody } from '../schemas/commands.js';
 import type { Rollouts } from '../../commands/rollouts.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import { findBatch } from '../../projections/batches.js';
 
 export const presentCommand = (row: CommandRow) => ({
@@ -42,16 +43,19 @@ const queueInput = (body: z.infer<typeof queueCommandBody>, batchId: string | nu
   batch_id: batchId,
 });
 
-export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts) {
+export function commandRoutes(services: Services, commands: DeviceCommands, rollouts: Rollouts, gateway: DeviceGateway) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/commands', summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
+      { method: 'post', path: '/api/devices/:id/commands', operationId: 'queueCommand', example: { command_type: 'set_target', parameters: { celsius: 65 }, priority: 'high' }, summary: 'Queue a command for a device', tag: 'commands', access: 'user', body: queueCommandBody, response: command, status: 202 },
       async ({ params, body, context }) => ({ data: presentCommand(await commands.queue(params.id!, queueInput(body, null), context)) }),
     ),
     defineRoute(
       {
         method: 'get',
         path: '/api/devices/:id/commands/pending',
+        operationId: 'fetchPendingCommands',
+        // A GET that stores (the commands become sent): refused while the read models are stalled.
+        errors: [503],
         summary: 'A device fetches up to limit pending commands (highest priority, then oldest); they become sent; meta.total counts all that were pending',
         tag: 'commands',
         access: 'device',
@@ -66,13 +70,11 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/commands/:command_id/result', summary: 'A device reports a result: executed or failed', tag: 'commands', access: 'device', body: commandResultBody, response: command },
-      async ({ params, body, context }) => ({
-        data: presentCommand(await commands.recordResult(params.id!, params.command_id!, { status: body.status, response: body.response ?? null }, context)),
-      }),
+      { method: 'post', path: '/api/devices/:id/commands/:command_id/result', operationId: 'reportCommandResult', example: { status: 'executed', response: { celsius: 65 } }, summary: 'A device reports a result: executed or failed', tag: 'commands', access: 'device', body: commandResultBody, response: command },
+      async ({ params, body, context }) => ({ data: presentCommand(await gateway.commandResult(params.id!, params.command_id!, body, context)) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/commands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
+      { method: 'get', path: '/api/commands', operationId: 'listCommands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
       ({ query, context }) => {
         const userId = ownerScope(context.principal);
         const { rows, total } = listCommands(services.sql, {
@@ -92,29 +94,26 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/commands/:id', summary: 'One command', tag: 'commands', access: 'user', response: command },
+      { method: 'get', path: '/api/commands/:id', operationId: 'getCommand', etag: true, summary: 'One command', tag: 'commands', access: 'user', response: command },
       ({ params, context }) => {
         const row = visibleCommand(services, context.principal, params.id!, 'viewer');
         return { data: presentCommand(row), etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/commands/:id/cancel', summary: 'Cancel a pending or sent command (409 otherwise)', tag: 'commands', access: 'user', response: command },
+      { method: 'post', path: '/api/commands/:id/cancel', operationId: 'cancelCommand', summary: 'Cancel a pending or sent command (409 otherwise)', tag: 'commands', access: 'user', response: command },
       async ({ params, context }) => ({ data: presentCommand(await commands.cancel(params.id!, context)) }),
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/firmware', summary: 'Start a firmware update: a queued firmware_update command', tag: 'commands', access: 'user', body: firmwareBody, response: command, status: 202 },
+      { method: 'post', path: '/api/devices/:id/firmware', operationId: 'startFirmwareUpdate', summary: 'Start a firmware update: a queued firmware_update command', tag: 'commands', access: 'user', body: firmwareBody, response: command, status: 202 },
       async ({ params, body, context }) => ({ data: presentCommand(await commands.startFirmwareUpdate(params.id!, body, context)) }),
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/firmware/progress', summary: 'A device reports firmware progress (downloading, installing, done, failed)', tag: 'commands', access: 'device', body: firmwareProgressBody, response: z.object({ version: z.string(), status: z.string() }) },
-      async ({ params, body, context }) => {
-        await commands.reportFirmwareProgress(params.id!, { version: body.version, status: body.status, detail: body.detail ?? null }, context);
-        return { data: { version: body.version, status: body.status } };
-      },
+      { method: 'post', path: '/api/devices/:id/firmware/progress', operationId: 'reportFirmwareProgress', summary: 'A device reports firmware progress (downloading, installing, done, failed)', tag: 'commands', access: 'device', body: firmwareProgressBody, response: z.object({ version: z.string(), status: z.string() }) },
+      async ({ params, body, context }) => ({ data: await gateway.firmwareProgress(params.id!, body, context) }),
     ),
     defineRoute(
-      { method: 'post', path: '/api/groups/:id/commands', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
+      { method: 'post', path: '/api/groups/:id/commands', operationId: 'queueGroupCommand', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
       async ({ params, body, context }) => {
         const group = visibleGroup(services, context.principal, params.id!, 'operator');
         const targets = devicesOfGroupTree(services.sql, group.user_id, group.id);

@@ -15,13 +15,15 @@ import { countReadingsSince, latestReadings } from '../../projections/telemetry-
 import { presentDevice, servedEvent } from '../presenters.js';
 import { presentCommand } from './commands.js';
 import { defineRoute, ifMatchVersion, parse } from '../route.js';
-import { deleted, listMeta, paging } from '../schemas/common.js';
+import { asOfMeta, deleted, listMeta, paging } from '../schemas/common.js';
 import {
   bulkAnswer,
   bulkBody,
+  bulkMeta,
   bulkDelete,
   bulkRegister,
   bulkUpdate,
+  certificateBody,
   device,
   deviceDetail,
   deviceDetailQuery,
@@ -38,7 +40,7 @@ import {
 export function deviceRoutes(services: Services, devices: Devices) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices', summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
+      { method: 'post', path: '/api/devices', operationId: 'registerDevice', example: { name: 'boiler', type: 'thermostat', mac_address: 'AA:BB:CC:DD:EE:01', configuration: { thresholds: { temperature: { max: 80 } } } }, etag: true, summary: 'Register a device; its token is shown only here', tag: 'devices', access: 'user', body: registerDeviceBody, response: registeredDevice, status: 201, secret: true },
       async ({ body, context }) => {
         const template = body.template_id ? visibleTemplate(services, context.principal, body.template_id) : null;
         const { device: row, token } = await devices.register(registrationInput(body, template), context);
@@ -46,14 +48,24 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/provision', summary: 'Provision by hardware id (MAC): registers the first time, then returns the same device with a fresh token', tag: 'devices', access: 'user', body: provisionBody, response: registeredDevice, status: 201, secret: true },
-      async ({ body, context }) => {
-        const { device: row, token, created } = await devices.provision({ ...registrationInput({ ...body, name: body.name ?? `device ${body.mac_address}`, device_type: body.device_type ?? body.type ?? 'generic' }), mac_address: body.mac_address }, context);
-        return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+      {
+        method: 'post',
+        path: '/api/devices/provision',
+        operationId: 'provisionDevice',
+        alsoStatus: 200,
+        etag: true,
+        secret: true,
+        summary: "Provision by hardware id (MAC): registers the first time (201); again (200, a fresh token) only with the device's current_token or its owner signed in, else 409",
+        tag: 'devices',
+        access: 'user',
+        body: provisionBody,
+        response: registeredDevice,
+        status: 201,
       },
+      async ({ body, context }) => provisionDevice(devices, body, context),
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/bulk', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, secret: true },
+      { method: 'post', path: '/api/devices/bulk', operationId: 'bulkDevices', summary: 'Register, update or delete many devices; each operation answered on its own (207)', tag: 'devices', access: 'user', body: bulkBody, response: bulkAnswer, status: 207, meta: bulkMeta, secret: true },
       async ({ body, context }) => {
         const results = [];
         for (const [index, operation] of body.operations.entries()) results.push({ index, action: operation.action, ...(await bulkOperation(devices, operation, index, context)) });
@@ -62,7 +74,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices', summary: 'List devices: your own and those of groups shared with you (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
+      { method: 'get', path: '/api/devices', operationId: 'listDevices', summary: 'List devices: your own and those of groups shared with you (filters: status, type, group_id, q)', tag: 'devices', access: 'user', query: listDevicesQuery, response: device.array(), list: true },
       ({ query, context }) => {
         const userId = ownerScope(context.principal);
         const { rows, total } = listDevices(services.sql, {
@@ -79,11 +91,11 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')), meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: device };
+          return { data: device, meta: { as_of: query.as_of } };
         }
         const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();
@@ -100,32 +112,46 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'put', path: '/api/devices/:id', summary: 'Update a device (honours If-Match)', tag: 'devices', access: 'user', body: updateDeviceBody, response: device },
+      { method: 'put', path: '/api/devices/:id', operationId: 'updateDevice', ifMatch: true, etag: true, summary: 'Update a device (honours If-Match)', tag: 'devices', access: 'user', body: updateDeviceBody, response: device },
       async ({ params, body, context, req }) => {
         const row = await devices.update(params.id!, deviceChanges(body), context, ifMatchVersion(req));
         return { data: presentDevice(row), etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'delete', path: '/api/devices/:id', summary: 'Decommission a device; its history stays in the log (honours If-Match)', tag: 'devices', access: 'user', response: deleted },
+      { method: 'delete', path: '/api/devices/:id', operationId: 'deleteDevice', ifMatch: true, summary: 'Decommission a device; its history stays in the log (honours If-Match)', tag: 'devices', access: 'user', response: deleted },
       async ({ params, context, req }) => {
         await devices.decommission(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/transfer', summary: 'Offer the device to another user (owner or admin); it changes hands when they accept', tag: 'devices', access: 'user', body: offerTransferBody, response: transferOffer, status: 201 },
+      { method: 'put', path: '/api/devices/:id/certificate', operationId: 'bindDeviceCertificate', summary: 'Bind a client certificate (SHA-256 fingerprint) that may speak for the device under mutual TLS; replaces one bound before', tag: 'devices', access: 'user', body: certificateBody, response: device },
+      async ({ params, body, context, req }) => {
+        const row = await devices.bindCertificate(params.id!, body.fingerprint, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'post', path: '/api/devices/:id/transfer', operationId: 'offerDeviceTransfer', summary: 'Offer the device to another user (owner or admin); it changes hands when they accept', tag: 'devices', access: 'user', body: offerTransferBody, response: transferOffer, status: 201 },
       async ({ params, body, context }) => ({ data: { device_id: params.id!, to_user_id: await devices.offerTransfer(params.id!, body, context), status: 'offered' as const }, status: 201 }),
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/transfer/accept', summary: 'Accept a device offered to you: it, its token and its history become yours (within your quota)', tag: 'devices', access: 'user', response: device },
+      { method: 'post', path: '/api/devices/:id/transfer/accept', operationId: 'acceptDeviceTransfer', summary: 'Accept a device offered to you: it, its token and its history become yours (within your quota)', tag: 'devices', access: 'user', response: device },
       async ({ params, context }) => {
         const row = await devices.acceptTransfer(params.id!, context);
         return { data: presentDevice(row), etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/history', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
+      { method: 'delete', path: '/api/devices/:id/certificate', operationId: 'unbindDeviceCertificate', summary: "Unbind the device's client certificate; connections made with it are closed at once", tag: 'devices', access: 'user', response: device },
+      async ({ params, context, req }) => {
+        const row = await devices.unbindCertificate(params.id!, context, ifMatchVersion(req));
+        return { data: presentDevice(row), etag: row.version };
+      },
+    ),
+    defineRoute(
+      { method: 'get', path: '/api/devices/:id/history', operationId: 'getDeviceHistory', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
         const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         // Everything of the device: its own stream, its telemetry, commands and alerts.
@@ -163,6 +189,14 @@ function configurationState(row: DeviceRow) {
 
 type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
 
+/** Provisioning as HTTP and MQTT (provision/request) both answer it. */
+export async function provisionDevice(devices: Devices, body: z.infer<typeof provisionBody>, context: RequestContext) {
+  const { current_token, ...rest } = body;
+  const input = { ...registrationInput({ ...rest, name: rest.name ?? `device ${rest.mac_address}`, device_type: rest.device_type ?? rest.type ?? 'generic' }), mac_address: rest.mac_address, current_token: current_token ?? null };
+  const { device: row, token, created } = await devices.provision(input, context);
+  return { status: created ? 201 : 200, data: { ...presentDevice(row), credentials: { device_id: row.id, auth_token: token } }, etag: row.version };
+}
+
 /**
  * A registration as the handler takes it, from the body of POST /api/devices (and its
  * relatives); a template gives the type, configuration and thresholds the body leaves out.
@@ -179,6 +213,7 @@ function registrationInput(body: RegisterBody, template: TemplateRow | null = nu
     configuration: { ...fromTemplate, ...body.configuration },
     firmware_version: body.firmware_version ?? null,
     auth_token: body.auth_token ?? null,
+    certificate_fingerprint: body.certificate_fingerprint ?? null,
   };
 }
 

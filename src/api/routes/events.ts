@@ -1,7 +1,9 @@
+import { z } from 'zod';
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { ownedStreamIds } from '../../projections/stream-owners.js';
 import { sharedDeviceIds } from '../../projections/devices.js';
+import { exportedEvent } from '../../eventlog/export-verifier.js';
 import { erasedUserIds } from '../../projections/users.js';
 import { servedEvent } from '../presenters.js';
 import { defineRoute } from '../route.js';
@@ -27,7 +29,7 @@ function sharedDeviceStreams(services: Services, userId: string, deviceId: strin
 export function eventRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/events', summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
+      { method: 'get', path: '/api/events', operationId: 'listEvents', meta: z.object({ next_position: z.number().int().describe('after_position for the next page') }), summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
       async ({ query, context }) => {
         const streamIds = readableStreams(services, context.principal, query);
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };
@@ -38,14 +40,14 @@ export function eventRoutes(services: Services) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/events/verify', summary: 'Walk the hash chain (admin)', tag: 'audit', access: 'user', response: verifyAnswer },
+      { method: 'get', path: '/api/events/verify', operationId: 'verifyEvents', summary: 'Walk the hash chain (admin)', tag: 'audit', access: 'user', response: verifyAnswer },
       async ({ context }) => {
         if (!isAdmin(context.principal)) throw new DomainError('forbidden', 'only an admin can verify the whole log');
         return { data: await services.log.verify() };
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/events/export', summary: 'Stream the log as NDJSON with hashes, for offline verification (npm run verify)', tag: 'audit', access: 'user', query: exportEventsQuery },
+      { method: 'get', path: '/api/events/export', operationId: 'exportEvents', streams: ['application/x-ndjson'], summary: 'Stream the log as NDJSON with hashes, for offline verification (npm run verify)', tag: 'audit', access: 'user', query: exportEventsQuery },
       async ({ query, context, res }) => {
         const streamIds = readableStreams(services, context.principal, query);
         res.status(200).setHeader('Content-Type', 'application/x-ndjson');
@@ -54,7 +56,7 @@ export function eventRoutes(services: Services) {
         for (let after = query.after_position; ; ) {
           const page = await services.log.readAll({ afterPosition: after, limit: EXPORT_PAGE, asStored: true, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) });
           const kept = query.before_position ? page.filter((e) => e.position < query.before_position!) : page;
-          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify({ ...servedEvent(event, erased), previous_hash: await services.log.hashAt(event.position - 1) })}\n`));
+          const lines = await Promise.all(kept.map(async (event) => `${JSON.stringify(exportedEvent(servedEvent(event, erased), await services.log.hashAt(event.position - 1)))}\n`));
           if (lines.length > 0 && !(await writeChunk(res, lines.join('')))) return;
           if (page.length < EXPORT_PAGE || kept.length < page.length) break;
           after = page[page.length - 1]!.position;

@@ -35,10 +35,21 @@ const definitionOf = (body: z.infer<typeof createRuleBody>): RuleDefinition => (
   cooldown_seconds: body.cooldown_seconds ?? 0,
 });
 
+/** The README's rule: above 80 °C for a minute, turn the burner off and raise an alert. */
+const DEVICE_ID = '3f0e1a52-8c1d-4b7e-9a55-2d6f0c9b1e77';
+const OVERHEAT_RULE = {
+  name: 'overheat',
+  trigger_conditions: { all: [{ type: 'reading', device_id: DEVICE_ID, sensor_type: 'temperature', operator: '>', value: 80, for_seconds: 60 }] },
+  actions: [
+    { type: 'command', device_id: DEVICE_ID, command_type: 'burner_off' },
+    { type: 'alert', severity: 'critical', message: 'boiler overheating' },
+  ],
+};
+
 export function ruleRoutes(services: Services, rules: Rules) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/automation/rules', summary: 'Rules (filters: device_id, type, is_enabled)', tag: 'automation', access: 'user', query: listRulesQuery, response: rule.array(), list: true },
+      { method: 'get', path: '/api/automation/rules', operationId: 'listRules', summary: 'Rules (filters: device_id, type, is_enabled)', tag: 'automation', access: 'user', query: listRulesQuery, response: rule.array(), list: true },
       ({ query, context }) => {
         const { rows, total } = listRules(services.sql, {
           userId: ownerScope(context.principal),
@@ -52,14 +63,14 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/automation/rules', summary: 'Create a rule; 400 for invalid logic, 409 rule_conflict for a contradicting enabled rule', tag: 'automation', access: 'user', body: createRuleBody, response: rule, status: 201 },
+      { method: 'post', path: '/api/automation/rules', operationId: 'createRule', example: OVERHEAT_RULE, etag: true, summary: 'Create a rule; 400 for invalid logic, 409 rule_conflict for a contradicting enabled rule', tag: 'automation', access: 'user', body: createRuleBody, response: rule, status: 201 },
       async ({ body, context }) => {
         const row = await rules.create(definitionOf(body), body.allow_conflicts ?? false, context);
         return { data: presentRule(row), etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/automation/rules/test', summary: 'Dry run: when a draft rule would have fired over recorded history, and what it would have done', tag: 'automation', access: 'user', body: dryRunBody, response: dryRunAnswer, storesNothing: true },
+      { method: 'post', path: '/api/automation/rules/test', operationId: 'testRule', summary: 'Dry run: when a draft rule would have fired over recorded history, and what it would have done', tag: 'automation', access: 'user', body: dryRunBody, response: dryRunAnswer, storesNothing: true },
       async ({ body, context }) => {
         const userId = requireUser(context.principal);
         const definition = definitionOf(body.rule);
@@ -72,14 +83,14 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/automation/rules/:id', summary: 'One rule', tag: 'automation', access: 'user', response: rule },
+      { method: 'get', path: '/api/automation/rules/:id', operationId: 'getRule', etag: true, summary: 'One rule', tag: 'automation', access: 'user', response: rule },
       ({ params, context }) => {
         const row = visibleRule(services, context.principal, params.id!);
         return { data: presentRule(row), etag: row.version };
       },
     ),
     defineRoute(
-      { method: 'put', path: '/api/automation/rules/:id', summary: 'Change a rule (honours If-Match)', tag: 'automation', access: 'user', body: updateRuleBody, response: rule },
+      { method: 'put', path: '/api/automation/rules/:id', operationId: 'updateRule', ifMatch: true, etag: true, summary: 'Change a rule (honours If-Match)', tag: 'automation', access: 'user', body: updateRuleBody, response: rule },
       async ({ params, body, context, req }) => {
         const { enabled_status, allow_conflicts, is_enabled, ...rest } = body;
         const enabled = is_enabled ?? enabled_status;
@@ -89,14 +100,14 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'delete', path: '/api/automation/rules/:id', summary: 'Delete a rule; its schedule stops (honours If-Match)', tag: 'automation', access: 'user', response: deleted },
+      { method: 'delete', path: '/api/automation/rules/:id', operationId: 'deleteRule', ifMatch: true, summary: 'Delete a rule; its schedule stops (honours If-Match)', tag: 'automation', access: 'user', response: deleted },
       async ({ req, params, context }) => {
         await rules.delete(params.id!, context, ifMatchVersion(req));
         return { data: { id: params.id!, deleted: true } };
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/automation/rules/:id/executions', summary: "The rule's trigger history: when, what matched, each action's outcome", tag: 'automation', access: 'user', query: paging, response: execution.array(), list: true },
+      { method: 'get', path: '/api/automation/rules/:id/executions', operationId: 'listRuleExecutions', summary: "The rule's trigger history: when, what matched, each action's outcome", tag: 'automation', access: 'user', query: paging, response: execution.array(), list: true },
       ({ params, query, context }) => {
         const row = visibleRule(services, context.principal, params.id!);
         const { rows, total } = listExecutions(services.sql, row.id, query.limit, query.offset);

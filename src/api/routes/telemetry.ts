@@ -1,8 +1,7 @@
 import { deviceAsOf, visibleDevice } from '../../commands/devices.js';
 import type { Services } from '../../commands/services.js';
-import { readingInputs, type Telemetry } from '../../commands/telemetry.js';
+import type { DeviceGateway } from '../../gateway/index.js';
 import type { OfflineDetector } from '../../automation/offline-detector.js';
-import { findDevice } from '../../projections/devices.js';
 import { findDeviceHealth } from '../../projections/device-health.js';
 import { listDeviceLogs } from '../../projections/device-logs.js';
 import { aggregatedReadings, iterateReadings, rawReadings } from '../../projections/telemetry-queries.js';
@@ -10,38 +9,32 @@ import { invalid } from '../../domain/errors.js';
 import { defineRoute } from '../route.js';
 import { writeChunk } from '../streaming.js';
 import { csvField } from '../csv.js';
-import { listMeta } from '../schemas/common.js';
+import { asOfMeta, listMeta } from '../schemas/common.js';
 import { deviceDetailQuery } from '../schemas/devices.js';
-import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
+import { bucketReading, dataQuery, encodeCursor, deviceLog, deviceStatus, exportQuery, heartbeatAnswer, heartbeatBody, logsQuery, rawPageMeta, rawReading, submitAnswer, submitReadingsBody } from '../schemas/telemetry.js';
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,200}$/;
 
-export function telemetryRoutes(services: Services, telemetry: Telemetry, offline: OfflineDetector) {
+export function telemetryRoutes(services: Services, gateway: DeviceGateway, offline: OfflineDetector) {
   return [
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/data', summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
+      { method: 'post', path: '/api/devices/:id/data', operationId: 'submitReadings', example: { sensor_readings: { temperature: 72.5, pressure: 1.9 } }, idempotencyKey: true, summary: 'Submit readings (device token or owner); Idempotency-Key repeats the first answer', tag: 'telemetry', access: 'any', body: submitReadingsBody, response: submitAnswer, status: 201, ingest: true },
       async ({ params, body, context, req }) => {
-        const readings = readingInputs(body.sensor_readings);
         const idempotencyKey = req.header('idempotency-key');
         if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) throw invalid('Idempotency-Key', 'an Idempotency-Key is 1 to 200 visible ASCII characters');
-        const result = await telemetry.submit(params.id!, { readings, timestamp: body.timestamp ?? null, device_status: body.device_status ?? null }, context, idempotencyKey);
-        return { data: result };
+        return { data: await gateway.submitReadings(params.id!, body, context, idempotencyKey) };
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/devices/:id/heartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
-      async ({ params, body, context }) => {
-        const { position } = await telemetry.heartbeat(params.id!, { device_status: body.device_status ?? null, firmware_version: body.firmware_version ?? null, metrics: body.metrics ?? null, configuration: body.configuration }, context);
-        const status = findDevice(services.sql, params.id!)?.status ?? 'online';
-        return { data: { device_id: params.id!, status, position, server_time: services.clock.now().toISOString() } };
-      },
+      { method: 'post', path: '/api/devices/:id/heartbeat', operationId: 'sendHeartbeat', summary: 'A device says it is alive (device token only)', tag: 'telemetry', access: 'device', body: heartbeatBody, response: heartbeatAnswer },
+      async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }) };
+          return { data: presentStatus(offline, { ...then, configuration: JSON.stringify(then.configuration) }, Date.parse(query.as_of), { last_reported: then.reported_status }), meta: { as_of: query.as_of } };
         }
         const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const health = findDeviceHealth(services.sql, device.id);
@@ -58,7 +51,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true },
+      { method: 'get', path: '/api/devices/:id/data', operationId: 'listReadings', summary: 'Readings: raw, or per minute/hour/day from the rollups', tag: 'telemetry', access: 'any', query: dataQuery, response: rawReading.or(bucketReading).array(), list: true, meta: rawPageMeta },
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
@@ -71,7 +64,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/data/export', summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
+      { method: 'get', path: '/api/devices/:id/data/export', operationId: 'exportReadings', streams: ['text/csv', 'application/x-ndjson'], summary: 'Stream every reading of a range as CSV or NDJSON', tag: 'telemetry', access: 'user', query: exportQuery },
       async ({ params, query, context, res }) => {
         const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const filter = { deviceIds: [device.id] as [string], ...(query.sensor_type ? { sensorType: query.sensor_type } : {}), ...(query.start_date ? { start: query.start_date } : {}), ...(query.end_date ? { end: query.end_date } : {}) };
@@ -90,7 +83,7 @@ export function telemetryRoutes(services: Services, telemetry: Telemetry, offlin
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/logs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
+      { method: 'get', path: '/api/devices/:id/logs', operationId: 'listDeviceLogs', summary: "The device's log: status changes, configuration pushes, reported errors", tag: 'telemetry', access: 'user', query: logsQuery, response: deviceLog.array(), list: true },
       ({ params, query, context }) => {
         const device = visibleDevice(services, context.principal, params.id!, 'viewer');
         const { rows, total } = listDeviceLogs(services.sql, {

@@ -1,12 +1,14 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { commandPrioritySchema } from '../../domain/events.js';
 import { isoDate, isoEndDate, jsonObject, orderedRange, paging, timestamp, uuid } from './common.js';
+import { named } from './components.js';
 
 const MAX_PARAMETERS_BYTES = 16 * 1024;
 
 export const commandType = z.string().regex(/^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/, 'a name of letters, digits and _ . : - (at most 64), starting with a letter');
 
-export const queueCommandBody = z.object({
+export const queueCommandBody = strictObject({
   command_type: commandType,
   parameters: jsonObject.refine((p) => JSON.stringify(p).length <= MAX_PARAMETERS_BYTES, `at most ${MAX_PARAMETERS_BYTES} bytes as JSON`).optional(),
   priority: commandPrioritySchema.default('normal'),
@@ -15,7 +17,7 @@ export const queueCommandBody = z.object({
   retries: z.number().int().min(0).max(10).optional(),
 });
 
-export const commandResultBody = z.object({
+export const commandResultBody = strictObject({
   status: z.enum(['executed', 'failed']),
   response: jsonObject.nullable().optional(),
 });
@@ -36,25 +38,28 @@ export const listCommandsQuery = paging
   })
   .refine(orderedRange, { message: 'start_date is after end_date', path: ['start_date'] });
 
-export const command = z.object({
-  id: z.string(),
-  device_id: z.string(),
-  user_id: z.string(),
-  command_type: z.string(),
-  parameters: z.record(z.string(), z.unknown()),
-  priority: commandPrioritySchema,
-  status: commandStatusSchema,
-  created_at: timestamp,
-  sent_at: timestamp.nullable(),
-  executed_at: timestamp.nullable(),
-  expires_at: timestamp.nullable(),
-  response: z.record(z.string(), z.unknown()).nullable(),
-  timeout_seconds: z.number().int(),
-  retries: z.number().int(),
-  attempt: z.number().int(),
-  failure_reason: z.string().nullable(),
-  batch_id: z.string().nullable(),
-});
+export const command = named(
+  'Command',
+  z.object({
+    id: z.string(),
+    device_id: z.string(),
+    user_id: z.string(),
+    command_type: z.string(),
+    parameters: z.record(z.string(), z.unknown()),
+    priority: commandPrioritySchema,
+    status: commandStatusSchema,
+    created_at: timestamp,
+    sent_at: timestamp.nullable(),
+    executed_at: timestamp.nullable(),
+    expires_at: timestamp.nullable(),
+    response: z.record(z.string(), z.unknown()).nullable(),
+    timeout_seconds: z.number().int(),
+    retries: z.number().int(),
+    attempt: z.number().int(),
+    failure_reason: z.string().nullable(),
+    batch_id: z.string().nullable(),
+  }),
+);
 
 export const groupCommandBody = queueCommandBody.extend({
   /** Devices per minute; unset: all at once. */
@@ -65,13 +70,16 @@ export const groupCommandBody = queueCommandBody.extend({
 
 const batchStatus = z.enum(['active', 'completed', 'aborted']);
 
-export const groupCommandAnswer = z.object({
-  batch_id: z.string(),
-  count: z.number().int(),
-  total_devices: z.number().int(),
-  status: batchStatus,
-  commands: z.array(command),
-});
+export const groupCommandAnswer = named(
+  'GroupCommandResult',
+  z.object({
+    batch_id: z.string(),
+    count: z.number().int(),
+    total_devices: z.number().int(),
+    status: batchStatus,
+    commands: z.array(command),
+  }),
+);
 
 /** `meta.batch` of GET /api/commands?batch_id=: how a batch is doing. */
 export const batchMeta = z.object({
@@ -89,13 +97,13 @@ export const batchMeta = z.object({
     .describe('only when batch_id is given'),
 });
 
-export const firmwareBody = z.object({
+export const firmwareBody = strictObject({
   version: z.string().trim().min(1).max(64),
   url: z.url({ protocol: /^https?$/, error: 'an http(s) URL' }).max(2048),
   checksum: z.string().regex(/^(sha256:)?[0-9a-fA-F]{64}$/, 'a SHA-256 checksum in hex (optionally prefixed sha256:)'),
 });
 
-export const firmwareProgressBody = z.object({
+export const firmwareProgressBody = strictObject({
   version: z.string().trim().min(1).max(64),
   status: z.enum(['downloading', 'installing', 'done', 'failed']),
   detail: z.string().max(500).nullable().optional(),

@@ -1,6 +1,9 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
+import { errorCodes } from '../errors.js';
+import { named } from './components.js';
 
-export const paging = z.object({
+export const paging = strictObject({
   limit: z.coerce.number().int().min(1).max(500).default(50),
   offset: z.coerce.number().int().min(0).default(0),
 });
@@ -66,7 +69,7 @@ export const isoDate = z
   .regex(ISO_8601, 'an ISO 8601 date or date-time')
   .transform((value, ctx) => {
     if (UTC_MILLISECONDS.test(value) && realUtcMilliseconds(value)) return value;
-    const zoned = /T/i.test(value) && !/(Z|[+-]\d{2}:?\d{2})$/i.test(value) ? `${value}Z` : value;
+    const zoned = /T/i.test(value) && !ZONED.test(value) ? `${value}Z` : value;
     const time = Date.parse(zoned);
     if (Number.isNaN(time) || !existsAsWritten(value)) {
       ctx.addIssue({ code: 'custom', message: 'not a real date' });
@@ -75,10 +78,26 @@ export const isoDate = z
     return new Date(time).toISOString();
   });
 
+const ZONED = /(Z|[+-]\d{2}:?\d{2})$/i;
+
+/**
+ * A moment to look back at (as_of): a date alone is midnight UTC, but a time must name its
+ * zone, or the moment would depend on where the client thought it was.
+ */
+export const isoInstant = z
+  .string()
+  .superRefine((value, ctx) => {
+    if (ISO_8601.test(value) && /T/i.test(value) && !ZONED.test(value)) ctx.addIssue({ code: 'custom', message: 'a time needs its zone (Z or an offset such as +02:00)' });
+  })
+  .pipe(isoDate);
+
+/** Echoes the moment an as_of answer is for. */
+export const asOfMeta = z.object({ as_of: timestamp.optional().describe('the moment asked for (as_of), in UTC; absent for the live view') });
+
 /** The end of a range: a date alone means the whole of that day, so start_date=end_date=D covers D. */
 export const isoEndDate = z.preprocess((value) => (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T23:59:59.999Z` : value), isoDate);
 
-export const dateRange = z.object({ start_date: isoDate.optional(), end_date: isoEndDate.optional() });
+export const dateRange = strictObject({ start_date: isoDate.optional(), end_date: isoEndDate.optional() });
 
 /** Refuses a range whose start is after its end. */
 export const orderedRange = <T extends { start_date?: string | undefined; end_date?: string | undefined }>(range: T) =>
@@ -122,3 +141,16 @@ export const jsonObject = z
     const at = nonFiniteAt(value, MAX_JSON_DEPTH);
     if (at) ctx.addIssue({ code: 'custom', path: at, message: 'must be a finite number' });
   });
+
+/** The error envelope every failure answers with. */
+export const errorBody = named(
+  'Error',
+  z.object({
+      error: z.object({
+        code: z.enum(errorCodes),
+        message: z.string(),
+        details: z.array(z.object({ path: z.string(), message: z.string() }).catchall(z.string())).describe('one entry per problem; validation failures name the field'),
+        request_id: z.string().describe('also in the X-Request-Id header'),
+      }),
+  }),
+);

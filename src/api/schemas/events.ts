@@ -1,6 +1,8 @@
 import { z } from 'zod';
+import { strictObject } from '../../domain/strict.js';
 import { eventTypes } from '../../domain/events.js';
 import { uuid } from './common.js';
+import { named } from './components.js';
 
 const typeList = z
   .string()
@@ -8,7 +10,7 @@ const typeList = z
   .transform((value) => value.split(',').map((t) => t.trim()).filter(Boolean))
   .pipe(z.array(z.enum(eventTypes as [string, ...string[]], { error: 'unknown event type' })).min(1));
 
-export const eventsQuery = z.object({
+export const eventsQuery = strictObject({
   after_position: z.coerce.number().int().min(0).default(0),
   limit: z.coerce.number().int().min(1).max(500).default(50),
   /** Matching events to skip after after_position; next_position pages without it. */
@@ -23,7 +25,10 @@ export const exportEventsQuery = eventsQuery.omit({ limit: true, offset: true })
   before_position: z.coerce.number().int().min(1).optional(),
 });
 
-export const verifyAnswer = z.union([
-  z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
-  z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
-]);
+export const verifyAnswer = named(
+  'VerifyResult',
+  z.union([
+    z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
+    z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
+  ]),
+);

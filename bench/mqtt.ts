@@ -1,0 +1,222 @@
+/**
+ * MQTT ingestion, the server in its own process (as `npm start` runs it, MQTT on a free port):
+ *
+ *   mqtt-ingest   QoS 1 single-reading publishes from 100 connected devices, each waiting for
+ *                 its PUBACK before the next, vs single-reading HTTP POSTs from 100 devices on
+ *                 keep-alive connections, each waiting for its 201: the same work, rounds
+ *                 interleaved; then p99 from publish to PUBACK at 1,000 readings/s; then the
+ *                 server's resident memory holding 10,000 idle MQTT connections.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import mqtt, { type MqttClient } from 'mqtt';
+import { collectGarbage, defaultRounds, envInt, summarise, tempDir, type Benchmark, type Reporter } from './lib.js';
+import { recordLimit } from './telemetry.js';
+
+const DEVICES = 100;
+const ROUND_MS = envInt('BENCH_MQTT_ROUND_MS', 2_000);
+const RATE_PER_S = 1_000;
+const RATE_SECONDS = envInt('BENCH_MQTT_RATE_SECONDS', 5);
+const IDLE_CONNECTIONS = envInt('BENCH_MQTT_IDLE', 10_000);
+const BODY = JSON.stringify({ sensor_readings: { temperature: 21.5 } });
+
+interface Device {
+  id: string;
+  token: string;
+}
+
+interface ServerProcess {
+  url: string;
+  mqttUrl: string;
+  pid: number;
+  userToken: string;
+  close(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createNetServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+async function call<T>(url: string, path: string, body: unknown, token?: string): Promise<T> {
+  const response = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+  if (response.status >= 300) throw new Error(`${path} answered ${response.status}: ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+async function startServerProcess(): Promise<ServerProcess> {
+  const { dir, remove } = tempDir('bench-mqtt');
+  const [port, mqttPort] = [await freePort(), await freePort()];
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
+    env: { ...process.env, PORT: String(port), MQTT_PORT: String(mqttPort), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) },
+    stdio: 'ignore',
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const close = async () => {
+    child.kill('SIGTERM');
+    await exited;
+    remove();
+  };
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    for (let waited = 0; !(await fetch(`${url}/api/health`).then((r) => r.ok, () => false)); waited += 50) {
+      if (waited > 30_000 || child.exitCode !== null) throw new Error('the server process did not start');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const registered = await call<{ data: { token: string } }>(url, '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
+    return { url, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, pid: child.pid!, userToken: registered.data.token, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** Devices registered 100 at a time through the bulk route. */
+async function registerDevices(server: ServerProcess, count: number, prefix: string): Promise<Device[]> {
+  const devices: Device[] = [];
+  for (let start = 0; start < count; start += 100) {
+    const operations = Array.from({ length: Math.min(100, count - start) }, (_, i) => ({ action: 'register', device: { name: `${prefix}-${start + i}`, device_type: 'sensor' } }));
+    const answer = await call<{ data: Array<{ status: number; data?: { id: string; credentials: { auth_token: string } } }> }>(server.url, '/api/devices/bulk', { operations }, server.userToken);
+    for (const item of answer.data) {
+      if (!item.data) throw new Error(`bulk registration answered ${item.status}`);
+      devices.push({ id: item.data.id, token: item.data.credentials.auth_token });
+    }
+  }
+  return devices;
+}
+
+function connectDevice(url: string, device: Device): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { clientId: device.id, username: device.id, password: device.token, reconnectPeriod: 0, keepalive: 60, protocolVersion: 4 });
+    client.once('connect', () => resolve(client));
+    client.once('error', reject);
+  });
+}
+
+const publishAcked = (client: MqttClient, topic: string): Promise<void> =>
+  new Promise((resolve, reject) => client.publish(topic, BODY, { qos: 1 }, (error) => (error ? reject(error) : resolve())));
+
+/** Each device sends one reading, waits for its acknowledgement, and sends the next, for `ms`; answers how many were acknowledged. */
+async function closedLoop(devices: readonly Device[], ms: number, send: (device: Device, index: number) => Promise<void>): Promise<number> {
+  const until = performance.now() + ms;
+  let acked = 0;
+  await Promise.all(
+    devices.map(async (device, index) => {
+      while (performance.now() < until) {
+        await send(device, index);
+        acked += 1;
+      }
+    }),
+  );
+  return acked;
+}
+
+function memoryOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN) * 1024;
+}
+
+const MB = 1024 * 1024;
+
+export const mqttIngest: Benchmark = {
+  name: 'mqtt-ingest',
+  description: `QoS 1 single-reading publishes from ${DEVICES} connected devices vs single-reading HTTP POSTs from ${DEVICES} devices (fetch, keep-alive), each waiting for its acknowledgement, ${ROUND_MS / 1000} s rounds interleaved; p99 publish→PUBACK at ${RATE_PER_S}/s; RSS with ${IDLE_CONNECTIONS.toLocaleString('en-US')} idle MQTT connections`,
+  async run(reporter: Reporter) {
+    const server = await startServerProcess();
+    const clients: MqttClient[] = [];
+    try {
+      const devices = await registerDevices(server, DEVICES, 'load');
+      for (const device of devices) clients.push(await connectDevice(server.mqttUrl, device));
+      const topics = devices.map((device) => `devices/${device.id}/telemetry`);
+      const postReading = async (device: Device) => {
+        const response = await fetch(`${server.url}/api/devices/${device.id}/data`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-device-token': device.token }, body: BODY });
+        await response.arrayBuffer();
+        if (response.status !== 201) throw new Error(`POST answered ${response.status}`);
+      };
+      const { warmup, minRounds } = defaultRounds();
+      const per1000 = { mqtt: [] as number[], http: [] as number[] };
+      for (let round = 0; round < warmup + minRounds; round++) {
+        for (const side of round % 2 === 0 ? (['mqtt', 'http'] as const) : (['http', 'mqtt'] as const)) {
+          collectGarbage();
+          const started = performance.now();
+          const acked = await closedLoop(devices, ROUND_MS, side === 'mqtt' ? (_device, index) => publishAcked(clients[index]!, topics[index]!) : postReading);
+          if (round >= warmup) per1000[side].push(((performance.now() - started) / acked) * 1000);
+        }
+      }
+      reporter.throughput(`1 reading, QoS 1 vs HTTP POST, ${DEVICES} devices`, 1000, 'msg/s', { ours: summarise(per1000.mqtt), baseline: summarise(per1000.http) }, { minRatio: 1 }, 'ours = MQTT (PUBACK once stored and projected); baseline = this server over HTTP (201), in the same run');
+
+      const latencies = await pacedLatencies(clients, topics);
+      const sorted = [...latencies].sort((a, b) => a - b);
+      const p99 = sorted[Math.floor(sorted.length * 0.99)] ?? NaN;
+      recordLimit(reporter, mqttIngest.name, {
+        name: `p99 publish→PUBACK at ${RATE_PER_S}/s`,
+        unit: 'ms',
+        ours: p99,
+        oursText: `${p99.toFixed(1)} ms (p50 ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms, n=${sorted.length})`,
+        limit: 50,
+        limitText: '50 ms',
+        ratio: 50 / p99,
+        minRatio: 1,
+        targetText: '<=50ms',
+      });
+
+      for (const client of clients.splice(0)) await client.endAsync(true);
+      const idle = await idleConnections(server);
+      recordLimit(reporter, mqttIngest.name, {
+        name: `RSS, ${IDLE_CONNECTIONS.toLocaleString('en-US')} idle MQTT connections`,
+        unit: 'MB',
+        ours: idle.rss / MB,
+        oursText: `${(idle.rss / MB).toFixed(0)} MB (${(idle.before / MB).toFixed(0)} MB before; ${idle.connected} connected)`,
+        limit: 300,
+        limitText: '300 MB',
+        ratio: 300 / (idle.rss / MB),
+        minRatio: 1,
+        targetText: '<=300MB',
+      });
+    } finally {
+      await Promise.all(clients.map((client) => client.endAsync(true)));
+      await server.close();
+    }
+  },
+};
+
+/** Publishes spread evenly over the devices at RATE_PER_S for RATE_SECONDS (open loop); each one's time to PUBACK. */
+async function pacedLatencies(clients: readonly MqttClient[], topics: readonly string[]): Promise<number[]> {
+  const latencies: number[] = [];
+  const total = RATE_PER_S * RATE_SECONDS;
+  const start = performance.now();
+  const pending: Array<Promise<void>> = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / RATE_PER_S;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const sent = performance.now();
+    const index = i % clients.length;
+    pending.push(publishAcked(clients[index]!, topics[index]!).then(() => void latencies.push(performance.now() - sent)));
+  }
+  await Promise.all(pending);
+  return latencies;
+}
+
+/** Registers and connects IDLE_CONNECTIONS devices (keepalive only), then reads the server's resident memory. */
+async function idleConnections(server: ServerProcess): Promise<{ before: number; rss: number; connected: number }> {
+  const devices = await registerDevices(server, IDLE_CONNECTIONS, 'idle');
+  collectGarbage();
+  const before = memoryOf(server.pid);
+  const idle: MqttClient[] = [];
+  try {
+    for (let start = 0; start < devices.length; start += 200) {
+      idle.push(...(await Promise.all(devices.slice(start, start + 200).map((device) => connectDevice(server.mqttUrl, device)))));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    return { before, rss: memoryOf(server.pid), connected: idle.filter((client) => client.connected).length };
+  } finally {
+    for (let start = 0; start < idle.length; start += 500) await Promise.all(idle.slice(start, start + 500).map((client) => client.endAsync(true)));
+  }
+}
