@@ -4,7 +4,7 @@ import { streams, type CommandPriority, type DomainEvent } from '../domain/event
 import { ConcurrencyError } from '../eventlog/index.js';
 import { findCommand, openCommandsOf, overdueCommands, pendingCommands, type CommandRow } from '../projections/commands.js';
 import { findDevice } from '../projections/devices.js';
-import { visibleDevice } from './devices.js';
+import { visibleDevice, type DeviceNeed } from './devices.js';
 import { handle, metadataFor } from './handle.js';
 import { mayAccess, storeEvents, type Principal, type RequestContext, type Services } from './services.js';
 
@@ -43,11 +43,13 @@ function resultConsequences(command: CommandRow, result: { status: 'executed' | 
   return events.length > 0 ? [{ streamId: streams.telemetry(device_id), events }] : [];
 }
 
-export function visibleCommand(services: Services, principal: Principal, commandId: string): CommandRow {
+/** A command as its owner, an admin or its device may use it, or a member whose role on its device's group reaches `need`. */
+export function visibleCommand(services: Services, principal: Principal, commandId: string, need: DeviceNeed = 'own'): CommandRow {
   const command = findCommand(services.sql, commandId);
-  const allowed =
-    command && (principal.kind === 'device' ? command.device_id === principal.deviceId : mayAccess(principal, command.user_id));
-  if (!allowed) throw notFound('command');
+  if (!command) throw notFound('command');
+  if (principal.kind === 'device' ? command.device_id === principal.deviceId : mayAccess(principal, command.user_id)) return command;
+  if (principal.kind === 'device' || !findDevice(services.sql, command.device_id)) throw notFound('command');
+  visibleDevice(services, principal, command.device_id, need);
   return command;
 }
 
@@ -146,7 +148,7 @@ export class DeviceCommands {
   }
 
   async cancel(commandId: string, context: RequestContext): Promise<CommandRow> {
-    const command = visibleCommand(this.services, context.principal, commandId);
+    const command = visibleCommand(this.services, context.principal, commandId, 'operator');
     if (context.principal.kind !== 'user') throw new DomainError('forbidden', 'a device cannot cancel commands');
     await this.transition(command.id, { type: 'cancel_command', data: { reason: 'user' } }, context);
     return findCommand(this.services.sql, commandId)!;

@@ -69,6 +69,8 @@ export const openDeviceAlerts = (sql: Sql, deviceId: string) => openOfDevice.all
 
 export interface AlertFilter {
   userId: string | null;
+  /** Besides the user's own: the alerts of these devices (shared with the user). */
+  sharedDeviceIds?: readonly string[];
   status?: AlertsTable['status'];
   severity?: AlertsTable['severity'];
   deviceId?: string;
@@ -78,7 +80,8 @@ export interface AlertFilter {
 
 export function listAlerts(sql: Sql, filter: AlertFilter): { rows: AlertRow[]; total: number } {
   let query = q.selectFrom('alerts');
-  if (filter.userId !== null) query = query.where('user_id', '=', filter.userId);
+  const { userId, sharedDeviceIds = [] } = filter;
+  if (userId !== null) query = query.where((eb) => (sharedDeviceIds.length > 0 ? eb.or([eb('user_id', '=', userId), eb('device_id', 'in', sharedDeviceIds)]) : eb('user_id', '=', userId)));
   if (filter.status) query = query.where('status', '=', filter.status);
   if (filter.severity) query = query.where('severity', '=', filter.severity);
   if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);

@@ -89,6 +89,8 @@ export const overdueCommands = (sql: Sql, now: string) =>
 
 export interface CommandFilter {
   userId: string | null;
+  /** Besides the user's own: the commands of these devices (shared with the user). */
+  sharedDeviceIds?: readonly string[];
   deviceId?: string;
   status?: CommandsTable['status'];
   commandType?: string;
@@ -104,7 +106,8 @@ const ofLivingDevices = () => q.selectFrom('commands').where((eb) => eb.exists(e
 
 export function listCommands(sql: Sql, filter: CommandFilter): { rows: CommandRow[]; total: number } {
   let query = ofLivingDevices();
-  if (filter.userId !== null) query = query.where('user_id', '=', filter.userId);
+  const { userId, sharedDeviceIds = [] } = filter;
+  if (userId !== null) query = query.where((eb) => (sharedDeviceIds.length > 0 ? eb.or([eb('user_id', '=', userId), eb('device_id', 'in', sharedDeviceIds)]) : eb('user_id', '=', userId)));
   if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);
   if (filter.status) query = query.where('status', '=', filter.status);
   if (filter.commandType) query = query.where('command_type', '=', filter.commandType);

@@ -2,6 +2,7 @@ import { sql as raw } from 'kysely';
 import { displayedStatus } from '../domain/device-status.js';
 import { deviceOf, type RecordedEvent } from '../domain/events.js';
 import type { SecretBox } from '../eventlog/index.js';
+import { sharedGroupIds } from './groups.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -248,3 +249,6 @@ export function deviceIds(sql: Sql, userId: string | null, groupIds?: readonly s
   if (groupIds) query = query.where('group_id', 'in', groupIds.length ? groupIds : ['']);
   return sql.all(query).map((row) => row.id);
 }
+
+/** The devices of the groups shared with a user (and the groups below them). */
+export const sharedDeviceIds = (sql: Sql, userId: string): string[] => deviceIds(sql, null, sharedGroupIds(sql, userId));

@@ -1,6 +1,5 @@
 import { SECRET_FIELDS, deviceOf, type RecordedEvent } from '../domain/events.js';
-import { deviceIds } from '../projections/devices.js';
-import { sharedGroupIds } from '../projections/groups.js';
+import { sharedDeviceIds } from '../projections/devices.js';
 import { streamOwner } from '../projections/stream-owners.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -51,7 +50,7 @@ export class SharedDevices {
   }
 
   has(deviceId: string): boolean {
-    this.ids ??= new Set(deviceIds(this.sql, null, sharedGroupIds(this.sql, this.userId)));
+    this.ids ??= new Set(sharedDeviceIds(this.sql, this.userId));
     return this.ids.has(deviceId);
   }
 }

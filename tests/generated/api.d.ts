@@ -7,7 +7,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Alerts (filters: status, severity, device_id), most recent first */
+        /** Alerts of your devices and of devices shared with you (filters: status, severity, device_id), most recent first */
         get: operations["listAlerts"];
         put?: never;
         post?: never;
@@ -697,7 +697,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Groups, flat with parent_id, or nested with ?tree=true */
+        /** Your groups and those shared with you, flat with parent_id, or nested with ?tree=true */
         get: operations["listGroups"];
         put?: never;
         /** Create a group (optionally under a parent) */

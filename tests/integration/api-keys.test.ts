@@ -1,11 +1,8 @@
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProjections } from '../../src/projections/index.js';
-import { rebuildAndCompare } from '../../src/projections/rebuild.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, expectError, expectValidation, type Data } from '../helpers/fixtures.js';
 import { secretShapes } from '../helpers/secret-scan.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { UpgradeRefused, connect, wsUrl } from '../helpers/ws-client.js';
 
@@ -156,8 +153,6 @@ describe('API keys with a lifecycle', () => {
     const events = (await api.get<Data<Array<{ type: string; data: Record<string, unknown> }>>>('/api/events?limit=500&type=api_key.created,api_key.revoked,api_key.rotated', { token: alice.token })).body.data;
     expect(new Set(events.map((e) => e.type))).toEqual(new Set(['api_key.created', 'api_key.rotated']));
     for (const event of events.filter((e) => e.type === 'api_key.created')) expect(event.data.key_hash).toMatch(/^sealed:v1:/);
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });

@@ -1,12 +1,9 @@
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { streams } from '../../src/domain/events.js';
 import { verifyExport } from '../../src/eventlog/export-verifier.js';
-import { createProjections } from '../../src/projections/index.js';
-import { rebuildAndCompare } from '../../src/projections/rebuild.js';
 import { client, registerUser } from '../helpers/client.js';
 import { createDevice, expectError, expectValidation, type Data } from '../helpers/fixtures.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { connect, wsUrl } from '../helpers/ws-client.js';
 
@@ -76,8 +73,6 @@ describe('erasure by crypto-shredding', () => {
   });
 
   it('a replay without the destroyed keys rebuilds exactly the live read models', async () => {
-    const { services, db } = server.server;
-    const result = await rebuildAndCompare({ db, log: services.log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(services.config), pino({ level: 'silent' }));
-    expect(result.differing).toEqual([]);
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });

@@ -1,12 +1,9 @@
-import { join } from 'node:path';
 import fc from 'fast-check';
-import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { ERASED } from '../../src/eventlog/index.js';
 import { verifyExport } from '../../src/eventlog/export-verifier.js';
-import { createProjections } from '../../src/projections/index.js';
-import { rebuildAndCompare } from '../../src/projections/rebuild.js';
 import { client } from '../helpers/client.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer } from '../helpers/server.js';
 
 interface Person {
@@ -58,7 +55,7 @@ describe('erasure (property)', () => {
           expect(verifyExport(lines)).toMatchObject({ ok: true, complete_chain: true });
 
           // Opened with every key the server still holds: the kept users read, the erased ones do not.
-          const { personal, db, log, config } = { ...server.server.services, db: server.server.db };
+          const { personal } = server.server.services;
           const registrations = lines.filter(Boolean).map((line) => JSON.parse(line) as { type: string; data: Record<string, string> }).filter((e) => e.type === 'user.registered');
           const opened = registrations.map((e) => [personal.open(e.data.user_id!, e.data.username!, 'username'), personal.open(e.data.user_id!, e.data.email!, 'email')]).flat();
           const served = JSON.stringify([(await api.get('/api/users?limit=500', { token: rootToken })).body, (await api.get('/api/events?limit=500', { token: rootToken })).body]);
@@ -70,8 +67,7 @@ describe('erasure (property)', () => {
             }
           }
           expect(opened.filter((value) => value === ERASED)).toHaveLength(2 * sessions.filter((s) => s.person.erased !== 'no').length);
-          const replay = await rebuildAndCompare({ db, log }, join(server.dataDir, `replay-${Date.now()}.db`), createProjections(config), pino({ level: 'silent' }));
-          expect(replay.differing).toEqual([]);
+          expect(await replayDiffers(server)).toEqual([]);
         } finally {
           await server.close();
         }

@@ -7,7 +7,7 @@ import { listAlerts } from '../../projections/alerts.js';
 import { commandStats } from '../../projections/commands.js';
 import { ruleCounts } from '../../projections/rules.js';
 import { alertAnalytics, deviceCounts, readingAnalytics } from '../../projections/analytics.js';
-import { deviceIds } from '../../projections/devices.js';
+import { deviceIds, sharedDeviceIds } from '../../projections/devices.js';
 import { devicesOfGroupTree } from '../../projections/group-summaries.js';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
@@ -20,10 +20,12 @@ const DAY_MS = 24 * 3_600_000;
 export function alertRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/alerts', operationId: 'listAlerts', summary: 'Alerts (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
+      { method: 'get', path: '/api/alerts', operationId: 'listAlerts', summary: 'Alerts of your devices and of devices shared with you (filters: status, severity, device_id), most recent first', tag: 'alerts', access: 'user', query: alertsQuery, response: alert.array(), list: true },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listAlerts(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedDeviceIds: sharedDeviceIds(services.sql, userId) } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.severity ? { severity: query.severity } : {}),
           ...(query.device_id ? { deviceId: query.device_id } : {}),
@@ -47,9 +49,10 @@ export function alertRoutes(services: Services) {
       ({ query, context }) => {
         const scopeUser = ownerScope(context.principal);
         let ids: string[];
-        if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id).id];
+        // A device or group shared with the caller counts whole, as its owner sees it.
+        if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id, 'viewer').id];
         else if (query.group_id) {
-          const group = visibleGroup(services, context.principal, query.group_id);
+          const group = visibleGroup(services, context.principal, query.group_id, 'viewer');
           ids = devicesOfGroupTree(services.sql, group.user_id, group.id);
         } else ids = deviceIds(services.sql, scopeUser);
         const end = query.end_date ?? services.clock.now().toISOString();
@@ -61,7 +64,8 @@ export function alertRoutes(services: Services) {
             readings: readingAnalytics(services.sql, scope),
             commands: commandStats(services.sql, ids, { start, end }),
             rules: ruleCounts(services.sql, { userId: scopeUser, start, end, deviceIds: query.device_id || query.group_id ? ids : null }),
-            alerts: alertAnalytics(services.sql, { ...scope, fleetWide: !query.device_id && !query.group_id }),
+            // The devices are authorised above: their alerts count whoever's they are (a shared device's are its owner's).
+            alerts: query.device_id || query.group_id ? alertAnalytics(services.sql, { ...scope, userId: null, fleetWide: false }) : alertAnalytics(services.sql, { ...scope, fleetWide: true }),
           },
         };
       },

@@ -4,6 +4,7 @@ import { ownerScope, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
 import { batchStatusCounts, listCommands, type CommandRow } from '../../projections/commands.js';
 import { devicesOfGroupTree } from '../../projections/group-summaries.js';
+import { sharedDeviceIds } from '../../projections/devices.js';
 import { z } from 'zod';
 import { defineRoute } from '../route.js';
 import { listMeta } from '../schemas/common.js';
@@ -75,8 +76,10 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'get', path: '/api/commands', operationId: 'listCommands', summary: 'Commands, newest first (filters: device_id, status, command_type, batch_id, dates)', tag: 'commands', access: 'user', query: listCommandsQuery, response: command.array(), list: true, meta: batchMeta },
       ({ query, context }) => {
+        const userId = ownerScope(context.principal);
         const { rows, total } = listCommands(services.sql, {
-          userId: ownerScope(context.principal),
+          userId,
+          ...(userId !== null ? { sharedDeviceIds: sharedDeviceIds(services.sql, userId) } : {}),
           ...(query.device_id ? { deviceId: query.device_id } : {}),
           ...(query.status ? { status: query.status } : {}),
           ...(query.command_type ? { commandType: query.command_type } : {}),
@@ -93,7 +96,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'get', path: '/api/commands/:id', operationId: 'getCommand', etag: true, summary: 'One command', tag: 'commands', access: 'user', response: command },
       ({ params, context }) => {
-        const row = visibleCommand(services, context.principal, params.id!);
+        const row = visibleCommand(services, context.principal, params.id!, 'viewer');
         return { data: presentCommand(row), etag: row.version };
       },
     ),
@@ -112,7 +115,7 @@ export function commandRoutes(services: Services, commands: DeviceCommands, roll
     defineRoute(
       { method: 'post', path: '/api/groups/:id/commands', operationId: 'queueGroupCommand', summary: 'One command per device of a group and its subgroups, as one batch (optionally at a rate, stopped past a failure share)', tag: 'commands', access: 'user', body: groupCommandBody, response: groupCommandAnswer, status: 202 },
       async ({ params, body, context }) => {
-        const group = visibleGroup(services, context.principal, params.id!);
+        const group = visibleGroup(services, context.principal, params.id!, 'operator');
         const targets = devicesOfGroupTree(services.sql, group.user_id, group.id);
         const { batch_id: _none, ...command } = queueInput(body, null);
         const batch = await rollouts.start(group, targets, command, { per_minute: body.rollout_per_minute ?? null, abort_failure_percent: body.abort_failure_percent ?? null }, context);

@@ -3,6 +3,7 @@ import type { Groups } from '../../commands/groups.js';
 import { visibleGroup } from '../../commands/groups.js';
 import { ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { groupSummaries } from '../../projections/group-summaries.js';
+import { findGroup, sharedGroupIds } from '../../projections/groups.js';
 import { presentGroup } from '../presenters.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta } from '../schemas/common.js';
@@ -19,9 +20,10 @@ export function groupRoutes(services: Services, groups: Groups) {
 
   return [
     defineRoute(
-      { method: 'get', path: '/api/groups', operationId: 'listGroups', summary: 'Groups, flat with parent_id, or nested with ?tree=true', tag: 'groups', access: 'user', query: listGroupsQuery, response: z.union([group.array(), groupTree.array()]), list: true },
+      { method: 'get', path: '/api/groups', operationId: 'listGroups', summary: 'Your groups and those shared with you, flat with parent_id, or nested with ?tree=true', tag: 'groups', access: 'user', query: listGroupsQuery, response: z.union([group.array(), groupTree.array()]), list: true },
       ({ query, context }) => {
-        const all = groupSummaries(services.sql, ownerScope(context.principal));
+        const userId = ownerScope(context.principal);
+        const all = [...groupSummaries(services.sql, userId), ...(userId === null ? [] : sharedGroups(services, userId))];
         const visibleIds = new Set(all.map((g) => g.id));
         const chosen = query.tree ? all.filter((g) => g.parent_id === null || !visibleIds.has(g.parent_id)) : all;
         const page = chosen.slice(query.offset, query.offset + query.limit);
@@ -82,4 +84,11 @@ function memberRoutes(groups: Groups) {
       },
     ),
   ];
+}
+
+/** The groups shared with a user (with those below them), summarised as their owners see them. */
+function sharedGroups(services: Services, userId: string) {
+  const shared = new Set(sharedGroupIds(services.sql, userId));
+  const owners = new Set([...shared].map((id) => findGroup(services.sql, id)?.user_id).filter((owner): owner is string => owner !== undefined && owner !== userId));
+  return [...owners].flatMap((owner) => groupSummaries(services.sql, owner).filter((group) => shared.has(group.id)));
 }
