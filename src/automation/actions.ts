@@ -4,9 +4,9 @@ import type { Rules } from '../commands/rules.js';
 import { storeEvents, type Services } from '../commands/services.js';
 import { streams } from '../domain/events.js';
 import type { RuleAction } from '../domain/rule-schema.js';
-import { findDevice } from '../projections/devices.js';
-import { devicesOfGroupTree } from '../projections/group-summaries.js';
-import { findGroup } from '../projections/groups.js';
+import { findDevice, type DeviceRow } from '../projections/devices.js';
+import { groupCommandTargets } from '../projections/group-summaries.js';
+import { findGroup, userMayUse, userMayUseGroup } from '../projections/groups.js';
 import { findRule } from '../projections/rules.js';
 import type { Sql } from '../projections/sql.js';
 
@@ -15,10 +15,18 @@ export interface ActionOutcome {
   detail: string;
 }
 
-/** Whether the device an action names is still there, its rule's owner's. */
-const ownsDevice = (sql: Sql, rule: { user_id: string }, deviceId: string): boolean => findDevice(sql, deviceId)?.user_id === rule.user_id;
+/**
+ * The device an action names, if it is still there and its rule's owner may still operate it
+ * (owns it, or operator or better on a group it is in); otherwise why not, as a failed outcome.
+ */
+function operableDevice(sql: Sql, rule: { user_id: string }, deviceId: string): DeviceRow | ActionOutcome {
+  const device = findDevice(sql, deviceId);
+  if (!device) return deviceGone(deviceId);
+  return userMayUse(sql, rule.user_id, device, 'operator') ? device : { status: 'failed', detail: `device ${deviceId} is no longer the rule owner's to operate` };
+}
 
 const deviceGone = (deviceId: string): ActionOutcome => ({ status: 'failed', detail: `device ${deviceId} no longer exists` });
+const isOutcome = (found: DeviceRow | ActionOutcome): found is ActionOutcome => 'status' in found && 'detail' in found;
 
 /** Carries out one rule action as the rule's owner; a failure is an outcome, not an exception. */
 export class ActionRunner {
@@ -42,24 +50,31 @@ export class ActionRunner {
       case 'command': {
         const input = { command_type: action.command_type, parameters: action.parameters ?? {}, priority: action.priority ?? 'normal', expires_in: null, timeout_seconds: DEFAULT_TIMEOUT_SECONDS, retries: 0 } as const;
         if (action.device_id !== undefined) {
-          if (!ownsDevice(sql, rule, action.device_id)) return deviceGone(action.device_id);
-          // Deleted in between, it is refused under its lock: the same outcome.
-          const command = await this.commands.queueUnlessDeleted(action.device_id, rule.user_id, { ...input, batch_id: null }, null);
+          const device = operableDevice(sql, rule, action.device_id);
+          if (isOutcome(device)) return device;
+          // Deleted in between, it is refused under its lock: the same outcome. The command is
+          // the device owner's, as one an operator queues by hand is.
+          const command = await this.commands.queueUnlessDeleted(device.id, device.user_id, { ...input, batch_id: null }, null);
           return command ? { status: 'done', detail: `queued command ${command.id}` } : deviceGone(action.device_id);
         }
         const groupId = action.group_id!;
-        if (findGroup(sql, groupId)?.user_id !== rule.user_id) return { status: 'failed', detail: `group ${groupId} no longer exists` };
-        const targets = devicesOfGroupTree(sql, rule.user_id, groupId);
+        const group = findGroup(sql, groupId);
+        if (!group) return { status: 'failed', detail: `group ${groupId} no longer exists` };
+        if (!userMayUseGroup(sql, rule.user_id, group, 'operator')) return { status: 'failed', detail: `group ${groupId} is no longer the rule owner's to operate` };
+        const targets = groupCommandTargets(sql, groupId);
         const batchId = this.services.newId();
         // A device deleted since the group was read is left out; any other failure fails the action.
-        const commands = await Promise.all(targets.map((deviceId) => this.commands.queueUnlessDeleted(deviceId, rule.user_id, { ...input, batch_id: batchId }, null)));
+        const commands = await Promise.all(targets.map((deviceId) => this.commands.queueUnlessDeleted(deviceId, group.user_id, { ...input, batch_id: batchId }, null)));
         return { status: 'done', detail: `queued ${commands.filter((command) => command !== null).length} commands in batch ${batchId}` };
       }
       case 'alert': {
         const { device_id } = action;
         if (device_id === undefined) return this.raiseAlert(action, rule);
         // Under the device's lock, as its deletion is: a deleted device's alerts are gone, and none comes after.
-        return this.services.locks.devices.run(device_id, async () => (ownsDevice(sql, rule, device_id) ? this.raiseAlert(action, rule) : deviceGone(device_id)));
+        return this.services.locks.devices.run(device_id, async () => {
+          const device = operableDevice(sql, rule, device_id);
+          return isOutcome(device) ? device : this.raiseAlert(action, rule, device.user_id);
+        });
       }
       case 'enable_rule':
       case 'disable_rule': {
@@ -70,13 +85,14 @@ export class ActionRunner {
     }
   }
 
-  private async raiseAlert(action: Extract<RuleAction, { type: 'alert' }>, rule: { id: string; user_id: string }): Promise<ActionOutcome> {
+  /** An alert on a device is its owner's (as a threshold alert is), so the owner sees what a member's rule raised. */
+  private async raiseAlert(action: Extract<RuleAction, { type: 'alert' }>, rule: { id: string; user_id: string }, ownerId = rule.user_id): Promise<ActionOutcome> {
     const alertId = this.services.newId();
     const result = await storeEvents(this.services, [
       {
         streamId: streams.alert(alertId),
         expectedVersion: 'no_stream',
-        events: [{ type: 'alert.raised', data: { alert_id: alertId, device_id: action.device_id ?? null, user_id: rule.user_id, rule_id: rule.id, kind: 'rule', sensor_type: null, severity: action.severity, message: action.message, value: null } }],
+        events: [{ type: 'alert.raised', data: { alert_id: alertId, device_id: action.device_id ?? null, user_id: ownerId, rule_id: rule.id, kind: 'rule', sensor_type: null, severity: action.severity, message: action.message, value: null } }],
         metadata: { actor_type: 'system', causation_id: rule.id },
       },
     ]);

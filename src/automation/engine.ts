@@ -5,6 +5,7 @@ import { deviceOf, streams, type RecordedEvent } from '../domain/events.js';
 import { actionSchedule, gate, initialRuntime, observe, type RuleRuntime, type Verdict } from '../domain/rule.js';
 import type { RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
+import { userMayUse } from '../projections/groups.js';
 import { decodeRule, dueActions, enabledRules, findExecution, findRule, type RuleRow } from '../projections/rules.js';
 import { streamOwner } from '../projections/stream-owners.js';
 import { latestReadings } from '../projections/telemetry-queries.js';
@@ -107,18 +108,17 @@ export class AutomationEngine {
       if (event.position <= this.checkpoint) continue;
       this.observeFacts(event);
       if (event.type === 'rule.created' || event.type === 'rule.updated' || event.type === 'rule.deleted') this.onRuleChanged(event);
-      let owner: string | null | undefined; // looked up for the first rule the event concerns
+      const seenBy = this.viewersOf(event);
       for (const rule of this.loadedRules()) {
         const condition = rule.definition.trigger_conditions;
         if (!condition || rule.definition.schedule || !concerns(condition, event)) continue;
         // A rule sees what its owner sees, as its dry run does: an event leaf naming no device
         // would otherwise fire on every user's events and show them in its executions.
-        if (owner === undefined) owner = streamOwner(this.services.sql, event.stream_id)?.user_id ?? null;
-        if (owner !== rule.row.user_id) continue;
+        if (!seenBy(rule.row.user_id)) continue;
         // Fired for this very event before a crash (the firing is already in the log), or the
         // event is older than the rule's current definition: either way, not this rule's to judge.
         if (rule.row.last_cause_position >= event.position) continue;
-        const facts = this.factsFor(condition, { type: event.type, device_id: deviceOf(event) });
+        const facts = this.factsFor(rule.row.user_id, condition, { type: event.type, device_id: deviceOf(event) });
         await this.observeRule(rule, condition, facts, { kind: 'condition', position: event.position, event_type: event.type });
       }
       this.checkpoint = event.position;
@@ -133,7 +133,7 @@ export class AutomationEngine {
     for (const rule of this.loadedRules()) {
       const { trigger_conditions: condition, schedule } = rule.definition;
       if (schedule) await this.runSchedule(rule, condition, schedule, now.getTime());
-      else if (condition && dependsOnTime(condition)) await this.observeRule(rule, condition, this.factsFor(condition, null), { kind: 'timer', position: null, event_type: null });
+      else if (condition && dependsOnTime(condition)) await this.observeRule(rule, condition, this.factsFor(rule.row.user_id, condition, null), { kind: 'timer', position: null, event_type: null });
     }
     await this.runDueActions(now.toISOString());
     this.saveCheckpoint();
@@ -147,7 +147,7 @@ export class AutomationEngine {
     }
     if (runtime.next_run > now) return;
     const due = { ...runtime, next_run: nextRun(schedule, now) };
-    const facts = this.factsFor(condition ?? { all: [] }, null);
+    const facts = this.factsFor(rule.row.user_id, condition ?? { all: [] }, null);
     if (condition && !evaluate(condition, facts)) return this.setRuntime(rule.row.id, due);
     const { verdict, runtime: next } = gate(rule.definition.cooldown_seconds, due, now);
     await this.act(rule, verdict, next, condition, facts, { kind: 'schedule', position: null, event_type: null });
@@ -204,19 +204,43 @@ export class AutomationEngine {
     await this.services.runner.waitFor(result.lastPosition);
   }
 
-  private factsFor(condition: Condition, event: Facts['event']): Facts {
+  /**
+   * Who may see an event, asked once per rule owner: anyone who may view its device (owner or
+   * member of a group it is in, as it is now: a transferred device leaves its giver's rules),
+   * or for an event of no device, its stream's owner.
+   */
+  private viewersOf(event: RecordedEvent): (userId: string) => boolean {
+    const answers = new Map<string, boolean>();
+    const deviceId = deviceOf(event);
+    const device = deviceId ? findDevice(this.services.sql, deviceId) : undefined;
+    let owner: string | null | undefined;
+    return (userId) => {
+      let answer = answers.get(userId);
+      if (answer === undefined) {
+        if (device) answer = userMayUse(this.services.sql, userId, device, 'viewer');
+        else answer = (owner ??= streamOwner(this.services.sql, event.stream_id)?.user_id ?? null) === userId;
+        answers.set(userId, answer);
+      }
+      return answer;
+    };
+  }
+
+  /** What a rule of `userId` sees: the readings and statuses of the devices it names that the user may view now. */
+  private factsFor(userId: string, condition: Condition, event: Facts['event']): Facts {
     const readings = new Map<string, number>();
     const statuses = new Map<string, string>();
     for (const deviceId of devicesIn(condition)) {
       const device = findDevice(this.services.sql, deviceId);
-      if (device) statuses.set(deviceId, device.status);
+      if (!device || !userMayUse(this.services.sql, userId, device, 'viewer')) continue;
+      statuses.set(deviceId, device.status);
       for (const reading of latestReadings(this.services.sql, deviceId)) {
         const key = readingKey(deviceId, reading.sensor_type);
         const live = this.latest.get(key);
         readings.set(key, live && live.at >= reading.timestamp ? live.value : reading.value);
       }
+      // Readings of the current batch not yet in the raw rows (or pruned from them).
+      for (const [key, { value }] of this.latest) if (key.startsWith(readingKey(deviceId, '')) && !readings.has(key)) readings.set(key, value);
     }
-    for (const [key, { value }] of this.latest) if (!readings.has(key)) readings.set(key, value);
     return { now: this.services.clock.now(), readings, statuses, holdingSince: new Map(), event };
   }
 

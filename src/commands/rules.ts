@@ -2,12 +2,13 @@ import { Cron } from 'croner';
 import { leavesOf, type Condition, type ReadingLeaf } from '../domain/conditions.js';
 import { commandsContradict } from '../domain/contradictions.js';
 import { DomainError, notFound, type ErrorDetail } from '../domain/errors.js';
-import { isEventType, streams } from '../domain/events.js';
+import { isEventType, streams, type MemberRole } from '../domain/events.js';
 import { ruleDecider } from '../domain/rule.js';
 import type { RuleAction, RuleDefinition } from '../domain/rule-schema.js';
 import { findDevice } from '../projections/devices.js';
-import { devicesOfGroupTree } from '../projections/group-summaries.js';
-import { findGroup } from '../projections/groups.js';
+import { groupCommandTargets } from '../projections/group-summaries.js';
+import { findGroup, userMayUse, userMayUseGroup } from '../projections/groups.js';
+import type { Sql } from '../projections/sql.js';
 import { decodeRule, findRule, rulesOfUser, type RuleRow } from '../projections/rules.js';
 import { handle, type IfMatch } from './handle.js';
 import { mayAccess, type Principal, type RequestContext, type Services } from './services.js';
@@ -67,16 +68,13 @@ export class Rules {
     const cycle = enableCycle(ruleId, definition.actions, others.map((r) => ({ id: r.id, actions: decodeRule(r).actions })));
     if (cycle) problems.push({ path: 'actions', message: `rules would enable each other in a cycle: ${cycle.join(' → ')}` });
     refuseProblems(problems);
-    if (!allowConflicts && definition.is_enabled) this.refuseConflicts(userId, definition, others);
+    if (!allowConflicts && definition.is_enabled) this.refuseConflicts(definition, others);
   }
 
   /** What is wrong with the `changed` parts of a definition, by path; `ruleId` is null for a draft that is no rule yet. */
   private problemsOf(ruleId: string | null, userId: string, definition: RuleDefinition, changed: Changed = EVERYTHING): ErrorDetail[] {
     const problems: ErrorDetail[] = [];
-    const own = (device: string | undefined) => {
-      const found = device ? findDevice(this.services.sql, device) : undefined;
-      return found !== undefined && found.user_id === userId;
-    };
+    const deviceProblem = (deviceId: string, need: MemberRole) => referenceProblem(this.services.sql, userMayUse, findDevice(this.services.sql, deviceId), userId, need, 'device');
     if (!definition.trigger_conditions && !definition.schedule) problems.push({ path: 'trigger_conditions', message: 'a rule needs trigger_conditions, a schedule, or both' });
     if ((changed.conditions || changed.schedule) && definition.trigger_conditions && !definition.schedule && leavesOf(definition.trigger_conditions).length === 0) {
       problems.push({ path: 'trigger_conditions', message: 'a condition naming nothing never changes, so it could never fire' });
@@ -84,15 +82,19 @@ export class Rules {
     if (changed.conditions && definition.trigger_conditions) {
       for (const { path, leaf } of leavesOf(definition.trigger_conditions)) {
         const at = path.replace(/^root/, 'trigger_conditions');
-        if ('device_id' in leaf && leaf.device_id !== undefined && !own(leaf.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
+        const problem = 'device_id' in leaf && leaf.device_id !== undefined ? deviceProblem(leaf.device_id, 'viewer') : null;
+        if (problem) problems.push({ path: `${at}.device_id`, message: problem });
         if (leaf.type === 'event' && !isEventType(leaf.event_type)) problems.push({ path: `${at}.event_type`, message: 'no such event type; it could never happen' });
       }
     }
     if (changed.actions) {
       definition.actions.forEach((action, index) => {
         const at = `actions.${index}`;
-        if ('device_id' in action && action.device_id !== undefined && !own(action.device_id)) problems.push({ path: `${at}.device_id`, message: 'no such device of yours' });
-        if (action.type === 'command' && action.group_id !== undefined && findGroup(this.services.sql, action.group_id)?.user_id !== userId) problems.push({ path: `${at}.group_id`, message: 'no such group of yours' });
+        // A rule acts on a device (a command, an alert) only where its owner may operate it.
+        const onDevice = 'device_id' in action && action.device_id !== undefined ? deviceProblem(action.device_id, 'operator') : null;
+        if (onDevice) problems.push({ path: `${at}.device_id`, message: onDevice });
+        const onGroup = action.type === 'command' && action.group_id !== undefined ? referenceProblem(this.services.sql, userMayUseGroup, findGroup(this.services.sql, action.group_id), userId, 'operator', 'group') : null;
+        if (onGroup) problems.push({ path: `${at}.group_id`, message: onGroup });
         if ((action.type === 'enable_rule' || action.type === 'disable_rule') && action.rule_id !== ruleId && findRule(this.services.sql, action.rule_id)?.user_id !== userId) {
           problems.push({ path: `${at}.rule_id`, message: 'no such rule of yours' });
         }
@@ -108,8 +110,8 @@ export class Rules {
     return problems;
   }
 
-  private refuseConflicts(userId: string, definition: RuleDefinition, others: readonly RuleRow[]): void {
-    const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : devicesOfGroupTree(this.services.sql, userId, action.group_id!));
+  private refuseConflicts(definition: RuleDefinition, others: readonly RuleRow[]): void {
+    const targetsOf: CommandTargets = (action) => (action.device_id ? [action.device_id] : groupCommandTargets(this.services.sql, action.group_id!));
     const conflicts = others.filter((other) => other.is_enabled === 1 && contradicts(definition, decodeRule(other), targetsOf));
     if (conflicts.length > 0) {
       throw new DomainError(
@@ -128,6 +130,15 @@ interface Changed {
   actions: boolean;
 }
 const EVERYTHING: Changed = { conditions: true, schedule: true, actions: true };
+
+/**
+ * What is wrong with a device or group a rule names: missing or not shared with its owner reads
+ * as missing (nothing says it exists); shared with too weak a role says what is missing.
+ */
+function referenceProblem<T>(sql: Sql, mayUse: (sql: Sql, userId: string, target: T, need: MemberRole) => boolean, target: T | undefined, userId: string, need: MemberRole, noun: string): string | null {
+  if (target === undefined || !mayUse(sql, userId, target, 'viewer')) return `no such ${noun} of yours or shared with you`;
+  return mayUse(sql, userId, target, need) ? null : `this ${noun} is shared with you below ${need}: a rule may read it, not act on it`;
+}
 
 function refuseProblems(problems: ErrorDetail[]): void {
   if (problems.length > 0) throw new DomainError('validation_failed', `invalid rule: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`, problems);

@@ -1,5 +1,5 @@
 import { deviceIds, deviceConnectivityCountsByGroup } from './devices.js';
-import { listGroups, type GroupRow } from './groups.js';
+import { findGroup, listGroups, type GroupRow } from './groups.js';
 import type { Sql } from './sql.js';
 
 export interface GroupSummary extends GroupRow {
@@ -64,3 +64,9 @@ export function subtreeIds(summaries: readonly GroupSummary[], rootId: string): 
 
 /** The devices of a group and its subgroups: where a group command goes. */
 export const devicesOfGroupTree = (sql: Sql, userId: string, groupId: string): string[] => deviceIds(sql, userId, subtreeIds(groupSummaries(sql, userId), groupId));
+
+/** The devices a command to a group reaches, as the group's owner sees them (a member's rule or request acts for the owner). */
+export function groupCommandTargets(sql: Sql, groupId: string): string[] {
+  const group = findGroup(sql, groupId);
+  return group ? devicesOfGroupTree(sql, group.user_id, groupId) : [];
+}

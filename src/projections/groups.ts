@@ -124,3 +124,21 @@ export function sharedGroupIds(sql: Sql, userId: string): string[] {
   }
   return [...found];
 }
+
+/**
+ * Whether a user may use a device for `need`: its owner always, a member of a group it is in
+ * when their role reaches `need`; `own` only the owner. What a user's rules may read and act on.
+ */
+export function userMayUse(sql: Sql, userId: string, device: { user_id: string; group_id: string | null }, need: MemberRole | 'own'): boolean {
+  if (device.user_id === userId) return true;
+  if (need === 'own' || device.group_id === null) return false;
+  const role = memberRole(sql, userId, device.group_id);
+  return role !== null && roleAtLeast(role, need);
+}
+
+/** The same for a group (and through it its subgroups' devices). */
+export function userMayUseGroup(sql: Sql, userId: string, group: { id: string; user_id: string }, need: MemberRole): boolean {
+  if (group.user_id === userId) return true;
+  const role = memberRole(sql, userId, group.id);
+  return role !== null && roleAtLeast(role, need);
+}

@@ -1,5 +1,6 @@
 import type { RecordedEvent } from '../domain/events.js';
 import { streams } from '../domain/events.js';
+import { sharedDeviceIds } from './devices.js';
 import type { Projection } from './projection.js';
 import { prepared, queryBuilder as q, type Sql } from './sql.js';
 
@@ -59,4 +60,10 @@ export function ownedStreamIds(sql: Sql, userId: string | null, deviceId?: strin
   if (userId !== null) query = query.where('user_id', '=', userId);
   if (deviceId !== undefined) query = query.where('device_id', '=', deviceId);
   return sql.all(query).map((row) => row.stream_id);
+}
+
+/** The streams a user may read: their own, and those of the devices shared with them (their histories); or those of one device. */
+export function readableStreamIds(sql: Sql, userId: string, deviceId?: string): string[] {
+  const shared = sharedDeviceIds(sql, userId).filter((id) => deviceId === undefined || id === deviceId);
+  return [...new Set([...ownedStreamIds(sql, userId, deviceId), ...shared.flatMap((id) => ownedStreamIds(sql, null, id))])];
 }

@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { isAdmin, ownerScope, type Principal, type Services } from '../../commands/services.js';
 import { DomainError } from '../../domain/errors.js';
-import { ownedStreamIds } from '../../projections/stream-owners.js';
-import { sharedDeviceIds } from '../../projections/devices.js';
+import { ownedStreamIds, readableStreamIds } from '../../projections/stream-owners.js';
 import { exportedEvent } from '../../eventlog/export-verifier.js';
 import { erasedUserIds } from '../../projections/users.js';
 import { servedEvent } from '../presenters.js';
@@ -17,13 +16,8 @@ const EXPORT_PAGE = 1_000;
 function readableStreams(services: Services, principal: Principal, filter: { stream_id?: string | undefined; device_id?: string | undefined }): string[] | undefined {
   const userId = ownerScope(principal);
   if (userId === null && filter.device_id === undefined) return filter.stream_id !== undefined ? [filter.stream_id] : undefined;
-  const owned = [...new Set([...ownedStreamIds(services.sql, userId, filter.device_id), ...(userId === null ? [] : sharedDeviceStreams(services, userId, filter.device_id))])];
+  const owned = userId === null ? ownedStreamIds(services.sql, null, filter.device_id) : readableStreamIds(services.sql, userId, filter.device_id);
   return filter.stream_id !== undefined ? owned.filter((id) => id === filter.stream_id) : owned;
-}
-
-/** The streams of the devices shared with a user (their histories), or of one of them. */
-function sharedDeviceStreams(services: Services, userId: string, deviceId: string | undefined): string[] {
-  return sharedDeviceIds(services.sql, userId).filter((id) => deviceId === undefined || id === deviceId).flatMap((id) => ownedStreamIds(services.sql, null, id));
 }
 
 export function eventRoutes(services: Services) {

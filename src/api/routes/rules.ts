@@ -6,7 +6,7 @@ import { simulate } from '../../automation/dry-run.js';
 import { readHistory } from '../../automation/dry-run-history.js';
 import type { RuleDefinition } from '../../domain/rule-schema.js';
 import { decodeRule, listExecutions, listRules, type RuleRow } from '../../projections/rules.js';
-import { ownedStreamIds } from '../../projections/stream-owners.js';
+import { readableStreamIds } from '../../projections/stream-owners.js';
 import { defineRoute, ifMatchVersion } from '../route.js';
 import { deleted, listMeta, paging } from '../schemas/common.js';
 import { createRuleBody, dryRunAnswer, dryRunBody, execution, listRulesQuery, rule, updateRuleBody } from '../schemas/rules.js';
@@ -75,7 +75,7 @@ export function ruleRoutes(services: Services, rules: Rules) {
         const userId = requireUser(context.principal);
         const definition = definitionOf(body.rule);
         rules.checkDraft(userId, definition);
-        const history = await readHistory(services, ownedStreamIds(services.sql, userId), body.start_date, body.end_date);
+        const history = await readHistory(services, readableStreamIds(services.sql, userId), body.start_date, body.end_date);
         // History cut at its cap: the run covers only what was read, and says so.
         const end = history.cut ? (history.moments.at(-1)?.at ?? body.start_date) : body.end_date;
         const { firings, complete, until } = simulate(definition, history.moments, body.start_date, end);
