@@ -92,9 +92,10 @@ export function listAlerts(sql: Sql, filter: AlertFilter): { rows: AlertRow[]; t
 
 /** Open alerts by severity for a set of devices (null: every device of the scope's user). */
 /** Active alerts (as GET /api/alerts?status=active lists them) by severity; deviceIds null: also those tied to no device. */
-export const activeAlertCounts = (sql: Sql, userId: string | null, deviceIds: readonly string[] | null) => {
+/** Active alerts by severity: a user's (and those of the devices shared with them), of some devices, or both. */
+export const activeAlertCounts = (sql: Sql, userId: string | null, deviceIds: readonly string[] | null, sharedDeviceIds: readonly string[] = []) => {
   let query = q.selectFrom('alerts').select(['severity', (eb) => eb.fn.countAll<number>().as('n')]).where('status', '=', 'active').groupBy('severity');
-  if (userId !== null) query = query.where('user_id', '=', userId);
+  if (userId !== null) query = query.where((eb) => (sharedDeviceIds.length > 0 ? eb.or([eb('user_id', '=', userId), eb('device_id', 'in', sharedDeviceIds)]) : eb('user_id', '=', userId)));
   if (deviceIds !== null) query = query.where('device_id', 'in', deviceIds.length ? deviceIds : ['']);
   return sql.all(query);
 };

@@ -66,8 +66,9 @@ export function readingAnalytics(sql: Sql, scope: AnalyticsScope) {
   };
 }
 
-export function alertAnalytics(sql: Sql, scope: AnalyticsScope & { fleetWide: boolean }) {
-  // Over a user's whole fleet, alerts a rule raised without naming a device count too.
-  const rows = activeAlertCounts(sql, scope.userId, scope.fleetWide ? null : scope.deviceIds);
+export function alertAnalytics(sql: Sql, scope: AnalyticsScope & { fleetWide: boolean; sharedDeviceIds?: readonly string[] }) {
+  // Over a user's whole fleet, alerts a rule raised without naming a device count too, and
+  // those of the devices shared with them (their owner's).
+  const rows = activeAlertCounts(sql, scope.userId, scope.fleetWide ? null : scope.deviceIds, scope.fleetWide ? scope.sharedDeviceIds : []);
   return { active: rows.reduce((sum, r) => sum + r.n, 0), by_severity: Object.fromEntries(rows.map((r) => [r.severity, r.n])) };
 }

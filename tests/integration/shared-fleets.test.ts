@@ -113,6 +113,24 @@ describe('shared fleets: group members', () => {
     expect((await streamsOf('stranger')).size).toBe(0);
   });
 
+  it('fleet-wide analytics count the shared devices (their readings and active alerts) as GET /api/devices and /api/alerts list them', async () => {
+    type Analytics = { devices: { total: number }; readings: { total: number }; alerts: { active: number } };
+    const analyticsOf = async (who: Who, query = '') => (await api.get<Data<Analytics>>(`/api/analytics${query}`, { token: users[who].token })).body.data;
+    const total = async (who: Who, path: string) => (await api.get<{ meta: { total: number } }>(path, { token: users[who].token })).body.meta.total;
+    const hot = await createDevice(api, users.owner.token, { group_id: sub.id, configuration: { thresholds: { temperature: { min: 0, max: 30 } } } });
+    await api.post(`/api/devices/${hot.id}/data`, { sensor_readings: { temperature: 40 } }, { token: hot.credentials.auth_token });
+    const fleet = await analyticsOf('viewer');
+    const listed = (await api.get<Data<Array<{ id: string }>>>('/api/devices?limit=500', { token: users.viewer.token })).body.data;
+    expect(listed.some((d) => d.id === device.id)).toBe(true);
+    expect(fleet.devices.total).toBe(listed.length);
+    const perDevice = await Promise.all(listed.map(async (d) => (await analyticsOf('viewer', `?device_id=${d.id}`)).readings.total));
+    expect(fleet.readings.total).toBe(perDevice.reduce((a, b) => a + b, 0));
+    expect(fleet.readings.total).toBeGreaterThan(0);
+    expect(fleet.alerts.active).toBe(await total('viewer', '/api/alerts?status=active&limit=500'));
+    expect(fleet.alerts.active).toBeGreaterThan(0);
+    expect((await analyticsOf('stranger')).devices.total).toBe(await total('stranger', '/api/devices?limit=500'));
+  });
+
   it('lists the commands of shared devices to members; an operator cancels them, a viewer gets 403, a stranger 404', async () => {
     const queued = await api.post<Data<{ id: string }>>(`/api/devices/${device.id}/commands`, { command_type: 'blink' }, { token: users.owner.token });
     const id = queued.body.data.id;

@@ -49,12 +49,14 @@ export function alertRoutes(services: Services) {
       ({ query, context }) => {
         const scopeUser = ownerScope(context.principal);
         let ids: string[];
-        // A device or group shared with the caller counts whole, as its owner sees it.
+        // A device or group shared with the caller counts whole, as its owner sees it; so do the
+        // shared devices in a fleet-wide answer (the same devices GET /api/devices lists).
+        const shared = scopeUser === null || query.device_id || query.group_id ? [] : sharedDeviceIds(services.sql, scopeUser);
         if (query.device_id) ids = [visibleDevice(services, context.principal, query.device_id, 'viewer').id];
         else if (query.group_id) {
           const group = visibleGroup(services, context.principal, query.group_id, 'viewer');
           ids = devicesOfGroupTree(services.sql, group.user_id, group.id);
-        } else ids = deviceIds(services.sql, scopeUser);
+        } else ids = [...new Set([...deviceIds(services.sql, scopeUser), ...shared])];
         const end = query.end_date ?? services.clock.now().toISOString();
         const start = query.start_date ?? new Date(Date.parse(end) - DAY_MS).toISOString();
         const scope = { deviceIds: ids, userId: scopeUser, start, end };
@@ -65,7 +67,7 @@ export function alertRoutes(services: Services) {
             commands: commandStats(services.sql, ids, { start, end }),
             rules: ruleCounts(services.sql, { userId: scopeUser, start, end, deviceIds: query.device_id || query.group_id ? ids : null }),
             // The devices are authorised above: their alerts count whoever's they are (a shared device's are its owner's).
-            alerts: query.device_id || query.group_id ? alertAnalytics(services.sql, { ...scope, userId: null, fleetWide: false }) : alertAnalytics(services.sql, { ...scope, fleetWide: true }),
+            alerts: query.device_id || query.group_id ? alertAnalytics(services.sql, { ...scope, userId: null, fleetWide: false }) : alertAnalytics(services.sql, { ...scope, fleetWide: true, sharedDeviceIds: shared }),
           },
         };
       },
