@@ -161,7 +161,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const gatewayFeed = runner.applied$.subscribe((events) => gateway.onApplied(events));
   const devices = new Devices(services, commands);
   const broker = await createMqtt(services, gateway, (body, context) => provisionDevice(devices, parse(provisionBody, body, ''), context), tls);
-  const app = createApp(services, { accounts, devices, groups: new Groups(services), offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices), gateway, health: () => ({ mqtt: broker.status() }) });
+  const groups = new Groups(services);
+  const app = createApp(services, { accounts, devices, groups, offline, commands, rules, templates: new Templates(services), rollouts, users: new UserAdmin(services, devices, groups), gateway, health: () => ({ mqtt: broker.status() }) });
   const gate = new RequestGate(app);
   const http = createListener(tls, gate.listener);
   answerClientErrors(http);

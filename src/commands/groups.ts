@@ -2,7 +2,7 @@ import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { groupDecider, type GroupChanges } from '../domain/group.js';
 import type { MemberRole } from '../domain/events.js';
-import { ancestorsOf, countChildren, findGroup, findGroupByName, listMembers, memberRole, roleAtLeast, type GroupRow } from '../projections/groups.js';
+import { ancestorsOf, countChildren, findGroup, findGroupByName, grantsOf, listMembers, memberRole, roleAtLeast, type GroupRow } from '../projections/groups.js';
 import { findUserById, findUserByLogin } from '../projections/users.js';
 import { groupLockKey, requireUser, type DeviceNeed } from './devices.js';
 import { handle, type IfMatch } from './handle.js';
@@ -83,7 +83,16 @@ export class Groups {
 
   async revoke(groupId: string, memberId: string, context: RequestContext): Promise<void> {
     visibleGroup(this.services, context.principal, groupId);
-    await handle(this.services, groupDecider, streams.group(groupId), { type: 'revoke_member', data: { member_id: memberId } }, context);
+    await this.revokeNow(groupId, memberId, context);
+  }
+
+  /** Every grant a user holds ends, each a revocation in its group's history: when the user is erased. */
+  async revokeAllOf(memberId: string, context: RequestContext): Promise<void> {
+    for (const grant of grantsOf(this.services.sql, memberId)) await this.revokeNow(grant.group_id, memberId, context);
+  }
+
+  private revokeNow(groupId: string, memberId: string, context: RequestContext): Promise<unknown> {
+    return handle(this.services, groupDecider, streams.group(groupId), { type: 'revoke_member', data: { member_id: memberId } }, context);
   }
 
   private checkName(userId: string, name: string, self: string | null): void {

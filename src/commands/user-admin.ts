@@ -4,6 +4,7 @@ import { userDecider, type UserCommand } from '../domain/user.js';
 import { deviceIds } from '../projections/devices.js';
 import { countActiveAdmins, erasedUserIds, findUserById, listUsers, type UserRow } from '../projections/users.js';
 import type { Devices } from './devices.js';
+import type { Groups } from './groups.js';
 import { handle } from './handle.js';
 import { KeyedLock } from './keyed-lock.js';
 import { isAdmin, readModelsCaughtUp, type Principal, type RequestContext, type Services } from './services.js';
@@ -26,6 +27,7 @@ export class UserAdmin {
   constructor(
     private readonly services: Services,
     private readonly devices: Devices,
+    private readonly groups: Groups,
   ) {
     // An erasure cut short after its event, before its key was destroyed: finish it.
     for (const userId of erasedUserIds(services.sql)) services.personal.destroy(userId);
@@ -52,7 +54,8 @@ export class UserAdmin {
   }
 
   /**
-   * Crypto-shredding: the user's devices are decommissioned, their sessions and keys end, the
+   * Crypto-shredding: the user's devices are decommissioned, the grants they hold on others'
+   * groups are revoked, their sessions and keys end, the
    * erasure is recorded (naming no personal data), then their key is destroyed, so their
    * personal data in the log, its exports and backups can no longer be read.
    */
@@ -61,6 +64,7 @@ export class UserAdmin {
       const user = await this.existingUser(userId);
       this.keepAnAdmin(user);
       for (const deviceId of deviceIds(this.services.sql, userId)) await this.devices.decommission(deviceId, context);
+      await this.groups.revokeAllOf(userId, context);
       await handle(this.services, userDecider, streams.user(userId), { type: 'erase_user' }, context);
       this.services.personal.destroy(userId);
     });

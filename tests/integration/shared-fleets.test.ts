@@ -223,6 +223,20 @@ describe('shared fleets: group members', () => {
     expect(mismatches).toEqual([]);
   });
 
+  it("erasing a member revokes every grant they hold, each a revocation event in its group's history", async () => {
+    const leaving = await registerUser(api);
+    for (const [group, role] of [[parent, 'viewer'], [sub, 'operator']] as const) {
+      expect((await api.post(`/api/groups/${group.id}/members`, { user_id: leaving.id, role }, { token: users.owner.token })).status).toBe(201);
+    }
+    expect((await api.del(`/api/users/${leaving.id}`, { token: users.admin.token })).status).toBe(200);
+    for (const group of [parent, sub]) {
+      const members = (await api.get<Data<Array<{ user_id: string }>>>(`/api/groups/${group.id}/members`, { token: users.owner.token })).body.data;
+      expect(members.map((m) => m.user_id)).not.toContain(leaving.id);
+      const history = (await api.get<Data<Array<{ type: string; data: { member_id?: string } }>>>(`/api/events?stream_id=group-${group.id}&limit=500`, { token: users.owner.token })).body.data;
+      expect(history.filter((e) => e.type === 'group.member_revoked' && e.data.member_id === leaving.id)).toHaveLength(1);
+    }
+  });
+
   it('a replay rebuilds the memberships exactly', async () => {
     expect(await replayDiffers(server)).toEqual([]);
   });
