@@ -210,15 +210,18 @@ export class AutomationEngine {
    * or for an event of no device, its stream's owner.
    */
   private viewersOf(event: RecordedEvent): (userId: string) => boolean {
+    const { sql } = this.services;
     const answers = new Map<string, boolean>();
-    const deviceId = deviceOf(event);
-    const device = deviceId ? findDevice(this.services.sql, deviceId) : undefined;
+    // Looked up for the first rule the event concerns: most events concern none.
+    let device: ReturnType<typeof findDevice> | null = null;
     let owner: string | null | undefined;
     return (userId) => {
       let answer = answers.get(userId);
       if (answer === undefined) {
-        if (device) answer = userMayUse(this.services.sql, userId, device, 'viewer');
-        else answer = (owner ??= streamOwner(this.services.sql, event.stream_id)?.user_id ?? null) === userId;
+        const deviceId = deviceOf(event);
+        if (device === null) device = deviceId ? findDevice(sql, deviceId) : undefined;
+        if (device) answer = userMayUse(sql, userId, device, 'viewer');
+        else answer = (owner ??= streamOwner(sql, event.stream_id)?.user_id ?? null) === userId;
         answers.set(userId, answer);
       }
       return answer;

@@ -2,7 +2,7 @@ import { DomainError, invalid, notFound } from '../domain/errors.js';
 import { streams } from '../domain/events.js';
 import { groupDecider, type GroupChanges } from '../domain/group.js';
 import type { MemberRole } from '../domain/events.js';
-import { ancestorsOf, countChildren, findGroup, findGroupByName, grantsOf, listMembers, memberRole, roleAtLeast, type GroupRow } from '../projections/groups.js';
+import { ancestorsOf, countChildren, findGroup, findGroupByName, grantsOf, listGroups, listMembers, memberRole, roleAtLeast, type GroupRow } from '../projections/groups.js';
 import { findUserById, findUserByLogin } from '../projections/users.js';
 import { groupLockKey, requireUser, type DeviceNeed } from './devices.js';
 import { handle, type IfMatch } from './handle.js';
@@ -86,9 +86,16 @@ export class Groups {
     await this.revokeNow(groupId, memberId, context);
   }
 
-  /** Every grant a user holds ends, each a revocation in its group's history: when the user is erased. */
-  async revokeAllOf(memberId: string, context: RequestContext): Promise<void> {
-    for (const grant of grantsOf(this.services.sql, memberId)) await this.revokeNow(grant.group_id, memberId, context);
+  /**
+   * Every grant a user holds, and every grant on their groups, ends, each a revocation in its
+   * group's history: when the user is erased, no membership outlives them on either side.
+   */
+  async revokeAllOf(userId: string, context: RequestContext): Promise<void> {
+    const { sql } = this.services;
+    for (const grant of grantsOf(sql, userId)) await this.revokeNow(grant.group_id, userId, context);
+    for (const group of listGroups(sql, userId)) {
+      for (const member of listMembers(sql, group.id)) await this.revokeNow(group.id, member.user_id, context);
+    }
   }
 
   private revokeNow(groupId: string, memberId: string, context: RequestContext): Promise<unknown> {

@@ -54,9 +54,9 @@ export class UserAdmin {
   }
 
   /**
-   * Crypto-shredding: the user's devices are decommissioned, the grants they hold on others'
-   * groups are revoked, their sessions and keys end, the
-   * erasure is recorded (naming no personal data), then their key is destroyed, so their
+   * Crypto-shredding: the user's devices are decommissioned, the grants they hold and those on
+   * their groups are revoked, their sessions and keys end, the erasure is recorded (naming no
+   * personal data), then their key is destroyed, so their
    * personal data in the log, its exports and backups can no longer be read.
    */
   async erase(userId: string, context: RequestContext): Promise<void> {

@@ -175,7 +175,13 @@ describe('shared fleets: group members', () => {
     for (const [group, role] of [[parent, 'viewer'], [sub, 'operator']] as const) {
       expect((await api.post(`/api/groups/${group.id}/members`, { user_id: leaving.id, role }, { token: users.owner.token })).status).toBe(201);
     }
+    // Grants on the leaving user's own group end too: nobody stays a member of what is left of it.
+    const theirs = await createGroup(api, leaving.token);
+    expect((await api.post(`/api/groups/${theirs.id}/members`, { user_id: users.viewer.id, role: 'viewer' }, { token: leaving.token })).status).toBe(201);
     expect((await api.del(`/api/users/${leaving.id}`, { token: users.admin.token })).status).toBe(200);
+    const viewersGroups = (await api.get<Data<Array<{ id: string }>>>('/api/groups?limit=500', { token: users.viewer.token })).body.data;
+    expect(viewersGroups.map((g) => g.id)).not.toContain(theirs.id);
+    expectError(await api.get(`/api/groups/${theirs.id}`, { token: users.viewer.token }), 404, 'not_found');
     for (const group of [parent, sub]) {
       const members = (await api.get<Data<Array<{ user_id: string }>>>(`/api/groups/${group.id}/members`, { token: users.owner.token })).body.data;
       expect(members.map((m) => m.user_id)).not.toContain(leaving.id);
