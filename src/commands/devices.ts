@@ -246,6 +246,24 @@ async function firmwareAsOf(services: Services, telemetry: string, until: string
   return last ? firmwareSetBy(last) : undefined;
 }
 
+/**
+ * What the device reported of its configuration and firmware update as of a moment, as the
+ * read model held them then: the last configuration report and firmware progress before it.
+ */
+export async function reportedStateAsOf(services: Services, deviceId: string, asOf: Date) {
+  const until = asOf.toISOString();
+  const telemetry = streams.telemetry(deviceId);
+  const configured = await services.log.lastInStream(telemetry, until, { types: ['device.configuration_reported'], field: 'configuration' });
+  const progress = await services.log.lastInStream(telemetry, until, { types: ['device.firmware_progress'], field: 'status' });
+  return {
+    reported_configuration: configured?.type === 'device.configuration_reported' ? configured.data.configuration : null,
+    firmware:
+      progress?.type === 'device.firmware_progress'
+        ? { target_version: progress.data.version, status: progress.data.status, detail: progress.data.detail ?? null, updated_at: progress.recorded_at }
+        : null,
+  };
+}
+
 /** A deleted group ungroups its devices without an event of theirs: the group's stream says when. */
 async function groupAsOf(services: Services, groupId: string | null, until: string): Promise<string | null> {
   if (groupId === null) return null;

@@ -16,7 +16,11 @@ import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } fr
 /** A payload up to twice the HTTP body limit is read and answered payload_too_large; a larger packet closes the connection unread. */
 export const MAX_PACKET_BYTES = 2 * MAX_BODY_BYTES;
 
-export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 1_000, maxOutboundBytes: 1024 * 1024 };
+/**
+ * A read batch (16 KiB plus one socket chunk of up to 64 KiB) of the smallest publishes is about
+ * 1,300 messages: past 4,000 in flight something else is wrong, and the client is closed.
+ */
+export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 4_000, maxOutboundBytes: 1024 * 1024 };
 /** How long, and for how many devices, a payload's content is remembered to recognise a DUP redelivery without idempotency_key. */
 const DUP_WINDOW_MS = 10 * 60_000;
 const DUP_DEVICES = 10_000;

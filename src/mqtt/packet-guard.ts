@@ -45,13 +45,18 @@ export class FrameGuard {
 }
 
 /** A connection whose incoming bytes pass a FrameGuard; an oversized packet destroys it. */
+const READ_BATCH_BYTES = 16 * 1024;
+
 export class GuardedConnection extends Duplex {
   constructor(
     readonly inner: Duplex,
     guard: FrameGuard,
     onRefused: () => void,
   ) {
-    super({ allowHalfOpen: false });
+    // The broker parses everything buffered here as one batch and reads again only once the batch
+    // is handled: this bound (Node 20's default, explicit since Node 22 raised it to 64 KiB) and
+    // one socket chunk are all a flooding client can have in flight.
+    super({ allowHalfOpen: false, readableHighWaterMark: READ_BATCH_BYTES });
     inner.on('data', (chunk: Buffer) => {
       if (!guard.feed(chunk)) {
         onRefused();

@@ -2,10 +2,11 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Subscription } from 'rxjs';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf } from '../api/auth.js';
+import { certificatePrincipal, certificateRefusal, credentialOf, subscriberCredentialOf, unauthenticated } from '../api/auth.js';
 import { originAllowed } from '../api/origins.js';
 import { requestIdOf } from '../api/request-context.js';
 import type { Accounts } from '../commands/accounts.js';
+import type { CredentialRefusal } from '../commands/credentials.js';
 import type { Principal, Services } from '../commands/services.js';
 import { DomainError } from '../domain/errors.js';
 import type { RecordedEvent } from '../domain/events.js';
@@ -108,16 +109,23 @@ export class Realtime {
       return refuse(403, 'forbidden', 'this origin may not subscribe with the session cookie; pass ?token=');
     }
     let principal: Principal | null = null;
+    let refused: CredentialRefusal | undefined;
     let refusedCertificate: string | null = null;
     try {
-      if (credential) principal = await this.accounts.authenticate(credential);
+      if (credential) {
+        const identified = await this.accounts.identify(credential);
+        if ('principal' in identified) principal = identified.principal;
+        else refused = identified.refused;
+      }
       // A device may instead present a bound client certificate (mutual TLS); a subscriber may not.
       else if (kind === 'device') ({ principal, refused: refusedCertificate } = certificatePrincipal(this.accounts, req.socket, this.services.logger));
     } catch (error) {
       this.services.logger.error({ err: error }, 'websocket authentication failed');
     }
     if (refusedCertificate) return refuse(401, 'unauthenticated', certificateRefusal(refusedCertificate));
-    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', `a valid ${kind === 'user' ? 'session token or API key' : 'device token (or bound client certificate)'} is required`);
+    // As a REST 401 says it: what was wrong with the credential, never whose it might be. One of
+    // the other kind (a device token on /ws) reads as not valid here.
+    if (!principal || principal.kind !== kind) return refuse(401, 'unauthenticated', unauthenticated(principal ? 'invalid' : (refused ?? 'missing')).message);
     if (principal.kind === 'user' && principal.apiKey?.scope === 'devices:ingest') return refuse(403, 'forbidden', 'this API key may only submit device data (scope devices:ingest)');
     this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal, requestId));
   }

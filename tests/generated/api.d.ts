@@ -1360,6 +1360,39 @@ export interface components {
             user_id: string;
             version: number;
         };
+        DeviceAsOf: {
+            /** @description SHA-256 of the bound client certificate (mutual TLS), 64 lowercase hex digits */
+            certificate_fingerprint: string | null;
+            configuration: components["schemas"]["DeviceConfiguration"];
+            configuration_diff: {
+                desired: unknown;
+                path: string;
+                reported: unknown;
+            }[];
+            configuration_in_sync: boolean;
+            /** @description ISO 8601 UTC with milliseconds */
+            created_at: string;
+            description: string | null;
+            desired_configuration: components["schemas"]["DeviceConfiguration"];
+            device_type: string;
+            firmware: {
+                [key: string]: unknown;
+            } | null;
+            firmware_version: string | null;
+            group_id: string | null;
+            id: string;
+            ip_address: string | null;
+            last_seen: string | null;
+            mac_address: string | null;
+            name: string;
+            reported_configuration: components["schemas"]["DeviceConfiguration"] | null;
+            /** @enum {string} */
+            status: "online" | "offline" | "error" | "maintenance";
+            /** @description ISO 8601 UTC with milliseconds */
+            updated_at: string;
+            user_id: string;
+            version: number;
+        };
         DeviceConfiguration: {
             /** @description deviations from the recent mean that count as an anomaly (default 4) */
             anomaly_z?: number;
@@ -1564,7 +1597,7 @@ export interface components {
             };
         };
         GetDeviceResponse: {
-            data: components["schemas"]["DeviceDetail"] | components["schemas"]["Device"];
+            data: components["schemas"]["DeviceDetail"] | components["schemas"]["DeviceAsOf"];
             meta?: {
                 /** @description the moment asked for (as_of), in UTC; absent for the live view */
                 as_of?: string;

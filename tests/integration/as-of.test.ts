@@ -51,4 +51,17 @@ describe('as_of answers', () => {
   it('carry no as_of in the live view', async () => {
     for (const path of routes()) expect((await api.get(path, { token })).body.meta).toBeUndefined();
   });
+
+  it('carry what the log can tell of the live view: the configuration reported then, and how it differed', async () => {
+    const before = server.clock.now().toISOString();
+    server.clock.advance(1000);
+    const heartbeat = await api.post(`/api/devices/${device.id}/heartbeat`, { configuration: { rate: 5 } }, { headers: { 'x-device-token': device.credentials.auth_token } });
+    expect(heartbeat.status, JSON.stringify(heartbeat.body)).toBe(200);
+    server.clock.advance(1000);
+    const at = (moment: string) => api.get(`/api/devices/${device.id}?as_of=${encodeURIComponent(moment)}`, { token });
+    expect((await at(before)).body.data).toMatchObject({ desired_configuration: {}, reported_configuration: null, configuration_in_sync: false, firmware: null });
+    const after = (await at(server.clock.now().toISOString())).body.data;
+    expect(after).toMatchObject({ desired_configuration: {}, reported_configuration: { rate: 5 }, configuration_in_sync: false });
+    expect(after.configuration_diff).toEqual((await api.get(`/api/devices/${device.id}`, { token })).body.data.configuration_diff);
+  });
 });

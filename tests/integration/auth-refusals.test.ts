@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser, type CallOptions } from '../helpers/client.js';
 import { createDevice, expectError, uniqueName } from '../helpers/fixtures.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { UpgradeRefused, connect, wsUrl } from '../helpers/ws-client.js';
 
 const TTL_SECONDS = 3600;
 
@@ -61,5 +62,29 @@ describe('401 answers say what was wrong with the credential', () => {
       [forged, `${owner.apiKey.slice(0, -2)}xx`, 'iotd_made-up-token-of-some-length', device.credentials.auth_token].map((token) => refusal({ token })),
     );
     expect(new Set(answers.map((a) => JSON.stringify(a)))).toEqual(new Set([JSON.stringify({ message: 'the credential is not valid', reason: 'invalid' })]));
+  });
+
+  it('a WebSocket upgrade refused with 401 says the same: missing, expired, revoked, not valid', async () => {
+    const refusedWith = async (path: string) => {
+      const error = await connect(wsUrl(server.url, path)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(UpgradeRefused);
+      const refusal = error as UpgradeRefused;
+      expect(refusal.status).toBe(401);
+      return JSON.parse(refusal.body) as { error: { message: string } };
+    };
+    expect((await refusedWith('/ws')).error.message).toMatch(/^authentication required/);
+    expect((await refusedWith('/ws?token=iotk_made-up-key')).error.message).toBe('the credential is not valid');
+    const leaving = await registerUser(api, uniqueName('wsleaving'));
+    expect((await api.post('/api/auth/logout', undefined, { token: leaving.token })).status).toBe(200);
+    expect((await refusedWith(`/ws?token=${encodeURIComponent(leaving.token)}`)).error.message).toMatch(/ended/);
+    const expiring = await registerUser(api, uniqueName('wsexpiring'));
+    server.clock.advance((TTL_SECONDS + 1) * 1000);
+    expect((await refusedWith(`/ws?token=${encodeURIComponent(expiring.token)}`)).error.message).toBe('the session has expired: log in again');
+    // A user's token on the device socket is not a device's credential.
+    const other = await registerUser(api, uniqueName('wsuser'));
+    expect((await refusedWith(`/ws/device?token=${encodeURIComponent(other.token)}`)).error.message).toBe('the credential is not valid');
   });
 });

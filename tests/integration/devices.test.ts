@@ -693,7 +693,9 @@ describe('devices', () => {
       const v1 = await asOf(plus(t1, 30_000));
       expect(v1.status, JSON.stringify(v1.body)).toBe(200);
       expect(v1.body.data).toMatchObject({ id: device.id, user_id: alice.id, name: 'Time traveller', configuration: { v: 1 }, version: 1 });
-      expect(Object.keys(v1.body.data).sort()).toEqual(DEVICE_KEYS);
+      // The live view's fields the log can tell: the device, its desired and reported configuration, its firmware update.
+      const AS_OF_KEYS = [...DEVICE_KEYS, 'configuration_diff', 'configuration_in_sync', 'desired_configuration', 'firmware', 'reported_configuration'].sort();
+      expect(Object.keys(v1.body.data).sort()).toEqual(AS_OF_KEYS);
       expect(v1.body.data.created_at).toBe(device.created_at);
       const v2 = await asOf(plus(t2, 30_000));
       expect(v2.body.data).toMatchObject({ name: 'Time traveller 2', configuration: { v: 2 }, version: 2 });

@@ -1,4 +1,4 @@
-import { deviceAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
+import { deviceAsOf, reportedStateAsOf, visibleDevice, type Devices, type RegisterDeviceInput } from '../../commands/devices.js';
 import { sharedGroupIds } from '../../projections/groups.js';
 import type { RequestContext } from '../../commands/services.js';
 import { visibleTemplate } from '../../commands/templates.js';
@@ -25,6 +25,7 @@ import {
   bulkUpdate,
   certificateBody,
   device,
+  deviceAsOfAnswer,
   deviceDetail,
   deviceDetailQuery,
   listDevicesQuery,
@@ -91,11 +92,12 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(device.describe('as_of: the device as it was then')), meta: asOfMeta },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(deviceAsOfAnswer), meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
-          return { data: device, meta: { as_of: query.as_of } };
+          const reported = await reportedStateAsOf(services, device.id, new Date(query.as_of));
+          return { data: { ...device, ...configurationState(device.configuration, reported.reported_configuration, reported.firmware) }, meta: { as_of: query.as_of } };
         }
         const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         const dayAgo = new Date(services.clock.now().getTime() - 24 * 3_600_000).toISOString();
@@ -104,7 +106,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
             ...presentDevice(row),
             recent_data: latestReadings(services.sql, row.id),
             recent_commands: listCommands(services.sql, { userId: null, deviceId: row.id, limit: 10, offset: 0 }).rows.map(presentCommand),
-            ...configurationState(row),
+            ...liveConfigurationState(row),
             metrics: deviceMetrics(services, row.id, dayAgo),
           },
           etag: row.version,
@@ -175,17 +177,23 @@ function deviceMetrics(services: Services, deviceId: string, dayAgo: string) {
 }
 
 /** Desired (what was set), reported (what the device says it runs) and where they differ; the firmware update state. */
-function configurationState(row: DeviceRow) {
-  const desired = JSON.parse(row.configuration) as Record<string, unknown>;
-  const reported = row.reported_configuration ? (JSON.parse(row.reported_configuration) as Record<string, unknown>) : null;
+function configurationState(desired: Record<string, unknown>, reported: Record<string, unknown> | null, firmware: Record<string, unknown> | null) {
+  const diff = configurationDiff(desired, reported);
   return {
     desired_configuration: desired,
     reported_configuration: reported,
-    configuration_diff: configurationDiff(desired, reported),
-    configuration_in_sync: reported !== null && configurationDiff(desired, reported).length === 0,
-    firmware: row.firmware_state ? (JSON.parse(row.firmware_state) as Record<string, unknown>) : null,
+    configuration_diff: diff,
+    configuration_in_sync: reported !== null && diff.length === 0,
+    firmware,
   };
 }
+
+const liveConfigurationState = (row: DeviceRow) =>
+  configurationState(
+    JSON.parse(row.configuration) as Record<string, unknown>,
+    row.reported_configuration ? (JSON.parse(row.reported_configuration) as Record<string, unknown>) : null,
+    row.firmware_state ? (JSON.parse(row.firmware_state) as Record<string, unknown>) : null,
+  );
 
 type RegisterBody = Omit<z.infer<typeof registerDeviceBody>, 'name'> & { name: string };
 

@@ -134,6 +134,18 @@ export const deviceDetail = named(
   }),
 );
 
+/** A device as it was at a moment (as_of): the live view's fields that the log can tell. */
+export const deviceAsOfAnswer = named(
+  'DeviceAsOf',
+  device.extend({
+    desired_configuration: deviceDetail.shape.desired_configuration.unwrap(),
+    reported_configuration: deviceDetail.shape.reported_configuration.unwrap(),
+    configuration_diff: deviceDetail.shape.configuration_diff.unwrap(),
+    configuration_in_sync: z.boolean(),
+    firmware: deviceDetail.shape.firmware.unwrap(),
+  }),
+);
+
 export const storedEvent = named(
   'Event',
   z.object({
