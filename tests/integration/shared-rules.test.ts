@@ -80,13 +80,14 @@ describe('shared fleets: rules', () => {
     expect(dry.body.data.events_examined).toBeGreaterThan(0);
   });
 
-  it("an operator's rule commands a shared device as its owner's command and alerts on it; once the role falls to viewer the rule still reads the device but its actions fail", async () => {
-    const ruleId = await createRule(operator, { trigger_conditions: hot(shared), actions: [{ type: 'command', device_id: shared.id, command_type: 'reboot' }, alert({ device_id: shared.id })] });
+  it("an operator's rule commands a shared device and group as their owner's commands and alerts on the device; once the role falls to viewer the rule still reads the device but its actions fail", async () => {
+    const actions = [{ type: 'command', device_id: shared.id, command_type: 'reboot' }, alert({ device_id: shared.id }), { type: 'command', group_id: group.id, command_type: 'identify' }];
+    const ruleId = await createRule(operator, { trigger_conditions: hot(shared), actions });
     await reading(shared, 35);
     const [first] = await executions(operator, ruleId);
-    expect(first!.actions.map((a) => a.status)).toEqual(['done', 'done']);
+    expect(first!.actions.map((a) => a.status)).toEqual(['done', 'done', 'done']);
     const commands = await api.get<List<{ command_type: string; user_id: string }>>(`/api/commands?device_id=${shared.id}&limit=500`, { token: owner.token });
-    expect(commands.body.data.filter((c) => c.command_type === 'reboot').map((c) => c.user_id)).toEqual([owner.id]);
+    expect(commands.body.data.filter((c) => c.command_type === 'reboot' || c.command_type === 'identify').map((c) => c.user_id)).toEqual([owner.id, owner.id]);
     const alerts = await api.get<List<{ rule_id: string | null }>>(`/api/alerts?device_id=${shared.id}&limit=500`, { token: owner.token });
     expect(alerts.body.data.filter((a) => a.rule_id === ruleId)).toHaveLength(1);
 
@@ -98,6 +99,7 @@ describe('shared fleets: rules', () => {
     expect(after[1]!.actions.map((a) => [a.status, a.detail])).toEqual([
       ['failed', `device ${shared.id} is no longer the rule owner's to operate`],
       ['failed', `device ${shared.id} is no longer the rule owner's to operate`],
+      ['failed', `group ${group.id} is no longer the rule owner's to operate`],
     ]);
     expect((await api.post(`/api/groups/${group.id}/members`, { user_id: operator.id, role: 'operator' }, { token: owner.token })).status).toBe(201);
   });
