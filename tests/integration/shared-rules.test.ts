@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, registerUser } from '../helpers/client.js';
 import { createGroup, expectValidation, uniqueName, type Data, type List } from '../helpers/fixtures.js';
+import { replayDiffers } from '../helpers/replay.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { deviceOf, submitOk, type Owner } from '../helpers/telemetry-fixtures.js';
 
@@ -127,5 +128,9 @@ describe('shared fleets: rules', () => {
     expect(await executions(owner, ruleId)).toEqual([]);
     await reading(staying, 35);
     expect(await executions(owner, ruleId)).toHaveLength(1);
+  });
+
+  it("a replay rebuilds the rules, their executions and what they raised exactly", async () => {
+    expect(await replayDiffers(server)).toEqual([]);
   });
 });
