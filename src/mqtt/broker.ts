@@ -162,16 +162,25 @@ export class EmbeddedBroker {
       if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
       if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
-      const context = { principal, requestId: `mqtt-${client.id}` };
-      const conn = client.conn;
-      const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
-      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
-      // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
-      conn.once('close', () => this.gone(client));
+      this.openSession(client, principal);
       done(null, true);
     } catch (error) {
       refuse(SERVER_UNAVAILABLE, error instanceof Error ? error.message : 'unavailable');
     }
+  }
+
+  /**
+   * Its own method so that the closures kept for the connection's lifetime capture only the
+   * client: made inside authenticate they would share its scope, and keep the CONNECT packet,
+   * its password and the broker's connect state alive for as long as the device stays connected.
+   */
+  private openSession(client: Client, principal: DevicePrincipal): void {
+    const context = { principal, requestId: `mqtt-${client.id}` };
+    const conn = client.conn;
+    const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
+    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
+    // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
+    conn.once('close', () => this.gone(client));
   }
 
   /** A device by the client certificate of its TLS connection, when it offered one. */
