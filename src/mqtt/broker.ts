@@ -8,7 +8,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
-import { FrameGuard, GuardedConnection } from './packet-guard.js';
+import { FrameGuard, guardFrames } from './packet-guard.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
@@ -39,8 +39,6 @@ const SERVER_UNAVAILABLE = 3;
 export class EmbeddedBroker {
   readonly tcp: ListenerState = { state: 'off', port: null };
   readonly tls: ListenerState = { state: 'off', port: null };
-  /** The TLS socket under each connection of MQTT_TLS_PORT, for its client certificate. */
-  private readonly tlsSockets = new WeakMap<object, TLSSocket>();
   private tlsServer: Server | undefined;
   private stopReloads: (() => void) | undefined;
   private readonly sessions = new Map<Client, MqttSession>();
@@ -132,9 +130,8 @@ export class EmbeddedBroker {
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {
     stream.on('error', () => undefined);
-    const connection = new GuardedConnection(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
-    if (stream instanceof TLSSocket) this.tlsSockets.set(connection, stream);
-    this.aedes.handle(connection, req);
+    guardFrames(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
+    this.aedes.handle(stream, req);
   }
 
   /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
@@ -177,7 +174,7 @@ export class EmbeddedBroker {
   private openSession(client: Client, principal: DevicePrincipal): void {
     const context = { principal, requestId: `mqtt-${client.id}` };
     const conn = client.conn;
-    const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
+    const pendingBytes = () => conn.writableLength;
     this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
     // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
     conn.once('close', () => this.gone(client));
@@ -185,8 +182,7 @@ export class EmbeddedBroker {
 
   /** A device by the client certificate of its TLS connection, when it offered one. */
   private certificateDevice(client: Client): { principal: DevicePrincipal | null; refused: string | null } {
-    const socket = this.tlsSockets.get(client.conn);
-    return socket ? this.gateway.authenticateCertificate(socket) : { principal: null, refused: null };
+    return client.conn instanceof TLSSocket ? this.gateway.authenticateCertificate(client.conn) : { principal: null, refused: null };
   }
 
   /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */

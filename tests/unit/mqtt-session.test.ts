@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import type { Client, PublishPacket } from 'aedes';
 import { DomainError } from '../../src/domain/errors.js';
 import { DeviceGateway } from '../../src/gateway/gateway.js';
-import { FrameGuard } from '../../src/mqtt/packet-guard.js';
+import { PassThrough } from 'node:stream';
+import { FrameGuard, guardFrames } from '../../src/mqtt/packet-guard.js';
 import { DupMemory, MqttSession } from '../../src/mqtt/session.js';
 
 const DEVICE = '3f1c2d4e-0000-4000-8000-000000000001';
@@ -79,6 +80,27 @@ describe('FrameGuard', () => {
     const big = header(0x30, 1001);
     expect(split.feed(big.subarray(0, 2))).toBe(true);
     expect(split.feed(big.subarray(2))).toBe(false);
+  });
+
+  it('guards a stream in place: packets within the limit reach its reader, an oversized one destroys it unbuffered', () => {
+    const stream = new PassThrough();
+    let refused = 0;
+    guardFrames(stream, new FrameGuard(1000), () => (refused += 1));
+    stream.write(Buffer.concat([header(0x30, 3), Buffer.alloc(3)]));
+    expect(stream.read()).toHaveLength(5);
+    stream.write(header(0x30, 10 * 1024 * 1024));
+    expect(refused).toBe(1);
+    expect(stream.destroyed).toBe(true);
+    expect(stream.readableLength).toBe(0);
+  });
+
+  it('checks what a stream had already read before it was guarded', () => {
+    const stream = new PassThrough();
+    stream.write(header(0x30, 10 * 1024 * 1024));
+    let refused = 0;
+    guardFrames(stream, new FrameGuard(1000), () => (refused += 1));
+    expect(refused).toBe(1);
+    expect(stream.destroyed).toBe(true);
   });
 
   it('refuses a remaining length of more than four bytes', () => {
