@@ -175,7 +175,7 @@ export class EmbeddedBroker {
     const context = { principal, requestId: `mqtt-${client.id}` };
     const conn = client.conn;
     const pendingBytes = () => conn.writableLength;
-    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
+    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories, pendingBytes));
     // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
     conn.once('close', () => this.gone(client));
   }

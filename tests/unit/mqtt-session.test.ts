@@ -5,7 +5,7 @@ import { DomainError } from '../../src/domain/errors.js';
 import { DeviceGateway } from '../../src/gateway/gateway.js';
 import { PassThrough } from 'node:stream';
 import { FrameGuard, guardFrames } from '../../src/mqtt/packet-guard.js';
-import { DupMemory, MqttSession } from '../../src/mqtt/session.js';
+import { DupMemories, MqttSession } from '../../src/mqtt/session.js';
 
 const DEVICE = '3f1c2d4e-0000-4000-8000-000000000001';
 
@@ -20,7 +20,7 @@ function sessionWith(handle: () => Promise<Record<string, unknown>>) {
   } as unknown as Client;
   const services = { logger: pino({ level: 'silent' }) };
   const gateway = { admit: () => undefined, handle, refusal: DeviceGateway.prototype.refusal.bind({ services } as unknown as DeviceGateway), log: services.logger } as unknown as DeviceGateway;
-  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemory(60_000, () => 0), () => 0);
+  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemories(10, 60_000, () => 0), () => 0);
   const publish = (payload: unknown, topic = `devices/${DEVICE}/telemetry`) =>
     new Promise<Error | null | undefined>((resolve) => session.receive({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, dup: false, retain: false, messageId: 1 }, resolve));
   return { session, publish, published };
