@@ -3,12 +3,12 @@ import { createServer as createTlsServer, TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
-import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
 import { FrameGuard, guardFrames } from './packet-guard.js';
+import { slimParserList, type ParserInternals } from './parser-list.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
@@ -29,6 +29,11 @@ export interface ListenerState {
 
 const NOT_AUTHORIZED = 5;
 const SERVER_UNAVAILABLE = 3;
+
+/** One function for every connection's parser (not a closure each). */
+function grantAtMostQos1(packet: { cmd: string; subscriptions?: Subscription[] }): void {
+  if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
+}
 
 /**
  * The embedded MQTT 3.1.1 broker: aedes, with the device gateway behind its hooks. Devices
@@ -137,10 +142,9 @@ export class EmbeddedBroker {
   /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
   private preConnect(client: Client, _packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
     // aedes keeps its packet parser private; without one (a changed aedes) QoS 2 is granted as asked.
-    const parser = (client as unknown as { _parser?: EventEmitter })._parser;
-    parser?.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
-      if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
-    });
+    const parser = (client as unknown as { _parser?: ParserInternals })._parser;
+    parser?.prependListener('packet', grantAtMostQos1);
+    slimParserList(parser);
     done(null, true);
   }
 
