@@ -8,7 +8,7 @@ import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
 import { FrameGuard, guardFrames } from './packet-guard.js';
-import { slimParserList, type ParserInternals } from './parser-list.js';
+import { slimParser, type ParserInternals } from './parser-slim.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
@@ -29,6 +29,8 @@ export interface ListenerState {
 
 const NOT_AUTHORIZED = 5;
 const SERVER_UNAVAILABLE = 3;
+
+const ignore = (): void => undefined;
 
 /** One function for every connection's parser (not a closure each). */
 function grantAtMostQos1(packet: { cmd: string; subscriptions?: Subscription[] }): void {
@@ -134,17 +136,17 @@ export class EmbeddedBroker {
   }
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {
-    stream.on('error', () => undefined);
+    stream.on('error', ignore);
     guardFrames(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
     this.aedes.handle(stream, req);
   }
 
-  /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
-  private preConnect(client: Client, _packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
+  /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. The parser is trimmed for the long idle life of most connections. */
+  private preConnect(client: Client, packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
     // aedes keeps its packet parser private; without one (a changed aedes) QoS 2 is granted as asked.
     const parser = (client as unknown as { _parser?: ParserInternals })._parser;
     parser?.prependListener('packet', grantAtMostQos1);
-    slimParserList(parser);
+    slimParser(parser, packet);
     done(null, true);
   }
 
