@@ -54,6 +54,8 @@ export class EmbeddedBroker {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PACKET_BYTES });
   private server: Server | undefined;
   private readonly stopConfigurations: () => void;
+  /** One for all connections (not a closure each). */
+  private readonly tooLarge = () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed');
 
   private constructor(
     private readonly services: Services,
@@ -137,7 +139,7 @@ export class EmbeddedBroker {
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {
     stream.on('error', ignore);
-    guardFrames(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
+    guardFrames(stream, new FrameGuard(MAX_PACKET_BYTES), this.tooLarge);
     this.aedes.handle(stream, req);
   }
 
@@ -179,11 +181,9 @@ export class EmbeddedBroker {
    */
   private openSession(client: Client, principal: DevicePrincipal): void {
     const context = { principal, requestId: `mqtt-${client.id}` };
-    const conn = client.conn;
-    const pendingBytes = () => conn.writableLength;
-    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories, pendingBytes));
+    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories));
     // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
-    conn.once('close', () => this.gone(client));
+    client.conn.once('close', () => this.gone(client));
   }
 
   /** A device by the client certificate of its TLS connection, when it offered one. */

@@ -42,7 +42,6 @@ export class MqttSession implements DeviceSession {
     private readonly gateway: DeviceGateway,
     private readonly limits: SessionLimits,
     private readonly memories: DupMemories,
-    private readonly pendingBytes: () => number,
   ) {
     // A session opened with a client certificate ends when the certificate is unbound.
     this.certificateFingerprint = context.principal.kind === 'device' ? (context.principal.certificate?.fingerprint ?? null) : null;
@@ -88,7 +87,8 @@ export class MqttSession implements DeviceSession {
   /** To this client whether or not it subscribed (a command queued before its SUBSCRIBE must not be lost); a client too slow to read is closed. */
   private send(topic: string, message: Record<string, unknown>, qos: 0 | 1): void {
     if (!this.isOpen()) return;
-    if (this.pendingBytes() > this.limits.maxOutboundBytes) {
+    // Bytes waiting to go out in the client's connection (socket or WebSocket stream).
+    if (this.client.conn.writableLength > this.limits.maxOutboundBytes) {
       this.gateway.log.warn({ device_id: this.deviceId }, 'mqtt client too slow to read: disconnected');
       this.client.close();
       return;

@@ -17,10 +17,11 @@ function sessionWith(handle: () => Promise<Record<string, unknown>>) {
     closed: false,
     publish: (packet: PublishPacket) => published.push({ topic: packet.topic, payload: JSON.parse(String(packet.payload)) as Record<string, unknown> }),
     close: () => undefined,
+    conn: { writableLength: 0 },
   } as unknown as Client;
   const services = { logger: pino({ level: 'silent' }) };
   const gateway = { admit: () => undefined, handle, refusal: DeviceGateway.prototype.refusal.bind({ services } as unknown as DeviceGateway), log: services.logger } as unknown as DeviceGateway;
-  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemories(10, 60_000, () => 0), () => 0);
+  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemories(10, 60_000, () => 0));
   const publish = (payload: unknown, topic = `devices/${DEVICE}/telemetry`) =>
     new Promise<Error | null | undefined>((resolve) => session.receive({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, dup: false, retain: false, messageId: 1 }, resolve));
   return { session, publish, published };
