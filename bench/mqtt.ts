@@ -1,5 +1,5 @@
 /**
- * MQTT ingestion, the server in its own process (as `npm start` runs it, MQTT on a free port):
+ * MQTT ingestion, the server in its own process (as `npm start` runs it, with its node flags, MQTT on a free port):
  *
  *   mqtt-ingest   QoS 1 single-reading publishes from 100 connected devices, each waiting for
  *                 its PUBACK before the next, vs single-reading HTTP POSTs from 100 devices on
@@ -50,10 +50,16 @@ async function call<T>(url: string, path: string, body: unknown, token?: string)
   return (await response.json()) as T;
 }
 
+/** The node flags `npm start` runs the server with (package.json's start script), so its memory is measured as deployed. */
+function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts?: { start?: string } };
+  return (pkg.scripts?.start ?? '').split(/\s+/).filter((word) => word.startsWith('--'));
+}
+
 async function startServerProcess(): Promise<ServerProcess> {
   const { dir, remove } = tempDir('bench-mqtt');
   const [port, mqttPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
+  const child = spawn(process.execPath, [...startFlags(), fileURLToPath(new URL('../src/main.js', import.meta.url))], {
     env: { ...process.env, PORT: String(port), MQTT_PORT: String(mqttPort), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) },
     stdio: 'ignore',
   });

@@ -3,12 +3,12 @@ import { createServer as createTlsServer, TLSSocket } from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
-import type { EventEmitter } from 'node:events';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
-import { FrameGuard, GuardedConnection } from './packet-guard.js';
+import { FrameGuard, guardFrames } from './packet-guard.js';
+import { slimParser, type ParserInternals } from './parser-slim.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
@@ -17,9 +17,13 @@ import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } fr
 export const MAX_PACKET_BYTES = 2 * MAX_BODY_BYTES;
 
 /**
- * A read batch (16 KiB plus one socket chunk of up to 64 KiB) of the smallest publishes is about
- * 1,300 messages: past 4,000 in flight something else is wrong, and the client is closed.
+ * The broker parses everything a socket has buffered as one batch and reads again only once the
+ * batch is handled, so a flooding client has at most a batch in flight. Sockets buffer at most
+ * READ_BATCH_BYTES (Node 20's default, explicit since Node 22 raised it to 64 KiB); with one
+ * socket chunk of up to 64 KiB a batch of the smallest publishes is about 1,300 messages: past
+ * 4,000 in flight something else is wrong, and the client is closed.
  */
+const READ_BATCH_BYTES = 16 * 1024;
 export const DEFAULT_LIMITS: SessionLimits = { maxInFlight: 4_000, maxOutboundBytes: 1024 * 1024 };
 /** How long, and for how many devices, a payload's content is remembered to recognise a DUP redelivery without idempotency_key. */
 const DUP_WINDOW_MS = 10 * 60_000;
@@ -34,6 +38,13 @@ export interface ListenerState {
 const NOT_AUTHORIZED = 5;
 const SERVER_UNAVAILABLE = 3;
 
+const ignore = (): void => undefined;
+
+/** One function for every connection's parser (not a closure each). */
+function grantAtMostQos1(packet: { cmd: string; subscriptions?: Subscription[] }): void {
+  if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
+}
+
 /**
  * The embedded MQTT 3.1.1 broker: aedes, with the device gateway behind its hooks. Devices
  * authenticate at CONNECT (client id = device id, password = device token), publish and
@@ -43,8 +54,6 @@ const SERVER_UNAVAILABLE = 3;
 export class EmbeddedBroker {
   readonly tcp: ListenerState = { state: 'off', port: null };
   readonly tls: ListenerState = { state: 'off', port: null };
-  /** The TLS socket under each connection of MQTT_TLS_PORT, for its client certificate. */
-  private readonly tlsSockets = new WeakMap<object, TLSSocket>();
   private tlsServer: Server | undefined;
   private stopReloads: (() => void) | undefined;
   private readonly sessions = new Map<Client, MqttSession>();
@@ -53,6 +62,8 @@ export class EmbeddedBroker {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PACKET_BYTES });
   private server: Server | undefined;
   private readonly stopConfigurations: () => void;
+  /** One for all connections (not a closure each). */
+  private readonly tooLarge = () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed');
 
   private constructor(
     private readonly services: Services,
@@ -83,7 +94,7 @@ export class EmbeddedBroker {
   /** Opens MQTT_PORT; a port already taken is logged once and reported, and the server goes on without it. */
   async listen(port: number, host: string): Promise<void> {
     if (port === 0) return;
-    this.server = await this.open(createServer((socket) => this.accept(socket)), port, host, this.tcp, 'MQTT_PORT');
+    this.server = await this.open(createServer({ highWaterMark: READ_BATCH_BYTES }, (socket) => this.accept(socket)), port, host, this.tcp, 'MQTT_PORT');
   }
 
   /**
@@ -92,7 +103,7 @@ export class EmbeddedBroker {
    */
   async listenTls(port: number, host: string, credentials: TlsCredentials): Promise<void> {
     if (port === 0) return;
-    const server = createTlsServer(credentials.serverOptions(), (socket) => this.accept(socket));
+    const server = createTlsServer({ ...credentials.serverOptions(), highWaterMark: READ_BATCH_BYTES }, (socket) => this.accept(socket));
     this.tlsServer = await this.open(server, port, host, this.tls, 'MQTT_TLS_PORT');
     if (this.tlsServer) this.stopReloads = credentials.attach(server);
   }
@@ -135,19 +146,17 @@ export class EmbeddedBroker {
   }
 
   private accept(stream: Duplex | Socket, req?: IncomingMessage): void {
-    stream.on('error', () => undefined);
-    const connection = new GuardedConnection(stream, new FrameGuard(MAX_PACKET_BYTES), () => this.services.logger.warn({ max_bytes: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'));
-    if (stream instanceof TLSSocket) this.tlsSockets.set(connection, stream);
-    this.aedes.handle(connection, req);
+    stream.on('error', ignore);
+    guardFrames(stream, new FrameGuard(MAX_PACKET_BYTES), this.tooLarge);
+    this.aedes.handle(stream, req);
   }
 
-  /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. */
-  private preConnect(client: Client, _packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
+  /** QoS 2 subscriptions are granted as QoS 1 (as AWS and Azure do): rewritten before the broker reads them. The parser is trimmed for the long idle life of most connections. */
+  private preConnect(client: Client, packet: ConnectPacket, done: (error: Error | null, success: boolean) => void): void {
     // aedes keeps its packet parser private; without one (a changed aedes) QoS 2 is granted as asked.
-    const parser = (client as unknown as { _parser?: EventEmitter })._parser;
-    parser?.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
-      if (packet.cmd === 'subscribe') for (const subscription of packet.subscriptions ?? []) subscription.qos = Math.min(subscription.qos, 1) as 0 | 1;
-    });
+    const parser = (client as unknown as { _parser?: ParserInternals })._parser;
+    parser?.prependListener('packet', grantAtMostQos1);
+    slimParser(parser, packet);
     done(null, true);
   }
 
@@ -166,22 +175,28 @@ export class EmbeddedBroker {
       if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
       if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
       if (principal.deviceId !== client.id) return refuse(NOT_AUTHORIZED, 'the client id is not the device id of this token');
-      const context = { principal, requestId: `mqtt-${client.id}` };
-      const conn = client.conn;
-      const pendingBytes = () => (conn instanceof GuardedConnection ? conn.pendingBytes : 0);
-      this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories.of(principal.deviceId), pendingBytes));
-      // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
-      conn.once('close', () => this.gone(client));
+      this.openSession(client, principal);
       done(null, true);
     } catch (error) {
       refuse(SERVER_UNAVAILABLE, error instanceof Error ? error.message : 'unavailable');
     }
   }
 
+  /**
+   * Its own method so that the closures kept for the connection's lifetime capture only the
+   * client: made inside authenticate they would share its scope, and keep the CONNECT packet,
+   * its password and the broker's connect state alive for as long as the device stays connected.
+   */
+  private openSession(client: Client, principal: DevicePrincipal): void {
+    const context = { principal, requestId: `mqtt-${client.id}` };
+    this.sessions.set(client, new MqttSession(client, principal.deviceId, context, this.gateway, this.limits, this.memories));
+    // Not clientDisconnect: the broker does not say it for a connection another one with the same client id took over.
+    client.conn.once('close', () => this.gone(client));
+  }
+
   /** A device by the client certificate of its TLS connection, when it offered one. */
   private certificateDevice(client: Client): { principal: DevicePrincipal | null; refused: string | null } {
-    const socket = this.tlsSockets.get(client.conn);
-    return socket ? this.gateway.authenticateCertificate(socket) : { principal: null, refused: null };
+    return client.conn instanceof TLSSocket ? this.gateway.authenticateCertificate(client.conn) : { principal: null, refused: null };
   }
 
   /** Not a device: a provisioning key (or the owner's session) may connect to provision, and nothing else. */

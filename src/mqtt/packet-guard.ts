@@ -44,51 +44,31 @@ export class FrameGuard {
   }
 }
 
-/** A connection whose incoming bytes pass a FrameGuard; an oversized packet destroys it. */
-const READ_BATCH_BYTES = 16 * 1024;
-
-export class GuardedConnection extends Duplex {
-  constructor(
-    readonly inner: Duplex,
-    guard: FrameGuard,
-    onRefused: () => void,
-  ) {
-    // The broker parses everything buffered here as one batch and reads again only once the batch
-    // is handled: this bound (Node 20's default, explicit since Node 22 raised it to 64 KiB) and
-    // one socket chunk are all a flooding client can have in flight.
-    super({ allowHalfOpen: false, readableHighWaterMark: READ_BATCH_BYTES });
-    inner.on('data', (chunk: Buffer) => {
-      if (!guard.feed(chunk)) {
-        onRefused();
-        this.destroy();
-        return;
-      }
-      if (!this.push(chunk)) inner.pause();
-    });
-    inner.on('end', () => this.push(null));
-    inner.on('error', (error) => this.destroy(error));
-    inner.on('close', () => this.destroy());
+/**
+ * Passes every chunk the stream receives through the guard as the stream pushes it to its
+ * readers (a socket, a TLS socket, a WebSocket stream all push what they read); a packet over
+ * the limit destroys the stream before the chunk is buffered. The stream itself goes to the
+ * broker: a wrapping stream per connection would cost a second Duplex with its buffers and
+ * listeners for each of thousands of mostly idle devices.
+ */
+export function guardFrames(stream: Duplex, guard: FrameGuard, onRefused: () => void): void {
+  // Chunks read before the guard was put in place (none for a plain socket) are checked too.
+  const buffered = (stream as { readableBuffer?: Iterable<unknown> }).readableBuffer ?? [];
+  for (const chunk of stream.readableLength > 0 ? buffered : []) {
+    if (!Buffer.isBuffer(chunk)) continue;
+    if (!guard.feed(chunk)) return refuse(stream, onRefused);
   }
+  const push = stream.push;
+  stream.push = function guardedPush(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (Buffer.isBuffer(chunk) && !guard.feed(chunk)) {
+      refuse(stream, onRefused);
+      return false;
+    }
+    return push.call(stream, chunk, encoding);
+  };
+}
 
-  override _read(): void {
-    this.inner.resume();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.inner.write(chunk, callback);
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.inner.end(callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.inner.destroy();
-    callback(error);
-  }
-
-  /** Bytes waiting to go out, here and in the connection beneath. */
-  get pendingBytes(): number {
-    return this.writableLength + this.inner.writableLength;
-  }
+function refuse(stream: Duplex, onRefused: () => void): void {
+  onRefused();
+  stream.destroy();
 }

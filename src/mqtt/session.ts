@@ -30,8 +30,10 @@ export class MqttSession implements DeviceSession {
   revoked = false;
   readonly certificateFingerprint: string | null;
   private inFlight = 0;
-  private tail: Promise<void> = Promise.resolve();
-  private readonly handler: PublishHandler;
+  // The chain of publishes and their handler are made with the first publish: most devices
+  // connected at a time are idle, and each of them should cost as little as can be.
+  private tail: Promise<void> | undefined;
+  private handler: PublishHandler | undefined;
 
   constructor(
     readonly client: Client,
@@ -39,10 +41,8 @@ export class MqttSession implements DeviceSession {
     readonly context: RequestContext,
     private readonly gateway: DeviceGateway,
     private readonly limits: SessionLimits,
-    memory: DupMemory,
-    private readonly pendingBytes: () => number,
+    private readonly memories: DupMemories,
   ) {
-    this.handler = new PublishHandler(deviceId, context, gateway, memory, (topic, message) => this.send(topic, message, 0));
     // A session opened with a client certificate ends when the certificate is unbound.
     this.certificateFingerprint = context.principal.kind === 'device' ? (context.principal.certificate?.fingerprint ?? null) : null;
   }
@@ -75,8 +75,9 @@ export class MqttSession implements DeviceSession {
     this.inFlight += 1;
     // The device's own publishes are never forwarded, and never retained.
     packet.retain = false;
-    this.tail = this.tail
-      .then(() => (this.revoked ? new Error('credentials revoked') : this.handler.handle(packet)))
+    const handler = (this.handler ??= new PublishHandler(this.deviceId, this.context, this.gateway, this.memories.of(this.deviceId), (topic, message) => this.send(topic, message, 0)));
+    this.tail = (this.tail ?? Promise.resolve())
+      .then(() => (this.revoked ? new Error('credentials revoked') : handler.handle(packet)))
       .then((outcome) => {
         this.inFlight -= 1;
         done(outcome);
@@ -86,7 +87,8 @@ export class MqttSession implements DeviceSession {
   /** To this client whether or not it subscribed (a command queued before its SUBSCRIBE must not be lost); a client too slow to read is closed. */
   private send(topic: string, message: Record<string, unknown>, qos: 0 | 1): void {
     if (!this.isOpen()) return;
-    if (this.pendingBytes() > this.limits.maxOutboundBytes) {
+    // Bytes waiting to go out in the client's connection (socket or WebSocket stream).
+    if (this.client.conn.writableLength > this.limits.maxOutboundBytes) {
       this.gateway.log.warn({ device_id: this.deviceId }, 'mqtt client too slow to read: disconnected');
       this.client.close();
       return;
@@ -157,7 +159,8 @@ export class PublishHandler {
  * redelivery arrives on the connection after the one that dropped.
  */
 export class DupMemory {
-  private readonly recent = new Map<string, { at: number; answer: Record<string, unknown> }>();
+  /** Made with the first answer remembered. */
+  private recent: Map<string, { at: number; answer: Record<string, unknown> }> | undefined;
 
   constructor(
     private readonly windowMs: number,
@@ -165,14 +168,15 @@ export class DupMemory {
   ) {}
 
   recall(key: string): Record<string, unknown> | undefined {
-    const entry = this.recent.get(key);
+    const entry = this.recent?.get(key);
     return entry && this.now() - entry.at <= this.windowMs ? entry.answer : undefined;
   }
 
   remember(key: string, answer: Record<string, unknown>): void {
-    this.recent.delete(key);
-    this.recent.set(key, { at: this.now(), answer });
-    if (this.recent.size > MAX_REMEMBERED) this.recent.delete(this.recent.keys().next().value!);
+    const recent = (this.recent ??= new Map());
+    recent.delete(key);
+    recent.set(key, { at: this.now(), answer });
+    if (recent.size > MAX_REMEMBERED) recent.delete(recent.keys().next().value!);
   }
 }
 

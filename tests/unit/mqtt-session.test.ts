@@ -3,8 +3,9 @@ import { describe, expect, it } from 'vitest';
 import type { Client, PublishPacket } from 'aedes';
 import { DomainError } from '../../src/domain/errors.js';
 import { DeviceGateway } from '../../src/gateway/gateway.js';
-import { FrameGuard } from '../../src/mqtt/packet-guard.js';
-import { DupMemory, MqttSession } from '../../src/mqtt/session.js';
+import { PassThrough } from 'node:stream';
+import { FrameGuard, guardFrames } from '../../src/mqtt/packet-guard.js';
+import { DupMemories, MqttSession } from '../../src/mqtt/session.js';
 
 const DEVICE = '3f1c2d4e-0000-4000-8000-000000000001';
 
@@ -16,10 +17,11 @@ function sessionWith(handle: () => Promise<Record<string, unknown>>) {
     closed: false,
     publish: (packet: PublishPacket) => published.push({ topic: packet.topic, payload: JSON.parse(String(packet.payload)) as Record<string, unknown> }),
     close: () => undefined,
+    conn: { writableLength: 0 },
   } as unknown as Client;
   const services = { logger: pino({ level: 'silent' }) };
   const gateway = { admit: () => undefined, handle, refusal: DeviceGateway.prototype.refusal.bind({ services } as unknown as DeviceGateway), log: services.logger } as unknown as DeviceGateway;
-  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemory(60_000, () => 0), () => 0);
+  const session = new MqttSession(fakeClient, DEVICE, { principal: { kind: 'device', deviceId: DEVICE, userId: 'u' }, requestId: 'r' }, gateway, { maxInFlight: 2, maxOutboundBytes: 1 << 20 }, new DupMemories(10, 60_000, () => 0));
   const publish = (payload: unknown, topic = `devices/${DEVICE}/telemetry`) =>
     new Promise<Error | null | undefined>((resolve) => session.receive({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, dup: false, retain: false, messageId: 1 }, resolve));
   return { session, publish, published };
@@ -79,6 +81,27 @@ describe('FrameGuard', () => {
     const big = header(0x30, 1001);
     expect(split.feed(big.subarray(0, 2))).toBe(true);
     expect(split.feed(big.subarray(2))).toBe(false);
+  });
+
+  it('guards a stream in place: packets within the limit reach its reader, an oversized one destroys it unbuffered', () => {
+    const stream = new PassThrough();
+    let refused = 0;
+    guardFrames(stream, new FrameGuard(1000), () => (refused += 1));
+    stream.write(Buffer.concat([header(0x30, 3), Buffer.alloc(3)]));
+    expect(stream.read()).toHaveLength(5);
+    stream.write(header(0x30, 10 * 1024 * 1024));
+    expect(refused).toBe(1);
+    expect(stream.destroyed).toBe(true);
+    expect(stream.readableLength).toBe(0);
+  });
+
+  it('checks what a stream had already read before it was guarded', () => {
+    const stream = new PassThrough();
+    stream.write(header(0x30, 10 * 1024 * 1024));
+    let refused = 0;
+    guardFrames(stream, new FrameGuard(1000), () => (refused += 1));
+    expect(refused).toBe(1);
+    expect(stream.destroyed).toBe(true);
   });
 
   it('refuses a remaining length of more than four bytes', () => {
