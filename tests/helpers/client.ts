@@ -1,4 +1,5 @@
 import { checkAnswer } from './contract.js';
+import { assertNoSecrets } from './no-secrets.js';
 
 export interface Answer<T = any> {
   status: number;
@@ -32,6 +33,7 @@ export function client(baseUrl: () => string) {
       // not JSON: the tests look at the text
     }
     await checkAnswer(baseUrl(), method, path, response.status, response.headers.get('content-type'), parsed);
+    assertNoSecrets(typeof parsed === 'string' ? parseLines(parsed) : parsed, `${method} ${path}`);
     return { status: response.status, body: parsed as T, headers: response.headers };
   }
   return {
@@ -44,6 +46,17 @@ export function client(baseUrl: () => string) {
 }
 
 export type Client = ReturnType<typeof client>;
+
+/** An NDJSON or CSV answer, line by line, so an export is scanned like any other answer. */
+function parseLines(text: string): unknown[] {
+  return text.split('\n').map((line) => {
+    try {
+      return JSON.parse(line) as unknown;
+    } catch {
+      return line;
+    }
+  });
+}
 
 let counter = 0;
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { type ClientOptions } from 'ws';
+import { assertNoSecrets } from './no-secrets.js';
 
 /** A message as the server sent it, parsed from JSON (tests narrow it with their own shapes). */
 export type Message = Record<string, any>;
@@ -63,6 +64,7 @@ export function connect(url: string, options: ClientOptions = {}): Promise<WsCli
     } catch {
       parsed = { type: '__not_json__', text };
     }
+    assertNoSecrets(parsed, 'a WebSocket message');
     received.push(parsed);
     queue.push(parsed);
     for (const wake of [...messageWaiters]) wake();
