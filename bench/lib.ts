@@ -7,7 +7,10 @@
  * runner exits 0 either way.
  */
 import os from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
@@ -306,3 +309,54 @@ export const ROW_PER_READING_DDL = `
     device_id TEXT NOT NULL, sensor_type TEXT NOT NULL, bucket TEXT NOT NULL, bucket_start TEXT NOT NULL,
     count INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, sum_sq REAL NOT NULL,
     PRIMARY KEY (device_id, bucket, bucket_start, sensor_type)) WITHOUT ROWID;`;
+
+// ---------------------------------------------------------------------------------------------
+// The server in its own process
+
+export async function freePort(): Promise<number> {
+  const probe = createNetServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** The node flags `npm start` runs the server with (package.json's start script), so its memory is measured as deployed. */
+function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts?: { start?: string } };
+  return (pkg.scripts?.start ?? '').split(/\s+/).filter((word) => word.startsWith('--'));
+}
+
+export interface ServerProcess {
+  url: string;
+  pid: number;
+  close(): Promise<void>;
+}
+
+/**
+ * The built server as `npm start` runs it, alone in its own process so that its memory is its
+ * own, on a free port with a temporary data directory; resolves once it answers its health.
+ */
+export async function spawnServer(prefix: string, env: Record<string, string>): Promise<ServerProcess> {
+  const { dir, remove } = tempDir(prefix);
+  const port = await freePort();
+  const child = spawn(process.execPath, [...startFlags(), fileURLToPath(new URL('../src/main.js', import.meta.url))], {
+    env: { ...process.env, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
+    stdio: 'ignore',
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const close = async () => {
+    child.kill('SIGTERM');
+    await exited;
+    remove();
+  };
+  const url = `http://127.0.0.1:${port}`;
+  for (let waited = 0; !(await fetch(`${url}/api/health`).then((r) => r.ok, () => false)); waited += 50) {
+    if (waited > 30_000 || child.exitCode !== null) {
+      await close();
+      throw new Error('the server process did not start');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { url, pid: child.pid!, close };
+}

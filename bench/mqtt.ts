@@ -7,13 +7,10 @@
  *                 interleaved; then p99 from publish to PUBACK at 1,000 readings/s; then the
  *                 server's resident memory holding 10,000 idle MQTT connections.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import mqtt, { type MqttClient } from 'mqtt';
-import { collectGarbage, defaultRounds, envInt, summarise, tempDir, type Benchmark, type Reporter } from './lib.js';
+import { collectGarbage, defaultRounds, envInt, freePort, spawnServer, summarise, type Benchmark, type Reporter, type ServerProcess as SpawnedServer } from './lib.js';
 import { recordLimit } from './telemetry.js';
 
 const DEVICES = 100;
@@ -28,21 +25,11 @@ interface Device {
   token: string;
 }
 
-interface ServerProcess {
-  url: string;
+interface ServerProcess extends SpawnedServer {
   mqttUrl: string;
-  pid: number;
   userToken: string;
-  close(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 async function call<T>(url: string, path: string, body: unknown, token?: string): Promise<T> {
   const response = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
@@ -50,35 +37,15 @@ async function call<T>(url: string, path: string, body: unknown, token?: string)
   return (await response.json()) as T;
 }
 
-/** The node flags `npm start` runs the server with (package.json's start script), so its memory is measured as deployed. */
-function startFlags(): string[] {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts?: { start?: string } };
-  return (pkg.scripts?.start ?? '').split(/\s+/).filter((word) => word.startsWith('--'));
-}
 
 async function startServerProcess(): Promise<ServerProcess> {
-  const { dir, remove } = tempDir('bench-mqtt');
-  const [port, mqttPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [...startFlags(), fileURLToPath(new URL('../src/main.js', import.meta.url))], {
-    env: { ...process.env, PORT: String(port), MQTT_PORT: String(mqttPort), HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) },
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const close = async () => {
-    child.kill('SIGTERM');
-    await exited;
-    remove();
-  };
-  const url = `http://127.0.0.1:${port}`;
+  const mqttPort = await freePort();
+  const server = await spawnServer('bench-mqtt', { MQTT_PORT: String(mqttPort), DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) });
   try {
-    for (let waited = 0; !(await fetch(`${url}/api/health`).then((r) => r.ok, () => false)); waited += 50) {
-      if (waited > 30_000 || child.exitCode !== null) throw new Error('the server process did not start');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    const registered = await call<{ data: { token: string } }>(url, '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
-    return { url, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, pid: child.pid!, userToken: registered.data.token, close };
+    const registered = await call<{ data: { token: string } }>(server.url, '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
+    return { ...server, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, userToken: registered.data.token };
   } catch (error) {
-    await close();
+    await server.close();
     throw error;
   }
 }

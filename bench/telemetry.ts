@@ -14,14 +14,11 @@
  * The load generator (autocannon) runs in a worker thread, so it does not share the server's event
  * loop; both sides of a comparison are loaded by the same worker with the same settings.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer as createNetServer } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import express from 'express';
 import { loadConfig } from '../src/config.js';
@@ -34,6 +31,7 @@ import {
   collectGarbage,
   envInt,
   percent,
+  spawnServer,
   summarise,
   tempDir,
   timeInterleaved,
@@ -293,37 +291,13 @@ interface OursProcess extends Pick<Ours, 'userToken' | 'devices'> {
 }
 
 async function startOursProcess(prefix: string, env: Record<string, string>): Promise<OursProcess> {
-  const { dir, remove } = tempDir(prefix);
-  const port = await freePort();
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../src/main.js', import.meta.url))], {
-    env: { ...process.env, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },
-    stdio: 'ignore',
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const close = async () => {
-    child.kill('SIGTERM');
-    await exited;
-    remove();
-  };
+  const server = await spawnServer(prefix, env);
   try {
-    const url = `http://127.0.0.1:${port}`;
-    for (let waited = 0; !(await fetch(`${url}/api/health`).then((r) => r.ok, () => false)); waited += 50) {
-      if (waited > 30_000 || child.exitCode !== null) throw new Error('the server process did not start');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    return { url, pid: child.pid!, close, ...(await registerFleet(url, 1)) };
+    return { ...server, ...(await registerFleet(server.url, 1)) };
   } catch (error) {
-    await close();
+    await server.close();
     throw error;
   }
-}
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 /** Resident and peak resident memory of a process, from Linux's /proc. */
