@@ -1,5 +1,5 @@
 import type { OfflineDetector } from '../automation/offline-detector.js';
-import { clientCertificateOf } from '../transport/tls.js';
+import { certificatePrincipal } from '../api/auth.js';
 import type { Accounts } from '../commands/accounts.js';
 import type { DeviceCommands } from '../commands/device-commands.js';
 import type { Principal, RequestContext, Services } from '../commands/services.js';
@@ -87,11 +87,8 @@ export class DeviceGateway {
 
   /** A device's principal from the client certificate of its connection (mutual TLS); `refused` says why one was not taken. */
   authenticateCertificate(socket: unknown): { principal: DevicePrincipal | null; refused: string | null } {
-    const certificate = clientCertificateOf(socket);
-    if (!certificate) return { principal: null, refused: null };
-    const outcome = this.accounts.authenticateCertificate(certificate);
-    if ('refused' in outcome) return { principal: null, refused: outcome.refused };
-    return outcome.principal.kind === 'device' ? { principal: outcome.principal, refused: null } : { principal: null, refused: 'bound to no device' };
+    const { principal, refused } = certificatePrincipal(this.accounts, socket, this.log);
+    return { principal: principal?.kind === 'device' ? principal : null, refused };
   }
 
   /** Whether a device of this id is registered. */

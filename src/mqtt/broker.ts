@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import { certificateRefusal } from '../api/auth.js';
 import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
@@ -170,7 +171,7 @@ export class EmbeddedBroker {
       this.gateway.refuseWhileStalled();
       const token = password && password.length > 0 ? password.toString('utf8') : username;
       const byCertificate = token === undefined || token === client.id ? this.certificateDevice(client) : { principal: null, refused: null };
-      if (byCertificate.refused) return refuse(NOT_AUTHORIZED, `the client certificate was refused: ${byCertificate.refused}`);
+      if (byCertificate.refused) return refuse(NOT_AUTHORIZED, certificateRefusal(byCertificate.refused));
       const principal = byCertificate.principal ?? (await this.gateway.principalOf(token));
       if (principal?.kind === 'user') return this.acceptProvisioner(client, principal, done, refuse);
       if (!principal) return refuse(NOT_AUTHORIZED, 'bad or revoked credentials');
