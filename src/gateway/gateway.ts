@@ -69,7 +69,7 @@ export class DeviceGateway {
     return this.services.logger;
   }
 
-  /** Refuses with service_unavailable while the read models are stalled (a connection could not be marked online). */
+  /** Refuses with service_unavailable while the read models are stalled (a connection could not be marked online, a message not be stored). */
   refuseWhileStalled(): void {
     this.services.runner.refuseWhileStalled();
   }
@@ -122,6 +122,9 @@ export class DeviceGateway {
 
   /** A decoded message from a connected device: the answer's fields (a command result answers its id and status). */
   async handle(deviceId: string, message: DeviceMessage, context: RequestContext): Promise<Record<string, unknown>> {
+    // As HTTP's stall guard does: refused before queueing behind the device's lock, which a
+    // write of the same device stored just before the stall holds until the retry shows it.
+    this.refuseWhileStalled();
     switch (message.type) {
       case 'readings':
         return this.submitReadings(deviceId, message.body, context, message.idempotencyKey);

@@ -15,6 +15,7 @@ describe('MQTT while the read models are stalled', () => {
   let device: { id: string; token: string };
   let early: DeviceMqtt;
   let firstWrite: ReturnType<typeof api.post>;
+  let releaseDeviceLock = () => undefined as void;
 
   beforeAll(async () => {
     const port = await freePort();
@@ -30,17 +31,22 @@ describe('MQTT while the read models are stalled', () => {
     const created = await createDevice(api, owner.token);
     device = { id: created.id, token: created.credentials.auth_token };
     early = await connectDevice(mqttUrl, device);
+    // Its came-online event is stored after CONNACK: shown before the stall, it is not the write held below.
+    const status = async () => (await api.get<{ data: { status: string } }>(`/api/devices/${device.id}`, { token: owner.token })).body.data.status;
+    while ((await status()) !== 'online') await new Promise((resolve) => setImmediate(resolve));
     // A trigger refusing inserts into a read model stands in for a full disk: the batch fails, the read models stall.
     server.server.db.exec(`CREATE TRIGGER disk_full BEFORE INSERT ON groups BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`);
     firstWrite = api.post('/api/groups', { name: 'Floor 1' }, { token: owner.token });
     while (!server.server.services.runner.stalled()) await new Promise((resolve) => setImmediate(resolve));
+    // A write of the same device stored just before the stall holds the device's lock until the retry shows it.
+    void server.server.services.locks.devices.run(device.id, () => new Promise<void>((release) => (releaseDeviceLock = release)));
   });
   afterAll(async () => {
     await early.end();
     await server.close();
   });
 
-  it('leaves a publish unacknowledged and closes the connection, so the device sends it again', async () => {
+  it('leaves a publish unacknowledged and closes the connection at once, not behind the held lock, so the device sends it again', async () => {
     await expect(early.publish(`devices/${device.id}/telemetry`, { sensor_readings: { temperature: 1 } })).rejects.toThrow();
     await early.closed();
   });
@@ -51,6 +57,7 @@ describe('MQTT while the read models are stalled', () => {
 
   it('takes the device again once the read models resume, and the resent reading is stored once', async () => {
     server.server.db.exec('DROP TRIGGER disk_full');
+    releaseDeviceLock();
     retries.shift()!();
     expect((await firstWrite).status).toBe(201);
     const again = await connectDevice(mqttUrl, device);
