@@ -145,13 +145,13 @@ async function runFleet(dir: string): Promise<number> {
  * The telemetry events written as one sealed segment (src/eventlog/segment.ts), as an archive
  * would write them: its file's bytes per reading. The live log is left as it is.
  */
-function measureSegment(file: string, dir: string, readings: number): { brotli: number; deflate: number } {
+async function measureSegment(file: string, dir: string, readings: number): Promise<{ brotli: number; deflate: number }> {
   const db = openDatabase(file);
   try {
     const rows = db.prepare<[], SegmentRow>(`SELECT position, stream_id, version, type, data, metadata, recorded_at, hash FROM events WHERE type = 'readings.recorded' ORDER BY position`).all();
     mkdirSync(join(dir, 'archive'), { recursive: true });
     const deflated = deflateRawSync(rows.map((row) => JSON.stringify(Object.values(row))).join('\n')).length;
-    return { brotli: writeSegmentFile(join(dir, 'archive'), rows).bytes / readings, deflate: deflated / readings };
+    return { brotli: (await writeSegmentFile(join(dir, 'archive'), rows)).bytes / readings, deflate: deflated / readings };
   } finally {
     db.close();
   }
@@ -187,7 +187,7 @@ const storage: Benchmark = {
     try {
       const readings = await runFleet(dir);
       printStorage(reporter, storage.name, readings, measure(join(dir, DATABASE_FILE), readings));
-      const segment = measureSegment(join(dir, DATABASE_FILE), dir, readings);
+      const segment = await measureSegment(join(dir, DATABASE_FILE), dir, readings);
       const archived = segment.brotli;
       recordLimit(reporter, storage.name, {
         name: 'readings as one sealed segment (goal/ours)',

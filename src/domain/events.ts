@@ -265,6 +265,23 @@ const batchStarted = z.object({
 });
 const batchFinished = z.object({ batch_id: id, outcome: z.enum(['completed', 'aborted']), reason: z.string().nullable() });
 
+/**
+ * A cut of the log: telemetry events moved into a sealed segment file. It names the segment's
+ * ends and, for each event left live right after an archived one, the hash it chains from, so
+ * the live log still verifies (this event's own hash covers them) once the segment is gone.
+ */
+const logArchived = z.object({
+  segment: z.string(),
+  first_position: z.number().int().positive(),
+  last_position: z.number().int().positive(),
+  events: z.number().int().positive(),
+  first_hash: z.string(),
+  last_hash: z.string(),
+  links: z.array(z.tuple([z.number().int().positive(), z.string()])),
+});
+/** An archived segment deleted for good (LOG_DELETE_AFTER_DAYS): its events are no longer anywhere. */
+const logSegmentDeleted = z.object({ segment: z.string(), first_position: z.number().int().positive(), last_position: z.number().int().positive(), events: z.number().int().positive() });
+
 export const eventSchemas = {
   'user.registered': userRegistered,
   'session.started': sessionStarted,
@@ -319,6 +336,8 @@ export const eventSchemas = {
   'rule.triggered': ruleTriggered,
   'rule.action_completed': ruleActionCompleted,
   'rule.throttled': ruleThrottled,
+  'log.archived': logArchived,
+  'log.segment_deleted': logSegmentDeleted,
 } as const;
 
 type Schemas = typeof eventSchemas;
@@ -438,6 +457,8 @@ export const streams = {
   rule: (ruleId: string) => `rule-${ruleId}`,
   template: (templateId: string) => `template-${templateId}`,
   batch: (batchId: string) => `batch-${batchId}`,
+  /** The log's own housekeeping (archive cuts), an admin's to read. */
+  log: () => 'log',
 };
 
 /** A log written before API keys had events holds one registration key per user: its id is the user's. */

@@ -7,3 +7,5 @@ export { SqliteEventLog, STREAM_SCAN_WINDOW } from './sqlite-event-log.js';
 export type * from './types.js';
 export { SEALED_PREFIX, SecretBox, SealError, isSealed, openWith, sealWith, secretBoxFor } from './secret-box.js';
 export { ERASED, PersonalKeys, personalKeysIn } from './personal-keys.js';
+export { archiveBefore, SEGMENT_LIMITS, type CutStep, type CutResult } from './archive.js';
+export { ARCHIVED_TYPES } from './segment-store.js';

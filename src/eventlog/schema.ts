@@ -18,6 +18,29 @@ const migrations: readonly string[] = [
      key    TEXT PRIMARY KEY,
      result TEXT NOT NULL
    ) WITHOUT ROWID;`,
+  // Sealed segments of telemetry events moved out of the live log (see archive.ts).
+  `CREATE TABLE IF NOT EXISTS archive_segments (
+     file              TEXT    PRIMARY KEY,
+     first_position    INTEGER NOT NULL,
+     last_position     INTEGER NOT NULL,
+     events            INTEGER NOT NULL,
+     first_hash        TEXT    NOT NULL,
+     last_hash         TEXT    NOT NULL,
+     first_recorded_at TEXT    NOT NULL,
+     last_recorded_at  TEXT    NOT NULL,
+     bytes             INTEGER NOT NULL,
+     streams           TEXT    NOT NULL,
+     types             TEXT    NOT NULL,
+     deleted_at        TEXT
+   ) WITHOUT ROWID;
+   CREATE TABLE IF NOT EXISTS archive_links (
+     position      INTEGER PRIMARY KEY,
+     previous_hash TEXT    NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE IF NOT EXISTS archived_streams (
+     stream_id TEXT    PRIMARY KEY,
+     version   INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
 
 export function migrateEventLog(db: SqliteDatabase): void {

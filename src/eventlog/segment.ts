@@ -1,7 +1,9 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { brotliCompressSync, brotliDecompressSync, constants } from 'node:zlib';
-import { chainHash, type HashedFields } from './hash.js';
+import { promisify } from 'node:util';
+import { brotliCompress, brotliCompressSync, brotliDecompressSync, constants, type BrotliOptions } from 'node:zlib';
+import { chainHash } from './hash.js';
+import type { StoredRow } from './types.js';
 
 /**
  * A sealed segment: events exactly as the log stored them (the hashed fields and the hash), in
@@ -15,9 +17,7 @@ import { chainHash, type HashedFields } from './hash.js';
  * while events of other kinds stay in the live log between them.
  */
 
-export interface SegmentRow extends HashedFields {
-  hash: string;
-}
+export type SegmentRow = StoredRow;
 
 export interface SegmentHeader {
   format: 1;
@@ -34,6 +34,21 @@ const QUALITY = 9;
 type RowTuple = [number, string, number, string, string, string, string, string];
 
 export function encodeSegment(rows: readonly SegmentRow[]): Buffer {
+  const { header, body } = segmentParts(rows);
+  return Buffer.concat([header, brotliCompressSync(body, BROTLI)]);
+}
+
+const brotliCompressAsync = promisify<Buffer, BrotliOptions, Buffer>(brotliCompress);
+
+/** As encodeSegment, compressed on libuv's thread pool: a segment of megabytes must not hold up requests. */
+export async function encodeSegmentAsync(rows: readonly SegmentRow[]): Promise<Buffer> {
+  const { header, body } = segmentParts(rows);
+  return Buffer.concat([header, await brotliCompressAsync(body, BROTLI)]);
+}
+
+const BROTLI: BrotliOptions = { params: { [constants.BROTLI_PARAM_QUALITY]: QUALITY, [constants.BROTLI_PARAM_LGWIN]: 24 } };
+
+function segmentParts(rows: readonly SegmentRow[]): { header: Buffer; body: Buffer } {
   if (rows.length === 0) throw new Error('a segment holds at least one event');
   rows.forEach((row, i) => {
     if (i > 0 && row.position <= rows[i - 1]!.position) throw new Error(`segment rows out of position order at ${row.position}`);
@@ -42,8 +57,7 @@ export function encodeSegment(rows: readonly SegmentRow[]): Buffer {
   const last = rows[rows.length - 1]!;
   const header: SegmentHeader = { format: FORMAT, events: rows.length, first_position: first.position, last_position: last.position, first_hash: first.hash, last_hash: last.hash };
   const body = rows.map((r): string => JSON.stringify([r.position, r.stream_id, r.version, r.type, r.data, r.metadata, r.recorded_at, r.hash] satisfies RowTuple)).join('\n');
-  const packed = brotliCompressSync(Buffer.from(body, 'utf8'), { params: { [constants.BROTLI_PARAM_QUALITY]: QUALITY, [constants.BROTLI_PARAM_LGWIN]: 24 } });
-  return Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'), packed]);
+  return { header: Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'), body: Buffer.from(body, 'utf8') };
 }
 
 export function segmentHeader(bytes: Buffer): SegmentHeader {
@@ -76,29 +90,38 @@ export function decodeSegment(bytes: Buffer): { header: SegmentHeader; rows: Seg
   return { header, rows };
 }
 
+/** The file name of a segment: its first and last position, so a listing sorts in log order. */
+export const segmentFileName = (header: Pick<SegmentHeader, 'first_position' | 'last_position'>): string =>
+  `segment-${String(header.first_position).padStart(12, '0')}-${String(header.last_position).padStart(12, '0')}.seg`;
+
+/** Where a segment is written before it is whole: a crash leaves this name, which nothing reads. */
+export const PARTIAL_SUFFIX = '.partial';
+
 /**
  * Writes a segment so that it exists whole or not at all: into a temporary name, flushed to
- * disk, renamed, and the directory flushed so the rename survives a crash too.
+ * disk, renamed, and the directory flushed so the rename survives a crash too. `step` is told
+ * after each durable step (a test stops there, as a crash would).
  */
-export function writeSegmentFile(dir: string, rows: readonly SegmentRow[]): { path: string; bytes: number } {
-  const bytes = encodeSegment(rows);
-  const header = segmentHeader(bytes);
-  const name = `segment-${String(header.first_position).padStart(12, '0')}-${String(header.last_position).padStart(12, '0')}.seg`;
-  const path = join(dir, name);
-  const temporary = `${path}.partial`;
-  const fd = openSync(temporary, 'w');
+export async function writeSegmentFile(dir: string, rows: readonly SegmentRow[], step: (name: 'partial_written' | 'renamed') => void = () => undefined): Promise<{ path: string; file: string; bytes: number }> {
+  const bytes = await encodeSegmentAsync(rows);
+  const file = segmentFileName(segmentHeader(bytes));
+  const path = join(dir, file);
+  const temporary = `${path}${PARTIAL_SUFFIX}`;
+  const handle = await open(temporary, 'w');
   try {
-    writeSync(fd, bytes);
-    fsyncSync(fd);
+    await handle.writeFile(bytes);
+    await handle.sync();
   } finally {
-    closeSync(fd);
+    await handle.close();
   }
-  renameSync(temporary, path);
-  const directory = openSync(dir, 'r');
+  step('partial_written');
+  await rename(temporary, path);
+  const directory = await open(dir, 'r');
   try {
-    fsyncSync(directory);
+    await directory.sync();
   } finally {
-    closeSync(directory);
+    await directory.close();
   }
-  return { path, bytes: bytes.length };
+  step('renamed');
+  return { path, file, bytes: bytes.length };
 }

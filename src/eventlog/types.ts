@@ -1,5 +1,11 @@
 import type { Observable } from 'rxjs';
 import type { DomainEvent, EventMetadata, EventType, RecordedEvent } from '../domain/events.js';
+import type { HashedFields } from './hash.js';
+
+/** An event exactly as the log stores it: the fields its hash covers, and the hash. */
+export interface StoredRow extends HashedFields {
+  hash: string;
+}
 
 /**
  * How a writer states what it believes about a stream: enforced atomically by the store,
@@ -45,8 +51,17 @@ export interface ReadAllFilter {
   maxBytes?: number;
 }
 
+/** An archived segment verification could not read: absent from the archive directory, or deleted for good. */
+export interface UnreadSegment {
+  segment: string;
+  first_position: number;
+  last_position: number;
+  deleted: boolean;
+}
+
 export type VerifyResult =
-  | { ok: true; checked: number; head_hash: string }
+  /** With segments unread: the chain is proven whole from `proven_from` on; before it, live events are checked against the links the cuts recorded. */
+  | { ok: true; checked: number; head_hash: string; proven_from?: number; missing_segments?: UnreadSegment[] }
   | { ok: false; checked: number; first_bad_position: number; reason: string };
 
 /**
@@ -62,6 +77,8 @@ export interface EventLog {
    */
   lastInStream(streamId: string, until: string, matching?: EventMatch): Promise<RecordedEvent | null>;
   readAll(filter: ReadAllFilter): Promise<RecordedEvent[]>;
+  /** As readAll, the rows exactly as stored (to copy or verify them), archived ones included. */
+  readRows(filter: ReadAllFilter): StoredRow[];
   countEvents(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): Promise<number>;
   streamVersion(streamId: string): Promise<number>;
   /** The chain hash stored at a position (the genesis hash for 0). */

@@ -25,12 +25,12 @@ export async function rebuildAndCompare(
     const insert = fresh.prepare(
       `INSERT INTO events (position, stream_id, version, type, data, metadata, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    const source = live.db.prepare<[number, number], unknown[]>(`SELECT position, stream_id, version, type, data, metadata, recorded_at, hash FROM events WHERE position > ? ORDER BY position LIMIT ?`).raw();
+    // Archived segments included: the copy is the whole log, as it was before any cut.
     for (let after = 0; ; ) {
-      const rows = source.all(after, PAGE) as unknown[][];
+      const rows = live.log.readRows({ afterPosition: after, limit: PAGE });
       if (rows.length === 0) break;
-      fresh.transaction(() => rows.forEach((row) => insert.run(...row)))();
-      after = rows[rows.length - 1]![0] as number;
+      fresh.transaction(() => rows.forEach((r) => insert.run(r.position, r.stream_id, r.version, r.type, r.data, r.metadata, r.recorded_at, r.hash)))();
+      after = rows[rows.length - 1]!.position;
     }
     const reopened = new SqliteEventLog(fresh, new ManualClock());
     const runner = new ProjectionRunner(fresh, reopened, projections, logger);

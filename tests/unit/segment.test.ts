@@ -66,9 +66,9 @@ describe('sealed segments', () => {
     expect(() => encodeSegment([rows[1]!, rows[0]!])).toThrow(/order/);
   });
 
-  it('a segment file is named by its ends, complete, and leaves no temporary file', () => {
+  it('a segment file is named by its ends, complete, and leaves no temporary file', async () => {
     const archive = mkdtempSync(join(dir, 'archive-'));
-    const written = writeSegmentFile(archive, rows.slice(5, 20));
+    const written = await writeSegmentFile(archive, rows.slice(5, 20));
     expect(written.path.endsWith('segment-000000000006-000000000020.seg')).toBe(true);
     expect(readdirSync(archive)).toEqual(['segment-000000000006-000000000020.seg']);
     expect(existsSync(`${written.path}.partial`)).toBe(false);

@@ -28,7 +28,16 @@ export const exportEventsQuery = eventsQuery.omit({ limit: true, offset: true })
 export const verifyAnswer = named(
   'VerifyResult',
   z.union([
-    z.object({ ok: z.literal(true), checked: z.number().int(), head_hash: z.string() }),
+    z.object({
+      ok: z.literal(true),
+      checked: z.number().int(),
+      head_hash: z.string(),
+      proven_from: z.number().int().optional().describe('Only when archived segments could not be read: the chain is proven whole from this position on; live events before it are checked against the hashes their archive cuts recorded'),
+      missing_segments: z
+        .array(z.object({ segment: z.string(), first_position: z.number().int(), last_position: z.number().int(), deleted: z.boolean().describe('deleted for good (LOG_DELETE_AFTER_DAYS) rather than absent from DATA_DIR/archive') }))
+        .optional()
+        .describe('Archived segments verification could not read'),
+    }),
     z.object({ ok: z.literal(false), checked: z.number().int(), first_bad_position: z.number().int(), reason: z.string() }),
   ]),
 );

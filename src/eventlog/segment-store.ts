@@ -1,0 +1,179 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DomainError } from '../domain/errors.js';
+import type { SqliteDatabase } from './database.js';
+import { decodeSegment, PARTIAL_SUFFIX, type SegmentRow } from './segment.js';
+import type { EventMatch, ReadAllFilter } from './types.js';
+
+/**
+ * The bulk of a fleet's log, readings and heartbeats, is what moves into segments. The other
+ * telemetry events (configuration reports, firmware progress) are rare and read back for a
+ * device's state as of a moment, so they stay live with everything else.
+ */
+export const ARCHIVED_TYPES: readonly string[] = ['readings.recorded', 'device.heartbeat'];
+
+/** A sealed segment as the live database registers it; its file may be absent (cold storage) or deleted for good. */
+export interface SegmentEntry {
+  file: string;
+  first_position: number;
+  last_position: number;
+  events: number;
+  first_hash: string;
+  last_hash: string;
+  first_recorded_at: string;
+  last_recorded_at: string;
+  bytes: number;
+  /** Events per stream and per type, so reads and counts skip segments without opening them. */
+  streams: Record<string, number>;
+  types: Record<string, number>;
+  deleted_at: string | null;
+}
+
+type EntryRow = Omit<SegmentEntry, 'streams' | 'types'> & { streams: string; types: string };
+
+/** Decoded segments kept for the next read: a page of events and its hashes read the same one again. */
+const CACHED_SEGMENTS = 2;
+
+/**
+ * The archive's registry (a table in the live database, changed in the same transaction as the
+ * cut) and its files under DATA_DIR/archive/. Reads from it are filtered here as the live log
+ * filters in SQL; a segment whose file is absent answers 503 until it is brought back, one
+ * deleted by LOG_DELETE_AFTER_DAYS is skipped, as gone for good.
+ */
+export class SegmentStore {
+  private list: SegmentEntry[] = [];
+  private readonly cache = new Map<string, SegmentRow[]>();
+
+  constructor(
+    private readonly db: SqliteDatabase,
+    /** null: no archive directory (a log that is never cut, as in a rebuild's scratch copy). */
+    readonly dir: string | null,
+  ) {
+    this.reload();
+  }
+
+  reload(): void {
+    const rows = this.db.prepare<[], EntryRow>(`SELECT * FROM archive_segments ORDER BY first_position`).all();
+    this.list = rows.map((row) => ({ ...row, streams: JSON.parse(row.streams) as Record<string, number>, types: JSON.parse(row.types) as Record<string, number> }));
+    for (const file of this.cache.keys()) if (!this.list.some((entry) => entry.file === file && entry.deleted_at === null)) this.cache.delete(file);
+  }
+
+  entries(): readonly SegmentEntry[] {
+    return this.list;
+  }
+
+  /** The last position any segment holds (0 before the first cut). */
+  archivedUpTo(): number {
+    return this.list.at(-1)?.last_position ?? 0;
+  }
+
+  isPresent(entry: SegmentEntry): boolean {
+    return entry.deleted_at === null && this.dir !== null && existsSync(join(this.dir, entry.file));
+  }
+
+  /**
+   * Clears what a crash left: a partial write, a segment whose cut never committed (its events
+   * are still live, so it would be a second copy), the file of a segment marked deleted.
+   */
+  recover(): string[] {
+    if (this.dir === null) return [];
+    mkdirSync(this.dir, { recursive: true });
+    const registered = new Map(this.list.map((entry) => [entry.file, entry]));
+    const stale = readdirSync(this.dir).filter((file) => file.endsWith(PARTIAL_SUFFIX) || (file.endsWith('.seg') && (registered.get(file)?.deleted_at ?? null) !== null) || (file.endsWith('.seg') && !registered.has(file)));
+    for (const file of stale) rmSync(join(this.dir, file), { force: true });
+    return stale;
+  }
+
+  /** The rows of a segment, exactly as the live log stored them. */
+  rows(entry: SegmentEntry): SegmentRow[] {
+    const cached = this.cache.get(entry.file);
+    if (cached) return cached;
+    if (!this.isPresent(entry)) {
+      throw new DomainError('service_unavailable', `positions ${entry.first_position}–${entry.last_position} are archived in ${entry.file}, which is not in the archive directory; an operator must bring it back`);
+    }
+    const { rows } = decodeSegment(readFileSync(join(this.dir!, entry.file)));
+    this.cache.set(entry.file, rows);
+    if (this.cache.size > CACHED_SEGMENTS) this.cache.delete(this.cache.keys().next().value!);
+    return rows;
+  }
+
+  /** Segments (not deleted) that may hold an event the filter matches, in position order. */
+  candidates(filter: Omit<ReadAllFilter, 'limit'>): SegmentEntry[] {
+    return this.list.filter(
+      (entry) =>
+        entry.deleted_at === null &&
+        entry.last_position > filter.afterPosition &&
+        (!filter.types || holdsAny(entry.types, filter.types)) &&
+        (!filter.streamIds || holdsAny(entry.streams, filter.streamIds)) &&
+        (!filter.since || entry.last_recorded_at >= filter.since) &&
+        (!filter.until || entry.first_recorded_at <= filter.until),
+    );
+  }
+
+  /** Archived rows matching the filter, in position order, a segment decoded only when reached. */
+  *matching(filter: Omit<ReadAllFilter, 'limit'>, segments = this.candidates(filter)): Generator<SegmentRow> {
+    const accepts = rowFilter(filter);
+    for (const entry of segments) {
+      for (const row of this.rows(entry)) if (accepts(row)) yield row;
+    }
+  }
+
+  /** How many archived events match, from the registry's counts where the filter allows, otherwise by reading. */
+  count(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): number {
+    let total = 0;
+    for (const entry of this.candidates(filter)) {
+      const whole = entry.first_position > filter.afterPosition && !filter.since && !filter.until;
+      if (whole && !filter.types) total += filter.streamIds ? sumOf(entry.streams, filter.streamIds) : entry.events;
+      else if (whole && !filter.streamIds) total += sumOf(entry.types, filter.types!);
+      else total += this.rows(entry).filter(rowFilter(filter)).length;
+    }
+    return total;
+  }
+
+  /** A stream's archived events recorded at or before `until`, in version order. */
+  streamRows(streamId: string, until: string): SegmentRow[] {
+    return [...this.matching({ afterPosition: 0, streamIds: [streamId], until })];
+  }
+
+  /** The stream's last archived event after `afterPosition` at or before `until` matching `match`, newest segment first. */
+  lastInStream(streamId: string, until: string, afterPosition: number, match?: EventMatch): SegmentRow | null {
+    const accepts = rowFilter({ afterPosition, streamIds: [streamId], until, ...(match ? { types: match.types } : {}) });
+    for (const entry of this.candidates({ afterPosition, streamIds: [streamId], until }).reverse()) {
+      const found = this.rows(entry).findLast((row) => accepts(row) && (!match || fieldMatches(row.data, match)));
+      if (found) return found;
+    }
+    return null;
+  }
+
+  /** The archived row at a position, if a present segment holds it. */
+  rowAt(position: number): SegmentRow | null {
+    const entry = this.list.find((e) => e.first_position <= position && position <= e.last_position && this.isPresent(e));
+    return entry ? (this.rows(entry).find((row) => row.position === position) ?? null) : null;
+  }
+}
+
+function holdsAny(counts: Record<string, number>, keys: readonly string[]): boolean {
+  return keys.some((key) => Object.hasOwn(counts, key));
+}
+
+function sumOf(counts: Record<string, number>, keys: readonly string[]): number {
+  return [...new Set(keys)].reduce((sum, key) => sum + (Object.hasOwn(counts, key) ? counts[key]! : 0), 0);
+}
+
+/** The live log's WHERE clause (position, streams, types, recorded_at) for an archived row. */
+function rowFilter(filter: Omit<ReadAllFilter, 'limit'>): (row: SegmentRow) => boolean {
+  const streams = filter.streamIds ? new Set(filter.streamIds) : null;
+  const types = filter.types ? new Set(filter.types) : null;
+  return (row) =>
+    row.position > filter.afterPosition &&
+    (streams === null || streams.has(row.stream_id)) &&
+    (types === null || types.has(row.type)) &&
+    (!filter.since || row.recorded_at >= filter.since) &&
+    (!filter.until || row.recorded_at <= filter.until);
+}
+
+/** As the live log's json_extract test: the field present and not null, equal to the value when one is given. */
+function fieldMatches(storedData: string, match: EventMatch): boolean {
+  const value = (JSON.parse(storedData) as Record<string, unknown>)[match.field];
+  return value !== undefined && value !== null && (match.equals === undefined || value === match.equals);
+}
