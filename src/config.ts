@@ -28,7 +28,13 @@ const envSchema = z.object({
   TLS_KEY_FILE: z.string().min(1).optional(),
   TLS_CLIENT_CA: z.string().min(1).optional(),
   MQTT_TLS_PORT: z.coerce.number().int().min(0).max(65535).default(8883),
+  LOG_ARCHIVE_AFTER_DAYS: optionalPositiveInt,
+  LOG_DELETE_AFTER_DAYS: optionalPositiveInt,
 }).superRefine((env, ctx) => {
+  // Only archived segments are ever deleted: the live log is the whole truth until a cut.
+  if (env.LOG_DELETE_AFTER_DAYS !== undefined && (env.LOG_ARCHIVE_AFTER_DAYS === undefined || env.LOG_DELETE_AFTER_DAYS < env.LOG_ARCHIVE_AFTER_DAYS)) {
+    ctx.addIssue({ code: 'custom', path: ['LOG_DELETE_AFTER_DAYS'], message: 'LOG_DELETE_AFTER_DAYS deletes archived segments: it needs LOG_ARCHIVE_AFTER_DAYS, and no fewer days than it' });
+  }
   // One file alone would start a plaintext server the operator believes is encrypted.
   if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) {
     ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'], message: 'TLS_CERT_FILE and TLS_KEY_FILE go together: set both (PEM files) or neither' });
@@ -70,6 +76,10 @@ export interface Config {
   mqttBrokerUrl: string | null;
   /** The server's client id there: stable, so its persistent session survives restarts. */
   mqttClientId: string;
+  /** Readings and heartbeats older than this move into sealed segments under DATA_DIR/archive; null: never. */
+  logArchiveAfterDays: number | null;
+  /** Archived segments whose newest event is older than this are deleted for good; null: kept. */
+  logDeleteAfterDays: number | null;
 }
 
 export class ConfigError extends Error {}
@@ -108,6 +118,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mqttTlsPort: e.MQTT_TLS_PORT,
     mqttBrokerUrl: e.MQTT_BROKER_URL ?? null,
     mqttClientId: e.MQTT_CLIENT_ID,
+    logArchiveAfterDays: e.LOG_ARCHIVE_AFTER_DAYS ?? null,
+    logDeleteAfterDays: e.LOG_DELETE_AFTER_DAYS ?? null,
   };
 }
 

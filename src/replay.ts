@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from './config.js';
 import { systemClock } from './domain/clock.js';
-import { DataDirInUse, SqliteEventLog, claimDataDir, openDatabase } from './eventlog/index.js';
+import { DataDirInUse, SqliteEventLog, archiveDirOf, claimDataDir, openDatabase } from './eventlog/index.js';
 import { ProjectionRunner, createProjections } from './projections/index.js';
 import { rebuildAndCompare } from './projections/rebuild.js';
 import { DATABASE_FILE, createLogger } from './server.js';
@@ -14,7 +14,7 @@ async function replay(): Promise<number> {
   // It brings the live read models up to the log first: that must not race a running server's runner.
   const release = claimDataDir(config.dataDir);
   const db = openDatabase(join(config.dataDir, DATABASE_FILE));
-  const log = new SqliteEventLog(db, systemClock);
+  const log = new SqliteEventLog(db, systemClock, archiveDirOf(config.dataDir));
   const runner = new ProjectionRunner(db, log, createProjections(config), logger);
   runner.start();
   await runner.caughtUp();

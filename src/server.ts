@@ -10,7 +10,7 @@ import { createApp } from './api/app.js';
 import { ActionRunner } from './automation/actions.js';
 import { AutomationEngine } from './automation/engine.js';
 import { OfflineDetector } from './automation/offline-detector.js';
-import { Timers } from './automation/timers.js';
+import { Timers, type TimerJob } from './automation/timers.js';
 import { Accounts } from './commands/accounts.js';
 import { UserAdmin } from './commands/user-admin.js';
 import { DeviceCommands } from './commands/device-commands.js';
@@ -32,7 +32,7 @@ import { Groups } from './commands/groups.js';
 import type { Services } from './commands/services.js';
 import type { Config } from './config.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { SqliteEventLog, claimDataDir, personalKeysIn, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
+import { DATABASE_FILE, SqliteEventLog, applyLogRetention, archiveDirOf, claimDataDir, personalKeysIn, secretBoxFor, openDatabase, startCheckpointer, type Checkpointer, type SqliteDatabase } from './eventlog/index.js';
 import { ProjectionRunner, Sql, createProjections } from './projections/index.js';
 import type { RetryTimer } from './projections/runner.js';
 import { TlsCredentials } from './transport/tls.js';
@@ -71,7 +71,7 @@ export interface ServerOptions {
 /** A whole request, body included, within a minute: a body trickled in a byte at a time is cut off, not waited for. */
 const REQUEST_TIMEOUT_MS = 60_000;
 
-export const DATABASE_FILE = 'iot.db';
+export { DATABASE_FILE };
 
 export function createLogger(level: Config['logLevel']): Logger {
   return pino({
@@ -101,7 +101,7 @@ async function openStore(config: Config, clock: Clock, logger: Logger, retryTime
   const db = openOrRelease(join(config.dataDir, DATABASE_FILE), release);
   const store: Store = { release, db, checkpointer: startCheckpointer(db, { onError: (message) => logger.warn({ err: message }, 'background checkpoint failed; the writer checkpoints itself') }) };
   try {
-    const log = (store.log = new SqliteEventLog(db, clock));
+    const log = (store.log = new SqliteEventLog(db, clock, archiveDirOf(config.dataDir)));
     const runner = (store.runner = new ProjectionRunner(db, log, createProjections(config), logger, retryTimer));
     runner.start();
     await runner.caughtUp();
@@ -131,6 +131,17 @@ async function closeStore({ release, db, checkpointer, log, runner }: Store): Pr
 }
 
 /** HTTPS (and so WSS) when TLS is configured; each reload of the certificate reaches its next handshakes. */
+/** LOG_ARCHIVE_AFTER_DAYS: every ten minutes, the log's old telemetry moves into sealed segments (and old segments go, with LOG_DELETE_AFTER_DAYS). */
+function logRetentionJobs(config: Config, log: SqliteEventLog, clock: Clock, logger: Logger): TimerJob[] {
+  const archiveAfterDays = config.logArchiveAfterDays;
+  if (archiveAfterDays === null) return [];
+  const run = async () => {
+    const done = await applyLogRetention(log, clock.now(), { archiveAfterDays, deleteAfterDays: config.logDeleteAfterDays });
+    if (done.segments > 0 || done.deleted > 0) logger.info({ segments: done.segments, events: done.events, bytes: done.bytes, deleted_segments: done.deleted }, 'log archived');
+  };
+  return [{ name: 'log-archive', everyMs: 600_000, run, stores: true }];
+}
+
 function createListener(tls: TlsCredentials | null, listener: RequestGate['listener']): Server {
   if (!tls) return createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, listener);
   const server = createHttpsServer({ ...tls.serverOptions(), requestTimeout: REQUEST_TIMEOUT_MS }, listener);
@@ -180,6 +191,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       { name: 'automation', everyMs: 1_000, run: () => automation.tick(), stores: true },
       { name: 'rollouts', everyMs: 1_000, run: () => rollouts.tick(), stores: true },
       { name: 'expired-sockets', everyMs: 1_000, run: async () => realtime.closeExpired(), stores: false },
+      ...logRetentionJobs(config, log, clock, logger),
     ],
     () => runner.stalled() !== undefined,
   );

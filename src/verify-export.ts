@@ -8,16 +8,29 @@ import { compareWithServer, type ExportedHash } from './tools/verify-against-ser
  * the event log offline. Exits 0 for a chain without gaps, 1 for a line that fails, 2 for
  * missing positions (a deleted line, or a user's export) unless --allow-gaps accepts events
  * checked one by one, 3 when the export differs from what the server named by --server holds.
+ * With --data-dir, checks a stopped server's log itself: 0 verified, 1 broken, 2 a segment missing
+ * from the archive directory (the chain is proven only from after it).
  */
-const USAGE = 'usage: npm run verify -- [--allow-gaps] [--server URL [--token TOKEN]] FILE.ndjson   (TOKEN may also come from the environment)';
+const USAGE = 'usage: npm run verify -- [--allow-gaps] [--server URL [--token TOKEN]] FILE.ndjson   (TOKEN may also come from the environment)\n   or: npm run verify -- --data-dir DIR   (a stopped server\'s data directory: archived segments and live log as one chain)';
 const { values, positionals } = (() => {
   try {
-    return parseArgs({ options: { 'allow-gaps': { type: 'boolean' }, server: { type: 'string' }, token: { type: 'string' } }, allowPositionals: true });
+    return parseArgs({ options: { 'allow-gaps': { type: 'boolean' }, server: { type: 'string' }, token: { type: 'string' }, 'data-dir': { type: 'string' } }, allowPositionals: true });
   } catch (error) {
     console.error(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
     process.exit(64);
   }
 })();
+const dataDir = values['data-dir'];
+if (dataDir !== undefined) {
+  // Loaded only for this: checking an export stays light (no SQLite).
+  const { verifyDataDir } = await import('./tools/verify-data-dir.js');
+  const { verdict, lines } = await verifyDataDir(dataDir).catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exit(1);
+  });
+  for (const line of lines) (verdict.ok ? console.log : console.error)(line);
+  process.exit(verdict.ok ? (verdict.missing_segments?.some((s) => !s.deleted) ? 2 : 0) : 1);
+}
 const allowGaps = values['allow-gaps'] === true;
 const file = positionals[0];
 const token = values.token ?? process.env.TOKEN;

@@ -108,7 +108,7 @@ function errorAnswers(spec: Spec): Record<string, unknown> {
   answers['429'] = errorAnswer('rate_limited', retryAfter);
   answers['431'] = errorAnswer('the request line and headers are larger than 16 KiB');
   answers['500'] = errorAnswer('internal');
-  if (stores || spec.errors?.includes(503)) answers['503'] = errorAnswer('service_unavailable: the read models are stalled; retry', retryAfter);
+  if (stores || spec.errors?.includes(503)) answers['503'] = errorAnswer('service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive', retryAfter);
   return answers;
 }
 

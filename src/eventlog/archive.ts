@@ -1,6 +1,10 @@
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { writeSegmentFile } from './segment.js';
 import type { SqliteEventLog } from './sqlite-event-log.js';
+
+/** Where a data directory keeps its sealed segments. */
+export const archiveDirOf = (dataDir: string): string => join(dataDir, 'archive');
 
 /**
  * A segment's size: a day of a busy fleet is many segments, each compressed off the main thread
@@ -56,4 +60,13 @@ export async function archiveBefore(log: SqliteEventLog, before: string, step: (
   } finally {
     cutting.delete(log);
   }
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** LOG_ARCHIVE_AFTER_DAYS and LOG_DELETE_AFTER_DAYS applied once at `now`: what was cut, how many segments deleted. */
+export async function applyLogRetention(log: SqliteEventLog, now: Date, policy: { archiveAfterDays: number; deleteAfterDays: number | null }): Promise<CutResult & { deleted: number }> {
+  const cut = await archiveBefore(log, new Date(now.getTime() - policy.archiveAfterDays * DAY_MS).toISOString());
+  const deleted = policy.deleteAfterDays === null ? 0 : log.dropSegments(new Date(now.getTime() - policy.deleteAfterDays * DAY_MS).toISOString());
+  return { ...cut, deleted };
 }

@@ -4,6 +4,9 @@ import { join } from 'node:path';
 
 const LOCK_FILE = 'server.lock';
 
+/** The database in a data directory: the log and the read models, in one file. */
+export const DATABASE_FILE = 'iot.db';
+
 /** Said to whoever starts a second server (or a replay) on a directory in use: an answer, not a crash. */
 export class DataDirInUse extends Error {}
 

@@ -86,11 +86,13 @@ export class SegmentStore {
 
   /** The rows of a segment, exactly as the live log stored them. */
   rows(entry: SegmentEntry): SegmentRow[] {
-    const cached = this.cache.get(entry.file);
-    if (cached) return cached;
+    // Checked before the cache: a segment moved away is gone now, not after a restart.
     if (!this.isPresent(entry)) {
+      this.cache.delete(entry.file);
       throw new DomainError('service_unavailable', `positions ${entry.first_position}–${entry.last_position} are archived in ${entry.file}, which is not in the archive directory; an operator must bring it back`);
     }
+    const cached = this.cache.get(entry.file);
+    if (cached) return cached;
     const { rows } = decodeSegment(readFileSync(join(this.dir!, entry.file)));
     this.cache.set(entry.file, rows);
     if (this.cache.size > CACHED_SEGMENTS) this.cache.delete(this.cache.keys().next().value!);

@@ -2315,8 +2315,18 @@ export interface components {
         VerifyResult: {
             checked: number;
             head_hash: string;
+            /** @description Archived segments verification could not read */
+            missing_segments?: {
+                /** @description deleted for good (LOG_DELETE_AFTER_DAYS) rather than absent from DATA_DIR/archive */
+                deleted: boolean;
+                first_position: number;
+                last_position: number;
+                segment: string;
+            }[];
             /** @constant */
             ok: true;
+            /** @description Only when archived segments could not be read: the chain is proven whole from this position on; live events before it are checked against the hashes their archive cuts recorded */
+            proven_from?: number;
         } | {
             checked: number;
             first_bad_position: number;
@@ -2538,7 +2548,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -2665,7 +2675,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -2967,7 +2977,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3092,7 +3102,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3221,7 +3231,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3336,7 +3346,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3459,7 +3469,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3566,7 +3576,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -3778,7 +3788,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -4027,7 +4037,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -4259,7 +4269,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -4396,7 +4406,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -4598,6 +4608,17 @@ export interface operations {
             /** @description internal */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4901,7 +4922,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5137,7 +5158,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5233,6 +5254,17 @@ export interface operations {
             /** @description internal */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5371,7 +5403,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5508,7 +5540,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5637,7 +5669,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5762,7 +5794,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -5900,7 +5932,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6038,7 +6070,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6138,7 +6170,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6374,7 +6406,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6596,7 +6628,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6725,7 +6757,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6854,7 +6886,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -6949,6 +6981,17 @@ export interface operations {
             /** @description internal */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7137,6 +7180,17 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     offerDeviceTransfer: {
@@ -7255,7 +7309,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -7380,7 +7434,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -7507,7 +7561,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -7647,7 +7701,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -7808,6 +7862,17 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
         };
     };
     exportEvents: {
@@ -7894,6 +7959,17 @@ export interface operations {
             /** @description internal */
             500: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
+            503: {
+                headers: {
+                    /** @description seconds to wait before trying again */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8192,7 +8268,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -8424,7 +8500,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -8561,7 +8637,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -8690,7 +8766,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -8906,7 +8982,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -9032,7 +9108,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -9101,7 +9177,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -9803,7 +9879,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -10035,7 +10111,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -10160,7 +10236,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -10373,7 +10449,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */
@@ -10502,7 +10578,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description service_unavailable: the read models are stalled; retry */
+            /** @description service_unavailable: the read models are stalled (retry), or the history asked for is in an archived log segment moved out of DATA_DIR/archive */
             503: {
                 headers: {
                     /** @description seconds to wait before trying again */

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DomainError } from '../../src/domain/errors.js';
 import { streams } from '../../src/domain/events.js';
 import { archiveBefore, type CutStep } from '../../src/eventlog/index.js';
+import { verifyDataDir } from '../../src/tools/verify-data-dir.js';
 import { appendFleet, archivedLog, everythingRead, type ArchivedLogHarness, type FleetEntry } from '../helpers/archive-fixtures.js';
 
 const HOUR = 3_600_000;
@@ -107,5 +108,20 @@ describe('archiving the log', () => {
     expect(archiveFiles(harness)).toEqual([recent!.file]);
     expect(await harness.log.readStream(streams.telemetry('d1'))).not.toHaveLength(0);
     expect(existsSync(join(harness.dir, 'archive', old!.file))).toBe(false);
+  });
+
+  it('npm run verify -- --data-dir checks a stopped server\'s segments and live log as one chain, and names a missing segment', async () => {
+    harness = archivedLog();
+    await appendFleet(harness, fleet(40));
+    await archiveBefore(harness.log, at(20));
+    const [segment] = harness.log.archive.entries();
+    const whole = await verifyDataDir(harness.dir);
+    expect(whole.verdict).toMatchObject({ ok: true, checked: harness.log.headPosition() });
+    expect(whole.lines[0]).toMatch(/^ok: \d+ events \(1 archived segment/);
+    renameSync(join(harness.dir, 'archive', segment!.file), join(harness.dir, segment!.file));
+    const missing = await verifyDataDir(harness.dir);
+    expect(missing.verdict).toMatchObject({ ok: true, missing_segments: [{ segment: segment!.file, deleted: false }] });
+    expect(missing.lines.join('\n')).toContain(`MISSING from ${join(harness.dir, 'archive')}: ${segment!.file}`);
+    expect(missing.lines.join('\n')).toMatch(/proven whole from position \d+/);
   });
 });

@@ -44,7 +44,16 @@ describe('loadConfig', () => {
       mqttClientId: 'iot-controller',
       tls: null,
       mqttTlsPort: 8883,
+      logArchiveAfterDays: null,
+      logDeleteAfterDays: null,
     });
+  });
+
+  it('deletes archived segments only when the log is archived, and no sooner than it is', () => {
+    expect(loadConfig({ JWT_SECRET: SECRET, LOG_ARCHIVE_AFTER_DAYS: '30', LOG_DELETE_AFTER_DAYS: '365' })).toMatchObject({ logArchiveAfterDays: 30, logDeleteAfterDays: 365 });
+    expect(() => loadConfig({ JWT_SECRET: SECRET, LOG_DELETE_AFTER_DAYS: '365' })).toThrow(/LOG_DELETE_AFTER_DAYS/);
+    expect(() => loadConfig({ JWT_SECRET: SECRET, LOG_ARCHIVE_AFTER_DAYS: '30', LOG_DELETE_AFTER_DAYS: '7' })).toThrow(/no fewer days/);
+    expect(() => loadConfig({ JWT_SECRET: SECRET, LOG_ARCHIVE_AFTER_DAYS: '0' })).toThrow(/LOG_ARCHIVE_AFTER_DAYS/);
   });
 
   it('takes MQTT_PORT=0 (no TCP listener) and an mqtt(s) or ws(s) MQTT_BROKER_URL', () => {

@@ -92,7 +92,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(deviceAsOfAnswer), meta: asOfMeta },
+      { method: 'get', path: '/api/devices/:id', operationId: 'getDevice', errors: [503], etag: true, summary: 'A device with recent data, commands and metrics; ?as_of for the past', tag: 'devices', access: 'any', query: deviceDetailQuery, response: deviceDetail.or(deviceAsOfAnswer), meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const { reported_status: _reported, connectivity: _connectivity, ...device } = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
@@ -153,7 +153,7 @@ export function deviceRoutes(services: Services, devices: Devices) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/history', operationId: 'getDeviceHistory', summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
+      { method: 'get', path: '/api/devices/:id/history', operationId: 'getDeviceHistory', errors: [503], summary: "The device's events, oldest first", tag: 'devices', access: 'user', query: paging, response: storedEvent.array(), list: true },
       async ({ params, query, context }) => {
         const row = visibleDevice(services, context.principal, params.id!, 'viewer');
         // Everything of the device: its own stream, its telemetry, commands and alerts.

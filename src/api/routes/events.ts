@@ -23,7 +23,7 @@ function readableStreams(services: Services, principal: Principal, filter: { str
 export function eventRoutes(services: Services) {
   return [
     defineRoute(
-      { method: 'get', path: '/api/events', operationId: 'listEvents', meta: z.object({ next_position: z.number().int().describe('after_position for the next page') }), summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
+      { method: 'get', path: '/api/events', operationId: 'listEvents', errors: [503], meta: z.object({ next_position: z.number().int().describe('after_position for the next page') }), summary: 'The event log in position order, scoped to your resources (admins: all)', tag: 'audit', access: 'user', query: eventsQuery, response: storedEvent.array(), list: true },
       async ({ query, context }) => {
         const streamIds = readableStreams(services, context.principal, query);
         const filter = { afterPosition: query.after_position, ...(streamIds ? { streamIds } : {}), ...(query.type ? { types: query.type } : {}) };
@@ -41,7 +41,7 @@ export function eventRoutes(services: Services) {
       },
     ),
     defineRoute(
-      { method: 'get', path: '/api/events/export', operationId: 'exportEvents', streams: ['application/x-ndjson'], summary: 'Stream the log as NDJSON with hashes, for offline verification (npm run verify)', tag: 'audit', access: 'user', query: exportEventsQuery },
+      { method: 'get', path: '/api/events/export', operationId: 'exportEvents', errors: [503], streams: ['application/x-ndjson'], summary: 'Stream the log as NDJSON with hashes, for offline verification (npm run verify)', tag: 'audit', access: 'user', query: exportEventsQuery },
       async ({ query, context, res }) => {
         const streamIds = readableStreams(services, context.principal, query);
         res.status(200).setHeader('Content-Type', 'application/x-ndjson');

@@ -70,7 +70,7 @@ export function ruleRoutes(services: Services, rules: Rules) {
       },
     ),
     defineRoute(
-      { method: 'post', path: '/api/automation/rules/test', operationId: 'testRule', summary: 'Dry run: when a draft rule would have fired over recorded history, and what it would have done', tag: 'automation', access: 'user', body: dryRunBody, response: dryRunAnswer, storesNothing: true },
+      { method: 'post', path: '/api/automation/rules/test', operationId: 'testRule', errors: [503], summary: 'Dry run: when a draft rule would have fired over recorded history, and what it would have done', tag: 'automation', access: 'user', body: dryRunBody, response: dryRunAnswer, storesNothing: true },
       async ({ body, context }) => {
         const userId = requireUser(context.principal);
         const definition = definitionOf(body.rule);

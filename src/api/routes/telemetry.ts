@@ -30,7 +30,7 @@ export function telemetryRoutes(services: Services, gateway: DeviceGateway, offl
       async ({ params, body, context }) => ({ data: await gateway.heartbeat(params.id!, body, context) }),
     ),
     defineRoute(
-      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
+      { method: 'get', path: '/api/devices/:id/status', operationId: 'getDeviceStatus', errors: [503], summary: 'Connectivity, health and operational state; ?as_of for the past', tag: 'telemetry', access: 'any', query: deviceDetailQuery, response: deviceStatus, meta: asOfMeta },
       async ({ params, query, context }) => {
         if (query.as_of) {
           const then = await deviceAsOf(services, context.principal, params.id!, new Date(query.as_of));
