@@ -150,8 +150,22 @@ export class SegmentStore {
   /** The archived row at a position, if a present segment holds it. */
   rowAt(position: number): SegmentRow | null {
     const entry = this.list.find((e) => e.first_position <= position && position <= e.last_position && this.isPresent(e));
-    return entry ? (this.rows(entry).find((row) => row.position === position) ?? null) : null;
+    return entry ? rowAtPosition(this.rows(entry), position) : null;
   }
+}
+
+/** Binary search: an export asks for the hash before each of a segment's 20,000 events. */
+function rowAtPosition(rows: readonly SegmentRow[], position: number): SegmentRow | null {
+  let low = 0;
+  let high = rows.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    const row = rows[middle]!;
+    if (row.position === position) return row;
+    if (row.position < position) low = middle + 1;
+    else high = middle - 1;
+  }
+  return null;
 }
 
 function holdsAny(counts: Record<string, number>, keys: readonly string[]): boolean {
