@@ -18,6 +18,13 @@ export async function rebuildAndCompare(
   projections: readonly Projection[],
   logger: Logger,
 ): Promise<{ differing: string[]; live: Record<string, string>; rebuilt: Record<string, string> }> {
+  const rebuilt = await rebuiltDigests(live.log, freshFile, projections, logger);
+  const current = digestReadModels(live.db, projections);
+  return { differing: projections.map((p) => p.name).filter((name) => rebuilt[name] !== current[name]), live: current, rebuilt };
+}
+
+/** Every read model built from position 0 in a fresh database from a copy of the log: their digests. */
+export async function rebuiltDigests(log: EventLog, freshFile: string, projections: readonly Projection[], logger: Logger): Promise<Record<string, string>> {
   const fresh = openDatabase(freshFile);
   const checkpointer = startCheckpointer(fresh);
   try {
@@ -27,7 +34,7 @@ export async function rebuildAndCompare(
     );
     // Archived segments included: the copy is the whole log, as it was before any cut.
     for (let after = 0; ; ) {
-      const rows = live.log.readRows({ afterPosition: after, limit: PAGE });
+      const rows = log.readRows({ afterPosition: after, limit: PAGE });
       if (rows.length === 0) break;
       fresh.transaction(() => rows.forEach((r) => insert.run(r.position, r.stream_id, r.version, r.type, r.data, r.metadata, r.recorded_at, r.hash)))();
       after = rows[rows.length - 1]!.position;
@@ -42,9 +49,7 @@ export async function rebuildAndCompare(
       await runner.stop().catch(() => undefined);
     }
     copyLog.close();
-    const rebuilt = digestReadModels(fresh, projections);
-    const current = digestReadModels(live.db, projections);
-    return { differing: projections.map((p) => p.name).filter((name) => rebuilt[name] !== current[name]), live: current, rebuilt };
+    return digestReadModels(fresh, projections);
   } finally {
     await checkpointer.stop();
     fresh.close();
