@@ -29,9 +29,14 @@ const migrations: readonly string[] = [
      first_recorded_at TEXT    NOT NULL,
      last_recorded_at  TEXT    NOT NULL,
      bytes             INTEGER NOT NULL,
-     streams           TEXT    NOT NULL,
      types             TEXT    NOT NULL,
      deleted_at        TEXT
+   ) WITHOUT ROWID;
+   CREATE TABLE IF NOT EXISTS archive_stream_counts (
+     stream_id      TEXT    NOT NULL,
+     first_position INTEGER NOT NULL,
+     events         INTEGER NOT NULL,
+     PRIMARY KEY (stream_id, first_position)
    ) WITHOUT ROWID;
    CREATE TABLE IF NOT EXISTS archive_links (
      position      INTEGER PRIMARY KEY,

@@ -23,13 +23,16 @@ export interface SegmentEntry {
   first_recorded_at: string;
   last_recorded_at: string;
   bytes: number;
-  /** Events per stream and per type, so reads and counts skip segments without opening them. */
-  streams: Record<string, number>;
+  /**
+   * Events per type, so reads and counts skip segments without opening them. Per stream they
+   * are counted in archive_stream_counts, on disk: a year of a large fleet is tens of thousands
+   * of segments holding thousands of streams each, too many to keep in memory.
+   */
   types: Record<string, number>;
   deleted_at: string | null;
 }
 
-type EntryRow = Omit<SegmentEntry, 'streams' | 'types'> & { streams: string; types: string };
+type EntryRow = Omit<SegmentEntry, 'types'> & { types: string };
 
 /** Decoded segments kept for the next read: a page of events and its hashes read the same one again. */
 const CACHED_SEGMENTS = 2;
@@ -54,7 +57,7 @@ export class SegmentStore {
 
   reload(): void {
     const rows = this.db.prepare<[], EntryRow>(`SELECT * FROM archive_segments ORDER BY first_position`).all();
-    this.list = rows.map((row) => ({ ...row, streams: JSON.parse(row.streams) as Record<string, number>, types: JSON.parse(row.types) as Record<string, number> }));
+    this.list = rows.map((row) => ({ ...row, types: JSON.parse(row.types) as Record<string, number> }));
     for (const file of this.cache.keys()) if (!this.list.some((entry) => entry.file === file && entry.deleted_at === null)) this.cache.delete(file);
   }
 
@@ -101,15 +104,24 @@ export class SegmentStore {
 
   /** Segments (not deleted) that may hold an event the filter matches, in position order. */
   candidates(filter: Omit<ReadAllFilter, 'limit'>): SegmentEntry[] {
-    return this.list.filter(
+    // The usual read: recent positions, past every segment.
+    if (filter.afterPosition >= this.archivedUpTo()) return [];
+    const found = this.list.filter(
       (entry) =>
         entry.deleted_at === null &&
         entry.last_position > filter.afterPosition &&
         (!filter.types || holdsAny(entry.types, filter.types)) &&
-        (!filter.streamIds || holdsAny(entry.streams, filter.streamIds)) &&
         (!filter.since || entry.last_recorded_at >= filter.since) &&
         (!filter.until || entry.first_recorded_at <= filter.until),
     );
+    if (!filter.streamIds || found.length === 0) return found;
+    const holding = new Set(
+      this.db
+        .prepare<[string], { first_position: number }>(`SELECT DISTINCT first_position FROM archive_stream_counts WHERE stream_id IN (SELECT value FROM json_each(?))`)
+        .all(JSON.stringify(filter.streamIds))
+        .map((row) => row.first_position),
+    );
+    return found.filter((entry) => holding.has(entry.first_position));
   }
 
   /** Archived rows matching the filter, in position order, a segment decoded only when reached. */
@@ -120,16 +132,19 @@ export class SegmentStore {
     }
   }
 
-  /** How many archived events match, from the registry's counts where the filter allows, otherwise by reading. */
+  /** How many archived events match, from the registry's counts where whole segments match, otherwise by reading. */
   count(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): number {
-    let total = 0;
-    for (const entry of this.candidates(filter)) {
-      const whole = entry.first_position > filter.afterPosition && !filter.since && !filter.until;
-      if (whole && !filter.types) total += filter.streamIds ? sumOf(entry.streams, filter.streamIds) : entry.events;
-      else if (whole && !filter.streamIds) total += sumOf(entry.types, filter.types!);
-      else total += this.rows(entry).filter(rowFilter(filter)).length;
-    }
-    return total;
+    const segments = this.candidates(filter);
+    const countable = !filter.since && !filter.until && !(filter.types && filter.streamIds);
+    const whole = countable ? segments.filter((entry) => entry.first_position > filter.afterPosition) : [];
+    const read = segments.filter((entry) => !whole.includes(entry)).reduce((sum, entry) => sum + this.rows(entry).filter(rowFilter(filter)).length, 0);
+    if (whole.length === 0) return read;
+    if (filter.types) return read + whole.reduce((sum, entry) => sum + sumOf(entry.types, filter.types!), 0);
+    if (!filter.streamIds) return read + whole.reduce((sum, entry) => sum + entry.events, 0);
+    const counted = this.db
+      .prepare<[string, number], { n: number | null }>(`SELECT sum(events) AS n FROM archive_stream_counts WHERE stream_id IN (SELECT value FROM json_each(?)) AND first_position > ?`)
+      .get(JSON.stringify([...new Set(filter.streamIds)]), filter.afterPosition);
+    return read + (counted?.n ?? 0);
   }
 
   /** A stream's archived events recorded at or before `until`, in version order. */

@@ -361,8 +361,10 @@ export class SqliteEventLog implements EventLog {
       const version = this.db.prepare<[string, number]>(`INSERT INTO archived_streams (stream_id, version) VALUES (?, ?) ON CONFLICT (stream_id) DO UPDATE SET version = max(version, excluded.version)`);
       for (const row of rows) version.run(row.stream_id, row.version);
       this.db
-        .prepare(`INSERT INTO archive_segments (file, first_position, last_position, events, first_hash, last_hash, first_recorded_at, last_recorded_at, bytes, streams, types, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`)
-        .run(written.file, first.position, last.position, rows.length, first.hash, last.hash, first.recorded_at, last.recorded_at, written.bytes, JSON.stringify(countsBy(rows, 'stream_id')), JSON.stringify(countsBy(rows, 'type')));
+        .prepare(`INSERT INTO archive_segments (file, first_position, last_position, events, first_hash, last_hash, first_recorded_at, last_recorded_at, bytes, types, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`)
+        .run(written.file, first.position, last.position, rows.length, first.hash, last.hash, first.recorded_at, last.recorded_at, written.bytes, JSON.stringify(countsBy(rows, 'type')));
+      const count = this.db.prepare<[string, number, number]>(`INSERT INTO archive_stream_counts (stream_id, first_position, events) VALUES (?, ?, ?)`);
+      for (const [streamId, events] of Object.entries(countsBy(rows, 'stream_id'))) count.run(streamId, first.position, events);
     });
     return committed[0]!;
   }
@@ -375,6 +377,8 @@ export class SqliteEventLog implements EventLog {
     this.commitHousekeeping(events, () => {
       const mark = this.db.prepare<[string, string]>(`UPDATE archive_segments SET deleted_at = ? WHERE file = ?`);
       for (const entry of due) mark.run(this.clock.now().toISOString(), entry.file);
+      // One pass over the counts for every segment deleted: they are keyed by stream first.
+      this.db.prepare<[string]>(`DELETE FROM archive_stream_counts WHERE first_position IN (SELECT value FROM json_each(?))`).run(JSON.stringify(due.map((entry) => entry.first_position)));
     });
     // Marked first: a crash before the files go leaves them for recovery to remove.
     this.archive.recover();
@@ -479,7 +483,7 @@ function coveredBy(segments: readonly SegmentEntry[], first: number, last: numbe
 }
 
 function countsBy(rows: readonly StoredRow[], field: 'stream_id' | 'type'): Record<string, number> {
-  const counts: Record<string, number> = {};
+  const counts = Object.create(null) as Record<string, number>;
   for (const row of rows) counts[row[field]] = (counts[row[field]] ?? 0) + 1;
   return counts;
 }

@@ -86,5 +86,19 @@ export async function everythingRead(log: SqliteEventLog, until: string) {
     hashes: await Promise.all(withoutAnchors.map((event) => log.hashAt(event.position))),
     readingsCount: await log.countEvents({ afterPosition: 0, types: ['readings.recorded'] }),
     d1Count: await log.countEvents({ afterPosition: 0, streamIds: [streams.telemetry('d1')] }),
+    // From the middle: a segment straddling the position is read, the ones after it counted.
+    counts: await Promise.all(
+      [0.25, 0.5, 0.75].map(async (share) => {
+        const afterPosition = Math.floor(withoutAnchors.length * share);
+        return [
+          await log.countEvents({ afterPosition, streamIds: [streams.telemetry('d1'), streams.telemetry('d2'), streams.telemetry('d1')] }),
+          await log.countEvents({ afterPosition, types: ['readings.recorded', 'group.deleted'] }),
+          await log.countEvents({ afterPosition, types: ['device.heartbeat'], streamIds: [streams.telemetry('d3')] }),
+          // The cuts' own anchors left out.
+          (await log.countEvents({ afterPosition, since: '2026-01-01T06:00:00.000Z' })) - (await log.countEvents({ afterPosition, since: '2026-01-01T06:00:00.000Z', types: ['log.archived'] })),
+        ];
+      }),
+    ),
+    pageFromMiddle: await log.readAll({ afterPosition: Math.floor(withoutAnchors.length / 3), limit: 7, offset: 2, streamIds: [streams.telemetry('d2')] }),
   };
 }
