@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DomainError } from '../../src/domain/errors.js';
 import { streams } from '../../src/domain/events.js';
-import { archiveBefore, type CutStep } from '../../src/eventlog/index.js';
+import { applyLogRetention, archiveBefore, type CutStep } from '../../src/eventlog/index.js';
 import { verifyDataDir } from '../../src/tools/verify-data-dir.js';
 import { appendFleet, archivedLog, everythingRead, type ArchivedLogHarness, type FleetEntry } from '../helpers/archive-fixtures.js';
 
@@ -123,5 +123,21 @@ describe('archiving the log', () => {
     expect(missing.verdict).toMatchObject({ ok: true, missing_segments: [{ segment: segment!.file, deleted: false }] });
     expect(missing.lines.join('\n')).toContain(`MISSING from ${join(harness.dir, 'archive')}: ${segment!.file}`);
     expect(missing.lines.join('\n')).toMatch(/proven whole from position \d+/);
+  });
+
+  it('applies LOG_ARCHIVE_AFTER_DAYS and LOG_DELETE_AFTER_DAYS as the server\'s job does, day after day', async () => {
+    harness = archivedLog();
+    const day = (n: number) => new Date(Date.parse('2026-01-01T00:00:00.000Z') + n * 24 * HOUR);
+    const policy = { archiveAfterDays: 2, deleteAfterDays: 4 };
+    await appendFleet(harness, fleet(48));
+    // Day 1: nothing is two days old yet.
+    expect(await applyLogRetention(harness.log, day(1), policy)).toMatchObject({ segments: 0, deleted: 0 });
+    // Day 4: the first two days' readings and heartbeats are archived, none deleted yet.
+    const archived = await applyLogRetention(harness.log, day(4), policy);
+    expect(archived).toMatchObject({ segments: 1, events: 29, deleted: 0 });
+    // Day 7: the last heartbeat (day 2) is archived too, and both segments, their newest event more than four days old, go for good.
+    expect(await applyLogRetention(harness.log, day(7), policy)).toMatchObject({ segments: 1, events: 1, deleted: 2 });
+    expect(archiveFiles(harness)).toEqual([]);
+    expect(await harness.log.verify()).toMatchObject({ ok: true, missing_segments: [{ deleted: true }, { deleted: true }] });
   });
 });
