@@ -9,7 +9,6 @@ import { migrateEventLog } from './schema.js';
 import { ARCHIVED_TYPES, SegmentStore, type SegmentEntry } from './segment-store.js';
 import type { AppendOptions, AppendRequest, AppendResult, EventLog, EventMatch, ExpectedVersion, ReadAllFilter, StoredRow, VerifyResult } from './types.js';
 
-
 interface PendingAppend {
   requests: readonly AppendRequest[];
   options: AppendOptions;
@@ -39,7 +38,6 @@ export class SqliteEventLog implements EventLog {
     insert: Statement<[number, string, number, string, string, string, string, string]>;
     streamVersion: Statement<[string, string], { version: number | null }>;
     readStream: Statement<[string, string], StoredRow>;
-    readPage: Statement<[number, number], StoredRow>;
     findKey: Statement<[string], { result: string }>;
     saveKey: Statement<[string, string]>;
   };
@@ -61,7 +59,6 @@ export class SqliteEventLog implements EventLog {
       ),
       streamVersion: db.prepare(`SELECT max(coalesce((SELECT max(version) FROM events WHERE stream_id = ?), 0), coalesce((SELECT version FROM archived_streams WHERE stream_id = ?), 0)) AS version`),
       readStream: db.prepare(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version`),
-      readPage: db.prepare(`SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?`),
       findKey: db.prepare(`SELECT result FROM idempotency_keys WHERE key = ?`),
       saveKey: db.prepare(`INSERT INTO idempotency_keys (key, result) VALUES (?, ?)`),
     };
