@@ -336,9 +336,11 @@ export interface ServerProcess {
 /**
  * The built server as `npm start` runs it, alone in its own process so that its memory is its
  * own, on a free port with a temporary data directory; resolves once it answers its health.
+ * Given `dataDir`, it serves that directory instead and leaves it in place when closed: a
+ * server restarted on what an earlier one stored.
  */
-export async function spawnServer(prefix: string, env: Record<string, string>): Promise<ServerProcess> {
-  const { dir, remove } = tempDir(prefix);
+export async function spawnServer(prefix: string, env: Record<string, string>, dataDir?: string): Promise<ServerProcess> {
+  const { dir, remove } = dataDir === undefined ? tempDir(prefix) : { dir: dataDir, remove: () => undefined };
   const port = await freePort();
   const child = spawn(process.execPath, [...startFlags(), fileURLToPath(new URL('../src/main.js', import.meta.url))], {
     env: { ...process.env, PORT: String(port), MQTT_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', ...env },

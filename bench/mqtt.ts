@@ -5,12 +5,12 @@
  *                 its PUBACK before the next, vs single-reading HTTP POSTs from 100 devices on
  *                 keep-alive connections, each waiting for its 201: the same work, rounds
  *                 interleaved; then p99 from publish to PUBACK at 1,000 readings/s; then the
- *                 server's resident memory holding 10,000 idle MQTT connections.
+ *                 resident memory of a server of its own holding 10,000 idle MQTT connections.
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type MqttClient } from 'mqtt';
-import { collectGarbage, defaultRounds, envInt, freePort, spawnServer, summarise, type Benchmark, type Reporter, type ServerProcess as SpawnedServer } from './lib.js';
+import { collectGarbage, defaultRounds, envInt, freePort, spawnServer, summarise, tempDir, type Benchmark, type Reporter, type ServerProcess as SpawnedServer } from './lib.js';
 import { recordLimit } from './telemetry.js';
 
 const DEVICES = 100;
@@ -18,6 +18,18 @@ const ROUND_MS = envInt('BENCH_MQTT_ROUND_MS', 2_000);
 const RATE_PER_S = 1_000;
 const RATE_SECONDS = envInt('BENCH_MQTT_RATE_SECONDS', 5);
 const IDLE_CONNECTIONS = envInt('BENCH_MQTT_IDLE', 10_000);
+/** Idle connections are opened this many at a time, as a fleet coming back after an outage would be. */
+const CONNECT_BATCH = 200;
+const KEEPALIVE_S = 60;
+/**
+ * How long the idle connections are held before their RSS is read: two keepalive periods and
+ * more, so that their pings are in the figure, and so is what V8 does on its own once the
+ * server idles (its memory reducer collects the garbage of the connects about 100 s after the
+ * last full GC; nothing forces a GC).
+ */
+const HOLD_S = envInt('BENCH_MQTT_HOLD_S', 150);
+/** RSS has settled when the last this many one-second samples are within 1% of each other. */
+const SETTLE_SAMPLES = 10;
 const BODY = JSON.stringify({ sensor_readings: { temperature: 21.5 } });
 
 interface Device {
@@ -25,9 +37,23 @@ interface Device {
   token: string;
 }
 
-interface ServerProcess extends SpawnedServer {
+interface MqttServer extends SpawnedServer {
   mqttUrl: string;
+}
+
+interface ServerProcess extends MqttServer {
   userToken: string;
+}
+
+interface IdleFigure {
+  /** Resident bytes of the fresh server before any device connected. */
+  none: number;
+  /** At the end of the hold, every connection open. */
+  rss: number;
+  /** The highest while held (the garbage of the connects not yet collected). */
+  peak: number;
+  settled: boolean;
+  connected: number;
 }
 
 
@@ -38,12 +64,19 @@ async function call<T>(url: string, path: string, body: unknown, token?: string)
 }
 
 
-async function startServerProcess(): Promise<ServerProcess> {
+/** The server with MQTT on a free port; on `dataDir`, when given, which it leaves in place. */
+async function spawnMqttServer(dataDir?: string): Promise<MqttServer> {
   const mqttPort = await freePort();
-  const server = await spawnServer('bench-mqtt', { MQTT_PORT: String(mqttPort), DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) });
+  const server = await spawnServer('bench-mqtt', { MQTT_PORT: String(mqttPort), DEFAULT_DEVICE_QUOTA: String(IDLE_CONNECTIONS + DEVICES + 10) }, dataDir);
+  return { ...server, mqttUrl: `mqtt://127.0.0.1:${mqttPort}` };
+}
+
+/** A server with the bench user registered. */
+async function startServerProcess(dataDir?: string): Promise<ServerProcess> {
+  const server = await spawnMqttServer(dataDir);
   try {
     const registered = await call<{ data: { token: string } }>(server.url, '/api/auth/register', { username: 'bench', email: 'bench@example.com', password: 'correct horse battery' });
-    return { ...server, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, userToken: registered.data.token };
+    return { ...server, userToken: registered.data.token };
   } catch (error) {
     await server.close();
     throw error;
@@ -66,7 +99,7 @@ async function registerDevices(server: ServerProcess, count: number, prefix: str
 
 function connectDevice(url: string, device: Device): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(url, { clientId: device.id, username: device.id, password: device.token, reconnectPeriod: 0, keepalive: 60, protocolVersion: 4 });
+    const client = mqtt.connect(url, { clientId: device.id, username: device.id, password: device.token, reconnectPeriod: 0, keepalive: KEEPALIVE_S, protocolVersion: 4 });
     client.once('connect', () => resolve(client));
     client.once('error', reject);
   });
@@ -139,23 +172,24 @@ export const mqttIngest: Benchmark = {
         targetText: '<=50ms',
       });
 
-      for (const client of clients.splice(0)) await client.endAsync(true);
-      const idle = await idleConnections(server);
-      recordLimit(reporter, mqttIngest.name, {
-        name: `RSS, ${IDLE_CONNECTIONS.toLocaleString('en-US')} idle MQTT connections`,
-        unit: 'MB',
-        ours: idle.rss / MB,
-        oursText: `${(idle.rss / MB).toFixed(0)} MB (${(idle.before / MB).toFixed(0)} MB before; ${idle.connected} connected)`,
-        limit: 300,
-        limitText: '300 MB',
-        ratio: 300 / (idle.rss / MB),
-        minRatio: 1,
-        targetText: '<=300MB',
-      });
     } finally {
       await Promise.all(clients.map((client) => client.endAsync(true)));
       await server.close();
     }
+
+    const idle = await idleConnections();
+    recordLimit(reporter, mqttIngest.name, {
+      name: `RSS, ${IDLE_CONNECTIONS.toLocaleString('en-US')} idle MQTT connections`,
+      unit: 'MB',
+      ours: idle.rss / MB,
+      oursText: `${(idle.rss / MB).toFixed(0)} MB after ${HOLD_S} s (peak ${(idle.peak / MB).toFixed(0)}, ${(idle.none / MB).toFixed(0)} with none; ${idle.connected} connected${idle.settled ? '' : '; still moving'})`,
+      limit: 300,
+      limitText: '300 MB',
+      ratio: 300 / (idle.rss / MB),
+      minRatio: 1,
+      targetText: '<=300MB',
+      note: `a server of its own, restarted on the registered devices before they connect, so nothing but the connections is in the figure; keepalive ${KEEPALIVE_S} s; peak = the highest RSS while held`,
+    });
   },
 };
 
@@ -177,19 +211,42 @@ async function pacedLatencies(clients: readonly MqttClient[], topics: readonly s
   return latencies;
 }
 
-/** Registers and connects IDLE_CONNECTIONS devices (keepalive only), then reads the server's resident memory. */
-async function idleConnections(server: ServerProcess): Promise<{ before: number; rss: number; connected: number }> {
-  const devices = await registerDevices(server, IDLE_CONNECTIONS, 'idle');
-  collectGarbage();
-  const before = memoryOf(server.pid);
-  const idle: MqttClient[] = [];
+/**
+ * The resident memory of a server holding IDLE_CONNECTIONS idle MQTT connections (keepalive
+ * only) and having done nothing else: one server registers the devices and is stopped, and a
+ * fresh one started on its data directory takes the connections, CONNECT_BATCH at a time, and
+ * is left alone for HOLD_S. No GC is forced: the server does not force one in service.
+ */
+async function idleConnections(): Promise<IdleFigure> {
+  const { dir, remove } = tempDir('bench-mqtt-idle');
   try {
-    for (let start = 0; start < devices.length; start += 200) {
-      idle.push(...(await Promise.all(devices.slice(start, start + 200).map((device) => connectDevice(server.mqttUrl, device)))));
+    const registrar = await startServerProcess(dir);
+    const devices = await registerDevices(registrar, IDLE_CONNECTIONS, 'idle').finally(() => registrar.close());
+    const server = await spawnMqttServer(dir);
+    const idle: MqttClient[] = [];
+    try {
+      const none = memoryOf(server.pid);
+      for (let start = 0; start < devices.length; start += CONNECT_BATCH) {
+        idle.push(...(await Promise.all(devices.slice(start, start + CONNECT_BATCH).map((device) => connectDevice(server.mqttUrl, device)))));
+      }
+      const held = await heldMemory(server.pid);
+      return { none, ...held, connected: idle.filter((client) => client.connected).length };
+    } finally {
+      for (let start = 0; start < idle.length; start += 500) await Promise.all(idle.slice(start, start + 500).map((client) => client.endAsync(true)));
+      await server.close();
     }
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
-    return { before, rss: memoryOf(server.pid), connected: idle.filter((client) => client.connected).length };
   } finally {
-    for (let start = 0; start < idle.length; start += 500) await Promise.all(idle.slice(start, start + 500).map((client) => client.endAsync(true)));
+    remove();
   }
+}
+
+/** RSS sampled every second for HOLD_S: the last sample, the highest, and whether the last SETTLE_SAMPLES are within 1% of each other. */
+async function heldMemory(pid: number): Promise<Pick<IdleFigure, 'rss' | 'peak' | 'settled'>> {
+  const samples: number[] = [];
+  while (samples.length < Math.max(HOLD_S, 1)) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    samples.push(memoryOf(pid));
+  }
+  const recent = samples.slice(-SETTLE_SAMPLES);
+  return { rss: samples[samples.length - 1]!, peak: Math.max(...samples), settled: Math.max(...recent) - Math.min(...recent) <= Math.max(...recent) / 100 };
 }

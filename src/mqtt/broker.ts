@@ -9,7 +9,7 @@ import type { Principal, Services } from '../commands/services.js';
 import { MAX_BODY_BYTES, type DeviceGateway, type DevicePrincipal } from '../gateway/index.js';
 import type { TlsCredentials } from '../transport/tls.js';
 import { FrameGuard, guardFrames } from './packet-guard.js';
-import { slimParser, type ParserInternals } from './parser-slim.js';
+import { slimParser, uncachedPacketNumbers, type ParserInternals } from './parser-slim.js';
 import { DupMemories, MqttSession, type SessionLimits } from './session.js';
 import { ProvisioningSession, type Provision } from './provisioning.js';
 import { isDeviceToServer, provisioningVerdict, subscriptionVerdict, topics } from './topics.js';
@@ -88,6 +88,7 @@ export class EmbeddedBroker {
 
   /** `provision`: what answers provision/request (POST /api/devices/provision's handler); null leaves provisioning to HTTP. */
   static async create(services: Services, gateway: DeviceGateway, provision: Provision | null = null, limits: SessionLimits = DEFAULT_LIMITS): Promise<EmbeddedBroker> {
+    uncachedPacketNumbers();
     const aedes = await Aedes.createBroker({ heartbeatInterval: 3_600_000, maxClientsIdLength: 128, queueLimit: 42 });
     return new EmbeddedBroker(services, gateway, aedes, limits, provision);
   }

@@ -17,19 +17,20 @@ interface ConnectSettings {
   bridgeMode?: boolean;
 }
 
-/**
- * The plain byte list class of the `bl` that aedes's parser itself loads (found from aedes, then
- * mqtt-packet, so it is always the same version); null when it cannot be found.
- */
-function plainListClass(): (new () => ByteList) | null {
+/** A module as aedes itself loads it (its own mqtt-packet, or that package's `bl`), so always the same version; null when it cannot be found. */
+function requireAsAedes<T>(id: string, viaParser: boolean): T | null {
   try {
     const fromAedes = createRequire(createRequire(import.meta.url).resolve('aedes'));
-    const fromParser = createRequire(fromAedes.resolve('mqtt-packet'));
-    const { BufferList } = fromParser('bl') as { BufferList?: new () => ByteList };
-    return typeof BufferList === 'function' ? BufferList : null;
+    return (viaParser ? createRequire(fromAedes.resolve('mqtt-packet')) : fromAedes)(id) as T;
   } catch {
     return null;
   }
+}
+
+/** The plain byte list class of the `bl` that aedes's parser itself loads; null when it cannot be found. */
+function plainListClass(): (new () => ByteList) | null {
+  const BufferList = requireAsAedes<{ BufferList?: new () => ByteList }>('bl', true)?.BufferList;
+  return typeof BufferList === 'function' ? BufferList : null;
 }
 
 const PlainList = plainListClass();
@@ -48,4 +49,15 @@ export function slimParser(parser: ParserInternals | undefined, connect: Connect
   if (!parser) return;
   if (parser.settings === connect) parser.settings = { protocolVersion: connect.protocolVersion, ...(connect.bridgeMode ? { bridgeMode: true } : {}) };
   if (PlainList && parser._list && parser._list.length === 0) parser._list = new PlainList();
+}
+
+/**
+ * mqtt-packet writes packet ids and lengths from a table of 65,536 two-byte Buffers it builds
+ * at the first packet it writes: about 6.5 MB of heap held for the life of the server, and
+ * 65,536 more objects for every full GC to mark. Unset, it makes the two bytes as it writes
+ * them (mqtt.js's own client turns the table off the same way). Call before the first write.
+ */
+export function uncachedPacketNumbers(): void {
+  const writer = requireAsAedes<{ writeToStream?: { cacheNumbers?: boolean } }>('mqtt-packet', false)?.writeToStream;
+  if (writer) writer.cacheNumbers = false;
 }

@@ -45,6 +45,9 @@ function entriesFor(event: RecordedEvent): { deviceId: string; entries: Entry[] 
   }
 }
 
+/** Raw SQL: every connection of a device logs that it came online (thousands at once when a fleet reconnects), and it has numbers to bind. */
+const INSERT = 'INSERT INTO device_logs (device_id, position, seq, severity, category, message, details, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)';
+
 export const deviceLogsProjection: Projection = {
   name: 'device_logs',
   version: 1,
@@ -62,9 +65,7 @@ export const deviceLogsProjection: Projection = {
     }
     const found = entriesFor(event);
     found?.entries.forEach((entry, seq) =>
-      sql.run(
-        q.insertInto('device_logs').values({ device_id: found.deviceId, position: event.position, seq, ...entry, details: JSON.stringify(entry.details), timestamp: event.recorded_at }),
-      ),
+      sql.runRaw(INSERT, [found.deviceId, event.position, seq, entry.severity, entry.category, entry.message, JSON.stringify(entry.details), event.recorded_at]),
     );
   },
 };

@@ -62,6 +62,15 @@ const devicesReadModel = {
     CREATE INDEX IF NOT EXISTS devices_mac ON devices (lower(replace(mac_address, '-', ':'))) WHERE mac_address IS NOT NULL;`,
 };
 
+/**
+ * Raw SQL: every connection of a device comes online through this (a fleet reconnecting after
+ * an outage is thousands at once), and it has numbers to bind. Coming online is being heard
+ * from, also for a device that only connected (/ws/device).
+ */
+const CAME_ONLINE = `UPDATE devices SET connectivity = 'online', status = coalesce(reported_state, 'online'),
+  last_seen = max(coalesce(last_seen, ''), ?), version = ?, updated_at = ? WHERE id = ?`;
+const WENT_OFFLINE = `UPDATE devices SET connectivity = 'offline', status = 'offline', version = ?, updated_at = ? WHERE id = ?`;
+
 /** The token's lookup digest: opened from the sealed field (a log written before sealing holds it plain). */
 const tokenLookup = (secrets: SecretBox, tokenHash: string) => secrets.openIfSealed(tokenHash, 'token_hash');
 
@@ -156,23 +165,11 @@ function applyToDevices(sql: Sql, event: RecordedEvent, secrets: SecretBox): voi
       return;
     }
     case 'device.came_online':
-    case 'device.went_offline': {
-      const online = event.type === 'device.came_online';
-      sql.run(
-        q
-          .updateTable('devices')
-          .set({
-            connectivity: online ? 'online' : 'offline',
-            status: online ? raw<string>`coalesce(reported_state, 'online')` : 'offline',
-            // Coming online is being heard from, also for a device that only connected (/ws/device).
-            ...(online ? { last_seen: raw<string>`max(coalesce(last_seen, ''), ${event.recorded_at})` } : {}),
-            version: event.version,
-            updated_at: event.recorded_at,
-          })
-          .where('id', '=', event.data.device_id),
-      );
+      sql.runRaw(CAME_ONLINE, [event.recorded_at, event.version, event.recorded_at, event.data.device_id]);
       return;
-    }
+    case 'device.went_offline':
+      sql.runRaw(WENT_OFFLINE, [event.version, event.recorded_at, event.data.device_id]);
+      return;
     default:
       return;
   }

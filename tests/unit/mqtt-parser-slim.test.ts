@@ -1,11 +1,13 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { slimParser, type ParserInternals } from '../../src/mqtt/parser-slim.js';
+import { PassThrough } from 'node:stream';
+import { slimParser, uncachedPacketNumbers, type ParserInternals } from '../../src/mqtt/parser-slim.js';
 
 // The mqtt-packet aedes itself loads: the parser whose list is swapped.
 const mqttPacket = createRequire(createRequire(import.meta.url).resolve('aedes'))('mqtt-packet') as {
   parser(): ParserInternals & { parse(buf: Buffer): number };
   generate(packet: Record<string, unknown>): Buffer;
+  writeToStream: ((packet: Record<string, unknown>, stream: NodeJS.WritableStream) => boolean) & { cacheNumbers: boolean };
 };
 
 /** A stream has stream state; the plain list has none. */
@@ -51,5 +53,22 @@ describe('slimParser', () => {
     slimParser(parser, {});
     expect(isStream(parser._list)).toBe(true);
     expect(() => slimParser(undefined, {})).not.toThrow();
+  });
+});
+
+describe('uncachedPacketNumbers', () => {
+  it('turns off the writer of aedes the table of 65,536 numbers, and packet ids and lengths are written as before', async () => {
+    uncachedPacketNumbers();
+    expect(mqttPacket.writeToStream.cacheNumbers).toBe(false);
+    const packet = { cmd: 'publish', topic: 'devices/a/commands/1', payload: Buffer.from('{}'), qos: 1, messageId: 40_000, retain: false, dup: false };
+    const out = new PassThrough();
+    mqttPacket.writeToStream(packet, out);
+    // The writer corks the stream and uncorks it on the next tick.
+    await new Promise((resolve) => setImmediate(resolve));
+    const parser = mqttPacket.parser();
+    const read: Array<{ messageId?: number; topic?: string }> = [];
+    parser.on('packet', (parsed: { messageId?: number; topic?: string }) => read.push(parsed));
+    parser.parse(out.read() as Buffer);
+    expect(read).toMatchObject([{ messageId: 40_000, topic: 'devices/a/commands/1' }]);
   });
 });
