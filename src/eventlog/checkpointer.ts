@@ -29,6 +29,16 @@ export interface Checkpointer {
   stop(): Promise<void>;
 }
 
+/**
+ * WAL frames past which the worker starts the WAL over (RESTART: it waits for the commit under
+ * way and holds the next one back while it copies the few frames PASSIVE left). A writer that
+ * commits many times a second never finds the WAL wholly copied back, so SQLite never starts it
+ * over on its own: it grew past the size limit, and the commit that finally did start it over
+ * cut the file back on the event loop (100-150 ms on a shared disk, every few seconds at 1,000
+ * readings/s).
+ */
+const RESTART_FRAMES = 4_096;
+
 /*
  * CommonJS evaluated in the worker: a worker file of its own would not exist when the sources run
  * untranspiled (the tests), and this is all it does. PASSIVE never waits for the writer.
@@ -37,7 +47,11 @@ const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
-const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0];
+const checkpoint = () => {
+  const result = db.pragma('wal_checkpoint(PASSIVE)')[0];
+  if (result.log <= workerData.restartFrames) return result;
+  return db.pragma('wal_checkpoint(RESTART)')[0];
+};
 const timer = setInterval(() => {
   try { checkpoint(); } catch (error) { parentPort.postMessage({ background: String(error) }); }
 }, workerData.everyMs);
@@ -59,13 +73,13 @@ parentPort.on('message', (message) => {
  * A second connection in a worker thread checkpoints every `everyMs` instead, on the other core.
  * Durability is unchanged: a committed transaction is in the WAL either way.
  */
-export function startCheckpointer(db: SqliteDatabase, options: { everyMs?: number; onError?: (message: string) => void } = {}): Checkpointer {
+export function startCheckpointer(db: SqliteDatabase, options: { everyMs?: number; restartFrames?: number; onError?: (message: string) => void } = {}): Checkpointer {
   if (db.memory) return { checkpointNow: () => Promise.resolve({ busy: 0, log: 0, checkpointed: 0 }), stop: () => Promise.resolve() };
   db.pragma(`wal_autocheckpoint = ${WRITER_CHECKPOINT_PAGES}`);
   db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
   const worker = new Worker(workerSource, {
     eval: true,
-    workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), file: db.name, everyMs: options.everyMs ?? DEFAULT_EVERY_MS },
+    workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), file: db.name, everyMs: options.everyMs ?? DEFAULT_EVERY_MS, restartFrames: options.restartFrames ?? RESTART_FRAMES },
   });
   // The event loop may exit while the worker runs: it only serves the writer.
   worker.unref();
