@@ -63,7 +63,8 @@ export class SqliteEventLog implements EventLog {
       saveKey: db.prepare(`INSERT INTO idempotency_keys (key, result) VALUES (?, ?)`),
     };
     const transaction = db.transaction((work: () => unknown) => work());
-    this.inTransaction = <T>(work: () => T) => transaction(work) as T;
+    // IMMEDIATE (see WRITE_TRANSACTION in database.ts); nested calls are savepoints either way.
+    this.inTransaction = <T>(work: () => T) => transaction.immediate(work) as T;
     const last = db.prepare<[], { position: number; hash: string }>(`SELECT position, hash FROM events ORDER BY position DESC LIMIT 1`).get();
     this.head = last ?? { position: 0, hash: GENESIS_HASH };
   }

@@ -63,8 +63,9 @@ export class Sql {
     return this.prepare(sql).run(...bind(parameters)).changes;
   }
 
+  /** IMMEDIATE: see WRITE_TRANSACTION in eventlog/database.ts. */
   transaction<T>(work: () => T): T {
-    return this.db.transaction(work)();
+    return this.db.transaction(work).immediate();
   }
 
   private prepare(sql: string): Statement {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WRITER_ALONE_CHECKPOINT_PAGES, WRITER_CHECKPOINT_PAGES } from '../../src/eventlog/checkpointer.js';
-import { openDatabase, startCheckpointer, type SqliteDatabase } from '../../src/eventlog/index.js';
+import { ManualClock } from '../../src/domain/clock.js';
+import { SqliteEventLog, openDatabase, startCheckpointer, type SqliteDatabase } from '../../src/eventlog/index.js';
 
 describe('background checkpointer', () => {
   let dir: string;
@@ -47,6 +48,25 @@ describe('background checkpointer', () => {
     // Measured here: about 6 MB with the restart, 128 MB without it (the WAL only ever grows)
     const bound = 32 * 1024 * 1024;
     expect(await walHighWater(256, 1_500)).toBeLessThan(bound);
+  });
+
+  it('given the worker starting the WAL over again and again, when the log appends (reading, then writing, in one transaction), then no append fails busy', async () => {
+    const log = new SqliteEventLog(db, new ManualClock('2026-03-01T00:00:00.000Z'));
+    const checkpointer = startCheckpointer(db, { everyMs: 1, restartFrames: 8 });
+    try {
+      for (let round = 0; round < 150; round++) {
+        // The idempotency key is looked up before the insert: a read, then a write.
+        const appends = Array.from({ length: 10 }, (_, i) =>
+          log.append([{ streamId: `s-${i}`, expectedVersion: 'any', events: [{ type: 'group.deleted', data: { group_id: `g${round}`, user_id: 'u' } }] }], { idempotencyKey: `k-${round}-${i}` }),
+        );
+        await Promise.all(appends);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      expect(log.headPosition()).toBe(1_500);
+    } finally {
+      await checkpointer.stop();
+      log.close();
+    }
   });
 
   it('given commits in the WAL, when asked, then the worker copies every frame back into the database', async () => {
