@@ -82,7 +82,12 @@ export class SegmentStore {
     if (this.dir === null) return [];
     mkdirSync(this.dir, { recursive: true });
     const registered = new Map(this.list.map((entry) => [entry.file, entry]));
-    const stale = readdirSync(this.dir).filter((file) => file.endsWith(PARTIAL_SUFFIX) || (file.endsWith('.seg') && (registered.get(file)?.deleted_at ?? null) !== null) || (file.endsWith('.seg') && !registered.has(file)));
+    const isStale = (file: string) => {
+      if (file.endsWith(PARTIAL_SUFFIX)) return true;
+      const entry = registered.get(file);
+      return file.endsWith('.seg') && (entry === undefined || entry.deleted_at !== null);
+    };
+    const stale = readdirSync(this.dir).filter(isStale);
     for (const file of stale) rmSync(join(this.dir, file), { force: true });
     return stale;
   }
@@ -136,8 +141,10 @@ export class SegmentStore {
   count(filter: Omit<ReadAllFilter, 'limit' | 'offset'>): number {
     const segments = this.candidates(filter);
     const countable = !filter.since && !filter.until && !(filter.types && filter.streamIds);
-    const whole = countable ? segments.filter((entry) => entry.first_position > filter.afterPosition) : [];
-    const read = segments.filter((entry) => !whole.includes(entry)).reduce((sum, entry) => sum + this.rows(entry).filter(rowFilter(filter)).length, 0);
+    // Whole segments are counted from the registry; the others (straddling the position, or any under a filter the counts cannot answer) are read.
+    const isWhole = (entry: SegmentEntry) => countable && entry.first_position > filter.afterPosition;
+    const whole = segments.filter(isWhole);
+    const read = segments.filter((entry) => !isWhole(entry)).reduce((sum, entry) => sum + this.rows(entry).filter(rowFilter(filter)).length, 0);
     if (whole.length === 0) return read;
     if (filter.types) return read + whole.reduce((sum, entry) => sum + sumOf(entry.types, filter.types!), 0);
     if (!filter.streamIds) return read + whole.reduce((sum, entry) => sum + entry.events, 0);

@@ -38,6 +38,8 @@ export class SqliteEventLog implements EventLog {
     insert: Statement<[number, string, number, string, string, string, string, string]>;
     streamVersion: Statement<[string, string], { version: number | null }>;
     readStream: Statement<[string, string], StoredRow>;
+    hashAt: Statement<[number], { hash: string }>;
+    linkTo: Statement<[number], { previous_hash: string }>;
     findKey: Statement<[string], { result: string }>;
     saveKey: Statement<[string, string]>;
   };
@@ -59,6 +61,8 @@ export class SqliteEventLog implements EventLog {
       ),
       streamVersion: db.prepare(`SELECT max(coalesce((SELECT max(version) FROM events WHERE stream_id = ?), 0), coalesce((SELECT version FROM archived_streams WHERE stream_id = ?), 0)) AS version`),
       readStream: db.prepare(`SELECT * FROM events WHERE stream_id = ? AND recorded_at <= ? ORDER BY version`),
+      hashAt: db.prepare(`SELECT hash FROM events WHERE position = ?`),
+      linkTo: db.prepare(`SELECT previous_hash FROM archive_links WHERE position = ?`),
       findKey: db.prepare(`SELECT result FROM idempotency_keys WHERE key = ?`),
       saveKey: db.prepare(`INSERT INTO idempotency_keys (key, result) VALUES (?, ?)`),
     };
@@ -267,10 +271,11 @@ export class SqliteEventLog implements EventLog {
 
   async hashAt(position: number): Promise<string> {
     if (position <= 0) return GENESIS_HASH;
-    const live = this.db.prepare<[number], { hash: string }>(`SELECT hash FROM events WHERE position = ?`).get(position)?.hash;
+    // Prepared once: an export asks this for every event it writes.
+    const live = this.statements.hashAt.get(position)?.hash;
     if (live !== undefined) return live;
     // Archived: the link recorded for the live event after it, else its segment.
-    const link = this.db.prepare<[number], { previous_hash: string }>(`SELECT previous_hash FROM archive_links WHERE position = ?`).get(position + 1)?.previous_hash;
+    const link = this.statements.linkTo.get(position + 1)?.previous_hash;
     return link ?? this.archive.rowAt(position)?.hash ?? GENESIS_HASH;
   }
 
